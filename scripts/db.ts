@@ -1,0 +1,42 @@
+/**
+ * `deno task db [--port N] [--reset]`: the embedded Postgres alone, shaped like Supabase's
+ * and migrated, until Ctrl-C. `deno task dev` starts it too, with the rest of the stack.
+ */
+import { parseArgs } from "node:util";
+import { DEFAULT_DB_PORT, LocalDatabaseError, startPostgres } from "./local/postgres.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    port: { type: "string", default: String(Deno.env.get("DB_PORT") ?? DEFAULT_DB_PORT) },
+    reset: { type: "boolean", default: false },
+    verbose: { type: "boolean", default: false },
+  },
+});
+
+try {
+  const started = performance.now();
+  const db = await startPostgres({
+    port: Number(values.port),
+    reset: values.reset,
+    seed: true,
+    log: values.verbose ? (line) => console.error(line) : undefined,
+  });
+  console.log(
+    `Postgres 17 ${db.created ? "created" : "started"} in ${
+      ((performance.now() - started) / 1000).toFixed(1)
+    } s (data in ${db.dataDir})\n  SUPABASE_DB_URL=${db.url}\nCtrl-C stops it.`,
+  );
+  await waitForSignal();
+  await db.stop();
+} catch (error) {
+  if (!(error instanceof LocalDatabaseError)) throw error;
+  console.error(`error[${error.code}]: ${error.message}`);
+  Deno.exit(1);
+}
+
+function waitForSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, resolve);
+  });
+}

