@@ -1,0 +1,190 @@
+/**
+ * append_messages: idempotent by client id, all or nothing, seq strictly increasing per
+ * session even under concurrent appends.
+ */
+import assert from "node:assert/strict";
+import {
+  appendMessages,
+  as,
+  connectTestDatabase,
+  createUser,
+  message,
+  sqlState,
+} from "./db_helpers.ts";
+
+Deno.test("the same client id twice is stored once, with the same seq", async () => {
+  const sql = connectTestDatabase();
+  try {
+    const user = await createUser(sql);
+    const sessionId = crypto.randomUUID();
+    const hello = message("hello");
+    const [first] = await as(sql, user, (tx) => appendMessages(tx, sessionId, [hello], "Greeting"));
+    const [again] = await as(sql, user, (tx) => appendMessages(tx, sessionId, [hello]));
+    assert.equal(first.inserted, true);
+    assert.equal(again.inserted, false);
+    assert.deepEqual([again.id, again.seq, again.client_id], [first.id, first.seq, hello.id]);
+
+    const rows = await sql`select seq from public.chat_history where session_id = ${sessionId}`;
+    assert.equal(rows.length, 1);
+    const [session] = await sql`select title, user_id from public.chat_sessions
+                                where id = ${sessionId}`;
+    assert.deepEqual([session.title, session.user_id], ["Greeting", user.id]);
+  } finally {
+    await sql.end();
+  }
+});
+
+Deno.test("a batch is numbered in order and a retried batch keeps its numbers", async () => {
+  const sql = connectTestDatabase();
+  try {
+    const user = await createUser(sql);
+    const sessionId = crypto.randomUUID();
+    const batch = [message("one"), message("two", "assistant"), message("three")];
+    const stored = await as(sql, user, (tx) => appendMessages(tx, sessionId, batch));
+    assert.deepEqual(stored.map((r) => r.seq), [1, 2, 3]);
+    assert.deepEqual(stored.map((r) => r.client_id), batch.map((m) => m.id));
+
+    const mixed = [batch[1], message("four")];
+    const retried = await as(sql, user, (tx) => appendMessages(tx, sessionId, mixed));
+    assert.deepEqual(retried.map((r) => [r.seq, r.inserted]), [[2, false], [4, true]]);
+  } finally {
+    await sql.end();
+  }
+});
+
+Deno.test("seq is strictly increasing and gap-free under concurrent appends", async () => {
+  const writers = 40;
+  const sql = connectTestDatabase(writers);
+  try {
+    const user = await createUser(sql);
+    const sessionId = crypto.randomUUID();
+    await as(sql, user, (tx) => appendMessages(tx, sessionId, [message("first")]));
+    const results = await Promise.all(
+      Array.from(
+        { length: writers },
+        (_, i) =>
+          as(
+            sql,
+            user,
+            (tx) => appendMessages(tx, sessionId, [message(`m${i}`), message(`n${i}`)]),
+          ),
+      ),
+    );
+    for (const [a, b] of results) assert.equal(b.seq, a.seq + 1, "a batch stays contiguous");
+
+    const rows = await sql`select seq, created_at from public.chat_history
+                           where session_id = ${sessionId} order by seq`;
+    assert.deepEqual(
+      rows.map((r) => r.seq),
+      Array.from({ length: 2 * writers + 1 }, (_, i) => i + 1),
+    );
+  } finally {
+    await sql.end();
+  }
+});
+
+Deno.test("concurrent retries of one message store it once", async () => {
+  const sql = connectTestDatabase(20);
+  try {
+    const user = await createUser(sql);
+    const sessionId = crypto.randomUUID();
+    await as(sql, user, (tx) => appendMessages(tx, sessionId, [message("first")]));
+    const retried = message("retried");
+    const results = await Promise.all(
+      Array.from(
+        { length: 20 },
+        () => as(sql, user, (tx) => appendMessages(tx, sessionId, [retried])),
+      ),
+    );
+    assert.equal(results.filter(([r]) => r.inserted).length, 1);
+    assert.equal(new Set(results.map(([r]) => r.seq)).size, 1);
+    const [{ count }] = await sql`select count(*)::int as count from public.chat_history
+                                  where client_id = ${retried.id}`;
+    assert.equal(count, 1);
+  } finally {
+    await sql.end();
+  }
+});
+
+Deno.test("one invalid message stores nothing, not even the session", async () => {
+  const sql = connectTestDatabase();
+  try {
+    const user = await createUser(sql);
+    const sessionId = crypto.randomUUID();
+    const batch = [message("fine"), { ...message("bad"), role: "wizard" as never }];
+    assert.equal(
+      await sqlState(as(sql, user, (tx) => appendMessages(tx, sessionId, batch))),
+      "22P02",
+    );
+    const [{ count }] = await sql`select count(*)::int as count from public.chat_sessions
+                                  where id = ${sessionId}`;
+    assert.equal(count, 0);
+
+    const badId = [{ ...message("x"), id: "not-a-uuid" }];
+    assert.equal(
+      await sqlState(as(sql, user, (tx) => appendMessages(tx, sessionId, badId))),
+      "22P02",
+    );
+  } finally {
+    await sql.end();
+  }
+});
+
+Deno.test("batch errors carry stable codes", async () => {
+  const sql = connectTestDatabase();
+  try {
+    const user = await createUser(sql);
+    const other = await createUser(sql);
+    const sessionId = crypto.randomUUID();
+    const reused = message("reused");
+    await as(sql, user, (tx) => appendMessages(tx, sessionId, [reused]));
+
+    const cases: [string, Parameters<typeof appendMessages>[2], string?][] = [
+      ["AG422", []],
+      ["AG422", [reused, reused]],
+      ["AG422", [{ role: "user", content: "no id" } as never]],
+    ];
+    for (const [code, batch] of cases) {
+      assert.equal(
+        await sqlState(as(sql, user, (tx) => appendMessages(tx, sessionId, batch))),
+        code,
+      );
+    }
+    const elsewhere = as(sql, user, (tx) => appendMessages(tx, crypto.randomUUID(), [reused]));
+    assert.equal(await sqlState(elsewhere), "AG409", "a client id belongs to one session");
+    const otherRole = as(
+      sql,
+      user,
+      (tx) => appendMessages(tx, sessionId, [{ ...reused, role: "assistant" }]),
+    );
+    assert.equal(await sqlState(otherRole), "AG409");
+    const foreign = as(sql, other, (tx) => appendMessages(tx, sessionId, [message("hi")]));
+    assert.equal(await sqlState(foreign), "AG404", "another user's session does not exist for him");
+  } finally {
+    await sql.end();
+  }
+});
+
+Deno.test("message content is full-text searchable", async () => {
+  const sql = connectTestDatabase();
+  try {
+    const user = await createUser(sql);
+    const sessionId = crypto.randomUUID();
+    await as(
+      sql,
+      user,
+      (tx) =>
+        appendMessages(tx, sessionId, [
+          message("The deployments were running smoothly"),
+          message("Unrelated"),
+        ]),
+    );
+    const hits = await as(sql, user, (tx) =>
+      tx`
+      select content from public.chat_history
+      where content_search @@ websearch_to_tsquery('english', 'deployment run')`);
+    assert.deepEqual(hits.map((h) => h.content), ["The deployments were running smoothly"]);
+  } finally {
+    await sql.end();
+  }
+});

@@ -1,0 +1,93 @@
+/**
+ * Shared set-up for database tests: a superuser connection to the test database that
+ * `deno task test` migrated, users created the way Auth creates them, and claims for
+ * running SQL as them through the same `asUser` the functions use.
+ */
+import { asUser, connect, type JwtClaims, type Sql, type Tx } from "../functions/_shared/db.ts";
+
+export function testDatabaseUrl(): string {
+  const url = Deno.env.get("SUPABASE_DB_URL");
+  if (!url) {
+    throw new Error("SUPABASE_DB_URL is not set: run the tests with `deno task test`.");
+  }
+  return url;
+}
+
+/** A superuser pool on the test database; `max` sized for concurrency tests. */
+export function connectTestDatabase(max = 10): Sql {
+  return connect(testDatabaseUrl(), { max });
+}
+
+export interface TestUser {
+  id: string;
+  email: string;
+  claims: JwtClaims;
+}
+
+/** Inserts an auth.users row as GoTrue would; the project's trigger adds grants and limits. */
+export async function createUser(sql: Sql, label = "user"): Promise<TestUser> {
+  const id = crypto.randomUUID();
+  const email = `${label}-${id.slice(0, 8)}@example.test`;
+  await sql`
+    insert into auth.users (instance_id, id, aud, role, email, encrypted_password,
+      email_confirmed_at, raw_app_meta_data, raw_user_meta_data, created_at, updated_at)
+    values ('00000000-0000-0000-0000-000000000000', ${id}, 'authenticated', 'authenticated',
+      ${email}, extensions.crypt('password123', extensions.gen_salt('bf', 4)), now(),
+      '{"provider":"email","providers":["email"]}', '{}', now(), now())`;
+  return { id, email, claims: userClaims(id, email) };
+}
+
+export function userClaims(id: string, email?: string): JwtClaims {
+  return { sub: id, role: "authenticated", aud: "authenticated", email, is_anonymous: false };
+}
+
+export const ANON_CLAIMS: JwtClaims = { role: "anon" };
+
+export function as<T>(sql: Sql, who: TestUser | JwtClaims, work: (tx: Tx) => Promise<T>) {
+  return asUser(sql, isTestUser(who) ? who.claims : who, work);
+}
+
+function isTestUser(who: TestUser | JwtClaims): who is TestUser {
+  return typeof (who as TestUser).id === "string" && typeof who.claims === "object";
+}
+
+/** The SQLSTATE of a failed query, for asserting which error a statement raised. */
+export async function sqlState(promise: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await promise;
+    return undefined;
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (typeof code !== "string") throw error;
+    return code;
+  }
+}
+
+export interface MessageInput {
+  id: string;
+  role: "user" | "assistant" | "system" | "tool";
+  content: string;
+  [field: string]: unknown;
+}
+
+export function message(content: string, role: MessageInput["role"] = "user"): MessageInput {
+  return { id: crypto.randomUUID(), role, content };
+}
+
+export interface AppendedRow {
+  id: string;
+  client_id: string;
+  seq: number;
+  created_at: Date;
+  inserted: boolean;
+}
+
+export function appendMessages(
+  tx: Tx,
+  sessionId: string,
+  messages: MessageInput[],
+  title: string | null = null,
+): Promise<AppendedRow[]> {
+  return tx<AppendedRow[]>`
+    select * from public.append_messages(${sessionId}, ${tx.json(messages as never)}, ${title})`;
+}
