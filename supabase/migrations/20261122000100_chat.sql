@@ -10,7 +10,9 @@ create table public.chat_sessions (
   title text check (char_length(title) <= 200),
   created_at timestamptz not null default now(),
   -- Bumped by every append, so "newest first" means "most recently active first".
-  updated_at timestamptz not null default now()
+  updated_at timestamptz not null default now(),
+  -- Target of chat_history's (session_id, user_id) key: a message lives in its owner's session.
+  constraint chat_sessions_id_user_key unique (id, user_id)
 );
 comment on table public.chat_sessions is 'A conversation. Newest first by updated_at.';
 
@@ -19,7 +21,7 @@ create index chat_sessions_user_recent_idx
 
 create table public.chat_history (
   id uuid primary key default gen_random_uuid(),
-  session_id uuid not null references public.chat_sessions (id) on delete cascade,
+  session_id uuid not null,
   user_id uuid not null default auth.uid() references auth.users (id) on delete cascade,
   -- The id the client chose; a retried write with the same id is stored once.
   client_id uuid not null,
@@ -37,7 +39,9 @@ create table public.chat_history (
   updated_at timestamptz not null default now(),
   content_search tsvector generated always as (to_tsvector('english', content)) stored,
   constraint chat_history_client_id_key unique (user_id, client_id),
-  constraint chat_history_session_seq_key unique (session_id, seq)
+  constraint chat_history_session_seq_key unique (session_id, seq),
+  constraint chat_history_session_owner_fkey foreign key (session_id, user_id)
+    references public.chat_sessions (id, user_id) on delete cascade
 );
 comment on table public.chat_history is
   'Messages of a session in seq order; assistant rows stream (status) and are flushed while they grow.';
@@ -61,14 +65,9 @@ create policy "chat_sessions: owner deletes" on public.chat_sessions
 
 create policy "chat_history: owner reads" on public.chat_history
   for select to authenticated using (user_id = (select auth.uid()));
-create policy "chat_history: owner appends to own sessions" on public.chat_history
-  for insert to authenticated with check (
-    user_id = (select auth.uid())
-    and exists (
-      select 1 from public.chat_sessions s
-      where s.id = session_id and s.user_id = (select auth.uid())
-    )
-  );
+-- The (session_id, user_id) foreign key keeps the message in the writer's own session.
+create policy "chat_history: owner appends" on public.chat_history
+  for insert to authenticated with check (user_id = (select auth.uid()));
 create policy "chat_history: owner updates" on public.chat_history
   for update to authenticated
   using (user_id = (select auth.uid())) with check (user_id = (select auth.uid()));
@@ -103,10 +102,10 @@ set search_path = ''
 as $$
 declare
   v_user uuid := auth.uid();
-  v_max_seq integer;
+  v_ids uuid[];
+  v_existing uuid[];
   v_conflict uuid;
-  v_missing_ids bigint;
-  v_duplicate_ids bigint;
+  v_max_seq integer;
 begin
   if v_user is null then
     raise exception 'not authenticated' using errcode = '42501';
@@ -118,23 +117,19 @@ begin
     raise exception 'messages must be a non-empty array' using errcode = 'AG422';
   end if;
 
-  with incoming as (
-    select (m.value ->> 'id')::uuid as client_id, m.value ->> 'role' as role
-    from jsonb_array_elements(p_messages) as m (value)
-  )
-  select
-    count(*) filter (where i.client_id is null),
-    count(*) - count(distinct i.client_id)
-  into v_missing_ids, v_duplicate_ids
-  from incoming i;
-  if v_missing_ids > 0 then
+  v_ids := array(
+    select (m.value ->> 'id')::uuid
+    from jsonb_array_elements(p_messages) with ordinality as m (value, ord)
+    order by m.ord
+  );
+  if array_position(v_ids, null) is not null then
     raise exception 'every message needs an id' using errcode = 'AG422';
   end if;
-  if v_duplicate_ids > 0 then
+  if cardinality(v_ids) <> (select count(distinct x) from unnest(v_ids) as x) then
     raise exception 'message ids must be unique within a batch' using errcode = 'AG422';
   end if;
 
-  insert into public.chat_sessions as s (id, user_id, title)
+  insert into public.chat_sessions (id, user_id, title)
   values (p_session_id, v_user, p_title)
   on conflict on constraint chat_sessions_pkey do nothing;
 
@@ -143,51 +138,51 @@ begin
     raise exception 'session % not found', p_session_id using errcode = 'AG404';
   end if;
 
-  select h.client_id into v_conflict
-  from jsonb_array_elements(p_messages) as m (value)
-  join public.chat_history h
-    on h.user_id = v_user and h.client_id = (m.value ->> 'id')::uuid
-  where h.session_id <> p_session_id or h.role::text <> m.value ->> 'role'
-  limit 1;
+  -- Messages of this batch that an earlier (retried) append already stored.
+  select coalesce(array_agg(h.client_id), '{}'),
+         (array_agg(h.client_id) filter (
+            where h.session_id <> p_session_id
+               or h.role::text is distinct from (
+                 select m.value ->> 'role' from jsonb_array_elements(p_messages) as m (value)
+                 where (m.value ->> 'id')::uuid = h.client_id
+               )
+          ))[1]
+  into v_existing, v_conflict
+  from public.chat_history h
+  where h.user_id = v_user and h.client_id = any (v_ids);
   if v_conflict is not null then
     raise exception 'message id % is already used', v_conflict using errcode = 'AG409';
   end if;
 
-  select coalesce(max(h.seq), 0) into v_max_seq
-  from public.chat_history h where h.session_id = p_session_id;
+  select h.seq into v_max_seq
+  from public.chat_history h where h.session_id = p_session_id
+  order by h.seq desc limit 1;
 
   return query
-  with incoming as (
+  with fresh as (
     select m.ord, (m.value ->> 'id')::uuid as client_id, m.value
     from jsonb_array_elements(p_messages) with ordinality as m (value, ord)
-  ),
-  fresh as (
-    select i.*, v_max_seq + (row_number() over (order by i.ord))::integer as seq
-    from incoming i
-    where not exists (
-      select 1 from public.chat_history h where h.user_id = v_user and h.client_id = i.client_id
-    )
+    where not ((m.value ->> 'id')::uuid = any (v_existing))
   ),
   stored as (
     insert into public.chat_history as h
       (session_id, user_id, client_id, seq, role, content, tool_calls, tool_call_id, model,
        status, turn_id)
-    select p_session_id, v_user, f.client_id, f.seq, (f.value ->> 'role')::public.message_role,
-           coalesce(f.value ->> 'content', ''), f.value -> 'tool_calls',
-           f.value ->> 'tool_call_id', f.value ->> 'model',
+    select p_session_id, v_user, f.client_id,
+           coalesce(v_max_seq, 0) + (row_number() over (order by f.ord))::integer,
+           (f.value ->> 'role')::public.message_role, coalesce(f.value ->> 'content', ''),
+           f.value -> 'tool_calls', f.value ->> 'tool_call_id', f.value ->> 'model',
            coalesce(f.value ->> 'status', 'complete')::public.message_status,
            (f.value ->> 'turn_id')::uuid
     from fresh f
-    order by f.seq
     returning h.id, h.client_id, h.seq, h.created_at
   )
-  select coalesce(st.id, old.id), i.client_id, coalesce(st.seq, old.seq),
-         coalesce(st.created_at, old.created_at), st.id is not null
-  from incoming i
-  left join stored st on st.client_id = i.client_id
-  left join public.chat_history old
-    on st.id is null and old.user_id = v_user and old.client_id = i.client_id
-  order by i.ord;
+  select st.id, st.client_id, st.seq, st.created_at, true from stored st
+  union all
+  select old.id, old.client_id, old.seq, old.created_at, false
+  from public.chat_history old
+  where cardinality(v_existing) > 0 and old.user_id = v_user and old.client_id = any (v_existing)
+  order by 3;
 
   update public.chat_sessions s
   set updated_at = now(), title = coalesce(s.title, p_title)

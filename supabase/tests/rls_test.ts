@@ -132,7 +132,7 @@ Deno.test("another user cannot insert into a user's session or as that user", as
         tx`insert into public.chat_history (session_id, user_id, client_id, seq, role, content)
          values (${w.sessionId}, ${w.bob.id}, ${crypto.randomUUID()}, 99, 'user', 'sneaky')`,
     );
-    assert.equal(await sqlState(intoAlicesSession), "42501");
+    assert.equal(await sqlState(intoAlicesSession), "23503", "(session_id, user_id) must match");
 
     const asAlice = as(
       w.sql,

@@ -134,11 +134,11 @@ export type Database = {
         };
         Relationships: [
           {
-            foreignKeyName: "chat_history_session_id_fkey";
-            columns: ["session_id"];
+            foreignKeyName: "chat_history_session_owner_fkey";
+            columns: ["session_id", "user_id"];
             isOneToOne: false;
             referencedRelation: "chat_sessions";
-            referencedColumns: ["id"];
+            referencedColumns: ["id", "user_id"];
           },
         ];
       };

@@ -1,0 +1,68 @@
+/**
+ * `deno task bench [--smoke]`: every benchmark against a fresh migrated database.
+ * A full run appends its results to BENCHMARKS.md with the machine and the date; `--smoke`
+ * (what CI runs) only proves the benchmarks still work and writes nothing.
+ */
+import { join } from "node:path";
+import os from "node:os";
+import { connect } from "../supabase/functions/_shared/db.ts";
+import { databaseBench } from "./bench/database_bench.ts";
+import type { BenchContext, BenchResult } from "./bench/types.ts";
+import { createScratchDatabase } from "./local/scratch_database.ts";
+import { PROJECT_ROOT } from "./local/supabase_cli.ts";
+
+const smoke = Deno.args.includes("--smoke");
+const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>][] = [
+  ["Database", databaseBench],
+];
+
+const db = await createScratchDatabase();
+const sql = connect(db.url, { max: 40 });
+const sections: string[] = [];
+try {
+  for (const [title, suite] of suites) {
+    const results = await suite({ sql, databaseUrl: db.url, smoke });
+    sections.push(renderSection(title, results));
+    console.log(sections.at(-1));
+  }
+} finally {
+  await sql.end();
+  await db.dispose();
+}
+
+if (!smoke) {
+  const file = join(PROJECT_ROOT, "BENCHMARKS.md");
+  const existing = await Deno.readTextFile(file).catch(() => "# Benchmarks\n");
+  const entry = `\n## ${new Date().toISOString().slice(0, 10)} — ${machine()}\n\n${
+    sections.join("\n")
+  }`;
+  await Deno.writeTextFile(file, existing.trimEnd() + "\n" + entry);
+  console.log(`appended to ${file}`);
+}
+
+function renderSection(title: string, results: BenchResult[]): string {
+  const rows = results.map((r) =>
+    `| ${r.name} | ${formatNumber(r.value)} ${r.unit} | ${r.detail ?? ""} | ${
+      r.target ? `${r.target} ${r.pass ? "✅" : "❌"}` : ""
+    } |`
+  );
+  return [
+    `### ${title}${smoke ? " (smoke run, numbers not meaningful)" : ""}`,
+    "",
+    "| benchmark | result | detail | target |",
+    "| --- | --- | --- | --- |",
+    ...rows,
+    "",
+  ].join("\n");
+}
+
+function formatNumber(value: number): string {
+  return value >= 100 ? Math.round(value).toLocaleString("en-US") : value.toFixed(2);
+}
+
+function machine(): string {
+  const cpu = os.cpus()[0]?.model ?? "unknown CPU";
+  const memGiB = (os.totalmem() / 2 ** 30).toFixed(0);
+  return `${cpu}, ${os.cpus().length} cores, ${memGiB} GiB, ${Deno.build.os}/${Deno.build.arch}, ` +
+    `Deno ${Deno.version.deno}, PostgreSQL 17 (embedded, fsync off)`;
+}

@@ -1,0 +1,73 @@
+/**
+ * Database primitives the functions lean on: batched message append (target ≥ 20,000
+ * rows/s), single-message append latency, and atomic quota consumption under concurrency.
+ */
+import type { Sql } from "../../supabase/functions/_shared/db.ts";
+import {
+  appendMessages,
+  as,
+  createUser,
+  message,
+  type TestUser,
+} from "../../supabase/tests/db_helpers.ts";
+import { measure } from "./stats.ts";
+import type { BenchContext, BenchResult } from "./types.ts";
+
+function appendMessagesAsUser(sql: Sql, user: TestUser, sessionId: string, count: number) {
+  const batch = Array.from({ length: count }, (_, i) => message(`benchmark message ${i}`));
+  return as(sql, user, (tx) => appendMessages(tx, sessionId, batch));
+}
+
+export async function databaseBench(ctx: BenchContext): Promise<BenchResult[]> {
+  const results: BenchResult[] = [];
+  const user = await createUser(ctx.sql, "bench");
+  const batchSize = 500;
+  const batches = ctx.smoke ? 4 : 60;
+
+  const sessionId = crypto.randomUUID();
+  const batchRun = await measure(
+    batches,
+    1,
+    () => appendMessagesAsUser(ctx.sql, user, sessionId, batchSize),
+  );
+  results.push({
+    name: "append_messages, batches of 500",
+    value: batchRun.perSecond * batchSize,
+    unit: "rows/s",
+    target: ">= 20000",
+    pass: batchRun.perSecond * batchSize >= 20000,
+    detail: `p50 ${batchRun.p50.toFixed(1)} ms per batch`,
+  });
+
+  for (const concurrency of [1, 32]) {
+    const perSession = Array.from({ length: concurrency }, () => crypto.randomUUID());
+    let next = 0;
+    const single = await measure(
+      ctx.smoke ? 64 : 4000,
+      concurrency,
+      () => appendMessagesAsUser(ctx.sql, user, perSession[next++ % concurrency], 1),
+    );
+    results.push({
+      name: `append_messages, one message, ${concurrency} concurrent`,
+      value: single.perSecond,
+      unit: "appends/s",
+      detail: `p50 ${single.p50.toFixed(2)} ms, p99 ${single.p99.toFixed(2)} ms`,
+    });
+  }
+
+  for (const concurrency of [1, 32]) {
+    const quotaUser = await createUser(ctx.sql, "bench");
+    const quota = await measure(
+      ctx.smoke ? 64 : 5000,
+      concurrency,
+      () => ctx.sql`select * from public.consume_quota(${quotaUser.id}, 1)`,
+    );
+    results.push({
+      name: `consume_quota, one user, ${concurrency} concurrent`,
+      value: quota.perSecond,
+      unit: "calls/s",
+      detail: `p50 ${quota.p50.toFixed(2)} ms, p99 ${quota.p99.toFixed(2)} ms`,
+    });
+  }
+  return results;
+}
