@@ -111,11 +111,12 @@ export async function applySupabaseShape(url: string): Promise<void> {
 }
 
 /** `supabase migration up` against the given database, as a user would run it. */
-export async function applyMigrations(url: string): Promise<void> {
+export async function applyMigrations(url: string, workdir = PROJECT_ROOT): Promise<void> {
   try {
-    await supabaseCli(["migration", "up", remoteFlag(url), "--yes"]);
+    await supabaseCli(["migration", "up", remoteFlag(url), "--yes"], workdir);
   } catch (error) {
-    throw new LocalDatabaseError("migration_failed", await describeMigrationFailure(error));
+    const message = error instanceof Error ? error.message : String(error);
+    throw new LocalDatabaseError("migration_failed", await locateMigrationError(message, workdir));
   }
 }
 
@@ -141,17 +142,22 @@ export async function runSqlScript(url: string, text: string, fileName: string):
   }
 }
 
-async function describeMigrationFailure(error: unknown): Promise<string> {
-  const message = error instanceof Error ? error.message : String(error);
-  // The CLI names the file; add the line from the statement it quotes.
-  const file = message.match(/(\d{14}_[\w-]+\.sql)/)?.[1];
-  const statement = message.match(/At statement:? ?\d*\s*\n?([\s\S]+?)(?:\n\n|$)/)?.[1]?.trim();
-  if (!file || !statement) return message;
-  const text = await Deno.readTextFile(join(PROJECT_ROOT, "supabase", "migrations", file))
-    .catch(() => "");
-  const index = text.indexOf(statement.split("\n")[0]);
-  const line = index >= 0 ? text.slice(0, index).split("\n").length : undefined;
-  return line ? `supabase/migrations/${file}:${line}\n${message}` : message;
+/**
+ * Prefixes the CLI's report with `file:line`. The CLI names the migration it was applying
+ * and quotes the failing statement with a caret under the offending line; find that
+ * statement in the file and count.
+ */
+export async function locateMigrationError(report: string, workdir: string): Promise<string> {
+  const file = report.match(/Applying migration (\S+\.sql)/)?.[1];
+  const quoted = report.split(/At statement:? ?\d*\n/)[1]?.split("\n");
+  const caret = quoted?.findIndex((line) => /^\s*\^\s*$/.test(line)) ?? -1;
+  if (!file || !quoted || caret < 1) return report;
+  const path = join(workdir, "supabase", "migrations", file);
+  const text = await Deno.readTextFile(path);
+  const statementStart = text.indexOf(quoted.slice(0, caret).join("\n"));
+  if (statementStart < 0) return `supabase/migrations/${file}: ${report}`;
+  const line = text.slice(0, statementStart).split("\n").length + caret - 1;
+  return `supabase/migrations/${file}:${line}: ${report}`;
 }
 
 /** Returns true when the directory holds our cluster; throws for anything unusable. */

@@ -16,10 +16,11 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function runSupabaseCli(args: string[]): Promise<CliResult> {
+/** `workdir` is the folder holding `supabase/` (this project unless a test says otherwise). */
+export async function runSupabaseCli(args: string[], workdir = PROJECT_ROOT): Promise<CliResult> {
   const command = new Deno.Command("npx", {
-    args: ["--yes", `supabase@${SUPABASE_CLI_VERSION}`, ...args, "--workdir", PROJECT_ROOT],
-    cwd: PROJECT_ROOT,
+    args: ["--yes", `supabase@${SUPABASE_CLI_VERSION}`, ...args, "--workdir", workdir],
+    cwd: workdir,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -35,8 +36,8 @@ export async function runSupabaseCli(args: string[]): Promise<CliResult> {
 }
 
 /** Runs the CLI and throws with its own words when it fails. */
-export async function supabaseCli(args: string[]): Promise<string> {
-  const result = await runSupabaseCli(args);
+export async function supabaseCli(args: string[], workdir = PROJECT_ROOT): Promise<string> {
+  const result = await runSupabaseCli(args, workdir);
   if (result.code !== 0) {
     throw new Error(
       `supabase ${args[0]} ${args[1] ?? ""} failed (exit ${result.code}):\n` +
