@@ -28,7 +28,9 @@ try {
     if (failedTests.length === 0) survivors++;
     console.log(
       failedTests.length > 0
-        ? `killed    ${mutant.label}\n            by: ${failedTests.join("; ")}`
+        ? `killed    ${mutant.label}\n            by: ${failedTests.slice(0, 2).join("; ")}${
+          failedTests.length > 2 ? ` and ${failedTests.length - 2} more` : ""
+        }`
         : `SURVIVED  ${mutant.label}`,
     );
     await admin.unsafe(`drop database ${name} with (force)`);
