@@ -1,0 +1,153 @@
+/**
+ * One port in front of everything, like Supabase's API gateway:
+ *   /functions/v1/<name>/…  → that function's worker, which sees `/<name>/…` (WebSockets too)
+ *   /auth/v1/…              → the Auth stand-in
+ *   /realtime/v1/…          → the Realtime stand-in
+ * Functions with `verify_jwt = true` in config.toml get their caller's JWT checked here, as
+ * Supabase does; ours verify tokens themselves and set it to false.
+ */
+import type { TokenVerifier } from "../../supabase/functions/_shared/auth.ts";
+import { bearerToken } from "../../supabase/functions/_shared/auth.ts";
+
+export type Handler = (request: Request) => Response | Promise<Response>;
+
+export interface GatewayRoutes {
+  /** Function name → worker origin (http://127.0.0.1:port). */
+  functions: Map<string, string>;
+  /** Function name → verify_jwt from config.toml (default true, as on Supabase). */
+  verifyJwt: Map<string, boolean>;
+  verifier: TokenVerifier;
+  auth?: Handler;
+  realtime?: Handler;
+}
+
+const FUNCTIONS_PREFIX = "/functions/v1/";
+/** Hop-by-hop headers a proxy must not forward. */
+const HOP_BY_HOP = [
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+  "te",
+  "trailer",
+];
+
+export function createGateway(routes: GatewayRoutes): Handler {
+  return async (request) => {
+    const url = new URL(request.url);
+    if (url.pathname.startsWith(FUNCTIONS_PREFIX)) return await routeToFunction(request, routes);
+    if (url.pathname.startsWith("/auth/v1/") && routes.auth) return await routes.auth(request);
+    if (url.pathname.startsWith("/realtime/v1/") && routes.realtime) {
+      return await routes.realtime(request);
+    }
+    return gatewayError(404, "no Route matched with those values");
+  };
+}
+
+async function routeToFunction(request: Request, routes: GatewayRoutes): Promise<Response> {
+  const url = new URL(request.url);
+  const functionPath = url.pathname.slice(FUNCTIONS_PREFIX.length - 1); // "/<name>/…"
+  const name = functionPath.split("/")[1];
+  const origin = routes.functions.get(name);
+  if (!origin) return gatewayError(404, "Requested function was not found");
+
+  if (request.method !== "OPTIONS" && (routes.verifyJwt.get(name) ?? true)) {
+    const token = bearerToken(request);
+    const verdict = token ? await routes.verifier.verify(token) : undefined;
+    if (!verdict?.ok) return gatewayError(401, "Invalid JWT");
+  }
+
+  const target = new URL(functionPath + url.search, origin);
+  if (request.headers.get("upgrade")?.toLowerCase() === "websocket") {
+    return await proxyWebSocket(request, target);
+  }
+  try {
+    // No abort signal: a client that goes away cancels the body stream, and the cancel
+    // travels on to the worker's response.
+    return await fetch(target, {
+      method: request.method,
+      headers: forwardedHeaders(request.headers),
+      body: request.body,
+      redirect: "manual",
+    });
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+    return gatewayError(502, `function ${name} is not reachable: ${error.message}`);
+  }
+}
+
+/**
+ * Bridges a client WebSocket to the worker's. The upstream socket opens first, so the
+ * client is upgraded with the subprotocol the function chose; when the function refuses the
+ * upgrade (401 before upgrading, say), the same request without the upgrade is replayed to
+ * learn the status and body the function answers with.
+ */
+async function proxyWebSocket(request: Request, target: URL): Promise<Response> {
+  const protocols = (request.headers.get("sec-websocket-protocol") ?? "")
+    .split(",").map((p) => p.trim()).filter(Boolean);
+  const headers = forwardedHeaders(request.headers);
+  for (const name of [...headers.keys()]) {
+    if (name.startsWith("sec-websocket-")) headers.delete(name);
+  }
+  target.protocol = target.protocol === "https:" ? "wss:" : "ws:";
+
+  const upstream = new DenoWebSocket(target, { protocols, headers });
+  upstream.binaryType = "arraybuffer";
+  const opened = await new Promise<boolean>((resolve) => {
+    upstream.onopen = () => resolve(true);
+    upstream.onerror = () => resolve(false);
+  });
+  if (!opened) {
+    target.protocol = target.protocol === "wss:" ? "https:" : "http:";
+    const refusal = await fetch(target, { headers });
+    return new Response(refusal.body, { status: refusal.status, headers: refusal.headers });
+  }
+
+  const { socket: client, response } = Deno.upgradeWebSocket(request, {
+    protocol: upstream.protocol || undefined,
+    idleTimeout: 0,
+  });
+  const pending: (string | ArrayBuffer)[] = [];
+  client.onopen = () => {
+    for (const message of pending.splice(0)) client.send(message);
+  };
+  upstream.onmessage = (event) => {
+    if (client.readyState === WebSocket.OPEN) client.send(event.data);
+    else if (client.readyState === WebSocket.CONNECTING) pending.push(event.data);
+  };
+  client.onmessage = (event) => {
+    if (upstream.readyState === WebSocket.OPEN) upstream.send(event.data);
+  };
+  upstream.onclose = (event) => closeWith(client, event.code, event.reason);
+  client.onclose = (event) => closeWith(upstream, event.code, event.reason);
+  upstream.onerror = () => closeWith(client, 1011, "function connection failed");
+  client.onerror = () => closeWith(upstream, 1001, "client connection failed");
+  return response;
+}
+
+/** Deno's WebSocket also takes request headers, which the DOM typing does not declare. */
+const DenoWebSocket = WebSocket as unknown as new (
+  url: URL,
+  options: { protocols?: string[]; headers?: HeadersInit },
+) => WebSocket;
+
+function closeWith(socket: WebSocket, code: number, reason: string) {
+  if (socket.readyState === WebSocket.CLOSING || socket.readyState === WebSocket.CLOSED) return;
+  // 1005/1006 describe a close without a frame; they may not be sent in one.
+  const sendable = code === 1000 || (code >= 3000 && code <= 4999) ||
+    (code >= 1001 && code <= 1014 && code !== 1005 && code !== 1006);
+  socket.close(sendable ? code : 1011, reason.slice(0, 120));
+}
+
+function forwardedHeaders(incoming: Headers): Headers {
+  const headers = new Headers(incoming);
+  for (const name of HOP_BY_HOP) headers.delete(name);
+  headers.delete("host");
+  return headers;
+}
+
+/** Errors in the shape Supabase's gateway uses for its own refusals. */
+function gatewayError(status: number, message: string): Response {
+  return Response.json({ code: status, message }, { status });
+}
