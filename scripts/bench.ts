@@ -7,6 +7,7 @@ import { join } from "node:path";
 import os from "node:os";
 import { connect } from "../supabase/functions/_shared/db.ts";
 import { databaseBench } from "./bench/database_bench.ts";
+import { historyBench } from "./bench/history_bench.ts";
 import type { BenchContext, BenchResult } from "./bench/types.ts";
 import { createScratchDatabase } from "./local/scratch_database.ts";
 import { PROJECT_ROOT } from "./local/supabase_cli.ts";
@@ -14,6 +15,7 @@ import { PROJECT_ROOT } from "./local/supabase_cli.ts";
 const smoke = Deno.args.includes("--smoke");
 const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>][] = [
   ["Database", databaseBench],
+  ["History", historyBench],
 ];
 
 const db = await createScratchDatabase();

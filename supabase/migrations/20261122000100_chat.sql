@@ -131,7 +131,7 @@ begin
 
   insert into public.chat_sessions (id, user_id, title)
   values (p_session_id, v_user, p_title)
-  on conflict on constraint chat_sessions_pkey do nothing;
+  on conflict do nothing;
 
   perform 1 from public.chat_sessions s where s.id = p_session_id for update;
   if not found then

@@ -4,6 +4,7 @@
  * running SQL as them through the same `asUser` the functions use.
  */
 import { asUser, connect, type JwtClaims, type Sql, type Tx } from "../functions/_shared/db.ts";
+import { type AppendedRow, callAppendMessages } from "../functions/_shared/history.ts";
 
 export function testDatabaseUrl(): string {
   const url = Deno.env.get("SUPABASE_DB_URL");
@@ -74,20 +75,14 @@ export function message(content: string, role: MessageInput["role"] = "user"): M
   return { id: crypto.randomUUID(), role, content };
 }
 
-export interface AppendedRow {
-  id: string;
-  client_id: string;
-  seq: number;
-  created_at: Date;
-  inserted: boolean;
-}
+export type { AppendedRow };
 
+/** `public.append_messages` as the SQL tests need it: unvalidated, database errors thrown. */
 export function appendMessages(
   tx: Tx,
   sessionId: string,
   messages: MessageInput[],
   title: string | null = null,
 ): Promise<AppendedRow[]> {
-  return tx<AppendedRow[]>`
-    select * from public.append_messages(${sessionId}, ${tx.json(messages as never)}, ${title})`;
+  return callAppendMessages(tx, sessionId, messages, title);
 }
