@@ -1,0 +1,213 @@
+/**
+ * The whole local stand-in for `supabase start`, as one value: Postgres shaped like
+ * Supabase's, the LLM fixture when no API key is set, each Edge Function in its own worker,
+ * and one gateway port serving the functions, Auth and Realtime. `deno task dev` runs it;
+ * end-to-end tests start their own on free ports.
+ */
+import { join } from "node:path";
+import { createTokenVerifier } from "../../supabase/functions/_shared/auth.ts";
+import { connect } from "../../supabase/functions/_shared/db.ts";
+import { createAuthHandler } from "./auth_server.ts";
+import { type LlmFixture, OFFLINE_DEMO_MODEL, startLlmFixture } from "../llm_fixture.ts";
+import { createGateway, type Handler } from "./gateway.ts";
+import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
+import { LOCAL_PUBLISHABLE_KEY, LOCAL_SECRET_KEY } from "./keys.ts";
+import { DEFAULT_DATA_DIR, DEFAULT_DB_PORT, freePort, startPostgres } from "./postgres.ts";
+import { readFunctionConfigs } from "./project_config.ts";
+import {
+  generateSigningKey,
+  jwksOf,
+  loadOrCreateSigningKey,
+  type SigningKey,
+} from "./signing_keys.ts";
+
+export const DEFAULT_API_PORT = 54321;
+
+/** Secrets and settings passed on to the functions when set in the environment. */
+const PASSED_THROUGH = [
+  "OPENROUTER_API_KEY",
+  "LLM_API_KEY",
+  "LLM_BASE_URL",
+  "LLM_MODEL",
+  "LLM_FALLBACK_MODELS",
+  "N8N_BASE_URL",
+  "N8N_WEBHOOK_AUTH_HEADER",
+  "N8N_WEBHOOK_AUTH_VALUE",
+  "N8N_TIMEOUT_MS",
+];
+
+export interface StackOptions {
+  /** Postgres data directory; the signing key is kept beside it. */
+  dataDir?: string;
+  /** Throwaway stack (tests): data in a temp dir removed on stop, free ports, new key. */
+  ephemeral?: boolean;
+  dbPort?: number;
+  apiPort?: number;
+  reset?: boolean;
+  /** Extra environment for the functions (tests point them at doubles this way). */
+  functionEnv?: Record<string, string>;
+  log?: (line: string) => void;
+}
+
+export interface RunningStack {
+  apiUrl: string;
+  dbUrl: string;
+  publishableKey: string;
+  secretKey: string;
+  signingKey: SigningKey;
+  /** The offline LLM when no API key was set. */
+  llm?: LlmFixture;
+  workers: Map<string, FunctionWorker>;
+  /** Kills a function's worker and starts a fresh one (a new isolate). */
+  restartFunction(name: string): Promise<FunctionWorker>;
+  notes: string[];
+  stop(): Promise<void>;
+}
+
+export async function startStack(options: StackOptions = {}): Promise<RunningStack> {
+  const log = options.log ?? ((line: string) => console.error(line));
+  const cleanups: (() => Promise<void>)[] = [];
+  const notes: string[] = [];
+  const stop = async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  };
+
+  try {
+    const dataDir = options.ephemeral
+      ? await Deno.makeTempDir({ prefix: "supabase-agent-stack-" })
+      : options.dataDir ?? DEFAULT_DATA_DIR;
+    if (options.ephemeral) cleanups.push(() => Deno.remove(dataDir, { recursive: true }));
+
+    const db = await startPostgres({
+      dataDir,
+      port: options.dbPort ?? (options.ephemeral ? freePort() : DEFAULT_DB_PORT),
+      reset: options.reset,
+      seed: true,
+      log: options.ephemeral ? undefined : log,
+    });
+    cleanups.push(() => db.stop());
+
+    const signingKey = options.ephemeral
+      ? await generateSigningKey()
+      : await loadOrCreateSigningKey(join(dataDir, "..", "signing-key.json"));
+    const apiPort = options.apiPort ?? (options.ephemeral ? freePort() : DEFAULT_API_PORT);
+    const apiUrl = `http://127.0.0.1:${apiPort}`;
+    const jwks = jwksOf(signingKey);
+
+    const passedThrough = Object.fromEntries(
+      PASSED_THROUGH.flatMap((name) => {
+        const value = Deno.env.get(name);
+        return value ? [[name, value]] : [];
+      }),
+    );
+    const functionEnv: Record<string, string> = { ...passedThrough, ...options.functionEnv };
+    let llm: LlmFixture | undefined;
+    if (!functionEnv.OPENROUTER_API_KEY && !functionEnv.LLM_API_KEY && !functionEnv.LLM_BASE_URL) {
+      llm = await startLlmFixture({ port: 0, demoDelayMs: options.ephemeral ? 0 : 40 });
+      cleanups.push(() => llm!.close());
+      functionEnv.LLM_BASE_URL = llm.url;
+      functionEnv.LLM_MODEL = OFFLINE_DEMO_MODEL;
+      notes.push(`No OPENROUTER_API_KEY: the agent talks to the offline demo model at ${llm.url}`);
+    }
+
+    const env: Record<string, string> = {
+      SUPABASE_URL: apiUrl,
+      SUPABASE_DB_URL: db.url,
+      SUPABASE_JWKS: JSON.stringify(jwks),
+      SUPABASE_PUBLISHABLE_KEYS: JSON.stringify({ default: LOCAL_PUBLISHABLE_KEY }),
+      SUPABASE_SECRET_KEYS: JSON.stringify({ default: LOCAL_SECRET_KEY }),
+      SUPABASE_ANON_KEY: LOCAL_PUBLISHABLE_KEY,
+      SUPABASE_SERVICE_ROLE_KEY: LOCAL_SECRET_KEY,
+      ...functionEnv,
+    };
+
+    const workers = new Map<string, FunctionWorker>();
+    const configs = await readFunctionConfigs();
+    const routes = new Map<string, string>();
+    const verifyJwt = new Map(configs.map((c) => [c.name, c.verifyJwt]));
+    const startWorker = async (name: string, entrypoint: string) => {
+      const worker = await startFunctionWorker({ name, entrypoint, env, log });
+      workers.set(name, worker);
+      routes.set(name, worker.origin);
+      return worker;
+    };
+    cleanups.push(async () => {
+      for (const worker of workers.values()) await worker.stop();
+    });
+    for (const config of configs) {
+      if (!(await exists(config.entrypoint))) {
+        notes.push(`function ${config.name}: not built yet (${config.entrypoint} is missing)`);
+        continue;
+      }
+      await startWorker(config.name, config.entrypoint);
+    }
+
+    const standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, jwks });
+    cleanups.push(standIns.close);
+
+    const handler = createGateway({
+      functions: routes,
+      verifyJwt,
+      verifier: createTokenVerifier({ jwks }),
+      auth: standIns.auth,
+      realtime: standIns.realtime,
+    });
+    const server = Deno.serve({ port: apiPort, hostname: "127.0.0.1", onListen() {} }, handler);
+    cleanups.push(() => server.shutdown());
+
+    return {
+      apiUrl,
+      dbUrl: db.url,
+      publishableKey: LOCAL_PUBLISHABLE_KEY,
+      secretKey: LOCAL_SECRET_KEY,
+      signingKey,
+      llm,
+      workers,
+      notes,
+      restartFunction: async (name) => {
+        const old = workers.get(name);
+        const config = configs.find((c) => c.name === name);
+        if (!old || !config) throw new Error(`no function ${name}`);
+        old.kill("SIGKILL");
+        await old.exited;
+        return await startWorker(name, config.entrypoint);
+      },
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+interface StandIns {
+  auth?: Handler;
+  realtime?: Handler;
+  close(): Promise<void>;
+}
+
+/** Auth and Realtime stand-ins (scripts/local/auth_server.ts, scripts/local/realtime/). */
+function startStandIns(context: {
+  dbUrl: string;
+  signingKey: SigningKey;
+  apiUrl: string;
+  jwks: ReturnType<typeof jwksOf>;
+}): Promise<StandIns> {
+  const authSql = connect(context.dbUrl, { max: 4 });
+  const auth = createAuthHandler({
+    sql: authSql,
+    signingKey: context.signingKey,
+    publicUrl: context.apiUrl,
+  });
+  return Promise.resolve({ auth, close: () => authSql.end() });
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}

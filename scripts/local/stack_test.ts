@@ -1,0 +1,47 @@
+/**
+ * The stand-in end to end: one gateway port, Auth issuing real ES256 tokens, and the
+ * functions running in their own workers with the environment Supabase gives them.
+ */
+import assert from "node:assert/strict";
+import { createClient } from "@supabase/supabase-js";
+import { startStack } from "./stack.ts";
+
+Deno.test("a seeded user signs in through the gateway and uses the functions", async () => {
+  const stack = await startStack({ ephemeral: true, log: () => {} });
+  const supabase = createClient(stack.apiUrl, stack.publishableKey, {
+    auth: { persistSession: false, autoRefreshToken: false },
+  });
+  try {
+    const { data, error } = await supabase.auth.signInWithPassword({
+      email: "alice@example.com",
+      password: "password123",
+    });
+    assert.equal(error, null);
+    const token = data.session!.access_token;
+
+    const sessionId = crypto.randomUUID();
+    const posted = await supabase.functions.invoke("history/messages", {
+      body: {
+        session_id: sessionId,
+        title: "Through the gateway",
+        messages: [{ id: crypto.randomUUID(), role: "user", content: "hello" }],
+      },
+    });
+    assert.equal(posted.error, null);
+    assert.equal(posted.data.session_id, sessionId);
+
+    const listed = await fetch(`${stack.apiUrl}/functions/v1/history/sessions`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(listed.status, 200);
+    const { sessions } = await listed.json();
+    assert.deepEqual(sessions.map((s: { id: string }) => s.id), [sessionId]);
+
+    const anonymous = await fetch(`${stack.apiUrl}/functions/v1/history/sessions`);
+    assert.equal(anonymous.status, 401);
+    await anonymous.body?.cancel();
+  } finally {
+    await supabase.auth.signOut();
+    await stack.stop();
+  }
+});
