@@ -1,0 +1,409 @@
+/**
+ * The `mcp` Edge Function: the tool registry served over MCP Streamable HTTP, stateless.
+ *
+ * Every POST gets a new `McpServer` and a new transport (the SDK refuses to reuse either),
+ * responses are SSE streams so progress notifications reach the client, and GET/DELETE answer
+ * 405 because a stateless server has no stream to offer and no session to end.
+ *
+ * Auth: a Supabase user access token as `Authorization: Bearer`, verified against the JWKS.
+ * Without one the answer is 401 with `WWW-Authenticate: Bearer resource_metadata=…` pointing
+ * at the RFC 9728 document this function serves under its own path (Edge Functions cannot
+ * serve the root `/.well-known`).
+ *
+ * Cancellation: a client cancels with a `notifications/cancelled` POST, which in stateless
+ * mode reaches a new server that knows nothing of the call. Calls still running in this
+ * isolate are therefore kept by (user, auth session, request id) and the cancellation is
+ * handed to the server running them, whose handler sees its signal abort. A cancellation that
+ * lands on another isolate cannot reach the call; the call then still ends when its client
+ * drops the response stream, or at the tool's own timeout.
+ */
+import { Hono } from "hono";
+import { cors } from "hono/cors";
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv-provider.js";
+import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
+import {
+  isJSONRPCErrorResponse,
+  isJSONRPCResultResponse,
+  type JSONRPCMessage,
+  type RequestId,
+} from "@modelcontextprotocol/sdk/types.js";
+import type { TransportSendOptions } from "@modelcontextprotocol/sdk/shared/transport.js";
+import { bearerToken, type TokenVerifier, type VerifiedUser } from "./auth.ts";
+import type { Sql } from "./db.ts";
+import { loadGrants, type PermissionGrant } from "./permissions.ts";
+import { registerTools } from "./tools/mcp_adapter.ts";
+import { createToolRegistry, type ToolDefinition } from "./tools/registry.ts";
+import { workflowConfigFromEnv } from "./tools/execute_workflow.ts";
+import { recordUsage, type UsageStatus } from "./usage.ts";
+
+export interface McpAppOptions {
+  sql: Sql;
+  verifier: TokenVerifier;
+  /** The project URL clients use (`SUPABASE_URL`); Auth lives at `<it>/auth/v1`. */
+  supabaseUrl: string;
+  /** This function's public URL; defaults to `<supabaseUrl>/functions/v1/mcp`. */
+  functionUrl?: string;
+  /** Defaults to the registry with workflow settings from the environment. */
+  tools?: readonly ToolDefinition[];
+  serverInfo?: { name: string; version: string };
+}
+
+const FUNCTION_NAME = "mcp";
+const METADATA_PATH = "/.well-known/oauth-protected-resource";
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
+const DEFAULT_SERVER_INFO = { name: "supabase-agent-tools", version: "1.0.0" };
+
+export function createMcpApp(options: McpAppOptions): Hono {
+  const { sql, verifier } = options;
+  const supabaseUrl = options.supabaseUrl.replace(/\/+$/, "");
+  const functionUrl = (options.functionUrl ?? `${supabaseUrl}/functions/v1/${FUNCTION_NAME}`)
+    .replace(/\/+$/, "");
+  const metadataUrl = functionUrl + METADATA_PATH;
+  const tools = options.tools ?? createToolRegistry({ workflow: workflowConfigFromEnv() });
+  const toolNames = new Set(tools.map((tool) => tool.name));
+  const serverInfo = options.serverInfo ?? DEFAULT_SERVER_INFO;
+  const running = new RunningCalls();
+  // The SDK builds a JSON Schema validator (Ajv) per server unless given one; compiling its
+  // vocabulary on every request costs more than the rest of a ping.
+  const jsonSchemaValidator = new AjvJsonSchemaValidator();
+
+  const app = new Hono().basePath(`/${FUNCTION_NAME}`);
+
+  app.use(
+    "*",
+    cors({
+      origin: "*",
+      allowMethods: ["POST", "GET", "DELETE", "OPTIONS"],
+      allowHeaders: [
+        "Authorization",
+        "Content-Type",
+        "Accept",
+        "Mcp-Protocol-Version",
+        "Mcp-Session-Id",
+        "Last-Event-ID",
+      ],
+      exposeHeaders: ["WWW-Authenticate", "Mcp-Session-Id"],
+    }),
+  );
+
+  app.onError((error) => {
+    console.error("mcp: request failed", error);
+    return jsonError(500, "internal_error", "The request failed on the server");
+  });
+
+  // RFC 9728 protected resource metadata: where a client gets tokens for this resource.
+  app.get(METADATA_PATH, (c) =>
+    c.json(
+      {
+        resource: functionUrl,
+        authorization_servers: [`${supabaseUrl}/auth/v1`],
+        bearer_methods_supported: ["header"],
+        resource_name: "Supabase agent tools (MCP)",
+      },
+      200,
+      { "Cache-Control": "public, max-age=3600" },
+    ));
+
+  app.post("/", async (c) => {
+    const request = c.req.raw;
+    const auth = await authenticate(request, verifier, metadataUrl);
+    if (!auth.ok) return auth.response;
+    const { user, token } = auth;
+
+    const body = await readJson(request);
+    if (!body.ok) return body.response;
+    const messages = (Array.isArray(body.value) ? body.value : [body.value]) as unknown[];
+
+    for (const requestId of cancelledRequestIds(messages)) {
+      running.cancel(callKey(user, requestId), "Cancelled by the client");
+    }
+    const calls = toolCallsIn(messages).filter((call) => toolNames.has(call.name));
+    const needsGrants = calls.length > 0 || messages.some((m) => methodOf(m) === "tools/list");
+    const grants = needsGrants ? await loadGrants(sql, user.claims) : [];
+    return await exchange({ request, body: body.value, user, token, calls, grants });
+  });
+
+  /** One POST through a new server and transport, with a usage row per tool call. */
+  async function exchange({ request, body, user, token, calls, grants }: Exchange) {
+    const server = new McpServer(serverInfo, { capabilities: { tools: {} }, jsonSchemaValidator });
+    const transport = new WebStandardStreamableHTTPServerTransport({
+      sessionIdGenerator: undefined,
+    });
+
+    // One ledger entry per tool call: settled exactly once, by its response or its cancel.
+    const ledger = new Map<RequestId, { name: string; started: number; status?: UsageStatus }>();
+    for (const call of calls) ledger.set(call.id, { name: call.name, started: performance.now() });
+    let cancelledAny = false;
+    const settle = async (requestId: RequestId, status: UsageStatus) => {
+      const entry = ledger.get(requestId);
+      if (!entry) return;
+      ledger.delete(requestId);
+      running.remove(callKey(user, requestId));
+      try {
+        await recordUsage(sql, {
+          user_id: user.id,
+          kind: "tool",
+          source: "mcp",
+          name: entry.name,
+          latency_ms: performance.now() - entry.started,
+          status,
+        });
+      } catch (error) {
+        // Losing one usage row must not lose the caller's result: log it and answer.
+        console.error(`mcp: could not record usage of ${entry.name}`, error);
+      }
+    };
+    const closeWhenSettled = () => {
+      // A cancelled call never gets a response, so its stream would stay open for good.
+      if (cancelledAny && ledger.size === 0) void transport.close();
+    };
+
+    registerTools(server, {
+      tools,
+      grants,
+      caller: { id: user.id, claims: user.claims },
+      sql,
+      calledTools: new Set(calls.map((call) => call.name)),
+      onDenied: (requestId) => {
+        const entry = ledger.get(requestId);
+        if (entry) entry.status = "denied";
+      },
+      onCancelled: async (requestId) => {
+        cancelledAny = true;
+        await settle(requestId, "cancelled");
+        closeWhenSettled();
+      },
+    });
+
+    // Every response passes here: the place to settle a call's usage before it is answered.
+    const deliver = transport.send.bind(transport);
+    transport.send = async (message: JSONRPCMessage, sendOptions?: TransportSendOptions) => {
+      if (isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message)) {
+        const entry = ledger.get(message.id);
+        if (entry) {
+          const failed = isJSONRPCErrorResponse(message) || message.result.isError === true;
+          await settle(message.id, entry.status ?? (failed ? "error" : "ok"));
+        }
+      }
+      await deliver(message, sendOptions);
+      closeWhenSettled();
+    };
+
+    await server.connect(transport);
+    for (const call of calls) {
+      running.add(callKey(user, call.id), (reason) => {
+        transport.onmessage?.({
+          jsonrpc: "2.0",
+          method: "notifications/cancelled",
+          params: { requestId: call.id, reason },
+        });
+      });
+    }
+    const response = await transport.handleRequest(request, {
+      parsedBody: body,
+      authInfo: {
+        token,
+        clientId: user.id,
+        scopes: [],
+        expiresAt: typeof user.claims.exp === "number" ? user.claims.exp : undefined,
+        extra: { userId: user.id },
+      },
+    });
+    if (!response.headers.get("Content-Type")?.startsWith("text/event-stream")) {
+      // Refused before any call ran (e.g. a bad protocol version): nothing is running.
+      for (const call of calls) running.remove(callKey(user, call.id));
+      return response;
+    }
+    // A client that drops the stream cancels whatever it was waiting for.
+    return onStreamCancel(response, () => void transport.close());
+  }
+
+  app.on(["GET", "DELETE", "PUT", "PATCH"], "/", () =>
+    jsonError(
+      405,
+      "method_not_allowed",
+      "This MCP server is stateless: POST JSON-RPC messages; there is no stream or session",
+      { Allow: "POST, OPTIONS" },
+    ));
+
+  return app;
+}
+
+interface Exchange {
+  request: Request;
+  body: unknown;
+  user: VerifiedUser;
+  token: string;
+  /** The registry tools this POST calls. */
+  calls: ToolCall[];
+  grants: PermissionGrant[];
+}
+
+/** The same response, calling `onCancel` when the client stops reading its body. */
+function onStreamCancel(response: Response, onCancel: () => void): Response {
+  const source = response.body;
+  if (!source) return response;
+  const reader = source.getReader();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    cancel(reason) {
+      onCancel();
+      return reader.cancel(reason);
+    },
+  });
+  return new Response(body, { status: response.status, headers: response.headers });
+}
+
+/** Calls running in this isolate, by `callKey`, with the way to cancel each. */
+class RunningCalls {
+  #calls = new Map<string, (reason: string) => void>();
+  add(key: string, cancel: (reason: string) => void) {
+    this.#calls.set(key, cancel);
+  }
+  remove(key: string) {
+    this.#calls.delete(key);
+  }
+  cancel(key: string, reason: string) {
+    const cancel = this.#calls.get(key);
+    this.#calls.delete(key);
+    cancel?.(reason);
+  }
+}
+
+/**
+ * Request ids are only unique per client connection; scoping them by user and by the auth
+ * session (Supabase puts `session_id` in every access token) keeps one client from cancelling
+ * another's call.
+ */
+function callKey(user: VerifiedUser, requestId: RequestId): string {
+  const session = typeof user.claims.session_id === "string" ? user.claims.session_id : "";
+  return JSON.stringify([user.id, session, requestId]);
+}
+
+function methodOf(message: unknown): unknown {
+  return typeof message === "object" && message !== null
+    ? (message as { method?: unknown }).method
+    : undefined;
+}
+
+function isRequestId(value: unknown): value is RequestId {
+  return typeof value === "string" || (typeof value === "number" && Number.isInteger(value));
+}
+
+interface ToolCall {
+  id: RequestId;
+  name: string;
+}
+
+/** The `tools/call` requests in a POST body (the transport validates the rest). */
+function toolCallsIn(messages: unknown[]): ToolCall[] {
+  const calls: ToolCall[] = [];
+  for (const message of messages) {
+    if (methodOf(message) !== "tools/call") continue;
+    const { id, params } = message as { id?: unknown; params?: { name?: unknown } };
+    if (isRequestId(id) && typeof params?.name === "string") calls.push({ id, name: params.name });
+  }
+  return calls;
+}
+
+function cancelledRequestIds(messages: unknown[]): RequestId[] {
+  const ids: RequestId[] = [];
+  for (const message of messages) {
+    if (methodOf(message) !== "notifications/cancelled") continue;
+    const requestId = (message as { params?: { requestId?: unknown } }).params?.requestId;
+    if (isRequestId(requestId)) ids.push(requestId);
+  }
+  return ids;
+}
+
+type AuthOutcome =
+  | { ok: true; user: VerifiedUser; token: string }
+  | { ok: false; response: Response };
+
+async function authenticate(
+  request: Request,
+  verifier: TokenVerifier,
+  metadataUrl: string,
+): Promise<AuthOutcome> {
+  const token = bearerToken(request);
+  if (!token) {
+    return {
+      ok: false,
+      response: jsonError(401, "missing_token", "An access token is required", {
+        "WWW-Authenticate": `Bearer resource_metadata="${metadataUrl}"`,
+      }),
+    };
+  }
+  let result;
+  try {
+    result = await verifier.verify(token);
+  } catch (error) {
+    console.error("mcp: cannot verify access tokens", error);
+    return {
+      ok: false,
+      response: jsonError(503, "auth_unavailable", "Access tokens cannot be verified right now"),
+    };
+  }
+  if (result.ok) return { ok: true, user: result.user, token };
+  // RFC 6750 §3: a bad token is "invalid_token"; the description must be a quoted-string.
+  const description = result.message.replace(/["\\]/g, "'");
+  return {
+    ok: false,
+    response: jsonError(401, result.code, result.message, {
+      "WWW-Authenticate": `Bearer error="invalid_token", error_description="${description}", ` +
+        `resource_metadata="${metadataUrl}"`,
+    }),
+  };
+}
+
+type JsonBody = { ok: true; value: unknown } | { ok: false; response: Response };
+
+/** The POST body as JSON, read with a size limit (the SDK's own limit does not apply to it). */
+async function readJson(request: Request): Promise<JsonBody> {
+  const declared = Number(request.headers.get("Content-Length") ?? "0");
+  if (declared > MAX_BODY_BYTES) return { ok: false, response: tooLarge() };
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (request.body) {
+    for await (const chunk of request.body) {
+      size += chunk.byteLength;
+      if (size > MAX_BODY_BYTES) return { ok: false, response: tooLarge() };
+      chunks.push(chunk);
+    }
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  try {
+    return { ok: true, value: JSON.parse(new TextDecoder().decode(bytes)) };
+  } catch {
+    return { ok: false, response: jsonRpcError(400, -32700, "Parse error: Invalid JSON") };
+  }
+}
+
+function tooLarge(): Response {
+  return jsonRpcError(413, -32000, `The request body is larger than ${MAX_BODY_BYTES} bytes`);
+}
+
+/** Errors about the JSON-RPC envelope itself, answered the way the SDK transport does. */
+function jsonRpcError(status: number, code: number, message: string): Response {
+  return Response.json({ jsonrpc: "2.0", error: { code, message }, id: null }, { status });
+}
+
+/** The project's JSON error envelope (kept local until the shared http_errors module lands). */
+function jsonError(
+  status: number,
+  code: string,
+  message: string,
+  headers: Record<string, string> = {},
+): Response {
+  return Response.json({ error: { code, message } }, { status, headers });
+}

@@ -1,0 +1,22 @@
+/**
+ * The `mcp` Edge Function: the project's tools over MCP (Streamable HTTP, stateless).
+ * Everything lives in `_shared/mcp_app.ts`; this file only wires in the environment.
+ */
+import { tokenVerifierFromEnv } from "../_shared/auth.ts";
+import { connect } from "../_shared/db.ts";
+import { createMcpApp } from "../_shared/mcp_app.ts";
+
+function requiredEnv(name: string): string {
+  const value = Deno.env.get(name);
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+}
+
+const app = createMcpApp({
+  sql: connect(requiredEnv("SUPABASE_DB_URL")),
+  verifier: tokenVerifierFromEnv(),
+  supabaseUrl: requiredEnv("SUPABASE_URL"),
+  functionUrl: Deno.env.get("MCP_FUNCTION_URL") || undefined,
+});
+
+Deno.serve(app.fetch);
