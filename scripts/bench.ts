@@ -8,6 +8,7 @@ import os from "node:os";
 import { connect } from "../supabase/functions/_shared/db.ts";
 import { databaseBench } from "./bench/database_bench.ts";
 import { historyBench } from "./bench/history_bench.ts";
+import { mcpBench } from "./bench/mcp_bench.ts";
 import type { BenchContext, BenchResult } from "./bench/types.ts";
 import { createScratchDatabase } from "./local/scratch_database.ts";
 import { PROJECT_ROOT } from "./local/supabase_cli.ts";
@@ -16,6 +17,7 @@ const smoke = Deno.args.includes("--smoke");
 const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>][] = [
   ["Database", databaseBench],
   ["History", historyBench],
+  ["MCP", mcpBench],
 ];
 
 const db = await createScratchDatabase();

@@ -506,6 +506,8 @@ export interface SearchHit {
 
 export interface SearchOptions {
   limit?: number;
+  /** Only this session's messages. */
+  sessionId?: string;
 }
 
 // Private-use characters mark the matches inside ts_headline's output; the content is escaped
@@ -539,6 +541,9 @@ export async function searchMessages(
              ts_rank(h.content_search, query.q) as rank
       from public.chat_history h, query
       where h.user_id = (select auth.uid()) and h.content_search @@ query.q
+        and (${options.sessionId ?? null}::uuid is null or h.session_id = ${
+    options.sessionId ?? null
+  }::uuid)
       order by rank desc, h.created_at desc, h.id
       limit ${limit.value}
     )
