@@ -9,6 +9,7 @@ import { connect } from "../supabase/functions/_shared/db.ts";
 import { databaseBench } from "./bench/database_bench.ts";
 import { historyBench } from "./bench/history_bench.ts";
 import { mcpBench } from "./bench/mcp_bench.ts";
+import { realtimeBench } from "./bench/realtime_bench.ts";
 import type { BenchContext, BenchResult } from "./bench/types.ts";
 import { createScratchDatabase } from "./local/scratch_database.ts";
 import { PROJECT_ROOT } from "./local/supabase_cli.ts";
@@ -18,6 +19,7 @@ const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>][] = [
   ["Database", databaseBench],
   ["History", historyBench],
   ["MCP", mcpBench],
+  ["Realtime", realtimeBench],
 ];
 
 const db = await createScratchDatabase();

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { createTokenVerifier } from "../../supabase/functions/_shared/auth.ts";
 import { connect } from "../../supabase/functions/_shared/db.ts";
 import { createAuthHandler } from "./auth_server.ts";
+import { createRealtimeHandler } from "./realtime/server.ts";
 import { type LlmFixture, OFFLINE_DEMO_MODEL, startLlmFixture } from "../llm_fixture.ts";
 import { createGateway, type Handler } from "./gateway.ts";
 import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
@@ -187,7 +188,7 @@ interface StandIns {
 }
 
 /** Auth and Realtime stand-ins (scripts/local/auth_server.ts, scripts/local/realtime/). */
-function startStandIns(context: {
+async function startStandIns(context: {
   dbUrl: string;
   signingKey: SigningKey;
   apiUrl: string;
@@ -199,7 +200,18 @@ function startStandIns(context: {
     signingKey: context.signingKey,
     publicUrl: context.apiUrl,
   });
-  return Promise.resolve({ auth, close: () => authSql.end() });
+  const realtime = await createRealtimeHandler({
+    databaseUrl: context.dbUrl,
+    verifier: createTokenVerifier({ jwks: context.jwks }),
+  });
+  return {
+    auth,
+    realtime: realtime.handle,
+    close: async () => {
+      await realtime.close();
+      await authSql.end();
+    },
+  };
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -45,3 +45,36 @@ Deno.test("a seeded user signs in through the gateway and uses the functions", a
     await stack.stop();
   }
 });
+
+Deno.test("Realtime through the gateway delivers a user's own new messages", async () => {
+  const stack = await startStack({ ephemeral: true, log: () => {} });
+  const supabase = createClient(stack.apiUrl, stack.publishableKey, {
+    auth: { persistSession: false, autoRefreshToken: false },
+  });
+  try {
+    const { data } = await supabase.auth.signInWithPassword({
+      email: "bob@example.com",
+      password: "password123",
+    });
+    await supabase.realtime.setAuth(data.session!.access_token);
+    const received = new Promise<Record<string, unknown>>((resolve) => {
+      const channel = supabase.channel("mine").on(
+        "postgres_changes",
+        { event: "INSERT", schema: "public", table: "chat_history" },
+        (payload) => resolve(payload.new),
+      );
+      channel.subscribe(async (status) => {
+        if (status !== "SUBSCRIBED") return;
+        await supabase.functions.invoke("history/messages", {
+          body: { messages: [{ id: crypto.randomUUID(), role: "user", content: "live" }] },
+        });
+      });
+    });
+    const row = await received;
+    assert.equal(row.content, "live");
+  } finally {
+    await supabase.removeAllChannels();
+    await supabase.auth.signOut();
+    await stack.stop();
+  }
+});
