@@ -91,8 +91,22 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     const signingKey = options.ephemeral
       ? await generateSigningKey()
       : await loadOrCreateSigningKey(join(dataDir, "..", "signing-key.json"));
-    const apiPort = options.apiPort ?? (options.ephemeral ? freePort() : DEFAULT_API_PORT);
-    const apiUrl = `http://127.0.0.1:${apiPort}`;
+    // The gateway binds before any worker asks for a free port, so no worker can be handed
+    // the same port between a probe and the bind.
+    let handler: Handler = () => new Response("starting", { status: 503 });
+    const server = Deno.serve(
+      {
+        port: options.apiPort ?? (options.ephemeral ? 0 : DEFAULT_API_PORT),
+        hostname: "127.0.0.1",
+        onListen() {},
+      },
+      (request) => handler(request),
+    );
+    // Shut the gateway first when stopping, but also when start-up fails halfway.
+    let gatewayStopped: Promise<void> | undefined;
+    const stopGateway = () => gatewayStopped ??= server.shutdown();
+    cleanups.push(stopGateway);
+    const apiUrl = `http://127.0.0.1:${server.addr.port}`;
     const jwks = jwksOf(signingKey);
 
     const passedThrough = Object.fromEntries(
@@ -146,15 +160,14 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     const standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, jwks });
     cleanups.push(standIns.close);
 
-    const handler = createGateway({
+    handler = createGateway({
       functions: routes,
       verifyJwt,
       verifier: createTokenVerifier({ jwks }),
       auth: standIns.auth,
       realtime: standIns.realtime,
     });
-    const server = Deno.serve({ port: apiPort, hostname: "127.0.0.1", onListen() {} }, handler);
-    cleanups.push(() => server.shutdown());
+    cleanups.push(stopGateway);
 
     return {
       apiUrl,
