@@ -22,7 +22,10 @@ create index chat_sessions_user_recent_idx
 create table public.chat_history (
   id uuid primary key default gen_random_uuid(),
   session_id uuid not null,
-  user_id uuid not null default auth.uid() references auth.users (id) on delete cascade,
+  -- No foreign key of its own: the (session_id, user_id) key below already ties it to the
+  -- session's owner, an auth.users row whose deletion cascades through the session. A second
+  -- key would cost another lookup per inserted message and guard nothing more.
+  user_id uuid not null default auth.uid(),
   -- The id the client chose; a retried write with the same id is stored once.
   client_id uuid not null,
   seq integer not null check (seq > 0),
@@ -39,7 +42,11 @@ create table public.chat_history (
   updated_at timestamptz not null default now(),
   content_search tsvector generated always as (to_tsvector('english', content)) stored,
   constraint chat_history_client_id_key unique (user_id, client_id),
-  constraint chat_history_session_seq_key unique (session_id, seq),
+  -- Unique per session as (session_id, seq) would be (a session has one owner), but with
+  -- user_id inside it serves queries under RLS, which adds `user_id = auth.uid()`: a session's
+  -- newest seq is one index probe instead of a bitmap AND over all the owner's messages. It
+  -- also indexes the (session_id, user_id) foreign key for cascades.
+  constraint chat_history_session_seq_key unique (session_id, user_id, seq),
   constraint chat_history_session_owner_fkey foreign key (session_id, user_id)
     references public.chat_sessions (id, user_id) on delete cascade
 );
@@ -48,7 +55,7 @@ comment on table public.chat_history is
 
 create index chat_history_content_search_idx on public.chat_history using gin (content_search);
 create index chat_history_turn_idx on public.chat_history (turn_id) where turn_id is not null;
--- Served by the unique (user_id, client_id) index: idempotency look-ups and user_id FK.
+-- Served by the unique (user_id, client_id) index: idempotency look-ups.
 
 alter table public.chat_sessions enable row level security;
 alter table public.chat_history enable row level security;
@@ -154,9 +161,8 @@ begin
     raise exception 'message id % is already used', v_conflict using errcode = 'AG409';
   end if;
 
-  select h.seq into v_max_seq
-  from public.chat_history h where h.session_id = p_session_id
-  order by h.seq desc limit 1;
+  select max(h.seq) into v_max_seq
+  from public.chat_history h where h.session_id = p_session_id and h.user_id = v_user;
 
   return query
   with fresh as (

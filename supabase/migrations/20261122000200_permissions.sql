@@ -45,3 +45,26 @@ create policy "default_permissions: signed-in users read" on public.default_perm
 revoke all on public.permissions, public.default_permissions from anon;
 revoke insert, update, delete, truncate on public.permissions, public.default_permissions
   from authenticated;
+
+-- The caller's own grants, exactly what selecting from permissions shows him (security
+-- invoker: RLS decides). It exists for the MCP server, which reads grants on every call: as
+-- PL/pgSQL its plan is cached per connection, where the same SELECT sent as text (the
+-- functions cannot use prepared statements behind the transaction pooler) is planned anew
+-- every time, which costs more than running it.
+create function public.my_permissions()
+returns table (tool text, approval_mode public.approval_mode, constraints jsonb)
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+  return query
+    select p.tool, p.approval_mode, p.constraints
+    from public.permissions p
+    where p.user_id = (select auth.uid());
+end;
+$$;
+
+revoke execute on function public.my_permissions() from public, anon, service_role;
+grant execute on function public.my_permissions() to authenticated;

@@ -188,3 +188,53 @@ Deno.test("message content is full-text searchable", async () => {
     await sql.end();
   }
 });
+
+Deno.test("a message belongs to its session's owner: no other user_id, gone with the user", async () => {
+  const sql = connectTestDatabase();
+  try {
+    const owner = await createUser(sql);
+    const sessionId = crypto.randomUUID();
+    await as(sql, owner, (tx) => appendMessages(tx, sessionId, [message("a"), message("b")]));
+
+    // Even the superuser cannot file a message under a user that is not the session's owner
+    // (chat_history has no user_id key of its own; the (session_id, user_id) key does this).
+    const stranger = crypto.randomUUID();
+    const misfiled = sql`
+      insert into public.chat_history (session_id, user_id, client_id, seq, role)
+      values (${sessionId}, ${stranger}, ${crypto.randomUUID()}, 99, 'user')`;
+    assert.equal(await sqlState(misfiled), "23503");
+
+    await sql`delete from auth.users where id = ${owner.id}`;
+    const [left] = await sql`
+      select (select count(*)::int from public.chat_sessions where id = ${sessionId}) as sessions,
+             (select count(*)::int from public.chat_history where session_id = ${sessionId})
+               as messages`;
+    assert.deepEqual({ ...left }, { sessions: 0, messages: 0 });
+  } finally {
+    await sql.end();
+  }
+});
+
+Deno.test("a long session is numbered on from its highest seq, batch after batch", async () => {
+  const sql = connectTestDatabase();
+  try {
+    const user = await createUser(sql);
+    const sessionId = crypto.randomUUID();
+    // Another session of the same user interleaved: its numbers must not leak into this one.
+    const otherSession = crypto.randomUUID();
+    for (let batch = 0; batch < 5; batch++) {
+      await as(sql, user, (tx) => appendMessages(tx, otherSession, [message("other")]));
+      const stored = await as(
+        sql,
+        user,
+        (tx) => appendMessages(tx, sessionId, Array.from({ length: 40 }, () => message("m"))),
+      );
+      assert.deepEqual(
+        stored.map((row) => row.seq),
+        Array.from({ length: 40 }, (_, i) => batch * 40 + i + 1),
+      );
+    }
+  } finally {
+    await sql.end();
+  }
+});

@@ -38,6 +38,10 @@ export interface TokenVerifierOptions {
   issuer?: string;
   /** Defaults to "authenticated", the audience Supabase Auth puts in user tokens. */
   audience?: string;
+  /** How many verified tokens to remember (see `VerifiedTokenCache`); 0 turns it off. */
+  cacheSize?: number;
+  /** The clock, in epoch milliseconds; for tests. */
+  now?: () => number;
 }
 
 export interface TokenVerifier {
@@ -55,6 +59,13 @@ export interface Env {
 
 const ACCEPTED_ALGORITHMS = ["ES256", "RS256"];
 const DEFAULT_AUDIENCE = "authenticated";
+const DEFAULT_CACHE_SIZE = 1000;
+/**
+ * The longest a verification is trusted without checking the signature again: jose's remote
+ * key set keeps keys this long too, so a key withdrawn from the JWKS stops being honoured
+ * about as soon as it would without the cache.
+ */
+const MAX_CACHE_AGE_MS = 10 * 60 * 1000;
 
 /**
  * One key set per URL for the whole isolate: it only caches public keys, and sharing it
@@ -80,10 +91,15 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
 
   const audience = options.audience ?? DEFAULT_AUDIENCE;
   const issuer = options.issuer;
+  const now = options.now ?? Date.now;
+  const cache = new VerifiedTokenCache(options.cacheSize ?? DEFAULT_CACHE_SIZE);
 
   return {
     async verify(token: string): Promise<AuthResult> {
       if (!token) return { ok: false, code: "missing_token", message: "No access token" };
+      const at = now();
+      const cached = cache.get(token, at);
+      if (cached) return userFromClaims(cached);
       let payload: Record<string, unknown>;
       try {
         ({ payload } = await jwtVerify(token, keySet, {
@@ -91,13 +107,56 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
           audience,
           issuer,
           requiredClaims: ["sub", "role", "exp"],
+          currentDate: new Date(at),
         }));
       } catch (error) {
         return { ok: false, ...classify(error) };
       }
-      return userFromClaims(payload);
+      const result = userFromClaims(payload);
+      if (result.ok) cache.set(token, deepFreeze(payload), at);
+      return result;
     },
   };
+}
+
+/**
+ * Verified tokens by their exact text, so a request repeating a token skips the ECDSA check
+ * (the bulk of an authenticated request's CPU time). Verification is a pure function of the
+ * token, the keys and the clock; an entry is therefore kept no longer than the token's `exp`
+ * (jose's rule: valid while `exp` > now, in whole seconds), nor than `MAX_CACHE_AGE_MS`.
+ * Only successes are kept, and the map is bounded, least recently used out first.
+ */
+class VerifiedTokenCache {
+  #entries = new Map<string, { payload: Readonly<Record<string, unknown>>; until: number }>();
+  constructor(readonly capacity: number) {}
+
+  get(token: string, at: number): Readonly<Record<string, unknown>> | undefined {
+    const entry = this.#entries.get(token);
+    if (!entry) return undefined;
+    this.#entries.delete(token);
+    if (at >= entry.until) return undefined;
+    this.#entries.set(token, entry);
+    return entry.payload;
+  }
+
+  set(token: string, payload: Readonly<Record<string, unknown>>, at: number) {
+    if (this.capacity <= 0 || typeof payload.exp !== "number") return;
+    const until = Math.min(payload.exp * 1000, at + MAX_CACHE_AGE_MS);
+    this.#entries.delete(token);
+    this.#entries.set(token, { payload, until });
+    while (this.#entries.size > this.capacity) {
+      this.#entries.delete(this.#entries.keys().next().value!);
+    }
+  }
+}
+
+/** Claims are shared by every request that repeats the token: nobody may change them. */
+function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
 }
 
 function userFromClaims(payload: Record<string, unknown>): AuthResult {

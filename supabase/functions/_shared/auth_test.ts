@@ -207,6 +207,69 @@ Deno.test("a token without sub or role is invalid", async () => {
   assertFailure(await verifier.verify(withoutRole), "invalid_token", /"role"/);
 });
 
+Deno.test("a verified token is remembered until its exp, then expires like any other", async () => {
+  const issuedAt = 1_900_000_000;
+  let clockMs = issuedAt * 1000;
+  const cached = createTokenVerifier({ jwks: jwksOf(key), now: () => clockMs });
+  const token = await tokenFor(key, { now: issuedAt, expiresIn: 3600 });
+
+  const first = await cached.verify(token);
+  assert.ok(first.ok);
+  clockMs += 60_000;
+  const again = await cached.verify(token);
+  assert.ok(again.ok);
+  // The same claims object: served from the cache, not verified a second time.
+  assert.equal(again.user.claims, first.user.claims);
+  assert.ok(Object.isFrozen(again.user.claims));
+  assert.ok(Object.isFrozen(again.user.claims.app_metadata));
+
+  // Past the cache's own age limit, the signature is checked again: a new object.
+  clockMs = (issuedAt + 11 * 60) * 1000;
+  const rechecked = await cached.verify(token);
+  assert.ok(rechecked.ok);
+  assert.notEqual(rechecked.user.claims, first.user.claims);
+
+  // At exp the token is expired, cached or not (jose: valid while exp > now).
+  clockMs = (issuedAt + 3600) * 1000;
+  assertFailure(await cached.verify(token), "expired_token");
+});
+
+Deno.test("the cache is keyed by the whole token: a forged signature is still refused", async () => {
+  const cached = createTokenVerifier({ jwks: jwksOf(key) });
+  const token = await tokenFor(key);
+  assert.ok((await cached.verify(token)).ok);
+  const [header, payload] = token.split(".");
+  const foreignSignature = (await tokenFor(await generateSigningKey())).split(".")[2];
+  const forged = `${header}.${payload}.${foreignSignature}`;
+  assertFailure(await cached.verify(forged), "invalid_token", /signature/i);
+  const tampered = `${header}.${base64url({ ...payloadOf(token), role: "service_role" })}.${
+    token.split(".")[2]
+  }`;
+  assertFailure(await cached.verify(tampered), "invalid_token", /signature/i);
+});
+
+Deno.test("the cache holds at most cacheSize tokens, least recently used out first", async () => {
+  const cached = createTokenVerifier({ jwks: jwksOf(key), cacheSize: 2 });
+  const [a, b, c] = await Promise.all([tokenFor(), tokenFor(), tokenFor()]);
+  const claimsOf = async (token: string) => {
+    const result = await cached.verify(token);
+    assert.ok(result.ok);
+    return result.user.claims;
+  };
+  const aClaims = await claimsOf(a);
+  const bClaims = await claimsOf(b);
+  assert.equal(await claimsOf(a), aClaims); // a is now the most recently used
+  await claimsOf(c); // evicts b
+  assert.equal(await claimsOf(a), aClaims);
+  assert.notEqual(await claimsOf(b), bClaims);
+
+  const uncached = createTokenVerifier({ jwks: jwksOf(key), cacheSize: 0 });
+  const once = await uncached.verify(a);
+  const twice = await uncached.verify(a);
+  assert.ok(once.ok && twice.ok);
+  assert.notEqual(once.user.claims, twice.user.claims);
+});
+
 Deno.test("bearerToken reads the Authorization header", () => {
   const withHeader = (value?: string) =>
     new Request(

@@ -5,6 +5,7 @@
  * work behind Supavisor's transaction pooler (port 6543), which also needs `prepare: false`.
  */
 import postgres from "postgres";
+import { type InlineSql, sqlLiteral } from "./inline_sql.ts";
 
 export type Sql = postgres.Sql;
 export type Tx = postgres.TransactionSql;
@@ -39,13 +40,49 @@ export function connect(url: string, options: ConnectOptions = {}): Sql {
 /** Runs `work` in one transaction as the user the claims describe, exactly as PostgREST. */
 export function asUser<T>(sql: Sql, claims: JwtClaims, work: (tx: Tx) => Promise<T>): Promise<T> {
   return sql.begin(async (tx) => {
-    await tx`select set_config('role', ${claims.role}, true),
-                    set_config('request.jwt.claims', ${JSON.stringify(claims)}, true)`;
+    // Literal settings go out in one round trip; as a parameterised statement postgres.js
+    // would first ask the server for its parameter types (prepare: false), costing two.
+    await tx.unsafe(requestSettings(claims));
     return await work(tx);
   }) as Promise<T>;
 }
 
 /** Runs `work` as service_role: RLS bypassed. Use only where the user must not decide. */
 export function asServiceRole<T>(sql: Sql, work: (tx: Tx) => Promise<T>): Promise<T> {
-  return asUser(sql, { role: "service_role" }, work);
+  return asUser(sql, SERVICE_ROLE_CLAIMS, work);
+}
+
+/**
+ * One statement as the user the claims describe, in one round trip: the settings and the
+ * statement travel in one simple-protocol message, which Postgres runs as one implicit
+ * transaction (the settings end with it, and an error in one part skips the rest). The same
+ * scoping as `asUser`, so RLS decides; for hot paths with a single statement, which must be
+ * parameter-free (`inlineSql` writes the values in).
+ */
+export async function queryAsUser<T extends object = Record<string, unknown>>(
+  sql: Sql,
+  claims: JwtClaims,
+  statement: InlineSql,
+): Promise<T[]> {
+  const response = await sql.unsafe(`${requestSettings(claims)};\n${statement.text}`);
+  // postgres.js answers a message whose statements returned several row sets with an array of
+  // them (rows themselves are objects), and with the one result otherwise.
+  const last = Array.isArray(response[0]) ? response.at(-1) : response;
+  return [...(last ?? [])] as T[];
+}
+
+/** `queryAsUser` as service_role: RLS bypassed. Use only where the user must not decide. */
+export function queryAsServiceRole<T extends object = Record<string, unknown>>(
+  sql: Sql,
+  statement: InlineSql,
+): Promise<T[]> {
+  return queryAsUser<T>(sql, SERVICE_ROLE_CLAIMS, statement);
+}
+
+const SERVICE_ROLE_CLAIMS: JwtClaims = { role: "service_role" };
+
+/** What PostgREST sets for a request, transaction-locally. */
+function requestSettings(claims: JwtClaims): string {
+  return `set local role ${sqlLiteral(claims.role)};\n` +
+    `set local request.jwt.claims = ${sqlLiteral(JSON.stringify(claims))}`;
 }

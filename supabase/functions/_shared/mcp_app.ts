@@ -31,11 +31,11 @@ import {
 import type { TransportSendOptions } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { bearerToken, type TokenVerifier, type VerifiedUser } from "./auth.ts";
 import type { Sql } from "./db.ts";
-import { loadGrants, type PermissionGrant } from "./permissions.ts";
+import { createGrantsReader, type PermissionGrant } from "./permissions.ts";
 import { registerTools } from "./tools/mcp_adapter.ts";
 import { createToolRegistry, type ToolDefinition } from "./tools/registry.ts";
 import { workflowConfigFromEnv } from "./tools/execute_workflow.ts";
-import { recordUsage, type UsageStatus } from "./usage.ts";
+import { createUsageWriter, type UsageStatus } from "./usage.ts";
 
 export interface McpAppOptions {
   sql: Sql;
@@ -67,6 +67,10 @@ export function createMcpApp(options: McpAppOptions): Hono {
   // The SDK builds a JSON Schema validator (Ajv) per server unless given one; compiling its
   // vocabulary on every request costs more than the rest of a ping.
   const jsonSchemaValidator = new AjvJsonSchemaValidator();
+  // Calls settling at the same time share one insert (each still waits for its own row).
+  const writeUsage = createUsageWriter(sql);
+  // Parallel calls with one token share grant reads (each read starts after its callers came).
+  const readGrants = createGrantsReader(sql);
 
   const app = new Hono().basePath(`/${FUNCTION_NAME}`);
 
@@ -120,7 +124,7 @@ export function createMcpApp(options: McpAppOptions): Hono {
     }
     const calls = toolCallsIn(messages).filter((call) => toolNames.has(call.name));
     const needsGrants = calls.length > 0 || messages.some((m) => methodOf(m) === "tools/list");
-    const grants = needsGrants ? await loadGrants(sql, user.claims) : [];
+    const grants = needsGrants ? await readGrants(user.claims) : [];
     return await exchange({ request, body: body.value, user, token, calls, grants });
   });
 
@@ -141,7 +145,7 @@ export function createMcpApp(options: McpAppOptions): Hono {
       ledger.delete(requestId);
       running.remove(callKey(user, requestId));
       try {
-        await recordUsage(sql, {
+        await writeUsage({
           user_id: user.id,
           kind: "tool",
           source: "mcp",

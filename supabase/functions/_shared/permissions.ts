@@ -7,7 +7,8 @@
  * then cannot hand one user another's grants.
  */
 import type { Database, Json } from "./database.types.ts";
-import { asUser, type JwtClaims, type Sql, type Tx } from "./db.ts";
+import { type JwtClaims, queryAsUser, type Sql, type Tx } from "./db.ts";
+import { inlineSql } from "./inline_sql.ts";
 
 export type ApprovalMode = Database["public"]["Enums"]["approval_mode"];
 
@@ -57,9 +58,63 @@ export function readGrants(tx: Tx): Promise<PermissionGrant[]> {
     where p.user_id = (select auth.uid())`;
 }
 
-/** The grants of the user the claims describe, read as that user. */
+/**
+ * The grants of the user the claims describe, read as that user in one round trip, through
+ * `public.my_permissions()` (the same SELECT, with its plan cached in the connection).
+ */
 export function loadGrants(sql: Sql, claims: JwtClaims): Promise<PermissionGrant[]> {
-  return asUser(sql, claims, readGrants);
+  return queryAsUser<PermissionGrant>(
+    sql,
+    claims,
+    inlineSql`select g.tool, g.approval_mode, g.constraints from public.my_permissions() g`,
+  );
+}
+
+/** Reads the caller's grants, as `loadGrants` does. */
+export type GrantsReader = (claims: JwtClaims) => Promise<PermissionGrant[]>;
+
+/**
+ * `loadGrants` for a server that often gets several requests with the same token at once (an
+ * MCP client calling tools in parallel). Requests that arrive while a read for the same claims
+ * is under way share the next read, which starts when that one ends: every request still
+ * gets grants read after it arrived (a revocation is never missed because a read was shared),
+ * and a burst of N requests costs two reads instead of N. Nothing is kept once reads end.
+ */
+export function createGrantsReader(sql: Sql): GrantsReader {
+  const reads = new Map<string, SharedReads>();
+  return (claims) => {
+    const key = JSON.stringify(claims);
+    let entry = reads.get(key);
+    if (!entry) {
+      entry = { current: undefined, next: undefined };
+      reads.set(key, entry);
+    }
+    if (!entry.current) return startRead(key, entry, claims);
+    entry.next ??= Promise.withResolvers<PermissionGrant[]>();
+    return entry.next.promise;
+  };
+
+  function startRead(key: string, entry: SharedReads, claims: JwtClaims) {
+    const read = loadGrants(sql, claims);
+    entry.current = read;
+    const done = () => {
+      const waiting = entry.next;
+      entry.next = undefined;
+      entry.current = undefined;
+      if (waiting) {
+        startRead(key, entry, claims).then(waiting.resolve, waiting.reject);
+      } else {
+        reads.delete(key);
+      }
+    };
+    read.then(done, done);
+    return read;
+  }
+}
+
+interface SharedReads {
+  current: Promise<PermissionGrant[]> | undefined;
+  next: PromiseWithResolvers<PermissionGrant[]> | undefined;
 }
 
 /** The user's permission for one tool, or null when he has none. */

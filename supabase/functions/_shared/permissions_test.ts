@@ -75,6 +75,17 @@ Deno.test("grants are read as the user: his own rows only, defaults included", a
     assert.ok(seenByAlice.every((row) => row.user_id === alice.id));
     // Signed-out callers have no grants to read at all.
     assert.equal(await sqlState(as(sql, { role: "anon" }, readGrants)), "42501");
+    assert.equal(await sqlState(loadGrants(sql, { role: "anon" })), "42501");
+    // loadGrants (through public.my_permissions) and readGrants read the very same rows.
+    const byTool = (grants: PermissionGrant[]) =>
+      grants.map((g) => ({ ...g })).sort((a, b) => a.tool.localeCompare(b.tool));
+    assert.deepEqual(byTool(aliceGrants), byTool(await as(sql, alice, readGrants)));
+    assert.deepEqual(
+      byTool(await loadGrants(sql, bob.claims)),
+      byTool(await as(sql, bob, readGrants)),
+    );
+    // service_role (RLS bypassed) has no grants of its own to ask for.
+    assert.equal(await sqlState(loadGrants(sql, { role: "service_role" })), "42501");
   } finally {
     await sql.end();
   }
