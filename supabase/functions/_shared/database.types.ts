@@ -5,9 +5,76 @@ export type Json = string | number | boolean | null | { [key: string]: Json | un
 export type Database = {
   "public": {
     Tables: {
+      "agent_connections": {
+        Row: {
+          "created_at": string;
+          "evicted_at": string | null;
+          "heartbeat_at": string;
+          "id": string;
+          "isolate_id": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "created_at"?: string;
+          "evicted_at"?: string | null;
+          "heartbeat_at"?: string;
+          "id": string;
+          "isolate_id": string;
+          "user_id": string;
+        };
+        Update: {
+          "created_at"?: string;
+          "evicted_at"?: string | null;
+          "heartbeat_at"?: string;
+          "id"?: string;
+          "isolate_id"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [];
+      };
+      "agent_turn_events": {
+        Row: {
+          "created_at": string;
+          "frames": NonNullable<Json>;
+          "last_seq": number;
+          "seq": number;
+          "turn_id": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "created_at"?: string;
+          "frames": NonNullable<Json>;
+          "last_seq": number;
+          "seq": number;
+          "turn_id": string;
+          "user_id": string;
+        };
+        Update: {
+          "created_at"?: string;
+          "frames"?: NonNullable<Json>;
+          "last_seq"?: number;
+          "seq"?: number;
+          "turn_id"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "agent_turn_events_turn_id_fkey";
+            columns: ["turn_id"];
+            isOneToOne: false;
+            referencedRelation: "agent_turns";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
       "agent_turns": {
         Row: {
+          "approval_answer": Json | null;
           "assistant_message_id": string | null;
+          "awaiting_call_id": string | null;
+          "cancel_requested_at": string | null;
           "created_at": string;
           "error": Json | null;
           "finished_at": string | null;
@@ -24,7 +91,10 @@ export type Database = {
         };
         ComputedFields: never;
         Insert: {
+          "approval_answer"?: Json | null;
           "assistant_message_id"?: string | null;
+          "awaiting_call_id"?: string | null;
+          "cancel_requested_at"?: string | null;
           "created_at"?: string;
           "error"?: Json | null;
           "finished_at"?: string | null;
@@ -40,7 +110,10 @@ export type Database = {
           "user_message_id"?: string | null;
         };
         Update: {
+          "approval_answer"?: Json | null;
           "assistant_message_id"?: string | null;
+          "awaiting_call_id"?: string | null;
+          "cancel_requested_at"?: string | null;
           "created_at"?: string;
           "error"?: Json | null;
           "finished_at"?: string | null;
@@ -217,6 +290,39 @@ export type Database = {
         };
         Relationships: [];
       };
+      "tool_approvals": {
+        Row: {
+          "created_at": string;
+          "id": number;
+          "session_id": string;
+          "tool": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "created_at"?: string;
+          "id"?: never;
+          "session_id": string;
+          "tool": string;
+          "user_id"?: string;
+        };
+        Update: {
+          "created_at"?: string;
+          "id"?: never;
+          "session_id"?: string;
+          "tool"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "tool_approvals_session_owner_fkey";
+            columns: ["session_id", "user_id"];
+            isOneToOne: false;
+            referencedRelation: "chat_sessions";
+            referencedColumns: ["id", "user_id"];
+          },
+        ];
+      };
       "usage_metrics": {
         Row: {
           "completion_tokens": number;
@@ -325,6 +431,29 @@ export type Database = {
       [_ in never]: never;
     };
     Functions: {
+      "agent_interrupt_stale_turns": {
+        Args: {
+          "p_session_id"?: string;
+          "p_stale_ms": number;
+          "p_turn_id"?: string;
+          "p_user_id": string;
+        };
+        Returns: {
+          "turn_id": string;
+        }[];
+      };
+      "agent_register_connection": {
+        Args: {
+          "p_connection_id": string;
+          "p_isolate_id": string;
+          "p_stale_ms": number;
+          "p_user_id": string;
+        };
+        Returns: {
+          "evicted": (string)[];
+          "max_connections": number;
+        }[];
+      };
       "append_messages": {
         Args: { "p_messages": Json; "p_session_id": string; "p_title"?: string };
         Returns: {
@@ -342,6 +471,14 @@ export type Database = {
           "reason": string;
           "remaining_tokens": number;
           "retry_after_ms": number;
+        }[];
+      };
+      "my_permissions": {
+        Args: Record<PropertyKey, never>;
+        Returns: {
+          "approval_mode": Database["public"]["Enums"]["approval_mode"];
+          "constraints": Json;
+          "tool": string;
         }[];
       };
       "settle_quota": {

@@ -1,0 +1,653 @@
+/**
+ * The `agent` function under load, run as its own process (as an isolate would be):
+ *
+ * - Latency the agent adds per token. The LLM fixture runs in an "upstream" process behind a
+ *   proxy that notes when each token leaves it. In the same run, at each concurrency,
+ *   clients first read the fixture's SSE through that proxy directly, then the same streams
+ *   go through the agent to WebSocket clients. Per token: arrival at the client minus
+ *   departure from the proxy (wall-clock milliseconds with microsecond precision; the two
+ *   processes' clock offset is the same for both paths and cancels). The agent's cost is the
+ *   difference of the two distributions' p50 and p99.
+ * - 1,000 concurrent streaming sessions (1,000 users, one connection each): errors.
+ * - Memory per idle connection: the worker's RSS (from /proc) as idle sockets are added.
+ *
+ * Four processes share this machine's cores: the clients (this process), the upstream, the
+ * agent and Postgres. The direct baseline pays the same proxy and client costs, so the
+ * difference is what the agent path adds, contention included.
+ *
+ * `deno run -A scripts/bench/agent_bench.ts --upstream` runs the upstream process alone.
+ */
+import { join } from "node:path";
+import type { ServerFrame } from "../../supabase/functions/_shared/agent_protocol.ts";
+import { startLlmFixture } from "../llm_fixture.ts";
+import { freePort } from "../local/postgres.ts";
+import {
+  generateSigningKey,
+  issueAccessToken,
+  jwksOf,
+  type SigningKey,
+} from "../local/signing_keys.ts";
+import { PROJECT_ROOT } from "../local/supabase_cli.ts";
+import { percentile } from "./stats.ts";
+import type { BenchContext, BenchResult } from "./types.ts";
+
+const ISSUER = "http://127.0.0.1:54321/auth/v1";
+/** Tokens per streamed answer (`AGENT_BENCH_TOKENS`) and the pause between them. */
+const TOKENS_PER_STREAM = Number(Deno.env.get("AGENT_BENCH_TOKENS") ?? 30);
+const TOKEN_DELAY_MS = Number(Deno.env.get("AGENT_BENCH_TOKEN_DELAY_MS") ?? 50);
+const ADDED_P50_TARGET_MS = 1;
+const ADDED_P99_TARGET_MS = 10;
+const IDLE_BYTES_TARGET = 64 * 1024;
+const MIN_IDLE_FOR_TARGET = 500;
+const WAIT_MS = 120_000;
+/** USER_HZ of /proc/<pid>/stat: 100 on Linux. */
+const CLOCK_TICKS_PER_SECOND = 100;
+const UPSTREAM_FLAG = "--upstream";
+
+/** Wall-clock milliseconds, comparable across processes of this machine. */
+function clock(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
+  const levels = ctx.smoke ? [1, 10] : [1, 100, 1000];
+  const idleConnections = ctx.smoke ? 20 : 1000;
+  const userCount = Math.max(levels.at(-1)!, idleConnections);
+  const results: BenchResult[] = [];
+
+  const key = await generateSigningKey();
+  const users = await createBenchUsers(ctx, userCount);
+  const tokens = await Promise.all(
+    users.map((id) => issueAccessToken(key, { userId: id, issuer: ISSUER, expiresIn: 7200 })),
+  );
+  const upstream = await startUpstream();
+  try {
+    const worker = await startAgentWorker(ctx, key, `${upstream.url}/v1`);
+    try {
+      const [warm] = await openAgentSessions(worker.url, tokens.slice(0, 1));
+      await warm.chat("bench-warmup-1x0-0"); // JIT and pools warm
+      warm.close();
+      for (const sessions of levels) {
+        // Rounds alternate direct and agent runs, so both see the same background load.
+        const rounds = sessions <= 100 ? 3 : 1;
+        const directRuns: SessionRun[] = [];
+        const agentRuns: SessionRun[] = [];
+        let cpuSeconds = 0;
+        let wallSeconds = 0;
+        let machineBusy = 0;
+        let machineTotal = 0;
+        const problemsBefore = worker.log.problems;
+        for (let round = 0; round < rounds; round++) {
+          const tag = `${sessions}x${round}`;
+          directRuns.push(
+            ...await runLevel(
+              sessions,
+              (i) => directSession(upstream.url, `bench-direct-${tag}-${i}`),
+            ),
+          );
+          const clients = await openAgentSessions(worker.url, tokens.slice(0, sessions));
+          const cpuBefore = await worker.cpuSeconds();
+          const machineBefore = await machineCpu();
+          const started = performance.now();
+          agentRuns.push(
+            ...await runLevel(sessions, (i) => clients[i].chat(`bench-agent-${tag}-${i}`)),
+          );
+          cpuSeconds += await worker.cpuSeconds() - cpuBefore;
+          const machineAfter = await machineCpu();
+          machineBusy += machineAfter.busy - machineBefore.busy;
+          machineTotal += machineAfter.total - machineBefore.total;
+          wallSeconds += (performance.now() - started) / 1000;
+          for (const client of clients) client.close();
+        }
+        const direct = latencies(directRuns, await upstream.emitted(`bench-direct-${sessions}x`));
+        const agent = latencies(agentRuns, await upstream.emitted(`bench-agent-${sessions}x`));
+        // What the agent logged as failed counts as errors too, retried or not.
+        const logged = worker.log.problems - problemsBefore;
+        for (let i = 0; i < logged; i++) agent.errors.push(`agent log: ${worker.log.first}`);
+        results.push(
+          ...levelResults(sessions, rounds, direct, agent, {
+            agentProcess: cpuSeconds / wallSeconds,
+            machine: machineBusy / machineTotal,
+          }),
+        );
+      }
+    } finally {
+      await worker.stop();
+    }
+
+    const idleWorker = await startAgentWorker(ctx, key, `${upstream.url}/v1`);
+    try {
+      results.push(
+        await idleMemory(idleWorker, tokens.slice(0, idleConnections)),
+      );
+    } finally {
+      await idleWorker.stop();
+    }
+  } finally {
+    await upstream.stop();
+  }
+  return results;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users
+
+async function createBenchUsers(
+  ctx: BenchContext,
+  count: number,
+): Promise<string[]> {
+  const rows = await ctx.sql<{ id: string }[]>`
+    insert into auth.users (instance_id, id, aud, role, email, encrypted_password,
+      email_confirmed_at, raw_app_meta_data, raw_user_meta_data, created_at, updated_at)
+    select '00000000-0000-0000-0000-000000000000', gen_random_uuid(), 'authenticated',
+      'authenticated', 'agent-bench-' || n || '-' || substr(md5(random()::text), 1, 8)
+        || '@example.test',
+      '', now(), '{"provider":"email","providers":["email"]}', '{}', now(), now()
+    from generate_series(1, ${count}) as n
+    returning id`;
+  return rows.map((row) => row.id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The upstream process: the LLM fixture behind a timestamping proxy
+
+const MARKER = /bench-[a-z]+-[0-9x]+-\d+/;
+/** One content delta of an SSE chunk. */
+const TOKEN_PATTERN = /"content":"[^"]/g;
+
+interface Upstream {
+  /** The proxy's origin; the OpenAI-compatible API is under `/v1`. */
+  url: string;
+  /** Departure times of the tokens of the streams whose marker starts with `prefix`. */
+  emitted(prefix: string): Promise<Record<string, number[]>>;
+  stop(): Promise<void>;
+}
+
+async function startUpstream(): Promise<Upstream> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--config",
+      join(PROJECT_ROOT, "deno.json"),
+      import.meta.filename!,
+      UPSTREAM_FLAG,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let output = "";
+  while (!output.includes("\n")) {
+    const { done, value } = await lines.read();
+    if (done) throw new Error("the upstream process exited before it listened");
+    output += value;
+  }
+  lines.releaseLock();
+  const url = output.trim();
+  return {
+    url,
+    async emitted(prefix) {
+      const response = await fetch(
+        `${url}/emitted?prefix=${encodeURIComponent(prefix)}`,
+      );
+      return await response.json();
+    },
+    async stop() {
+      child.kill("SIGTERM");
+      await child.status;
+      await child.stdout.cancel().catch(() => {});
+    },
+  };
+}
+
+async function serveUpstream(): Promise<void> {
+  const fixture = await startLlmFixture({ port: 0 });
+  const origin = fixture.url.replace(/\/v1$/, "");
+  const emitted = new Map<string, number[]>();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    async (request) => {
+      const url = new URL(request.url);
+      if (url.pathname === "/emitted") {
+        const prefix = url.searchParams.get("prefix") ?? "";
+        return Response.json(Object.fromEntries(
+          [...emitted].filter(([marker]) => marker.startsWith(prefix)),
+        ));
+      }
+      const body = await request.text();
+      const response = await fetch(origin + url.pathname, {
+        method: request.method,
+        headers: request.headers,
+        body: request.method === "GET" ? undefined : body,
+      });
+      const marker = body.match(MARKER)?.[0];
+      if (!marker || !response.body) return response;
+      const times: number[] = [];
+      emitted.set(marker, times);
+      const decoder = new TextDecoder();
+      const stamped = response.body.pipeThrough(
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, controller) {
+            const text = decoder.decode(chunk, { stream: true });
+            const now = clock();
+            for (const _ of text.matchAll(TOKEN_PATTERN)) times.push(now);
+            controller.enqueue(chunk);
+          },
+        }),
+      );
+      return new Response(stamped, {
+        status: response.status,
+        headers: response.headers,
+      });
+    },
+  );
+  console.log(`http://127.0.0.1:${server.addr.port}`);
+  Deno.addSignalListener("SIGTERM", () => {
+    Promise.all([server.shutdown(), fixture.close()]).finally(() => Deno.exit(0));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+interface SessionRun {
+  marker: string;
+  /** When each token reached the client. */
+  arrivals: number[];
+  error?: string;
+}
+
+function fixtureDirective(): string {
+  return `[[fixture:tokens count=${TOKENS_PER_STREAM} delay=${TOKEN_DELAY_MS}]]`;
+}
+
+async function directSession(
+  upstream: string,
+  marker: string,
+): Promise<SessionRun> {
+  const response = await fetch(`${upstream}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({
+      model: "bench-model",
+      stream: true,
+      messages: [{ role: "user", content: `${fixtureDirective()} ${marker}` }],
+    }),
+  });
+  if (!response.ok || !response.body) {
+    await response.body?.cancel();
+    return { marker, arrivals: [], error: `HTTP ${response.status}` };
+  }
+  const arrivals: number[] = [];
+  const decoder = new TextDecoder();
+  for await (const chunk of response.body) {
+    const now = clock();
+    const text = decoder.decode(chunk, { stream: true });
+    for (const _ of text.matchAll(TOKEN_PATTERN)) arrivals.push(now);
+  }
+  return { marker, arrivals };
+}
+
+/** An open connection, past its `ready` frame, that runs one streaming chat on demand. */
+interface AgentSession {
+  chat(marker: string): Promise<SessionRun>;
+  close(): void;
+}
+
+function openAgentSession(url: string, token: string): Promise<AgentSession> {
+  return new Promise((resolveOpen, rejectOpen) => {
+    const socket = new WebSocket(
+      url,
+      { headers: { Authorization: `Bearer ${token}` } } as never,
+    );
+    let onFrame: (frame: ServerFrame, now: number) => void = (frame) => {
+      if (frame.type === "ready") resolveOpen(session);
+    };
+    let onClose = (reason: string) => rejectOpen(new Error(reason));
+    socket.onmessage = (event) => onFrame(JSON.parse(event.data) as ServerFrame, clock());
+    socket.onclose = (event) => onClose(`closed ${event.code} ${event.reason}`);
+    socket.onerror = () => onClose("socket error");
+    const session: AgentSession = {
+      chat: (marker) =>
+        new Promise((resolve) => {
+          const arrivals: number[] = [];
+          let settled = false;
+          const finish = (error?: string) => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            resolve(error ? { marker, arrivals, error } : { marker, arrivals });
+          };
+          const timer = setTimeout(() => finish("timed out"), WAIT_MS);
+          onClose = finish;
+          onFrame = (frame, now) => {
+            if (frame.type === "token") arrivals.push(now);
+            else if (frame.type === "complete") finish();
+            else if (frame.type === "error") {
+              finish(`${frame.code}: ${frame.message}`);
+            }
+          };
+          socket.send(JSON.stringify({
+            type: "chat",
+            id: crypto.randomUUID(),
+            content: `${fixtureDirective()} ${marker}`,
+            tools: [],
+          }));
+        }),
+      close: () => socket.close(),
+    };
+  });
+}
+
+async function openAgentSessions(
+  url: string,
+  tokens: string[],
+): Promise<AgentSession[]> {
+  const sessions: AgentSession[] = [];
+  for (let i = 0; i < tokens.length; i += 100) {
+    sessions.push(
+      ...await Promise.all(
+        tokens.slice(i, i + 100).map((t) => openAgentSession(url, t)),
+      ),
+    );
+  }
+  return sessions;
+}
+
+/**
+ * Runs `sessions` streams at once. Their starts are spread over one token interval, as the
+ * requests of many users would be, rather than every token of every stream landing on the
+ * same millisecond.
+ */
+function runLevel(
+  sessions: number,
+  session: (index: number) => Promise<SessionRun>,
+): Promise<SessionRun[]> {
+  return Promise.all(Array.from({ length: sessions }, async (_, i) => {
+    await new Promise((resolve) => setTimeout(resolve, (i / sessions) * TOKEN_DELAY_MS));
+    return await session(i);
+  }));
+}
+
+interface LevelLatencies {
+  /** Per token after the first of its stream, sorted, in ms. */
+  latencies: number[];
+  /** Per stream: the first token, which also waits for the stream to be set up. */
+  firstTokens: number[];
+  errors: string[];
+}
+
+/**
+ * Arrival minus departure for every token. A stream's first token is kept apart: in both
+ * paths it also measures setting the stream up (headers, the reader starting), not relaying.
+ */
+function latencies(runs: SessionRun[], emitted: Record<string, number[]>): LevelLatencies {
+  const all: number[] = [];
+  const firstTokens: number[] = [];
+  const errors: string[] = [];
+  for (const run of runs) {
+    const departures = emitted[run.marker] ?? [];
+    if (run.error) errors.push(run.error);
+    else if (departures.length !== run.arrivals.length) {
+      errors.push(`${run.arrivals.length} tokens arrived, ${departures.length} were sent`);
+    } else {
+      run.arrivals.forEach((arrival, i) =>
+        (i === 0 ? firstTokens : all).push(arrival - departures[i])
+      );
+    }
+  }
+  return {
+    latencies: all.sort((a, b) => a - b),
+    firstTokens: firstTokens.sort((a, b) => a - b),
+    errors,
+  };
+}
+
+function levelResults(
+  sessions: number,
+  rounds: number,
+  direct: LevelLatencies,
+  agent: LevelLatencies,
+  cpu: { agentProcess: number; machine: number },
+): BenchResult[] {
+  const p = (values: number[], q: number) => percentile(values, q);
+  const addedP50 = p(agent.latencies, 50) - p(direct.latencies, 50);
+  const addedP99 = p(agent.latencies, 99) - p(direct.latencies, 99);
+  const targeted = sessions === 100;
+  const detail = `added p99 ${addedP99.toFixed(2)} ms; agent p50/p99 ` +
+    `${p(agent.latencies, 50).toFixed(2)}/${p(agent.latencies, 99).toFixed(2)} ms, direct ` +
+    `${p(direct.latencies, 50).toFixed(2)}/${p(direct.latencies, 99).toFixed(2)} ms; ` +
+    `first token p50 agent/direct ${p(agent.firstTokens, 50).toFixed(2)}/` +
+    `${p(direct.firstTokens, 50).toFixed(2)} ms; ` +
+    `${agent.latencies.length} tokens in ${rounds} round(s); agent process CPU ` +
+    `${(cpu.agentProcess * 100).toFixed(0)}% of a core, machine ` +
+    `${(cpu.machine * 100).toFixed(0)}% busy; ` +
+    `errors ${agent.errors.length} agent, ${direct.errors.length} direct` +
+    (agent.errors.length > 0 ? ` (first: ${agent.errors[0]})` : "");
+  const results: BenchResult[] = [{
+    name: `agent: added latency per token, ${sessions} concurrent sessions (p50)`,
+    value: addedP50,
+    unit: "ms",
+    detail,
+    ...(targeted
+      ? {
+        target: `p50 <= ${ADDED_P50_TARGET_MS} ms, p99 <= ${ADDED_P99_TARGET_MS} ms`,
+        pass: addedP50 <= ADDED_P50_TARGET_MS &&
+          addedP99 <= ADDED_P99_TARGET_MS &&
+          agent.errors.length === 0,
+      }
+      : {}),
+  }];
+  if (sessions >= 1000) {
+    results.push({
+      name: `agent: ${sessions} concurrent streaming sessions, errors`,
+      value: agent.errors.length,
+      unit: "errors",
+      target: "= 0",
+      pass: agent.errors.length === 0,
+      detail: `${agent.latencies.length + agent.firstTokens.length} of ` +
+        `${sessions * TOKENS_PER_STREAM} tokens delivered`,
+    });
+  }
+  return results;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory per idle connection
+
+async function idleMemory(
+  worker: AgentWorker,
+  tokens: string[],
+): Promise<BenchResult> {
+  // One connection first, so code paths, pools and JIT are in place before the baseline.
+  const warm = await openIdle(worker.url, tokens.slice(0, 1));
+  for (const socket of warm) socket.close();
+  await settle();
+  const start = await worker.rssBytes();
+  // Two rounds of one connection per user (the limit is three). The first round also grows
+  // the JavaScript heap to its working size (setting up a connection makes short-lived
+  // garbage: token verification, queries); the second round's growth is the steady cost.
+  const first = await openRound(worker.url, tokens);
+  const middle = await worker.rssBytes();
+  const second = await openRound(worker.url, tokens);
+  const end = await worker.rssBytes();
+  for (const socket of [...first, ...second]) socket.close();
+  const marginal = (end - middle) / second.length;
+  const overall = (end - start) / (first.length + second.length);
+  return {
+    name: `agent: memory per idle connection (${first.length + second.length} open)`,
+    value: marginal / 1024,
+    unit: "KiB",
+    // A few dozen sockets are within the noise of RSS (page granularity, heap growth): only a
+    // full run is held to the target.
+    ...(second.length >= MIN_IDLE_FOR_TARGET
+      ? { target: `<= ${IDLE_BYTES_TARGET / 1024} KiB`, pass: marginal <= IDLE_BYTES_TARGET }
+      : {}),
+    detail: `second ${second.length} connections; over all ${(overall / 1024).toFixed(1)} KiB ` +
+      `each; worker RSS ${mib(start)} → ${mib(middle)} → ${mib(end)} MiB`,
+  };
+}
+
+async function openRound(url: string, tokens: string[]): Promise<WebSocket[]> {
+  const sockets: WebSocket[] = [];
+  for (let i = 0; i < tokens.length; i += 100) {
+    sockets.push(...await openIdle(url, tokens.slice(i, i + 100)));
+  }
+  await settle();
+  return sockets;
+}
+
+function settle(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 1000));
+}
+
+function mib(bytes: number): string {
+  return (bytes / 2 ** 20).toFixed(1);
+}
+
+/** Opens one idle socket per token and resolves once each got its `ready` frame. */
+function openIdle(url: string, tokens: string[]): Promise<WebSocket[]> {
+  return Promise.all(
+    tokens.map((token) =>
+      new Promise<WebSocket>((resolve, reject) => {
+        const socket = new WebSocket(
+          url,
+          { headers: { Authorization: `Bearer ${token}` } } as never,
+        );
+        socket.onmessage = (event) => {
+          if ((JSON.parse(event.data) as ServerFrame).type === "ready") {
+            resolve(socket);
+          }
+        };
+        socket.onerror = () => reject(new Error("an idle connection failed"));
+      })
+    ),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent worker process
+
+interface AgentWorker {
+  url: string;
+  log: WorkerLog;
+  rssBytes(): Promise<number>;
+  /** User plus system CPU time the worker used so far. */
+  cpuSeconds(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+async function startAgentWorker(
+  ctx: BenchContext,
+  key: SigningKey,
+  llmUrl: string,
+): Promise<AgentWorker> {
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--config",
+      join(PROJECT_ROOT, "deno.json"),
+      join(PROJECT_ROOT, "supabase", "functions", "agent", "index.ts"),
+    ],
+    cwd: PROJECT_ROOT,
+    env: {
+      SUPABASE_DB_URL: ctx.databaseUrl,
+      SUPABASE_JWKS: JSON.stringify(jwksOf(key)),
+      LLM_BASE_URL: llmUrl,
+      LLM_MODEL: "bench-model",
+      DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}`,
+      NO_COLOR: "1",
+    },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const log: WorkerLog = { problems: 0 };
+  watchLog(child.stderr, log);
+  await waitForPort(port, child.status);
+  return {
+    url: `ws://127.0.0.1:${port}/agent`,
+    log,
+    async rssBytes() {
+      const status = await Deno.readTextFile(`/proc/${child.pid}/status`);
+      const kib = Number(status.match(/^VmRSS:\s+(\d+) kB$/m)?.[1]);
+      if (!Number.isFinite(kib)) throw new Error("no VmRSS in /proc status");
+      return kib * 1024;
+    },
+    async cpuSeconds() {
+      // Fields 14 and 15 of /proc/<pid>/stat, after the parenthesised command name.
+      const stat = await Deno.readTextFile(`/proc/${child.pid}/stat`);
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+    },
+    async stop() {
+      child.kill("SIGTERM");
+      await child.status;
+    },
+  };
+}
+
+/** Busy and total CPU time of the whole machine so far (/proc/stat, in ticks). */
+async function machineCpu(): Promise<{ busy: number; total: number }> {
+  const [line] = (await Deno.readTextFile("/proc/stat")).split("\n");
+  const ticks = line.trim().split(/\s+/).slice(1).map(Number);
+  const idle = ticks[3] + ticks[4]; // idle + iowait
+  const total = ticks.slice(0, 8).reduce((sum, t) => sum + t, 0);
+  return { busy: total - idle, total };
+}
+
+/** How many problems the worker logged (lines starting "agent:"), and the first of them. */
+interface WorkerLog {
+  problems: number;
+  first?: string;
+}
+
+/**
+ * Reads the worker's log: counts its problem reports (a retried deadlock is an error in the
+ * results even though the client never saw it) and prints the first few lines.
+ */
+async function watchLog(stream: ReadableStream<Uint8Array>, log: WorkerLog): Promise<void> {
+  let buffered = "";
+  let printed = 0;
+  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+    buffered += text;
+    const lines = buffered.split("\n");
+    buffered = lines.pop() ?? "";
+    for (const line of lines) {
+      if (line.trim() === "" || line.startsWith("Listening on")) continue;
+      if (line.startsWith("agent:")) {
+        log.problems++;
+        log.first ??= line;
+      }
+      if (printed++ < 20) console.error(`[agent] ${line}`);
+    }
+  }
+}
+
+async function waitForPort(
+  port: number,
+  exited: Promise<Deno.CommandStatus>,
+): Promise<void> {
+  let gone = false;
+  exited.then(() => gone = true);
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (gone) throw new Error("the agent worker exited before it listened");
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.ConnectionRefused)) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  throw new Error(`the agent worker did not listen on port ${port}`);
+}
+
+if (import.meta.main && Deno.args.includes(UPSTREAM_FLAG)) {
+  await serveUpstream();
+}

@@ -1,0 +1,202 @@
+/**
+ * The `agent` Edge Function as a Hono app: `GET /agent` upgrades to the agent's WebSocket
+ * (protocol in `../agent_protocol.ts`). The access token is verified against the JWKS before
+ * the upgrade — from `Authorization: Bearer`, a `jwt-<token>` entry of
+ * `Sec-WebSocket-Protocol` (echoed back, as browsers require), or `?jwt=` — and a request
+ * without a valid one gets a 401 JSON error instead of a socket.
+ *
+ * Built from its dependencies, so tests serve it with `Deno.serve({ port: 0 })`, a local
+ * JWKS, a scratch database and the LLM fixture; several instances in one process behave as
+ * several isolates.
+ */
+import { Hono } from "hono";
+import { TOKEN_SUBPROTOCOL_PREFIX } from "../agent_protocol.ts";
+import { bearerToken, type TokenVerifier, type VerifiedUser } from "../auth.ts";
+import { asServiceRole, asUser, type Sql } from "../db.ts";
+import { errorResponse, handleError, handleNotFound } from "../http_errors.ts";
+import type { ToolDefinition } from "../tools/registry.ts";
+import { type AgentConfig, agentConfig } from "./config.ts";
+import { AgentConnection } from "./connection.ts";
+import { registerConnection, unregisterConnection } from "./connections.ts";
+import { readLimits } from "./limits.ts";
+import { AgentRuntime } from "./runtime.ts";
+import type { LlmSettings } from "./turn.ts";
+import { interruptStaleTurns } from "./turn_store.ts";
+
+export interface AgentAppOptions {
+  sql: Sql;
+  /** A one-connection pool for flushes (see `RuntimeDependencies.flushSql`). */
+  flushSql?: Sql;
+  verifier: TokenVerifier;
+  llm: LlmSettings;
+  tools: readonly ToolDefinition[];
+  config?: Partial<AgentConfig>;
+}
+
+export interface AgentApp {
+  fetch: (request: Request) => Response | Promise<Response>;
+  /** This instance's state; tests look at it, nothing else should. */
+  runtime: AgentRuntime;
+  /** Ends running turns (stored as interrupted), closes sockets, stops timers. */
+  close(): Promise<void>;
+}
+
+const FUNCTION_NAME = "agent";
+
+export function createAgentApp(options: AgentAppOptions): AgentApp {
+  const config = agentConfig(options.config);
+  const runtime = new AgentRuntime({
+    sql: options.sql,
+    ...(options.flushSql ? { flushSql: options.flushSql } : {}),
+    verifier: options.verifier,
+    llm: options.llm,
+    config,
+    registry: options.tools,
+  });
+  const app = new Hono({ strict: false }).basePath(`/${FUNCTION_NAME}`);
+  app.onError(handleError);
+  app.notFound(handleNotFound);
+
+  app.get("/", async (c) => {
+    const request = c.req.raw;
+    const credentials = credentialsOf(request);
+    if (!credentials.token) {
+      return errorResponse(401, {
+        code: "missing_token",
+        message: "Send an access token: Authorization: Bearer <token>, the WebSocket " +
+          'subprotocol "jwt-<token>", or ?jwt=<token>',
+      });
+    }
+    let auth;
+    try {
+      auth = await runtime.deps.verifier.verify(credentials.token);
+    } catch (error) {
+      console.error("agent: the JWKS could not be loaded", error);
+      return errorResponse(503, {
+        code: "unavailable",
+        message: "Access tokens cannot be verified right now; try again shortly",
+      });
+    }
+    if (!auth.ok) {
+      return errorResponse(401, { code: auth.code, message: auth.message });
+    }
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return errorResponse(426, {
+        code: "upgrade_required",
+        message: "This endpoint speaks WebSocket only",
+      }, { Upgrade: "websocket" });
+    }
+    if (runtime.closed) {
+      return errorResponse(503, {
+        code: "unavailable",
+        message: "The server is shutting down",
+      });
+    }
+    const { socket, response } = Deno.upgradeWebSocket(
+      request,
+      credentials.protocol ? { protocol: credentials.protocol } : {},
+    );
+    serveSocket(runtime, auth.user, socket);
+    return response;
+  });
+
+  return { fetch: app.fetch, runtime, close: () => runtime.close() };
+}
+
+interface Credentials {
+  token?: string;
+  /** The offered `jwt-…` subprotocol, to echo back. */
+  protocol?: string;
+}
+
+/** The token from the header, else the subprotocol, else the query string. */
+function credentialsOf(request: Request): Credentials {
+  const offered = (request.headers.get("sec-websocket-protocol") ?? "")
+    .split(",")
+    .map((entry) => entry.trim())
+    .find((entry) => entry.startsWith(TOKEN_SUBPROTOCOL_PREFIX));
+  const protocol = offered && offered.length > TOKEN_SUBPROTOCOL_PREFIX.length
+    ? offered
+    : undefined;
+  const token = bearerToken(request) ??
+    protocol?.slice(TOKEN_SUBPROTOCOL_PREFIX.length) ??
+    (new URL(request.url).searchParams.get("jwt") || undefined);
+  return { ...(token ? { token } : {}), ...(protocol ? { protocol } : {}) };
+}
+
+function serveSocket(
+  runtime: AgentRuntime,
+  user: VerifiedUser,
+  socket: WebSocket,
+): void {
+  const connection = new AgentConnection(
+    crypto.randomUUID(),
+    user,
+    socket,
+    runtime,
+  );
+  const { sql, config } = runtime.deps;
+  let markClosed: () => void = () => {};
+  // Pending until the socket closes: Supabase must not retire the worker under it.
+  runtime.track(new Promise<void>((resolve) => markClosed = resolve));
+
+  runtime.sockets.add(connection);
+  socket.onopen = () => {
+    runtime.track(
+      greet(runtime, connection).catch((error) => {
+        console.error("agent: could not set up a connection", error);
+        connection.close(1011, "the server could not set up this connection");
+      }),
+    );
+  };
+  socket.onmessage = (event) => connection.onMessage(event.data);
+  socket.onerror = () => {
+    // The close event follows; nothing else to do.
+  };
+  socket.onclose = () => {
+    runtime.sockets.delete(connection);
+    connection.closed()
+      .catch((error) => console.error("agent: could not unregister a connection", error))
+      .finally(markClosed);
+  };
+
+  async function greet(
+    runtime: AgentRuntime,
+    connection: AgentConnection,
+  ): Promise<void> {
+    // One transaction: register (evicting what this connection pushes over the limit) and
+    // mark turns of the user's dead isolates interrupted.
+    const registration = await asServiceRole(sql, async (tx) => {
+      const [registered] = await Promise.all([
+        registerConnection(tx, {
+          id: connection.id,
+          userId: user.id,
+          isolateId: runtime.isolateId,
+          staleAfterMs: config.staleAfterMs,
+        }),
+        interruptStaleTurns(tx, user.id, config.staleAfterMs),
+      ]);
+      return registered;
+    });
+    // Closed while registering: its close handler found nothing to unregister yet.
+    if (!connection.isOpen) return await unregisterConnection(sql, connection.id);
+    // Heartbeats (and evictions through them) start once the row exists.
+    runtime.addConnection(connection);
+    runtime.evict(
+      registration.evicted,
+      `too many connections: at most ${registration.maxConnections} per user, and this is ` +
+        "the oldest",
+    );
+    const limits = await asUser(
+      sql,
+      user.claims,
+      (tx) => readLimits(tx, config),
+    );
+    connection.send({
+      type: "ready",
+      user_id: user.id,
+      connection_id: connection.id,
+      limits,
+    });
+  }
+}

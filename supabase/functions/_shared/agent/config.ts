@@ -1,0 +1,101 @@
+/**
+ * The agent's tunables, with their environment variables. Every interval is configurable so
+ * tests can run the slow paths (approval timeouts, dead isolates) in milliseconds.
+ */
+import type { Env } from "../auth.ts";
+
+export interface AgentConfig {
+  /** `AGENT_MAX_STEPS`: LLM calls per turn. */
+  maxSteps: number;
+  /** `AGENT_APPROVAL_TIMEOUT_MS`: an unanswered `approval_required` is denied after this. */
+  approvalTimeoutMs: number;
+  /** `AGENT_MAX_COMPLETION_TOKENS`: `max_tokens` of each LLM call, and part of the reservation. */
+  maxCompletionTokens: number;
+  /**
+   * `AGENT_FLUSH_MS`: how often partial output (message text and frames) is written to
+   * Postgres while a turn streams. At most 500.
+   */
+  flushIntervalMs: number;
+  /** `AGENT_HEARTBEAT_MS`: how often an isolate tells Postgres its turns and sockets live. */
+  heartbeatIntervalMs: number;
+  /** `AGENT_STALE_AFTER_MS`: a heartbeat older than this means a dead isolate (default 3×). */
+  staleAfterMs: number;
+  /** `AGENT_POLL_MS`: how often a resume on another isolate reads new frames. */
+  pollIntervalMs: number;
+  /** `AGENT_HISTORY_MESSAGES`: earlier messages of the session sent to the model. */
+  historyMessages: number;
+  /** `AGENT_SYSTEM_PROMPT`. */
+  systemPrompt: string;
+}
+
+export const DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant inside a chat app. Use the " +
+  "tools you are given when they help (for arithmetic, always use the calculator). Answer " +
+  "concisely.";
+
+export const DEFAULT_AGENT_CONFIG: AgentConfig = {
+  maxSteps: 8,
+  approvalTimeoutMs: 120_000,
+  maxCompletionTokens: 2048,
+  flushIntervalMs: 250,
+  heartbeatIntervalMs: 5_000,
+  staleAfterMs: 15_000,
+  pollIntervalMs: 250,
+  historyMessages: 40,
+  systemPrompt: DEFAULT_SYSTEM_PROMPT,
+};
+
+const MAX_FLUSH_INTERVAL_MS = 500;
+
+/** Defaults overridden by the given fields; `staleAfterMs` follows a changed heartbeat. */
+export function agentConfig(overrides: Partial<AgentConfig> = {}): AgentConfig {
+  const heartbeatIntervalMs = overrides.heartbeatIntervalMs ??
+    DEFAULT_AGENT_CONFIG.heartbeatIntervalMs;
+  const config: AgentConfig = {
+    ...DEFAULT_AGENT_CONFIG,
+    staleAfterMs: 3 * heartbeatIntervalMs,
+    ...overrides,
+  };
+  if (config.flushIntervalMs > MAX_FLUSH_INTERVAL_MS) {
+    throw new Error(
+      `the flush interval must be at most ${MAX_FLUSH_INTERVAL_MS} ms`,
+    );
+  }
+  if (config.staleAfterMs <= config.heartbeatIntervalMs) {
+    throw new Error(
+      "the stale threshold must be longer than the heartbeat interval",
+    );
+  }
+  return config;
+}
+
+const INTEGER_VARIABLES: [keyof AgentConfig, string, number][] = [
+  ["maxSteps", "AGENT_MAX_STEPS", 1],
+  ["approvalTimeoutMs", "AGENT_APPROVAL_TIMEOUT_MS", 1],
+  ["maxCompletionTokens", "AGENT_MAX_COMPLETION_TOKENS", 1],
+  ["flushIntervalMs", "AGENT_FLUSH_MS", 1],
+  ["heartbeatIntervalMs", "AGENT_HEARTBEAT_MS", 1],
+  ["staleAfterMs", "AGENT_STALE_AFTER_MS", 1],
+  ["pollIntervalMs", "AGENT_POLL_MS", 1],
+  ["historyMessages", "AGENT_HISTORY_MESSAGES", 0],
+];
+
+/** The configuration from the function's environment; a malformed value is an error. */
+export function agentConfigFromEnv(env: Env = Deno.env): AgentConfig {
+  const overrides: Partial<Record<keyof AgentConfig, number | string>> = {};
+  for (const [field, variable, minimum] of INTEGER_VARIABLES) {
+    const raw = env.get(variable)?.trim();
+    if (raw === undefined || raw === "") continue;
+    const value = Number(raw);
+    if (!Number.isSafeInteger(value) || value < minimum) {
+      throw new Error(
+        `${variable} must be an integer >= ${minimum}, got "${raw}"`,
+      );
+    }
+    overrides[field] = value;
+  }
+  const prompt = env.get("AGENT_SYSTEM_PROMPT");
+  if (prompt !== undefined && prompt.trim() !== "") {
+    overrides.systemPrompt = prompt;
+  }
+  return agentConfig(overrides as Partial<AgentConfig>);
+}

@@ -1,0 +1,45 @@
+import assert from "node:assert/strict";
+import { agentConfig, agentConfigFromEnv, DEFAULT_AGENT_CONFIG } from "./config.ts";
+
+function env(values: Record<string, string>) {
+  return { get: (name: string) => values[name] };
+}
+
+Deno.test("defaults: 8 steps, 120 s approvals, stale after three heartbeats", () => {
+  const config = agentConfigFromEnv(env({}));
+  assert.deepEqual(config, DEFAULT_AGENT_CONFIG);
+  assert.equal(config.maxSteps, 8);
+  assert.equal(config.approvalTimeoutMs, 120_000);
+  assert.equal(config.staleAfterMs, 3 * config.heartbeatIntervalMs);
+});
+
+Deno.test("the environment overrides, and the stale threshold follows the heartbeat", () => {
+  const config = agentConfigFromEnv(env({
+    AGENT_MAX_STEPS: "3",
+    AGENT_APPROVAL_TIMEOUT_MS: "250",
+    AGENT_HEARTBEAT_MS: "200",
+    AGENT_FLUSH_MS: "50",
+    AGENT_SYSTEM_PROMPT: "Be brief.",
+  }));
+  assert.equal(config.maxSteps, 3);
+  assert.equal(config.approvalTimeoutMs, 250);
+  assert.equal(config.staleAfterMs, 600);
+  assert.equal(config.flushIntervalMs, 50);
+  assert.equal(config.systemPrompt, "Be brief.");
+});
+
+Deno.test("malformed or unsafe values are refused", () => {
+  assert.throws(
+    () => agentConfigFromEnv(env({ AGENT_MAX_STEPS: "0" })),
+    /AGENT_MAX_STEPS/,
+  );
+  assert.throws(
+    () => agentConfigFromEnv(env({ AGENT_POLL_MS: "fast" })),
+    /AGENT_POLL_MS/,
+  );
+  assert.throws(() => agentConfig({ flushIntervalMs: 501 }), /at most 500/);
+  assert.throws(
+    () => agentConfig({ heartbeatIntervalMs: 1000, staleAfterMs: 1000 }),
+    /longer than the heartbeat/,
+  );
+});

@@ -1,0 +1,193 @@
+/**
+ * One client's WebSocket after the upgrade: it checks every frame (size, rate, JSON, schema),
+ * dispatches the valid ones, and answers the rest with an `error` frame while the connection
+ * stays open. Handlers run concurrently (a connection may run several turns); a handler that
+ * fails answers `internal_error` for its frame and the connection carries on.
+ */
+import {
+  type ClientFrame,
+  decodeClientFrame,
+  type ErrorFrame,
+  PROTOCOL_LIMITS,
+  type ServerFrame,
+} from "../agent_protocol.ts";
+import type { VerifiedUser } from "../auth.ts";
+import { handleChat } from "./chat.ts";
+import { frameRateWindow, type SlidingWindow } from "./limits.ts";
+import { followTurn } from "./resume.ts";
+import type { AgentRuntime, ConnectionHandle } from "./runtime.ts";
+
+export class AgentConnection implements ConnectionHandle {
+  readonly userId: string;
+  readonly #window: SlidingWindow = frameRateWindow();
+  /** Turns this connection follows, with how to stop following each. */
+  readonly #following = new Map<string, () => void>();
+  #closed = false;
+
+  constructor(
+    readonly id: string,
+    readonly user: VerifiedUser,
+    readonly socket: WebSocket,
+    readonly runtime: AgentRuntime,
+  ) {
+    this.userId = user.id;
+  }
+
+  get isOpen(): boolean {
+    return !this.#closed && this.socket.readyState === WebSocket.OPEN;
+  }
+
+  send(frame: ServerFrame): void {
+    if (this.isOpen) this.socket.send(JSON.stringify(frame));
+  }
+
+  sendError(error: Omit<ErrorFrame, "type">): void {
+    this.send({ type: "error", ...error });
+  }
+
+  close(code: number, reason: string): void {
+    if (this.#closed) return;
+    try {
+      this.socket.close(code, reason);
+    } catch (error) {
+      // Already closing: the close handler does the rest.
+      if (!(error instanceof DOMException)) throw error;
+    }
+  }
+
+  /** Starts following a turn, replacing an earlier follow of the same turn. */
+  follow(turnId: string, stop: () => void): void {
+    this.#following.get(turnId)?.();
+    this.#following.set(turnId, stop);
+  }
+
+  /** Stops following a turn (its last frame went out, or the client left). */
+  unfollow(turnId: string, stop?: () => void): void {
+    const current = this.#following.get(turnId);
+    if (current && (stop === undefined || current === stop)) {
+      this.#following.delete(turnId);
+      current();
+    }
+  }
+
+  /** The socket closed: stop following turns (they keep running), leave the registry. */
+  async closed(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const stop of this.#following.values()) stop();
+    this.#following.clear();
+    await this.runtime.removeConnection(this.id);
+  }
+
+  onMessage(data: unknown): void {
+    if (typeof data !== "string") {
+      const size = data instanceof ArrayBuffer
+        ? data.byteLength
+        : data instanceof Blob
+        ? data.size
+        : 0;
+      if (size > PROTOCOL_LIMITS.maxFrameBytes) return this.#tooLarge();
+      if (!this.#admit()) return;
+      return this.sendError({
+        code: "bad_request",
+        message: "binary frames are not supported; send JSON text frames",
+        retryable: false,
+      });
+    }
+    if (byteLength(data) > PROTOCOL_LIMITS.maxFrameBytes) {
+      return this.#tooLarge();
+    }
+    if (!this.#admit()) return;
+    const decoded = decodeClientFrame(data);
+    if (!decoded.ok) {
+      return this.sendError({
+        code: decoded.error.code,
+        message: decoded.error.message,
+        retryable: false,
+        ...(decoded.error.path === undefined ? {} : { path: decoded.error.path }),
+      });
+    }
+    const frame = decoded.frame;
+    this.runtime.track(
+      this.#dispatch(frame).catch((error) => {
+        console.error(`agent: ${frame.type} frame failed`, error);
+        this.sendError({
+          code: "internal_error",
+          message: `The ${frame.type} frame failed on the server`,
+          retryable: true,
+          ...refOf(frame),
+        });
+      }),
+    );
+  }
+
+  async #dispatch(frame: ClientFrame): Promise<void> {
+    switch (frame.type) {
+      case "ping":
+        return this.send({ type: "pong" });
+      case "chat":
+        return await handleChat(this, frame);
+      case "resume":
+        return await followTurn(this, frame.turn_id, frame.after_seq);
+      case "cancel": {
+        if (await this.runtime.cancel(this.userId, frame.turn_id)) return;
+        return this.sendError({
+          code: "not_running",
+          message: "No running turn of yours has this id",
+          retryable: false,
+          ref: frame.turn_id,
+        });
+      }
+      case "approve": {
+        if (await this.runtime.approve(this.userId, frame)) return;
+        return this.sendError({
+          code: "not_found",
+          message: "No tool call of yours is waiting for approval with this id",
+          retryable: false,
+          ref: frame.call_id,
+        });
+      }
+    }
+  }
+
+  #admit(): boolean {
+    if (this.#window.admit()) return true;
+    this.sendError({
+      code: "rate_limited",
+      reason: "frames_per_second",
+      message: `more than ${PROTOCOL_LIMITS.maxFramesPerSecond} frames per second; this one ` +
+        "was dropped",
+      retryable: true,
+      retry_after_ms: this.#window.retryAfterMs(),
+    });
+    return false;
+  }
+
+  #tooLarge(): void {
+    this.sendError({
+      code: "frame_too_large",
+      message: `frames may be at most ${PROTOCOL_LIMITS.maxFrameBytes} bytes`,
+      retryable: false,
+    });
+  }
+}
+
+function byteLength(text: string): number {
+  // A UTF-16 unit never takes more than 3 UTF-8 bytes: most frames need no encoding.
+  if (text.length * 3 <= PROTOCOL_LIMITS.maxFrameBytes) return text.length;
+  return new TextEncoder().encode(text).byteLength;
+}
+
+function refOf(frame: ClientFrame): { ref?: string } {
+  switch (frame.type) {
+    case "chat":
+      return { ref: frame.id };
+    case "cancel":
+    case "resume":
+      return { ref: frame.turn_id };
+    case "approve":
+      return { ref: frame.call_id };
+    default:
+      return {};
+  }
+}

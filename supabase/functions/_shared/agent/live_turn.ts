@@ -1,0 +1,275 @@
+/**
+ * A turn running in this isolate: its numbered frames, who listens to them, and the state of
+ * its assistant message. It knows nothing of Postgres: the flusher takes what is new from it
+ * (`takeFlush`) and reports back (`flushed` / `flushFailed`). Postgres holds the truth; this
+ * object only lets clients on this isolate follow the turn without polling.
+ */
+import type { ErrorFrame, TurnFrame, UnnumberedTurnFrame } from "../agent_protocol.ts";
+import type { Database, Json } from "../database.types.ts";
+
+export type TurnState = Database["public"]["Enums"]["turn_state"];
+export type MessageStatus = Database["public"]["Enums"]["message_status"];
+
+/** One entry of `chat_history.tool_calls` for an assistant message. */
+export interface StoredToolCall {
+  id: string;
+  name: string;
+  arguments: string;
+  result?: Json;
+  is_error?: boolean;
+}
+
+export interface LiveTurnInit {
+  turnId: string;
+  userId: string;
+  sessionId: string;
+  /** `chat_history.id` of the assistant message. */
+  assistantRowId: string;
+  /** The assistant message's client id, as clients know it. */
+  assistantMessageId: string;
+  userMessageId: string;
+  model: string;
+  reservedTokens: number;
+}
+
+/** How a turn ended, as it is stored. */
+export interface TurnOutcome {
+  state: Exclude<TurnState, "running">;
+  messageStatus: Exclude<MessageStatus, "streaming">;
+  error?: { code: string; message: string };
+  /** What the turn used of its quota reservation; settled with the ending. */
+  used?: { tokens: number; costUsd: number };
+}
+
+export type AbortReason = "cancelled" | "interrupted" | "shutdown";
+
+export type FrameListener = (frame: TurnFrame) => void;
+
+/**
+ * A change of the streaming message: the text from character `fromChars` on (characters as
+ * Postgres counts them: code points), and the tool calls when they changed. Writing
+ * `left(content, fromChars) || text` is idempotent, so a flush whose outcome was unclear can
+ * be written again without doubling text; and the whole answer is not resent every time.
+ */
+export interface MessageChange {
+  fromChars: number;
+  text: string;
+  toolCalls?: StoredToolCall[];
+  /** Where the stored text ends once this change is written. */
+  untilChars: number;
+  untilUnits: number;
+}
+
+/** What one flush writes for one turn. */
+export interface FlushEntry {
+  turn: LiveTurn;
+  /** Frames not yet stored, in seq order (maybe none). */
+  frames: TurnFrame[];
+  /** What changed in the message since the last stored flush. */
+  message?: MessageChange;
+  steps: number;
+  model: string;
+  /** Set once the turn has ended: the flush that carries it finishes the turn. */
+  outcome?: TurnOutcome;
+}
+
+export class LiveTurn {
+  readonly turnId: string;
+  readonly userId: string;
+  readonly sessionId: string;
+  readonly assistantRowId: string;
+  readonly assistantMessageId: string;
+  readonly userMessageId: string;
+  readonly reservedTokens: number;
+  model: string;
+  steps = 0;
+  content = "";
+  toolCalls: StoredToolCall[] = [];
+
+  /** Aborts the LLM request and the running tool. */
+  readonly #abort = new AbortController();
+  #abortReason: AbortReason | undefined;
+  readonly #frames: TurnFrame[] = [];
+  /** Frames with a seq up to this are stored. */
+  #storedSeq = 0;
+  /** Frames numbered but held back from listeners until they are stored (the last ones). */
+  #heldFrom: number | undefined;
+  #messageDirty = false;
+  #toolCallsDirty = false;
+  /** Code points of `content`, and how much of it (in code points and UTF-16 units) is stored. */
+  #chars = 0;
+  #storedChars = 0;
+  #storedUnits = 0;
+  #outcome: TurnOutcome | undefined;
+  #outcomeStored = false;
+  readonly #listeners = new Set<FrameListener>();
+  /** Told of every change that needs storing (the runtime hands it to the flusher). */
+  onChange: (turn: LiveTurn) => void = () => {};
+
+  constructor(init: LiveTurnInit) {
+    this.turnId = init.turnId;
+    this.userId = init.userId;
+    this.sessionId = init.sessionId;
+    this.assistantRowId = init.assistantRowId;
+    this.assistantMessageId = init.assistantMessageId;
+    this.userMessageId = init.userMessageId;
+    this.model = init.model;
+    this.reservedTokens = init.reservedTokens;
+  }
+
+  get signal(): AbortSignal {
+    return this.#abort.signal;
+  }
+
+  get abortReason(): AbortReason | undefined {
+    return this.#abortReason;
+  }
+
+  /** Stops the turn's work; the turn loop sees the signal and ends the turn. */
+  abort(reason: AbortReason): void {
+    if (this.#abort.signal.aborted) return;
+    this.#abortReason = reason;
+    this.#abort.abort(reason);
+  }
+
+  get lastSeq(): number {
+    return this.#frames.length;
+  }
+
+  get ended(): boolean {
+    return this.#outcome !== undefined;
+  }
+
+  /** Numbers a frame and hands it to every listener at once. */
+  emit(frame: UnnumberedTurnFrame): TurnFrame {
+    if (this.#outcome) throw new Error(`turn ${this.turnId} has already ended`);
+    const numbered = this.#number(frame);
+    for (const listener of this.#listeners) listener(numbered);
+    this.onChange(this);
+    return numbered;
+  }
+
+  appendText(delta: string): void {
+    this.content += delta;
+    for (const _ of delta) this.#chars++;
+    this.#messageDirty = true;
+    this.onChange(this);
+  }
+
+  recordToolCall(call: StoredToolCall): void {
+    this.toolCalls = [...this.toolCalls.filter((c) => c.id !== call.id), call];
+    this.#messageDirty = true;
+    this.#toolCallsDirty = true;
+    this.onChange(this);
+  }
+
+  /**
+   * Ends the turn with its closing frames (e.g. `response` + `complete`, or one `error`).
+   * They are numbered now but reach listeners only through `release`, after the flush that
+   * stores them: a client that saw `complete` finds the stored answer.
+   */
+  end(outcome: TurnOutcome, closing: UnnumberedTurnFrame[]): TurnFrame[] {
+    if (this.#outcome) throw new Error(`turn ${this.turnId} has already ended`);
+    this.#heldFrom = this.#frames.length + 1;
+    const numbered = closing.map((frame) => this.#number(frame));
+    this.#outcome = outcome;
+    this.#messageDirty = true;
+    return numbered;
+  }
+
+  /** Delivers the closing frames `end` held back. */
+  release(): void {
+    if (this.#heldFrom === undefined) return;
+    const held = this.#frames.slice(this.#heldFrom - 1);
+    this.#heldFrom = undefined;
+    for (const frame of held) {
+      for (const listener of this.#listeners) listener(frame);
+    }
+  }
+
+  /**
+   * Replays the frames after `afterSeq` to `listener` and keeps it informed of new ones,
+   * synchronously, so nothing falls between replay and live. Returns the unsubscribe.
+   */
+  subscribe(afterSeq: number, listener: FrameListener): () => void {
+    const visible = this.#heldFrom === undefined ? this.#frames.length : this.#heldFrom - 1;
+    for (const frame of this.#frames.slice(Math.max(0, afterSeq), visible)) {
+      listener(frame);
+    }
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Everything the next flush should write for this turn, or undefined when nothing. */
+  takeFlush(): FlushEntry | undefined {
+    const frames = this.#frames.slice(this.#storedSeq);
+    const outcome = this.#outcomeStored ? undefined : this.#outcome;
+    if (frames.length === 0 && !this.#messageDirty && !outcome) {
+      return undefined;
+    }
+    const entry: FlushEntry = {
+      turn: this,
+      frames,
+      steps: this.steps,
+      model: this.model,
+    };
+    if (this.#messageDirty) {
+      entry.message = {
+        fromChars: this.#storedChars,
+        text: this.content.slice(this.#storedUnits),
+        ...(this.#toolCallsDirty ? { toolCalls: this.toolCalls } : {}),
+        untilChars: this.#chars,
+        untilUnits: this.content.length,
+      };
+      this.#messageDirty = false;
+      this.#toolCallsDirty = false;
+    }
+    if (outcome) entry.outcome = outcome;
+    return entry;
+  }
+
+  /** A flush entry that only keeps the turn alive. */
+  heartbeatEntry(): FlushEntry {
+    return { turn: this, frames: [], steps: this.steps, model: this.model };
+  }
+
+  flushed(entry: FlushEntry): void {
+    const last = entry.frames.at(-1);
+    if (last) this.#storedSeq = Math.max(this.#storedSeq, last.seq);
+    if (entry.message) {
+      this.#storedChars = entry.message.untilChars;
+      this.#storedUnits = entry.message.untilUnits;
+    }
+    if (entry.outcome) this.#outcomeStored = true;
+  }
+
+  /** The write failed: what it carried is written again by the next flush. */
+  flushFailed(entry: FlushEntry): void {
+    if (entry.message) this.#messageDirty = true;
+    if (entry.message?.toolCalls) this.#toolCallsDirty = true;
+  }
+
+  /** True once the ending and every frame are stored. */
+  get settled(): boolean {
+    return this.#outcomeStored && this.#storedSeq === this.#frames.length;
+  }
+
+  #number(frame: UnnumberedTurnFrame): TurnFrame {
+    const numbered = {
+      ...frame,
+      turn_id: this.turnId,
+      seq: this.#frames.length + 1,
+    } as TurnFrame;
+    this.#frames.push(numbered);
+    return numbered;
+  }
+}
+
+/** An `error` turn frame without its number. */
+export function errorFrame(
+  code: string,
+  message: string,
+  retryable: boolean,
+): Omit<ErrorFrame, "turn_id" | "seq"> {
+  return { type: "error", code, message, retryable };
+}

@@ -1,0 +1,110 @@
+import assert from "node:assert/strict";
+import type { TurnFrame } from "../agent_protocol.ts";
+import { LiveTurn } from "./live_turn.ts";
+
+function turn(): LiveTurn {
+  return new LiveTurn({
+    turnId: crypto.randomUUID(),
+    userId: crypto.randomUUID(),
+    sessionId: crypto.randomUUID(),
+    assistantRowId: crypto.randomUUID(),
+    assistantMessageId: crypto.randomUUID(),
+    userMessageId: crypto.randomUUID(),
+    model: "m",
+    reservedTokens: 10,
+  });
+}
+
+Deno.test("frames are numbered from 1 and a late subscriber gets the rest, then live ones", () => {
+  const live = turn();
+  live.emit({ type: "token", delta: "a" });
+  live.emit({ type: "token", delta: "b" });
+  live.emit({ type: "token", delta: "c" });
+  const seen: TurnFrame[] = [];
+  const stop = live.subscribe(1, (frame) => seen.push(frame));
+  live.emit({ type: "token", delta: "d" });
+  stop();
+  live.emit({ type: "token", delta: "e" });
+  assert.deepEqual(seen.map((f) => [f.seq, f.type === "token" && f.delta]), [
+    [2, "b"],
+    [3, "c"],
+    [4, "d"],
+  ]);
+  assert.ok(seen.every((frame) => frame.turn_id === live.turnId));
+});
+
+Deno.test("closing frames reach listeners only when released", () => {
+  const live = turn();
+  const seen: string[] = [];
+  live.subscribe(0, (frame) => seen.push(frame.type));
+  live.emit({ type: "token", delta: "x" });
+  const closing = live.end({ state: "complete", messageStatus: "complete" }, [
+    { type: "response", message_id: live.assistantMessageId, content: "x" },
+    {
+      type: "complete",
+      usage: { prompt_tokens: 1, completion_tokens: 1, cost: 0 },
+      steps: 1,
+    },
+  ]);
+  assert.deepEqual(closing.map((f) => f.seq), [2, 3]);
+  assert.deepEqual(seen, ["token"]);
+  const late: string[] = [];
+  live.subscribe(0, (frame) => late.push(frame.type));
+  assert.deepEqual(
+    late,
+    ["token"],
+    "held frames are not replayed before release either",
+  );
+  live.release();
+  assert.deepEqual(seen, ["token", "response", "complete"]);
+  assert.deepEqual(late, ["token", "response", "complete"]);
+  assert.throws(
+    () => live.emit({ type: "token", delta: "y" }),
+    /already ended/,
+  );
+});
+
+Deno.test("a flush takes what is new; a failed one is taken again", () => {
+  const live = turn();
+  live.emit({ type: "token", delta: "a" });
+  live.appendText("a");
+  const first = live.takeFlush()!;
+  assert.deepEqual(first.frames.map((f) => f.seq), [1]);
+  assert.deepEqual(first.message, { fromChars: 0, text: "a", untilChars: 1, untilUnits: 1 });
+  live.flushFailed(first);
+  live.appendText("👋");
+  const retry = live.takeFlush()!;
+  assert.deepEqual(retry.frames.map((f) => f.seq), [1]);
+  assert.deepEqual(retry.message, { fromChars: 0, text: "a👋", untilChars: 2, untilUnits: 3 });
+  live.flushed(retry);
+  assert.equal(live.takeFlush(), undefined, "nothing new");
+
+  // Only the new text goes out, counted from the stored characters (the emoji is one).
+  live.appendText("b");
+  live.recordToolCall({ id: "c1", name: "calculator", arguments: "{}" });
+  live.emit({ type: "token", delta: "b" });
+  live.end({ state: "complete", messageStatus: "complete" }, [
+    { type: "complete", usage: { prompt_tokens: 0, completion_tokens: 0, cost: 0 }, steps: 1 },
+  ]);
+  const last = live.takeFlush()!;
+  assert.deepEqual(last.frames.map((f) => f.seq), [2, 3]);
+  assert.deepEqual(last.message, {
+    fromChars: 2,
+    text: "b",
+    toolCalls: [{ id: "c1", name: "calculator", arguments: "{}" }],
+    untilChars: 3,
+    untilUnits: 4,
+  });
+  assert.equal(last.outcome?.state, "complete");
+  assert.equal(live.settled, false);
+  live.flushed(last);
+  assert.equal(live.settled, true);
+});
+
+Deno.test("abort keeps its first reason", () => {
+  const live = turn();
+  live.abort("cancelled");
+  live.abort("interrupted");
+  assert.equal(live.signal.aborted, true);
+  assert.equal(live.abortReason, "cancelled");
+});

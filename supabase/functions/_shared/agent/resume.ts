@@ -1,0 +1,149 @@
+/**
+ * Following a turn from `seq` on: what `resume` does, and what a retried chat gets. A turn
+ * this isolate runs is followed in memory (replay, then live, with nothing in between). Any
+ * other turn is read from Postgres: its stored frames, then — while it still runs on another
+ * isolate — new frames as they are flushed, by polling (Supavisor's transaction mode rules
+ * out LISTEN/NOTIFY). A turn whose isolate stopped heartbeating is marked interrupted on the
+ * way, so the follower gets its final `error` frame instead of waiting forever.
+ */
+import { type ErrorFrame, isTerminalFrame } from "../agent_protocol.ts";
+import { asServiceRole, asUser } from "../db.ts";
+import type { AgentConnection } from "./connection.ts";
+import {
+  interruptStaleTurns,
+  lastStoredFrame,
+  loadTurn,
+  readFrames,
+  type StoredTurn,
+} from "./turn_store.ts";
+
+export async function followTurn(
+  connection: AgentConnection,
+  turnId: string,
+  afterSeq: number,
+): Promise<void> {
+  if (followLocally(connection, turnId, afterSeq)) return;
+  const { sql, config } = connection.runtime.deps;
+  const claims = connection.user.claims;
+  await asServiceRole(
+    sql,
+    (tx) => interruptStaleTurns(tx, connection.userId, config.staleAfterMs, { turnId }),
+  );
+  const turn = await asUser(
+    sql,
+    claims,
+    (tx) => loadTurn(tx, turnId, config.staleAfterMs),
+  );
+  if (!turn) {
+    return connection.sendError({
+      code: "not_found",
+      message: "No turn of yours has this id",
+      retryable: false,
+      ref: turnId,
+    });
+  }
+  // The turn may have started here between the first look and now.
+  if (followLocally(connection, turnId, afterSeq)) return;
+  await pollTurn(connection, turn, afterSeq);
+}
+
+function followLocally(
+  connection: AgentConnection,
+  turnId: string,
+  afterSeq: number,
+): boolean {
+  const live = connection.runtime.turns.get(turnId);
+  if (!live || live.userId !== connection.userId) return false;
+  let stop: () => void = () => {};
+  const unsubscribe = live.subscribe(afterSeq, (frame) => {
+    connection.send(frame);
+    if (isTerminalFrame(frame)) connection.unfollow(turnId, stop);
+  });
+  stop = unsubscribe;
+  connection.follow(turnId, stop);
+  return true;
+}
+
+async function pollTurn(
+  connection: AgentConnection,
+  turn: StoredTurn,
+  afterSeq: number,
+): Promise<void> {
+  const { sql, config } = connection.runtime.deps;
+  const claims = connection.user.claims;
+  const stopped = new AbortController();
+  const stop = () => stopped.abort();
+  connection.follow(turn.id, stop);
+  let last = afterSeq;
+  try {
+    while (!stopped.signal.aborted && connection.isOpen) {
+      const { frames, current } = await asUser(sql, claims, async (tx) => ({
+        frames: await readFrames(tx, turn.id, last),
+        current: await loadTurn(tx, turn.id, config.staleAfterMs),
+      }));
+      for (const frame of frames) {
+        if (stopped.signal.aborted) return;
+        connection.send(frame);
+        last = frame.seq;
+        if (isTerminalFrame(frame)) return;
+      }
+      if (!current) return;
+      if (current.state !== "running") {
+        if (frames.length > 0) continue;
+        // Ended, and the client has every stored frame. Unless the final flush failed, the
+        // last of them ended the turn; otherwise say how it ended.
+        const lastStored = await asUser(
+          sql,
+          claims,
+          (tx) => lastStoredFrame(tx, turn.id),
+        );
+        if (!lastStored || !isTerminalFrame(lastStored)) {
+          connection.send(endingFrame(current));
+        }
+        return;
+      }
+      if (current.stale) {
+        await asServiceRole(
+          sql,
+          (tx) =>
+            interruptStaleTurns(tx, connection.userId, config.staleAfterMs, { turnId: turn.id }),
+        );
+        continue;
+      }
+      // Finished registering on this isolate meanwhile: follow it in memory from here.
+      if (connection.runtime.turns.has(turn.id)) {
+        connection.unfollow(turn.id, stop);
+        followLocally(connection, turn.id, last);
+        return;
+      }
+      await sleep(config.pollIntervalMs, stopped.signal);
+    }
+  } finally {
+    connection.unfollow(turn.id, stop);
+  }
+}
+
+function endingFrame(turn: StoredTurn): ErrorFrame {
+  const error = (turn.error ?? {}) as { code?: string; message?: string };
+  return {
+    type: "error",
+    turn_id: turn.id,
+    code: error.code ?? turn.state,
+    message: error.message ??
+      `The turn ended (${turn.state}) but its last frames are missing`,
+    retryable: turn.state !== "complete",
+  };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

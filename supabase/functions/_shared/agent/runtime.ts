@@ -1,0 +1,256 @@
+/**
+ * What one isolate (one app instance) holds while it serves agent connections: its id (the
+ * `owner` of its turns), its open connections, its running turns, the approvals they wait
+ * for, the flusher, and a heartbeat that keeps its turns and connections alive in Postgres.
+ *
+ * None of it is the truth: turns, frames, connections and quotas live in Postgres. These
+ * objects only let this isolate serve its own clients without polling, and die with it.
+ */
+import type { TokenVerifier } from "../auth.ts";
+import { asServiceRole, type Sql } from "../db.ts";
+import type { ToolDefinition } from "../tools/registry.ts";
+import type { ApproveFrame } from "../agent_protocol.ts";
+import { answerRemotely, PendingApprovals } from "./approvals.ts";
+import type { AgentConfig } from "./config.ts";
+import { heartbeatConnections, unregisterConnection } from "./connections.ts";
+import { Flusher } from "./flusher.ts";
+import type { LiveTurn } from "./live_turn.ts";
+import { aborted, type LlmSettings, runTurn, type TurnDependencies } from "./turn.ts";
+import { requestCancel } from "./turn_store.ts";
+
+export interface RuntimeDependencies {
+  sql: Sql;
+  /**
+   * Where flushes go: best a pool of its own with one connection. Flushes are this isolate's
+   * largest writes, and postgres.js can mistake a `begin` that lands on a socket still
+   * draining one for a transaction outside `sql.begin` (UNSAFE_TRANSACTION). Defaults to `sql`.
+   */
+  flushSql?: Sql;
+  verifier: TokenVerifier;
+  llm: LlmSettings;
+  config: AgentConfig;
+  registry: readonly ToolDefinition[];
+}
+
+/** A socket as the runtime sees it. */
+export interface ConnectionHandle {
+  readonly id: string;
+  readonly userId: string;
+  /** Closes the socket with this code (4001 when evicted, 1001 on shutdown). */
+  close(code: number, reason: string): void;
+}
+
+/** Supabase's Edge Runtime global; absent elsewhere (tests, the local stand-in). */
+interface EdgeRuntimeGlobal {
+  EdgeRuntime?: { waitUntil(promise: Promise<unknown>): void };
+}
+
+export const EVICTION_REASON =
+  "too many connections: the user opened another one and this is the oldest";
+
+const FINAL_FLUSH_RETRY_DELAYS_MS = [100, 500, 2000];
+
+export class AgentRuntime {
+  readonly isolateId = `isolate-${crypto.randomUUID()}`;
+  readonly turns = new Map<string, LiveTurn>();
+  /** Registered connections (in `agent_connections`), which the heartbeat keeps alive. */
+  readonly connections = new Map<string, ConnectionHandle>();
+  /** Every open socket, registered yet or not: what shutdown closes. */
+  readonly sockets = new Set<ConnectionHandle>();
+  readonly approvals = new PendingApprovals();
+  readonly flusher: Flusher;
+  readonly #tasks = new Set<Promise<unknown>>();
+  /** The running turns' promises (a subset of `#tasks`): shutdown waits for them first. */
+  readonly #runs = new Set<Promise<void>>();
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
+  #beating = false;
+  #closed = false;
+
+  constructor(readonly deps: RuntimeDependencies) {
+    this.flusher = new Flusher(
+      deps.flushSql ?? deps.sql,
+      this.isolateId,
+      deps.config.flushIntervalMs,
+      {
+        onLost: (turn) => {
+          if (!turn.ended) turn.abort("interrupted");
+        },
+        onCancelRequested: (turn) => {
+          if (!turn.ended) turn.abort("cancelled");
+        },
+      },
+    );
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get config(): AgentConfig {
+    return this.deps.config;
+  }
+
+  /**
+   * Keeps `promise` in the set `close` waits for, and — on Supabase — keeps the worker alive
+   * until it settles: an open socket or a running turn is work the worker must not be
+   * retired under. Returns the promise.
+   */
+  track<T>(promise: Promise<T>): Promise<T> {
+    this.#tasks.add(promise);
+    promise.finally(() => this.#tasks.delete(promise)).catch(() => {});
+    (globalThis as EdgeRuntimeGlobal).EdgeRuntime?.waitUntil(promise);
+    return promise;
+  }
+
+  addConnection(connection: ConnectionHandle): void {
+    this.connections.set(connection.id, connection);
+    this.#startHeartbeat();
+  }
+
+  async removeConnection(connectionId: string): Promise<void> {
+    if (!this.connections.delete(connectionId)) return;
+    this.#stopHeartbeatWhenIdle();
+    await unregisterConnection(this.deps.sql, connectionId);
+  }
+
+  /** Closes the given connections if they are this isolate's (the rest close elsewhere). */
+  evict(
+    connectionIds: readonly string[],
+    reason: string = EVICTION_REASON,
+  ): void {
+    for (const id of connectionIds) {
+      this.connections.get(id)?.close(4001, reason);
+    }
+  }
+
+  /**
+   * Runs a turn that was just stored: streams it, then stores its ending and settles its
+   * quota reservation. Resolves when all that is done.
+   */
+  launch(turn: LiveTurn, deps: TurnDependencies): Promise<void> {
+    this.turns.set(turn.turnId, turn);
+    turn.onChange = (changed) => this.flusher.markDirty(changed);
+    this.flusher.markDirty(turn);
+    this.#startHeartbeat();
+    const run = (async () => {
+      const ending = await runTurn(turn, deps);
+      await this.#finish(turn, ending);
+    })();
+    const settled = this.track(run.catch((error) => {
+      console.error(`agent: turn ${turn.turnId} could not be finished`, error);
+    }));
+    this.#runs.add(settled);
+    settled.finally(() => this.#runs.delete(settled));
+    return settled;
+  }
+
+  /** Cancels a running turn of the user, wherever it runs; false when none is running. */
+  async cancel(userId: string, turnId: string): Promise<boolean> {
+    const local = this.turns.get(turnId);
+    if (local && local.userId === userId && !local.ended) {
+      local.abort("cancelled");
+      return true;
+    }
+    return await requestCancel(this.deps.sql, userId, turnId);
+  }
+
+  /** Hands an `approve` to the waiting turn, wherever it runs; false when none waits. */
+  async approve(userId: string, frame: ApproveFrame): Promise<boolean> {
+    if (this.approvals.answer(userId, frame)) return true;
+    return await answerRemotely(this.deps.sql, userId, frame);
+  }
+
+  /** Ends every turn as interrupted, closes every socket, stops the timers. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const turn of this.turns.values()) turn.abort("shutdown");
+    // Turns first: their clients get the final `interrupted` frame before the sockets close.
+    await Promise.allSettled([...this.#runs]);
+    for (const socket of this.sockets) {
+      socket.close(1001, "the server is shutting down; reconnect and resume");
+    }
+    while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
+    clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
+    this.flusher.close();
+  }
+
+  async #finish(
+    turn: LiveTurn,
+    ending: Awaited<ReturnType<typeof runTurn>>,
+  ): Promise<void> {
+    // A cancel that lands after the last LLM call changes nothing: the answer is complete.
+    const final = turn.signal.aborted && ending.outcome.state !== "complete"
+      ? aborted(turn, ending.usage)
+      : ending;
+    // The reservation is settled with the ending, before the client hears of it: a chat sent
+    // right after `complete` finds the unused tokens back in the bucket.
+    const used = {
+      tokens: final.usage.prompt_tokens + final.usage.completion_tokens,
+      costUsd: final.usage.cost,
+    };
+    turn.end({ ...final.outcome, used }, final.closing);
+    try {
+      await this.#storeEnding(turn);
+    } finally {
+      turn.release();
+      this.turns.delete(turn.turnId);
+      this.#stopHeartbeatWhenIdle();
+    }
+  }
+
+  async #storeEnding(turn: LiveTurn): Promise<void> {
+    for (let attempt = 0;; attempt++) {
+      this.flusher.markDirty(turn);
+      try {
+        await this.flusher.flush();
+        if (turn.settled) return;
+      } catch (error) {
+        if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) throw error;
+        console.error(
+          `agent: storing the end of turn ${turn.turnId} failed; retrying`,
+          error,
+        );
+      }
+      if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) return;
+      await new Promise((resolve) => setTimeout(resolve, FINAL_FLUSH_RETRY_DELAYS_MS[attempt]));
+    }
+  }
+
+  #startHeartbeat(): void {
+    if (this.#heartbeat !== undefined || this.#closed) return;
+    this.#heartbeat = setInterval(() => {
+      if (this.#beating) return;
+      this.#beating = true;
+      this.#beat()
+        .catch((error) => console.error("agent: heartbeat failed", error))
+        .finally(() => this.#beating = false);
+    }, this.deps.config.heartbeatIntervalMs);
+  }
+
+  #stopHeartbeatWhenIdle(): void {
+    if (this.connections.size === 0 && this.turns.size === 0) {
+      clearInterval(this.#heartbeat);
+      this.#heartbeat = undefined;
+    }
+  }
+
+  async #beat(): Promise<void> {
+    const turns = [...this.turns.values()].filter((turn) => !turn.ended);
+    const connections = [...this.connections.values()].map((c) => ({
+      id: c.id,
+      user_id: c.userId,
+    }));
+    // Turns: through the flusher, which also learns of takeovers and cancel requests.
+    const beats: Promise<unknown>[] = [this.flusher.heartbeat(turns)];
+    if (connections.length > 0) {
+      beats.push(
+        asServiceRole(this.deps.sql, (tx) => heartbeatConnections(tx, this.isolateId, connections))
+          .then((evicted) => this.evict(evicted)),
+      );
+    }
+    const failures = (await Promise.allSettled(beats)).filter((r) => r.status === "rejected");
+    if (failures.length > 0) throw (failures[0] as PromiseRejectedResult).reason;
+  }
+}

@@ -1,0 +1,269 @@
+/**
+ * The turn loop: stream the model, and while it asks for tools, run them and stream it
+ * again, at most `maxSteps` LLM calls. It emits the turn's frames as things happen and
+ * returns how the turn ended; storing that ending is the runtime's job.
+ */
+import type { UnnumberedTurnFrame, Usage } from "../agent_protocol.ts";
+import type { JwtClaims, Sql } from "../db.ts";
+import {
+  type ChatMessage,
+  type LlmConfig,
+  type LlmErrorEvent,
+  type LlmToolCall,
+  type LlmUsage,
+  streamChatCompletion,
+  type ToolDefinition as LlmToolDefinition,
+} from "../llm_client.ts";
+import type { PermissionGrant } from "../permissions.ts";
+import type { ToolDefinition } from "../tools/registry.ts";
+import { recordUsage, type UsageStatus } from "../usage.ts";
+import type { PendingApprovals } from "./approvals.ts";
+import type { AgentConfig } from "./config.ts";
+import { errorFrame, type LiveTurn, type TurnOutcome } from "./live_turn.ts";
+import { executeToolCall } from "./tools.ts";
+
+export interface LlmSettings extends LlmConfig {
+  fetch?: typeof fetch;
+}
+
+export interface TurnDependencies {
+  sql: Sql;
+  claims: JwtClaims;
+  llm: LlmSettings;
+  config: AgentConfig;
+  registry: readonly ToolDefinition[];
+  /** Offered to the model. */
+  llmTools: LlmToolDefinition[];
+  grants: PermissionGrant[];
+  approvals: PendingApprovals;
+  /** The conversation so far, ending with the user's message; the loop appends to it. */
+  messages: ChatMessage[];
+}
+
+export interface TurnEnding {
+  outcome: TurnOutcome;
+  /** The frames that close the turn. */
+  closing: UnnumberedTurnFrame[];
+  usage: Usage;
+}
+
+export async function runTurn(
+  turn: LiveTurn,
+  deps: TurnDependencies,
+): Promise<TurnEnding> {
+  const usage: Usage = { prompt_tokens: 0, completion_tokens: 0, cost: 0 };
+  const { config } = deps;
+  try {
+    for (let step = 1;; step++) {
+      const lastStep = step >= config.maxSteps;
+      const result = await streamStep(turn, deps, lastStep);
+      turn.steps = step;
+      usage.prompt_tokens += result.usage.promptTokens;
+      usage.completion_tokens += result.usage.completionTokens;
+      usage.cost += result.usage.cost;
+      if (turn.signal.aborted) return aborted(turn, usage);
+      if (result.error) return llmFailed(result.error, usage);
+      if (result.calls.length === 0) return completed(turn, usage);
+      if (lastStep) {
+        return failed(
+          "step_limit",
+          `The model still asked for tools after ${config.maxSteps} steps`,
+          false,
+          usage,
+        );
+      }
+
+      const calls = result.calls.map((call) => ({ ...call, id: newCallId() }));
+      deps.messages.push({
+        role: "assistant",
+        content: result.text === "" ? null : result.text,
+        tool_calls: calls.map((call) => ({
+          id: call.id,
+          type: "function",
+          function: { name: call.name, arguments: call.arguments },
+        })),
+      });
+      for (const call of calls) {
+        const outcome = await executeToolCall({
+          sql: deps.sql,
+          claims: deps.claims,
+          turn,
+          registry: deps.registry,
+          grants: deps.grants,
+          approvals: deps.approvals,
+          approvalTimeoutMs: config.approvalTimeoutMs,
+          pollIntervalMs: config.pollIntervalMs,
+        }, call);
+        deps.messages.push({
+          role: "tool",
+          tool_call_id: call.id,
+          content: outcome.content,
+        });
+        if (turn.signal.aborted) return aborted(turn, usage);
+      }
+    }
+  } catch (error) {
+    if (turn.signal.aborted) return aborted(turn, usage);
+    console.error(`agent: turn ${turn.turnId} failed`, error);
+    return failed(
+      "internal_error",
+      "The turn failed on the server",
+      true,
+      usage,
+    );
+  }
+}
+
+interface StepResult {
+  text: string;
+  calls: LlmToolCall[];
+  usage: LlmUsage;
+  error?: LlmErrorEvent;
+}
+
+/** One LLM call, streamed into the turn; leaves one usage row. */
+async function streamStep(
+  turn: LiveTurn,
+  deps: TurnDependencies,
+  lastStep: boolean,
+): Promise<StepResult> {
+  const { llm, llmTools } = deps;
+  const started = performance.now();
+  const result: StepResult = {
+    text: "",
+    calls: [],
+    usage: { promptTokens: 0, completionTokens: 0, cost: 0 },
+  };
+  let answeredModel = turn.model;
+  const events = streamChatCompletion({
+    messages: deps.messages,
+    ...(llmTools.length > 0 ? { tools: llmTools } : {}),
+    // The last step must answer in words: its tool calls could not be fed back.
+    ...(llmTools.length > 0 && lastStep ? { toolChoice: "none" as const } : {}),
+    maxTokens: deps.config.maxCompletionTokens,
+  }, {
+    baseUrl: llm.baseUrl,
+    apiKey: llm.apiKey,
+    model: turn.model,
+    fallbackModels: turn.model === llm.model ? llm.fallbackModels : [],
+    signal: turn.signal,
+    fetch: llm.fetch,
+    title: "Supabase agent",
+  });
+  for await (const event of events) {
+    switch (event.type) {
+      case "text":
+        result.text += event.delta;
+        turn.appendText(event.delta);
+        turn.emit({ type: "token", delta: event.delta });
+        break;
+      case "tool_calls":
+        result.calls = event.calls;
+        break;
+      case "done":
+        result.usage = event.usage;
+        answeredModel = event.model || answeredModel;
+        break;
+      case "error":
+        result.error = event;
+        break;
+    }
+  }
+  turn.model = answeredModel;
+  const status: UsageStatus = result.error
+    ? (result.error.code === "aborted" ? "cancelled" : "error")
+    : "ok";
+  try {
+    await recordUsage(deps.sql, {
+      user_id: turn.userId,
+      session_id: turn.sessionId,
+      turn_id: turn.turnId,
+      kind: "llm",
+      source: "agent",
+      name: answeredModel.slice(0, 200),
+      prompt_tokens: Math.max(0, Math.round(result.usage.promptTokens)),
+      completion_tokens: Math.max(0, Math.round(result.usage.completionTokens)),
+      cost_usd: Math.max(0, result.usage.cost),
+      latency_ms: performance.now() - started,
+      status,
+    });
+  } catch (error) {
+    console.error(
+      `agent: could not record usage of turn ${turn.turnId}`,
+      error,
+    );
+  }
+  return result;
+}
+
+function completed(turn: LiveTurn, usage: Usage): TurnEnding {
+  return {
+    outcome: { state: "complete", messageStatus: "complete" },
+    closing: [
+      {
+        type: "response",
+        message_id: turn.assistantMessageId,
+        content: turn.content,
+      },
+      { type: "complete", usage, steps: turn.steps },
+    ],
+    usage,
+  };
+}
+
+function failed(
+  code: string,
+  message: string,
+  retryable: boolean,
+  usage: Usage,
+): TurnEnding {
+  return {
+    outcome: {
+      state: "error",
+      messageStatus: "error",
+      error: { code, message },
+    },
+    closing: [errorFrame(code, message, retryable)],
+    usage,
+  };
+}
+
+function llmFailed(error: LlmErrorEvent, usage: Usage): TurnEnding {
+  const code = `llm_${error.code}`;
+  return failed(
+    code,
+    `The language model failed: ${error.message}`,
+    error.retryable,
+    usage,
+  );
+}
+
+/** Ended by `cancel`, by a takeover (another isolate declared it dead), or by shutdown. */
+export function aborted(turn: LiveTurn, usage: Usage): TurnEnding {
+  if (turn.abortReason === "cancelled") {
+    return {
+      outcome: {
+        state: "cancelled",
+        messageStatus: "interrupted",
+        error: { code: "cancelled", message: "Cancelled by the user" },
+      },
+      closing: [errorFrame("cancelled", "The turn was cancelled", false)],
+      usage,
+    };
+  }
+  const message = "The server running this turn stopped before it finished; the partial " +
+    "answer is kept";
+  return {
+    outcome: {
+      state: "interrupted",
+      messageStatus: "interrupted",
+      error: { code: "interrupted", message },
+    },
+    closing: [errorFrame("interrupted", message, true)],
+    usage,
+  };
+}
+
+function newCallId(): string {
+  return `call_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`;
+}

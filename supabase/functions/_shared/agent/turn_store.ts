@@ -1,0 +1,351 @@
+/**
+ * Turns in Postgres: creating one, the batched flush of partial output (frames, message text,
+ * heartbeat, ending, quota settlement), cross-isolate cancel requests, marking turns of dead
+ * isolates interrupted, and reading a turn back for `resume`.
+ *
+ * Reads that a user may make run as the user (`Tx` from `asUser`, so RLS decides whose turn
+ * it is). Writes to `agent_turns` and `agent_turn_events` run as service_role: users read
+ * them but must not forge them. A flush also updates the streaming assistant message as
+ * service_role, in the same statement, so stored frames and stored text never disagree; the
+ * message row itself was created as the user.
+ */
+import type { TurnFrame } from "../agent_protocol.ts";
+import type { Database, Json } from "../database.types.ts";
+import { queryAsServiceRole, type Sql, type Tx } from "../db.ts";
+import { type Settlement, settlementStatement } from "./limits.ts";
+import type { FlushEntry, TurnState } from "./live_turn.ts";
+import { inlineSql, jsonText, run } from "./sql.ts";
+
+type TurnRow = Database["public"]["Tables"]["agent_turns"]["Row"];
+
+/** What `resume` and a retried chat need to know about a stored turn. */
+export type StoredTurn =
+  & Pick<TurnRow, "id" | "session_id" | "state" | "owner" | "heartbeat_at" | "steps" | "model">
+  & Pick<TurnRow, "error">
+  & { stale: boolean };
+
+export interface NewTurn {
+  turnId: string;
+  userId: string;
+  sessionId: string;
+  userRowId: string;
+  assistantRowId: string;
+  owner: string;
+  model: string;
+  reservedTokens: number;
+}
+
+/**
+ * Inserts the turn unless one already answers this user message (a concurrent retry of the
+ * same chat). Returns true when this call created it, and so must run it. `tx` runs as
+ * service_role.
+ */
+export async function insertTurn(tx: Tx, turn: NewTurn): Promise<boolean> {
+  const rows = await run(
+    tx,
+    inlineSql`
+      insert into public.agent_turns (id, user_id, session_id, user_message_id,
+        assistant_message_id, owner, model, reserved_tokens)
+      values (${turn.turnId}::uuid, ${turn.userId}::uuid, ${turn.sessionId}::uuid,
+        ${turn.userRowId}::uuid, ${turn.assistantRowId}::uuid, ${turn.owner}, ${turn.model},
+        ${turn.reservedTokens})
+      on conflict do nothing
+      returning id`,
+  );
+  return rows.length > 0;
+}
+
+/** A turn of the caller's, or undefined (also for another user's turn: RLS hides it). */
+export async function loadTurn(
+  tx: Tx,
+  turnId: string,
+  staleAfterMs: number,
+): Promise<StoredTurn | undefined> {
+  const [row] = await run<StoredTurn>(
+    tx,
+    inlineSql`
+      select t.id, t.session_id, t.state, t.owner, t.heartbeat_at, t.steps, t.model, t.error,
+             t.state = 'running'
+               and t.heartbeat_at < now() - make_interval(secs => ${staleAfterMs / 1000})
+               as stale
+      from public.agent_turns t
+      where t.id = ${turnId}::uuid`,
+  );
+  return row;
+}
+
+export interface MessageTurn {
+  /** chat_history.id of the user message. */
+  rowId: string;
+  sessionId: string;
+  role: string;
+  turnId: string | null;
+  /** Whether an agent_turns row exists for it. */
+  hasTurn: boolean;
+}
+
+/** The caller's message with this client id, and its turn if it has one. */
+export async function findMessage(tx: Tx, clientId: string): Promise<MessageTurn | undefined> {
+  const [row] = await run<MessageTurn>(
+    tx,
+    inlineSql`
+      select h.id as "rowId", h.session_id as "sessionId", h.role::text as role,
+             coalesce(t.id, h.turn_id) as "turnId", t.id is not null as "hasTurn"
+      from public.chat_history h
+      left join public.agent_turns t on t.user_message_id = h.id
+      where h.user_id = (select auth.uid()) and h.client_id = ${clientId}::uuid`,
+  );
+  return row;
+}
+
+/** The stored frames of a turn after `afterSeq`, in order (read as the user). */
+export async function readFrames(tx: Tx, turnId: string, afterSeq: number): Promise<TurnFrame[]> {
+  const batches = await run<{ seq: number; frames: StoredFrame[] }>(
+    tx,
+    inlineSql`
+      select e.seq, e.frames from public.agent_turn_events e
+      where e.turn_id = ${turnId}::uuid and e.last_seq > ${afterSeq}
+      order by e.seq`,
+  );
+  return batches.flatMap((batch) =>
+    decodeFrames(turnId, batch.seq, batch.frames).filter((frame) => frame.seq > afterSeq)
+  );
+}
+
+/** The last stored frame of a turn, or undefined when none is stored. */
+export async function lastStoredFrame(tx: Tx, turnId: string): Promise<TurnFrame | undefined> {
+  const [row] = await run<{ last_seq: number; frame: StoredFrame }>(
+    tx,
+    inlineSql`
+      select e.last_seq, e.frames -> -1 as frame from public.agent_turn_events e
+      where e.turn_id = ${turnId}::uuid
+      order by e.seq desc
+      limit 1`,
+  );
+  return row ? decodeFrames(turnId, row.last_seq, [row.frame])[0] : undefined;
+}
+
+/**
+ * How a frame is stored in `agent_turn_events.frames`: its seq is its batch's `seq` plus its
+ * position and its turn the row's, so neither is repeated; a `token` frame — nearly all of
+ * them — is stored as its bare delta. Any other frame is its object (with or without
+ * `turn_id` and `seq`: the row's win).
+ */
+export type StoredFrame = string | { [field: string]: Json | undefined };
+
+export function encodeFrames(frames: readonly TurnFrame[]): StoredFrame[] {
+  return frames.map((frame) => {
+    if (frame.type === "token") return frame.delta;
+    const { turn_id: _turn, seq: _seq, ...rest } = frame;
+    return rest as StoredFrame;
+  });
+}
+
+export function decodeFrames(
+  turnId: string,
+  firstSeq: number,
+  stored: readonly StoredFrame[],
+): TurnFrame[] {
+  return stored.map((frame, index) => {
+    const seq = firstSeq + index;
+    return (typeof frame === "string"
+      ? { type: "token", turn_id: turnId, seq, delta: frame }
+      : { ...frame, turn_id: turnId, seq }) as TurnFrame;
+  });
+}
+
+export interface FlushOutcome {
+  /** Turns still running as ours (or ended by this flush), with any cancel request. */
+  owned: Map<string, { cancelRequested: boolean }>;
+}
+
+interface TurnUpdate {
+  id: string;
+  steps: number;
+  model: string;
+  state: TurnState | null;
+  error: Json | null;
+}
+
+interface MessageUpdate {
+  turn_id: string;
+  id: string;
+  from_chars: number;
+  /** Null: the text is unchanged. */
+  text: string | null;
+  /** Null: unchanged. */
+  tool_calls: Json | null;
+  status: string | null;
+  model: string;
+}
+
+interface EventBatch {
+  turn_id: string;
+  user_id: string;
+  seq: number;
+  last_seq: number;
+  frames: Json;
+}
+
+/**
+ * One flush for every turn of the isolate that has something new, in one statement: the
+ * heartbeat (and ending) of each turn still running as ours, its new frames, its message.
+ * A turn another isolate marked interrupted meanwhile is left alone and shows up missing
+ * from `owned`; a turn this flush ends is in `owned` (with its new state). The quota
+ * reservations of ending turns are settled in the same transaction, before their clients
+ * hear of the end.
+ */
+export async function writeFlush(
+  sql: Sql,
+  owner: string,
+  entries: FlushEntry[],
+): Promise<FlushOutcome> {
+  const turns: TurnUpdate[] = [];
+  const messages: MessageUpdate[] = [];
+  const events: EventBatch[] = [];
+  const settlements: Settlement[] = [];
+  for (const entry of entries) {
+    const { turn, outcome } = entry;
+    turns.push({
+      id: turn.turnId,
+      steps: entry.steps,
+      model: entry.model,
+      state: outcome?.state ?? null,
+      error: outcome?.error ? { ...outcome.error } : null,
+    });
+    if (entry.message || outcome) {
+      messages.push({
+        turn_id: turn.turnId,
+        id: turn.assistantRowId,
+        from_chars: entry.message?.fromChars ?? 0,
+        text: entry.message?.text ?? null,
+        tool_calls: entry.message?.toolCalls ? toolCallsJson(entry.message.toolCalls) : null,
+        status: outcome?.messageStatus ?? null,
+        model: entry.model,
+      });
+    }
+    if (entry.frames.length > 0) {
+      events.push({
+        turn_id: turn.turnId,
+        user_id: turn.userId,
+        seq: entry.frames[0].seq,
+        last_seq: entry.frames[entry.frames.length - 1].seq,
+        frames: encodeFrames(entry.frames),
+      });
+    }
+    if (outcome?.used) {
+      settlements.push({
+        userId: turn.userId,
+        reservedTokens: turn.reservedTokens,
+        usedTokens: outcome.used.tokens,
+        costUsd: outcome.used.costUsd,
+      });
+    }
+  }
+  // One message, run by Postgres as one implicit transaction: the settlement first, the flush
+  // (whose rows are the answer) last. No BEGIN/COMMIT round trips, and all or nothing.
+  const flush = inlineSql`
+          with turn_input as (
+            select * from jsonb_to_recordset(${jsonText(turns)}::jsonb)
+              as x(id uuid, steps integer, model text, state public.turn_state, error jsonb)
+          ),
+          owned as (
+            update public.agent_turns t
+            set heartbeat_at = now(),
+                steps = greatest(t.steps, x.steps),
+                model = coalesce(x.model, t.model),
+                state = coalesce(x.state, t.state),
+                error = coalesce(x.error, t.error),
+                finished_at = case when x.state is null then t.finished_at else now() end
+            from turn_input x
+            where t.id = x.id and t.owner = ${owner} and t.state = 'running'
+            returning t.id, t.cancel_requested_at is not null as cancel_requested
+          ),
+          message_input as (
+            select * from jsonb_to_recordset(${jsonText(messages)}::jsonb)
+              as m(turn_id uuid, id uuid, from_chars integer, text text, tool_calls jsonb,
+                   status public.message_status, model text)
+          ),
+          messages as (
+            update public.chat_history h
+            set content = case when m.text is null then h.content
+                               else left(h.content, m.from_chars) || m.text end,
+                tool_calls = coalesce(m.tool_calls, h.tool_calls),
+                status = coalesce(m.status, h.status),
+                model = m.model,
+                updated_at = now()
+            from message_input m
+            join owned on owned.id = m.turn_id
+            where h.id = m.id and h.status = 'streaming'
+          ),
+          event_input as (
+            select * from jsonb_to_recordset(${jsonText(events)}::jsonb)
+              as e(turn_id uuid, user_id uuid, seq integer, last_seq integer, frames jsonb)
+          ),
+          stored_events as (
+            insert into public.agent_turn_events (turn_id, seq, last_seq, user_id, frames)
+            select e.turn_id, e.seq, e.last_seq, e.user_id, e.frames
+            from event_input e join owned on owned.id = e.turn_id
+            on conflict do nothing
+          )
+          select owned.id, owned.cancel_requested from owned`;
+  const rows = await queryAsServiceRole<{ id: string; cancel_requested: boolean }>(
+    sql,
+    settlements.length === 0 ? flush : inlineSql`${settlementStatement(settlements)};
+${flush}`,
+  );
+  const owned = new Map<string, { cancelRequested: boolean }>();
+  for (const row of rows) owned.set(row.id, { cancelRequested: row.cancel_requested });
+  return { owned };
+}
+
+function toolCallsJson(calls: FlushEntry["turn"]["toolCalls"]): Json | null {
+  return calls.length === 0 ? null : calls.map((call) => ({ ...call })) as Json;
+}
+
+/** Asks whichever isolate runs the turn to cancel it; false when it is not running. */
+export async function requestCancel(sql: Sql, userId: string, turnId: string): Promise<boolean> {
+  const rows = await queryAsServiceRole(
+    sql,
+    inlineSql`
+      update public.agent_turns t
+      set cancel_requested_at = coalesce(t.cancel_requested_at, now())
+      where t.id = ${turnId}::uuid and t.user_id = ${userId}::uuid and t.state = 'running'
+      returning t.id`,
+  );
+  return rows.length > 0;
+}
+
+export interface InterruptScope {
+  sessionId?: string;
+  turnId?: string;
+}
+
+/**
+ * Marks the user's turns of dead isolates interrupted (see the SQL function); `tx` runs as
+ * service_role.
+ */
+export async function interruptStaleTurns(
+  tx: Tx,
+  userId: string,
+  staleAfterMs: number,
+  scope: InterruptScope = {},
+): Promise<string[]> {
+  const rows = await run<{ turn_id: string }>(
+    tx,
+    inlineSql`
+      select s.turn_id from public.agent_interrupt_stale_turns(
+        ${userId}::uuid, ${staleAfterMs}, ${scope.sessionId ?? null}::uuid,
+        ${scope.turnId ?? null}::uuid) s`,
+  );
+  return rows.map((row) => row.turn_id);
+}
+
+/**
+ * Switches a transaction that runs as the user (`asUser`) to service_role for the rest of
+ * it, so reading as the user and then writing what users must not write (quota, turns)
+ * costs one transaction, not two.
+ */
+export async function becomeServiceRole(tx: Tx): Promise<void> {
+  await tx.unsafe("set local role service_role");
+}

@@ -1,0 +1,138 @@
+/**
+ * Authentication before the upgrade: the three ways to send the token, and every kind of bad
+ * token answered 401 with a JSON error instead of a socket.
+ */
+import assert from "node:assert/strict";
+import { importJWK, SignJWT } from "jose";
+import { generateSigningKey, issueAccessToken } from "../../../scripts/local/signing_keys.ts";
+import { AgentClient, ISSUER, withWorld } from "./test_support.ts";
+
+function base64url(value: unknown): string {
+  return btoa(JSON.stringify(value)).replaceAll("+", "-").replaceAll("/", "_")
+    .replace(/=+$/, "");
+}
+
+Deno.test("the token may come as a header, a subprotocol (echoed) or ?jwt=", async () => {
+  await withWorld({}, async ({ agent, user, tokenFor }) => {
+    const alice = await user();
+    const token = await tokenFor(alice);
+    const viaHeader = await AgentClient.open(agent.url, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    const viaProtocol = await AgentClient.open(agent.url, {
+      protocols: [`jwt-${token}`],
+    });
+    const viaQuery = await AgentClient.open(
+      `${agent.url}?jwt=${encodeURIComponent(token)}`,
+    );
+    try {
+      assert.equal(
+        viaProtocol.socket.protocol,
+        `jwt-${token}`,
+        "the subprotocol is echoed",
+      );
+      for (const client of [viaHeader, viaProtocol, viaQuery]) {
+        const ready = await client.takeType("ready");
+        assert.equal(ready.user_id, alice.id);
+      }
+    } finally {
+      for (const client of [viaHeader, viaProtocol, viaQuery]) client.close();
+      await Promise.all([
+        viaHeader.closed,
+        viaProtocol.closed,
+        viaQuery.closed,
+      ]);
+    }
+  });
+});
+
+Deno.test("bad tokens get 401 with a JSON error code, before any upgrade", async () => {
+  await withWorld({}, async ({ agent, user, key }) => {
+    const alice = await user();
+    const claims = { userId: alice.id, email: alice.email, issuer: ISSUER };
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await issueAccessToken(key, {
+      ...claims,
+      now: now - 7200,
+      expiresIn: 3600,
+    });
+    const impostorKey = await generateSigningKey();
+    const badSignature = await issueAccessToken(
+      {
+        ...impostorKey,
+        kid: key.kid,
+        privateJwk: { ...impostorKey.privateJwk, kid: key.kid },
+      },
+      claims,
+    );
+    const payload = {
+      sub: alice.id,
+      role: "authenticated",
+      aud: "authenticated",
+      iss: ISSUER,
+      iat: now,
+      exp: now + 3600,
+    };
+    const wrongAudience = await new SignJWT({ ...payload, aud: "someone-else" })
+      .setProtectedHeader({ alg: "ES256", kid: key.kid })
+      .sign(await importJWK(key.privateJwk, "ES256"));
+    const algNone = `${base64url({ alg: "none", typ: "JWT" })}.${base64url(payload)}.`;
+    const hs256 = await new SignJWT(payload)
+      .setProtectedHeader({ alg: "HS256", kid: key.kid })
+      .sign(
+        new TextEncoder().encode(
+          "super-secret-jwt-token-with-at-least-32-characters",
+        ),
+      );
+
+    const cases: [string, string | undefined, string][] = [
+      ["expired", expired, "expired_token"],
+      ["bad signature", badSignature, "invalid_token"],
+      ["wrong audience", wrongAudience, "invalid_token"],
+      ["alg none", algNone, "invalid_token"],
+      ["HS256", hs256, "invalid_token"],
+      ["garbage", "not-a-jwt", "invalid_token"],
+      ["no token", undefined, "missing_token"],
+    ];
+    for (const [label, token, code] of cases) {
+      const response = await fetch(agent.httpUrl, {
+        headers: {
+          Connection: "Upgrade",
+          Upgrade: "websocket",
+          "Sec-WebSocket-Version": "13",
+          "Sec-WebSocket-Key": btoa("0123456789abcdef"),
+          ...(token ? { Authorization: `Bearer ${token}` } : {}),
+        },
+      });
+      assert.equal(response.status, 401, label);
+      assert.match(
+        response.headers.get("content-type") ?? "",
+        /application\/json/,
+        label,
+      );
+      const body = await response.json();
+      assert.equal(body.error.code, code, label);
+      assert.equal(typeof body.error.message, "string", label);
+    }
+
+    // A browser-style client sees the upgrade fail.
+    await assert.rejects(
+      AgentClient.open(agent.url, { protocols: [`jwt-${expired}`] }),
+    );
+    await assert.rejects(AgentClient.open(`${agent.url}?jwt=${hs256}`));
+  });
+});
+
+Deno.test("a plain GET with a good token is told to upgrade", async () => {
+  await withWorld({}, async ({ agent, user, tokenFor }) => {
+    const token = await tokenFor(await user());
+    const response = await fetch(agent.httpUrl, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    assert.equal(response.status, 426);
+    assert.equal((await response.json()).error.code, "upgrade_required");
+    const missing = await fetch(`${agent.httpUrl}/elsewhere`);
+    assert.equal(missing.status, 404);
+    await missing.body?.cancel();
+  });
+});
