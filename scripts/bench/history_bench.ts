@@ -1,16 +1,12 @@
 /**
  * The `history` function over HTTP: one-message POST latency, and batched append throughput
- * with 500-message POSTs (target ≥ 20,000 rows/s). The app is served on a free port in this
- * process with a local JWKS, exactly as the HTTP tests serve it, so every number includes the
- * HTTP round trip, token verification, body reading, validation and the transaction.
- *
- * Client and server share one process and one event loop here: the client's fetch and JSON
- * work is counted against the server's throughput.
+ * with 500-message POSTs (target ≥ 20,000 rows/s). The function's own entry point runs in a
+ * process of its own, as an isolate on Supabase would, with a local JWKS; every number
+ * includes the HTTP round trip, token verification, body reading, validation and the
+ * transaction. The client is this process (on the same two cores).
  */
-import { createTokenVerifier } from "../../supabase/functions/_shared/auth.ts";
-import { connect } from "../../supabase/functions/_shared/db.ts";
 import { parseAppendInput } from "../../supabase/functions/_shared/history.ts";
-import { createHistoryApp } from "../../supabase/functions/_shared/history_app.ts";
+import { startFunctionWorker } from "../local/function_workers.ts";
 import { createUser, message } from "../../supabase/tests/db_helpers.ts";
 import { generateSigningKey, issueAccessToken, jwksOf } from "../local/signing_keys.ts";
 import { measure } from "./stats.ts";
@@ -22,11 +18,15 @@ const ROWS_PER_SECOND_TARGET = 20_000;
 export async function historyBench(ctx: BenchContext): Promise<BenchResult[]> {
   const results: BenchResult[] = [];
   const key = await generateSigningKey();
-  // The pool an Edge Function isolate would have (connect's default), not the bench's own.
-  const sql = connect(ctx.databaseUrl);
-  const app = createHistoryApp({ sql, verifier: createTokenVerifier({ jwks: jwksOf(key) }) });
-  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, app.fetch);
-  const url = `http://127.0.0.1:${server.addr.port}/history/messages`;
+  const worker = await startFunctionWorker({
+    name: "history",
+    env: {
+      SUPABASE_DB_URL: ctx.databaseUrl,
+      SUPABASE_JWKS: JSON.stringify(jwksOf(key)),
+      SUPABASE_URL: "http://127.0.0.1",
+    },
+  });
+  const url = `${worker.origin}/history/messages`;
   try {
     const user = await createUser(ctx.sql, "bench");
     const token = await issueAccessToken(key, {
@@ -101,8 +101,7 @@ export async function historyBench(ctx: BenchContext): Promise<BenchResult[]> {
       detail: `p99 ${validation.p99.toFixed(2)} ms`,
     });
   } finally {
-    await server.shutdown();
-    await sql.end();
+    await worker.stop();
   }
   return results;
 }

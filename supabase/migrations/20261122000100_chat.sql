@@ -11,7 +11,7 @@ create table public.chat_sessions (
   created_at timestamptz not null default now(),
   -- Bumped by every append, so "newest first" means "most recently active first".
   updated_at timestamptz not null default now(),
-  -- Target of chat_history's (session_id, user_id) key: a message lives in its owner's session.
+  -- What chat_history's owner check looks up: a message lives in its owner's session.
   constraint chat_sessions_id_user_key unique (id, user_id)
 );
 comment on table public.chat_sessions is 'A conversation. Newest first by updated_at.';
@@ -22,9 +22,8 @@ create index chat_sessions_user_recent_idx
 create table public.chat_history (
   id uuid primary key default gen_random_uuid(),
   session_id uuid not null,
-  -- No foreign key of its own: the (session_id, user_id) key below already ties it to the
-  -- session's owner, an auth.users row whose deletion cascades through the session. A second
-  -- key would cost another lookup per inserted message and guard nothing more.
+  -- No foreign key of its own: the owner check below ties (session_id, user_id) to the
+  -- session's owner, an auth.users row whose deletion cascades through the session.
   user_id uuid not null default auth.uid(),
   -- The id the client chose; a retried write with the same id is stored once.
   client_id uuid not null,
@@ -45,13 +44,103 @@ create table public.chat_history (
   -- Unique per session as (session_id, seq) would be (a session has one owner), but with
   -- user_id inside it serves queries under RLS, which adds `user_id = auth.uid()`: a session's
   -- newest seq is one index probe instead of a bitmap AND over all the owner's messages. It
-  -- also indexes the (session_id, user_id) foreign key for cascades.
-  constraint chat_history_session_seq_key unique (session_id, user_id, seq),
-  constraint chat_history_session_owner_fkey foreign key (session_id, user_id)
-    references public.chat_sessions (id, user_id) on delete cascade
+  -- also finds a deleted session's messages.
+  constraint chat_history_session_seq_key unique (session_id, user_id, seq)
 );
 comment on table public.chat_history is
   'Messages of a session in seq order; assistant rows stream (status) and are flushed while they grow.';
+
+-- The session owner check: what `foreign key (session_id, user_id) references
+-- chat_sessions (id, user_id) on delete cascade` would do, per statement instead of per row.
+-- A foreign key runs one lookup per inserted message; a 500-message append spent a quarter of
+-- its time there. One set-based check per statement does the same work, with the same
+-- locks: it takes FOR KEY SHARE on every session it relies on, so a concurrent delete of the
+-- session waits for the insert to commit (and its cascade then sees the new messages), and an
+-- insert waits for an uncommitted delete (and then fails). Security definer, like the
+-- foreign-key checks Postgres runs, because it must see sessions whatever the caller's RLS.
+create schema if not exists private;
+revoke all on schema private from public, anon, authenticated;
+
+create function private.chat_history_check_session_owner()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_missing uuid;
+begin
+  with wanted as (
+    select distinct n.session_id, n.user_id from new_messages n
+  ),
+  held as (
+    select s.id, s.user_id
+    from public.chat_sessions s
+    where (s.id, s.user_id) in (select w.session_id, w.user_id from wanted w)
+    for key share of s
+  )
+  select w.session_id into v_missing
+  from wanted w
+  where not exists (select 1 from held h where h.id = w.session_id and h.user_id = w.user_id)
+  limit 1;
+  if found then
+    raise exception 'session % does not exist for this message''s owner', v_missing
+      using errcode = '23503', constraint = 'chat_history_session_owner_check';
+  end if;
+  return null;
+end;
+$$;
+
+create trigger chat_history_session_owner_on_insert
+  after insert on public.chat_history
+  referencing new table as new_messages
+  for each statement execute function private.chat_history_check_session_owner();
+
+-- ON DELETE CASCADE of that key. Keys never change: a message stays in its session, a session
+-- with its owner (stricter than the key's NO ACTION, and no check is needed on updates).
+create function private.chat_sessions_delete_messages()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  delete from public.chat_history h
+  using old_sessions o
+  where h.session_id = o.id and h.user_id = o.user_id;
+  return null;
+end;
+$$;
+
+create trigger chat_sessions_delete_messages
+  after delete on public.chat_sessions
+  referencing old table as old_sessions
+  for each statement execute function private.chat_sessions_delete_messages();
+
+create function private.refuse_key_change()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  raise exception '%: a row''s session and owner cannot change', tg_table_name
+    using errcode = '23503';
+end;
+$$;
+
+create trigger chat_sessions_keep_key
+  before update of id, user_id on public.chat_sessions
+  for each row when (old.id is distinct from new.id or old.user_id is distinct from new.user_id)
+  execute function private.refuse_key_change();
+create trigger chat_history_keep_key
+  before update of session_id, user_id on public.chat_history
+  for each row
+  when (old.session_id is distinct from new.session_id or old.user_id is distinct from new.user_id)
+  execute function private.refuse_key_change();
+
+revoke execute on function private.chat_history_check_session_owner(),
+  private.chat_sessions_delete_messages(), private.refuse_key_change()
+  from public, anon, authenticated;
 
 create index chat_history_content_search_idx on public.chat_history using gin (content_search);
 create index chat_history_turn_idx on public.chat_history (turn_id) where turn_id is not null;
@@ -72,7 +161,7 @@ create policy "chat_sessions: owner deletes" on public.chat_sessions
 
 create policy "chat_history: owner reads" on public.chat_history
   for select to authenticated using (user_id = (select auth.uid()));
--- The (session_id, user_id) foreign key keeps the message in the writer's own session.
+-- The session owner check keeps the message in the writer's own session.
 create policy "chat_history: owner appends" on public.chat_history
   for insert to authenticated with check (user_id = (select auth.uid()));
 create policy "chat_history: owner updates" on public.chat_history

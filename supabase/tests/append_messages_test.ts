@@ -238,3 +238,79 @@ Deno.test("a long session is numbered on from its highest seq, batch after batch
     await sql.end();
   }
 });
+
+Deno.test("a session deleted while an append commits takes the new messages with it", async () => {
+  const sql = connectTestDatabase();
+  try {
+    const owner = await createUser(sql);
+    const sessionId = crypto.randomUUID();
+    await as(sql, owner, (tx) => appendMessages(tx, sessionId, [message("first")]));
+
+    // The append holds its transaction open; the delete must wait for it, then remove its rows.
+    const appended = Promise.withResolvers<void>();
+    const release = Promise.withResolvers<void>();
+    const append = as(sql, owner, async (tx) => {
+      await appendMessages(tx, sessionId, [message("second"), message("third")]);
+      appended.resolve();
+      await release.promise;
+    });
+    await appended.promise;
+    let deleteDone = false;
+    const remove = sql`delete from public.chat_sessions where id = ${sessionId}`
+      .then(() => deleteDone = true);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(deleteDone, false, "the delete waits for the append's lock on the session");
+    release.resolve();
+    await append;
+    await remove;
+    const [{ count }] = await sql`
+      select count(*)::int from public.chat_history where session_id = ${sessionId}`;
+    assert.equal(count, 0, "no message outlives its session");
+  } finally {
+    await sql.end();
+  }
+});
+
+Deno.test("a message cannot go into a session whose delete is under way, nor move", async () => {
+  const sql = connectTestDatabase();
+  try {
+    const owner = await createUser(sql);
+    const sessionId = crypto.randomUUID();
+    const otherSession = crypto.randomUUID();
+    await as(sql, owner, (tx) => appendMessages(tx, sessionId, [message("a")]));
+    await as(sql, owner, (tx) => appendMessages(tx, otherSession, [message("b")]));
+
+    const deleted = Promise.withResolvers<void>();
+    const release = Promise.withResolvers<void>();
+    const remove = sql.begin(async (tx) => {
+      await tx`delete from public.chat_sessions where id = ${sessionId}`;
+      deleted.resolve();
+      await release.promise;
+    });
+    await deleted.promise;
+    const insert = sqlState(sql`
+      insert into public.chat_history (session_id, user_id, client_id, seq, role)
+      values (${sessionId}, ${owner.id}, ${crypto.randomUUID()}, 50, 'user')`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    release.resolve();
+    await remove;
+    assert.equal(await insert, "23503", "the insert waited for the delete, then found no session");
+
+    const [other] =
+      await sql`select id from public.chat_history where session_id = ${otherSession}`;
+    const relocate = as(
+      sql,
+      owner,
+      (tx) => tx`update public.chat_history set session_id = ${sessionId} where id = ${other.id}`,
+    );
+    assert.equal(await sqlState(relocate), "23503", "a message stays in its session");
+    const rename = as(
+      sql,
+      owner,
+      (tx) => tx`update public.chat_sessions set id = gen_random_uuid() where id = ${otherSession}`,
+    );
+    assert.equal(await sqlState(rename), "23503", "a session keeps its id");
+  } finally {
+    await sql.end();
+  }
+});

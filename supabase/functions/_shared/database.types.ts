@@ -205,15 +205,7 @@ export type Database = {
           "updated_at"?: string;
           "user_id"?: string;
         };
-        Relationships: [
-          {
-            foreignKeyName: "chat_history_session_owner_fkey";
-            columns: ["session_id", "user_id"];
-            isOneToOne: false;
-            referencedRelation: "chat_sessions";
-            referencedColumns: ["id", "user_id"];
-          },
-        ];
+        Relationships: [];
       };
       "chat_sessions": {
         Row: {
