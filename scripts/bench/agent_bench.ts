@@ -50,8 +50,10 @@ function clock(): number {
 }
 
 export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
-  const levels = ctx.smoke ? [1, 10] : [1, 100, 1000];
-  const idleConnections = ctx.smoke ? 20 : 1000;
+  // AGENT_BENCH_LEVELS=100 AGENT_BENCH_IDLE=20: one level by hand (profiling, tuning).
+  const levels = Deno.env.get("AGENT_BENCH_LEVELS")?.split(",").map(Number) ??
+    (ctx.smoke ? [1, 10] : [1, 100, 1000]);
+  const idleConnections = Number(Deno.env.get("AGENT_BENCH_IDLE") ?? (ctx.smoke ? 20 : 1000));
   const userCount = Math.max(levels.at(-1)!, idleConnections);
   const results: BenchResult[] = [];
 
@@ -561,6 +563,10 @@ async function startAgentWorker(
       LLM_MODEL: "bench-model",
       DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}`,
       NO_COLOR: "1",
+      // e.g. AGENT_BENCH_V8_FLAGS=--prof to profile the agent process.
+      ...(Deno.env.get("AGENT_BENCH_V8_FLAGS")
+        ? { DENO_V8_FLAGS: Deno.env.get("AGENT_BENCH_V8_FLAGS")! }
+        : {}),
     },
     stdin: "null",
     stdout: "null",
