@@ -14,6 +14,7 @@
  *   prompt_tokens= completion_tokens= cost=   override the reported usage
  *   eol=lf|crlf|cr   line ends of the SSE stream
  */
+import { abortableSleep } from "../supabase/functions/_shared/abortable_sleep.ts";
 
 export interface RecordedRequest {
   method: string;
@@ -502,7 +503,7 @@ function playSteps(
       while (position < steps.length) {
         const step = steps[position++];
         if (step.kind === "pause") {
-          await sleep(step.ms, stop.signal);
+          await abortableSleep(step.ms, stop.signal);
           if (!stop.signal.aborted) continue;
           if (!finished) {
             // The fixture is closing: end the stream cleanly so shutdown can finish.
@@ -692,19 +693,6 @@ function lineEnd(value: string | undefined): string {
 
 function modelEntry(id: string): Json {
   return { id, object: "model", created: 0, owned_by: "fixture", name: "Offline demo (fixture)" };
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 function parsePort(args: string[]): { port: number; hostname: string } {

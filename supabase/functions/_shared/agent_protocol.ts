@@ -13,6 +13,9 @@
  * Unknown fields are ignored, so either side may add fields without breaking the other.
  */
 import { z } from "zod";
+import { fieldPath } from "./field_path.ts";
+
+export { fieldPath };
 
 /** Limits every connection has; the `ready` frame repeats them. */
 export const PROTOCOL_LIMITS = {
@@ -317,16 +320,6 @@ export type DecodedClientFrame = { ok: true; frame: ClientFrame } | {
   ok: false;
   error: FrameProblem;
 };
-
-/** `tools[1]` for zod's `["tools", 1]`. */
-export function fieldPath(path: readonly PropertyKey[]): string {
-  let out = "";
-  for (const key of path) {
-    if (typeof key === "number") out += `[${key}]`;
-    else out += out === "" ? String(key) : `.${String(key)}`;
-  }
-  return out;
-}
 
 /** Parses and validates one client text frame; the error names the field at fault. */
 export function decodeClientFrame(text: string): DecodedClientFrame {

@@ -13,6 +13,9 @@ import postgres from "postgres";
 import { z } from "zod";
 import type { Tx } from "./db.ts";
 import { Constants, type Database, type Json } from "./database.types.ts";
+import { fieldPath } from "./field_path.ts";
+
+export { fieldPath };
 
 type Tables = Database["public"]["Tables"];
 type MessageRow = Tables["chat_history"]["Row"];
@@ -101,16 +104,6 @@ export const AppendInputSchema = z.object({
 
 export type NewMessage = z.input<typeof NewMessageSchema>;
 export type AppendInput = z.input<typeof AppendInputSchema>;
-
-/** `messages[3].role` for zod's `["messages", 3, "role"]`. */
-export function fieldPath(path: readonly PropertyKey[]): string {
-  let out = "";
-  for (const key of path) {
-    if (typeof key === "number") out += `[${key}]`;
-    else out += out === "" ? String(key) : `.${String(key)}`;
-  }
-  return out;
-}
 
 function invalid(message: string, path?: string): HistoryError {
   return path === undefined

@@ -9,6 +9,7 @@
  * Retries and fallback models happen only before any output: once a token or tool-call delta
  * has arrived, repeating the request would show the user a second, different answer.
  */
+import { abortableSleep } from "./abortable_sleep.ts";
 import { readSseEvents, type SseEvent } from "./sse.ts";
 
 export type ChatMessage =
@@ -194,7 +195,7 @@ export async function* streamChatCompletion(
       lastError = outcome;
       const delay = attempt < maxRetries ? retryDelayMs(outcome, attempt, options) : undefined;
       if (delay === undefined) break;
-      if (!(await sleep(delay, signal))) {
+      if (!(await abortableSleep(delay, signal))) {
         yield abortedError(false, model);
         return;
       }
@@ -582,23 +583,6 @@ function touchOnEachChunk(touch: () => void): TransformStream<Uint8Array, Uint8A
       touch();
       controller.enqueue(chunk);
     },
-  });
-}
-
-/** Resolves true after `ms`, or false as soon as `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
-  if (signal?.aborted) return Promise.resolve(false);
-  if (ms <= 0) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const onAbort = () => {
-      clearTimeout(handle);
-      resolve(false);
-    };
-    const handle = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve(true);
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
   });
 }
 

@@ -6,6 +6,7 @@
  * out LISTEN/NOTIFY). A turn whose isolate stopped heartbeating is marked interrupted on the
  * way, so the follower gets its final `error` frame instead of waiting forever.
  */
+import { abortableSleep } from "../abortable_sleep.ts";
 import { type ErrorFrame, isTerminalFrame } from "../agent_protocol.ts";
 import { asServiceRole, asUser } from "../db.ts";
 import type { AgentConnection } from "./connection.ts";
@@ -116,7 +117,7 @@ async function pollTurn(
         followLocally(connection, turn.id, last);
         return;
       }
-      await sleep(config.pollIntervalMs, stopped.signal);
+      await abortableSleep(config.pollIntervalMs, stopped.signal);
     }
   } finally {
     connection.unfollow(turn.id, stop);
@@ -133,17 +134,4 @@ function endingFrame(turn: StoredTurn): ErrorFrame {
       `The turn ended (${turn.state}) but its last frames are missing`,
     retryable: turn.state !== "complete",
   };
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
