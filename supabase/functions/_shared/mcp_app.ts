@@ -219,8 +219,12 @@ export function createMcpApp(options: McpAppOptions): Hono {
       for (const call of calls) running.remove(callKey(user, call.id));
       return response;
     }
-    // A client that drops the stream cancels whatever it was waiting for.
-    return onStreamCancel(response, () => void transport.close());
+    // A client that drops the stream cancels whatever it was waiting for. The stream's cancel
+    // comes when a write fails; the request's signal as soon as the server sees the connection
+    // close, even between writes. Whichever comes first closes the transport.
+    const cancel = () => void transport.close();
+    request.signal.addEventListener("abort", cancel, { once: true });
+    return onStreamCancel(response, cancel);
   }
 
   app.on(["GET", "DELETE", "PUT", "PATCH"], "/", () =>
