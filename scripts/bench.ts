@@ -12,6 +12,7 @@ import { historyBench } from "./bench/history_bench.ts";
 import { mcpBench } from "./bench/mcp_bench.ts";
 import { realtimeBench } from "./bench/realtime_bench.ts";
 import type { BenchContext, BenchResult } from "./bench/types.ts";
+import { webBench } from "./bench/web_bench.ts";
 import { createScratchDatabase } from "./local/scratch_database.ts";
 import { PROJECT_ROOT } from "./local/supabase_cli.ts";
 
@@ -22,6 +23,7 @@ const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>][] = [
   ["MCP", mcpBench],
   ["Realtime", realtimeBench],
   ["Agent", agentBench],
+  ["Web", webBench],
 ];
 
 const db = await createScratchDatabase();

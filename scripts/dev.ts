@@ -1,9 +1,12 @@
 /**
- * `deno task dev [--api-port N] [--db-port N] [--reset] [--verbose]`: the whole local stack on
- * embedded defaults, a stand-in for `supabase start` on machines without Docker. Ctrl-C stops
- * everything; a second run reuses the data.
+ * `deno task dev [--api-port N] [--db-port N] [--web-port N] [--reset] [--verbose]`: the whole
+ * local stack on embedded defaults, a stand-in for `supabase start` on machines without Docker,
+ * plus the web app on Vite's dev server pointed at it. Ctrl-C stops everything; a second run
+ * reuses the data.
  */
 import { parseArgs } from "node:util";
+import { createServer } from "vite";
+import { webConfig } from "../web/vite.config.ts";
 import { LocalDatabaseError } from "./local/postgres.ts";
 import { startStack } from "./local/stack.ts";
 
@@ -12,6 +15,7 @@ const { values } = parseArgs({
   options: {
     "api-port": { type: "string", default: Deno.env.get("API_PORT") ?? "54321" },
     "db-port": { type: "string", default: Deno.env.get("DB_PORT") ?? "54322" },
+    "web-port": { type: "string", default: Deno.env.get("WEB_PORT") ?? "5173" },
     reset: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
   },
@@ -37,12 +41,22 @@ try {
   Deno.exit(1);
 }
 
+// The web app talks to this stack unless VITE_SUPABASE_URL points it elsewhere.
+const web = await createServer(webConfig({
+  fallback: { supabaseUrl: stack.apiUrl, publishableKey: stack.publishableKey },
+  port: Number(values["web-port"]),
+}));
+await web.listen();
+const webUrl = web.resolvedUrls?.local[0] ?? `http://127.0.0.1:${values["web-port"]}/`;
+
 const functions = [...stack.workers.keys()].map((name) => `${stack.apiUrl}/functions/v1/${name}`);
 console.log(`
+  Web app          ${webUrl}   ← open this, sign in as alice@example.com / password123
   API URL          ${stack.apiUrl}
   Functions        ${functions.join("\n                   ") || "(none built yet)"}
   Auth             ${stack.apiUrl}/auth/v1
   Realtime         ${stack.apiUrl.replace("http", "ws")}/realtime/v1
+  REST             ${stack.apiUrl}/rest/v1 (read-only stand-in for PostgREST)
   DB URL           ${stack.dbUrl}
   Publishable key  ${stack.publishableKey}
   Secret key       ${stack.secretKey}
@@ -55,5 +69,6 @@ await new Promise<void>((resolve) => {
   for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, resolve);
 });
 console.log("\nstopping…");
+await web.close();
 await stack.stop();
 Deno.exit(0);

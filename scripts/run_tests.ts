@@ -2,8 +2,9 @@
  * `deno task test [deno test args…]`: every test, against a fresh migrated database.
  *
  * Starts a throwaway embedded Postgres on a free port (or creates a fresh database in the
- * server SUPABASE_DB_URL names), runs `deno test` with SUPABASE_DB_URL pointing at it, and
- * ends with one summary line `N passed, N failed`.
+ * server SUPABASE_DB_URL names), runs `deno test` over supabase/, scripts/ and web/ (the
+ * browser tests start their own stack) with SUPABASE_DB_URL pointing at it, and ends with one
+ * summary line `N passed, N failed`.
  */
 import { join } from "node:path";
 import { createScratchDatabase } from "./local/scratch_database.ts";
@@ -20,7 +21,7 @@ console.log(`test database ready in ${((performance.now() - started) / 1000).toF
 
 let code: number;
 try {
-  const testArgs = Deno.args.length > 0 ? Deno.args : ["supabase", "scripts"];
+  const testArgs = Deno.args.length > 0 ? Deno.args : ["supabase", "scripts", "web"];
   const child = new Deno.Command(Deno.execPath(), {
     args: ["test", "-A", "--no-check=remote", `--junit-path=${JUNIT_FILE}`, ...testArgs],
     cwd: PROJECT_ROOT,

@@ -3,6 +3,7 @@
  *   /functions/v1/<name>/…  → that function's worker, which sees `/<name>/…` (WebSockets too)
  *   /auth/v1/…              → the Auth stand-in
  *   /realtime/v1/…          → the Realtime stand-in
+ *   /rest/v1/…              → the REST (PostgREST) stand-in
  * Functions with `verify_jwt = true` in config.toml get their caller's JWT checked here, as
  * Supabase does; ours verify tokens themselves and set it to false.
  */
@@ -19,6 +20,34 @@ export interface GatewayRoutes {
   verifier: TokenVerifier;
   auth?: Handler;
   realtime?: Handler;
+  rest?: Handler;
+  /** Where bridged function WebSockets are kept, so a test can cut them (`dropAll`). */
+  sockets?: ProxiedSockets;
+}
+
+/**
+ * The function WebSockets the gateway bridges. `dropAll` cuts every one of them at once, as a
+ * network failure between the browser and the gateway would: clients must reconnect and
+ * resume (the browser tests use it through `RunningStack.dropFunctionWebSockets`).
+ */
+export class ProxiedSockets {
+  readonly #pairs = new Set<{ client: WebSocket; upstream: WebSocket }>();
+
+  add(pair: { client: WebSocket; upstream: WebSocket }): () => void {
+    this.#pairs.add(pair);
+    return () => this.#pairs.delete(pair);
+  }
+
+  /** Closes both sides of every bridged socket; returns how many pairs there were. */
+  dropAll(): number {
+    const pairs = [...this.#pairs];
+    this.#pairs.clear();
+    for (const { client, upstream } of pairs) {
+      closeWith(client, 1012, "dropped by the gateway");
+      closeWith(upstream, 1001, "client connection dropped");
+    }
+    return pairs.length;
+  }
 }
 
 const FUNCTIONS_PREFIX = "/functions/v1/";
@@ -41,6 +70,7 @@ export function createGateway(routes: GatewayRoutes): Handler {
     if (url.pathname.startsWith("/realtime/v1/") && routes.realtime) {
       return await routes.realtime(request);
     }
+    if (url.pathname.startsWith("/rest/v1/") && routes.rest) return await routes.rest(request);
     return gatewayError(404, "no Route matched with those values");
   };
 }
@@ -60,7 +90,7 @@ async function routeToFunction(request: Request, routes: GatewayRoutes): Promise
 
   const target = new URL(functionPath + url.search, origin);
   if (request.headers.get("upgrade")?.toLowerCase() === "websocket") {
-    return await proxyWebSocket(request, target);
+    return await proxyWebSocket(request, target, routes.sockets);
   }
   try {
     // No abort signal: a client that goes away cancels the body stream, and the cancel
@@ -83,7 +113,11 @@ async function routeToFunction(request: Request, routes: GatewayRoutes): Promise
  * upgrade (401 before upgrading, say), the same request without the upgrade is replayed to
  * learn the status and body the function answers with.
  */
-async function proxyWebSocket(request: Request, target: URL): Promise<Response> {
+async function proxyWebSocket(
+  request: Request,
+  target: URL,
+  sockets?: ProxiedSockets,
+): Promise<Response> {
   const protocols = (request.headers.get("sec-websocket-protocol") ?? "")
     .split(",").map((p) => p.trim()).filter(Boolean);
   const headers = forwardedHeaders(request.headers);
@@ -119,8 +153,15 @@ async function proxyWebSocket(request: Request, target: URL): Promise<Response> 
   client.onmessage = (event) => {
     if (upstream.readyState === WebSocket.OPEN) upstream.send(event.data);
   };
-  upstream.onclose = (event) => closeWith(client, event.code, event.reason);
-  client.onclose = (event) => closeWith(upstream, event.code, event.reason);
+  const forget = sockets?.add({ client, upstream });
+  upstream.onclose = (event) => {
+    forget?.();
+    closeWith(client, event.code, event.reason);
+  };
+  client.onclose = (event) => {
+    forget?.();
+    closeWith(upstream, event.code, event.reason);
+  };
   upstream.onerror = () => closeWith(client, 1011, "function connection failed");
   client.onerror = () => closeWith(upstream, 1001, "client connection failed");
   return response;
@@ -132,12 +173,28 @@ const DenoWebSocket = WebSocket as unknown as new (
   options: { protocols?: string[]; headers?: HeadersInit },
 ) => WebSocket;
 
+/**
+ * Passes a close on. Deno's WebSocket, on both ends here, may only send 1000 or 3000–4999 (the
+ * WHATWG rule; anything else throws and would take the gateway down): another code — 1001 from
+ * a browser tab that closed, a function shutting down — travels as 1000 with the code in the
+ * reason, so the other side still learns why.
+ */
 function closeWith(socket: WebSocket, code: number, reason: string) {
   if (socket.readyState === WebSocket.CLOSING || socket.readyState === WebSocket.CLOSED) return;
-  // 1005/1006 describe a close without a frame; they may not be sent in one.
-  const sendable = code === 1000 || (code >= 3000 && code <= 4999) ||
-    (code >= 1001 && code <= 1014 && code !== 1005 && code !== 1006);
-  socket.close(sendable ? code : 1011, reason.slice(0, 120));
+  const sendable = code === 1000 || (code >= 3000 && code <= 4999);
+  const text = sendable ? reason : `[${code}]${reason ? ` ${reason}` : ""}`;
+  socket.close(sendable ? code : 1000, fitCloseReason(text));
+}
+
+/** A close reason may hold 123 bytes of UTF-8: cut at a character boundary below that. */
+function fitCloseReason(text: string): string {
+  const encoder = new TextEncoder();
+  let fitted = "";
+  for (const character of text) {
+    if (encoder.encode(fitted + character).byteLength > 123) break;
+    fitted += character;
+  }
+  return fitted;
 }
 
 function forwardedHeaders(incoming: Headers): Headers {

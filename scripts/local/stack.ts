@@ -10,11 +10,12 @@ import { connect } from "../../supabase/functions/_shared/db.ts";
 import { createAuthHandler } from "./auth_server.ts";
 import { createRealtimeHandler } from "./realtime/server.ts";
 import { type LlmFixture, OFFLINE_DEMO_MODEL, startLlmFixture } from "../llm_fixture.ts";
-import { createGateway, type Handler } from "./gateway.ts";
+import { createGateway, type Handler, ProxiedSockets } from "./gateway.ts";
 import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
 import { LOCAL_PUBLISHABLE_KEY, LOCAL_SECRET_KEY } from "./keys.ts";
 import { DEFAULT_DATA_DIR, DEFAULT_DB_PORT, freePort, startPostgres } from "./postgres.ts";
 import { readFunctionConfigs } from "./project_config.ts";
+import { createRestHandler } from "./rest_server.ts";
 import {
   generateSigningKey,
   jwksOf,
@@ -61,6 +62,8 @@ export interface RunningStack {
   workers: Map<string, FunctionWorker>;
   /** Kills a function's worker and starts a fresh one (a new isolate). */
   restartFunction(name: string): Promise<FunctionWorker>;
+  /** Cuts every function WebSocket at the gateway, both sides (tests of reconnecting). */
+  dropFunctionWebSockets(): number;
   notes: string[];
   stop(): Promise<void>;
 }
@@ -160,12 +163,15 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     const standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, jwks });
     cleanups.push(standIns.close);
 
+    const sockets = new ProxiedSockets();
     handler = createGateway({
       functions: routes,
       verifyJwt,
       verifier: createTokenVerifier({ jwks }),
       auth: standIns.auth,
       realtime: standIns.realtime,
+      rest: standIns.rest,
+      sockets,
     });
     cleanups.push(stopGateway);
 
@@ -186,6 +192,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
         await old.exited;
         return await startWorker(name, config.entrypoint);
       },
+      dropFunctionWebSockets: () => sockets.dropAll(),
       stop,
     };
   } catch (error) {
@@ -197,10 +204,11 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
 interface StandIns {
   auth?: Handler;
   realtime?: Handler;
+  rest?: Handler;
   close(): Promise<void>;
 }
 
-/** Auth and Realtime stand-ins (scripts/local/auth_server.ts, scripts/local/realtime/). */
+/** Auth, Realtime and REST stand-ins (auth_server.ts, realtime/, rest_server.ts). */
 async function startStandIns(context: {
   dbUrl: string;
   signingKey: SigningKey;
@@ -217,11 +225,18 @@ async function startStandIns(context: {
     databaseUrl: context.dbUrl,
     verifier: createTokenVerifier({ jwks: context.jwks }),
   });
+  const restSql = connect(context.dbUrl, { max: 4 });
+  const rest = createRestHandler({
+    sql: restSql,
+    verifier: createTokenVerifier({ jwks: context.jwks }),
+  });
   return {
     auth,
     realtime: realtime.handle,
+    rest,
     close: async () => {
       await realtime.close();
+      await restSql.end();
       await authSql.end();
     },
   };

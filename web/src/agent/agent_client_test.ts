@@ -1,0 +1,185 @@
+import assert from "node:assert/strict";
+import { AgentClient } from "./agent_client.ts";
+import { AgentStore, intervalScheduler, NEW_SESSION } from "./store.ts";
+import { FakeSocket, FakeTimers, settle, TurnScript } from "./test_support.ts";
+
+/** A client on fake sockets whose store notifies at once (no batching timer). */
+function harness() {
+  const timers = new FakeTimers();
+  const sockets: FakeSocket[] = [];
+  const store = new AgentStore((flush) => flush());
+  const ids = ["00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"];
+  const client = new AgentClient({
+    url: "ws://agent.test",
+    token: () => Promise.resolve("t"),
+    timers,
+    pingIntervalMs: 0,
+    store,
+    newId: () => ids.shift() ?? crypto.randomUUID(),
+    openSocket: (url, protocols) => {
+      const socket = new FakeSocket(url, protocols);
+      sockets.push(socket);
+      return socket;
+    },
+  });
+  return { client, store, timers, last: () => sockets[sockets.length - 1] };
+}
+
+Deno.test("a chat shows at once, goes out with its client id, and joins its session on start", async () => {
+  const h = harness();
+  h.client.start();
+  await settle();
+  h.last().accept();
+  const id = h.client.sendChat({ content: "hello", model: "m1" });
+  assert.equal(id, "00000000-0000-4000-8000-000000000001");
+  assert.deepEqual(h.store.pendingIn(NEW_SESSION).map((c) => [c.id, c.state]), [[id, "sending"]]);
+  assert.deepEqual(h.last().sent, [{ type: "chat", id, content: "hello", model: "m1" }]);
+
+  const s = new TurnScript(id);
+  const started: string[] = [];
+  h.store.onTurnStarted((turn) => started.push(turn.sessionId));
+  h.last().receive(s.start());
+  assert.deepEqual(started, [s.sessionId]);
+  assert.deepEqual(h.store.pendingIn(NEW_SESSION), []);
+  assert.deepEqual(h.store.pendingIn(s.sessionId).map((c) => c.state), ["started"]);
+  assert.equal(h.store.runningTurnIn(s.sessionId)?.turnId, s.turnId);
+});
+
+Deno.test("after a lost connection it resumes the running turn from its last seq", async () => {
+  const h = harness();
+  h.client.start();
+  await settle();
+  h.last().accept();
+  const id = h.client.sendChat({ content: "tell me" });
+  const s = new TurnScript(id);
+  h.last().receive(s.start());
+  h.last().receive(s.token("one "));
+  h.last().receive(s.token("two "));
+  const lastSeq = s.nextSeq - 1;
+
+  h.last().drop();
+  h.timers.advance(1000);
+  await settle();
+  h.last().accept();
+  assert.deepEqual(h.last().sent, [{ type: "resume", turn_id: s.turnId, after_seq: lastSeq }]);
+
+  // The server replays from after_seq; a frame sent twice around the drop counts once.
+  h.last().receive(s.token("three"));
+  h.last().receive(s.complete());
+  const turn = h.store.turnOfMessage(s.messageId)!;
+  assert.equal(turn.text, "one two three");
+  assert.equal(turn.status, "complete");
+});
+
+Deno.test("a chat sent while disconnected goes out, same id, once the socket is back", async () => {
+  const h = harness();
+  h.client.start();
+  await settle();
+  h.last().accept();
+  h.last().drop();
+  const id = h.client.sendChat({ content: "queued", sessionId: crypto.randomUUID() });
+  h.timers.advance(1000);
+  await settle();
+  h.last().accept();
+  assert.deepEqual(h.last().sent.map((f) => [f.type, f.id]), [["chat", id]]);
+});
+
+Deno.test("a refused chat is marked failed with the server's code and can be retried", async () => {
+  const h = harness();
+  h.client.start();
+  await settle();
+  h.last().accept();
+  const id = h.client.sendChat({ content: "too much" });
+  h.last().receive({
+    type: "error",
+    code: "rate_limited",
+    message: "Your token bucket is empty",
+    retryable: true,
+    ref: id,
+  });
+  const chat = h.store.pendingChat(id)!;
+  assert.equal(chat.state, "failed");
+  assert.equal(chat.error?.code, "rate_limited");
+  h.client.retryChat(id);
+  assert.deepEqual(h.last().sent.map((f) => [f.type, f.id]), [["chat", id], ["chat", id]]);
+});
+
+Deno.test("an error for no chat of ours becomes a notice; approvals and cancels go out", async () => {
+  const h = harness();
+  h.client.start();
+  await settle();
+  h.last().accept();
+  h.last().receive({
+    type: "error",
+    code: "not_found",
+    message: "no such call",
+    retryable: false,
+    ref: "call_x",
+  });
+  assert.deepEqual(h.store.notices.map((n) => n.code), ["not_found"]);
+  const s = new TurnScript();
+  h.last().receive(s.start());
+  h.last().receive(s.approvalRequired("call_1", "calculator", {}));
+  h.client.approve(s.messageId, "call_1", "allow", "session");
+  h.client.cancel(s.turnId);
+  assert.deepEqual(h.last().sent, [
+    { type: "approve", call_id: "call_1", decision: "allow", remember: "session" },
+    { type: "cancel", turn_id: s.turnId },
+  ]);
+  assert.equal(h.store.turnOfMessage(s.messageId)!.toolCalls[0].approval?.answered, "allow");
+});
+
+Deno.test("a token notifies its own message only, never the session or the list", async () => {
+  const h = harness();
+  h.client.start();
+  await settle();
+  h.last().accept();
+  const s = new TurnScript();
+  h.last().receive(s.start());
+  const heard: string[] = [];
+  h.store.subscribe(`message:${s.messageId}`, () => heard.push("message"));
+  h.store.subscribe(`session:${s.sessionId}`, () => heard.push("session"));
+  h.store.subscribe("status", () => heard.push("status"));
+  for (let i = 0; i < 5; i++) h.last().receive(s.token(`t${i}`));
+  assert.deepEqual(heard, ["message", "message", "message", "message", "message"]);
+  h.last().receive(s.complete());
+  assert.deepEqual(heard.slice(5), ["message", "session"]);
+});
+
+Deno.test("the interval scheduler turns a burst of tokens into one flush per interval", () => {
+  const timers = new FakeTimers();
+  const store = new AgentStore(intervalScheduler(50, timers));
+  const s = new TurnScript();
+  const frame = (f: unknown) => store.applyFrame(f as Parameters<AgentStore["applyFrame"]>[0]);
+  frame(s.start());
+  let notified = 0;
+  store.subscribe(`message:${s.messageId}`, () => notified++);
+  for (let i = 0; i < 50; i++) frame(s.token("x"));
+  assert.equal(notified, 0, "tokens wait for the flush");
+  timers.advance(0);
+  assert.equal(notified, 1, "fifty tokens, one notification");
+  for (let i = 0; i < 50; i++) frame(s.token("y"));
+  timers.advance(49);
+  assert.equal(notified, 1, "not before the interval since the last flush");
+  timers.advance(1);
+  assert.equal(notified, 2);
+  assert.equal(store.turnOfMessage(s.messageId)?.text.length, 100);
+});
+
+Deno.test("the end of a turn is notified at once, to the message and the session together", () => {
+  const timers = new FakeTimers();
+  const store = new AgentStore(intervalScheduler(50, timers));
+  const s = new TurnScript();
+  const frame = (f: unknown) => store.applyFrame(f as Parameters<AgentStore["applyFrame"]>[0]);
+  frame(s.start());
+  timers.advance(0);
+  const heard: string[] = [];
+  store.subscribe(`message:${s.messageId}`, () => heard.push("message"));
+  store.subscribe(`session:${s.sessionId}`, () => heard.push("session"));
+  frame(s.token("a"));
+  assert.deepEqual(heard, [], "a token waits for the next flush");
+  frame(s.error("cancelled"));
+  // No timer ran: the Stop button disappears in the same render that says "Stopped".
+  assert.deepEqual(heard, ["message", "session"]);
+  assert.equal(store.runningTurnIn(s.sessionId), undefined);
+});
