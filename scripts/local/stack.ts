@@ -64,6 +64,12 @@ export interface RunningStack {
   restartFunction(name: string): Promise<FunctionWorker>;
   /** Cuts every function WebSocket at the gateway, both sides (tests of reconnecting). */
   dropFunctionWebSockets(): number;
+  /**
+   * Stops the gateway — its port, every socket through it, the Auth, Realtime and REST
+   * stand-ins — and starts it again on the same port, as a restart of `supabase start`'s
+   * API gateway would look to clients. Postgres and the function workers keep running.
+   */
+  restartGateway(): Promise<void>;
   notes: string[];
   stop(): Promise<void>;
 }
@@ -97,14 +103,9 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     // The gateway binds before any worker asks for a free port, so no worker can be handed
     // the same port between a probe and the bind.
     let handler: Handler = () => new Response("starting", { status: 503 });
-    const server = Deno.serve(
-      {
-        port: options.apiPort ?? (options.ephemeral ? 0 : DEFAULT_API_PORT),
-        hostname: "127.0.0.1",
-        onListen() {},
-      },
-      (request) => handler(request),
-    );
+    const serveGateway = (port: number) =>
+      Deno.serve({ port, hostname: "127.0.0.1", onListen() {} }, (request) => handler(request));
+    let server = serveGateway(options.apiPort ?? (options.ephemeral ? 0 : DEFAULT_API_PORT));
     // Shut the gateway first when stopping, but also when start-up fails halfway.
     let gatewayStopped: Promise<void> | undefined;
     const stopGateway = () => gatewayStopped ??= server.shutdown();
@@ -160,19 +161,21 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       await startWorker(config.name, config.entrypoint);
     }
 
-    const standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, jwks });
-    cleanups.push(standIns.close);
+    let standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, jwks });
+    cleanups.push(() => standIns.close());
 
     const sockets = new ProxiedSockets();
-    handler = createGateway({
-      functions: routes,
-      verifyJwt,
-      verifier: createTokenVerifier({ jwks }),
-      auth: standIns.auth,
-      realtime: standIns.realtime,
-      rest: standIns.rest,
-      sockets,
-    });
+    const gatewayOver = (standIns: StandIns) =>
+      createGateway({
+        functions: routes,
+        verifyJwt,
+        verifier: createTokenVerifier({ jwks }),
+        auth: standIns.auth,
+        realtime: standIns.realtime,
+        rest: standIns.rest,
+        sockets,
+      });
+    handler = gatewayOver(standIns);
     cleanups.push(stopGateway);
 
     return {
@@ -193,6 +196,17 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
         return await startWorker(name, config.entrypoint);
       },
       dropFunctionWebSockets: () => sockets.dropAll(),
+      restartGateway: async () => {
+        const port = server.addr.port;
+        handler = () => new Response("restarting", { status: 503 });
+        sockets.dropAll();
+        await standIns.close(); // closes the Realtime sockets
+        await stopGateway();
+        standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, jwks });
+        handler = gatewayOver(standIns);
+        gatewayStopped = undefined;
+        server = serveGateway(port);
+      },
       stop,
     };
   } catch (error) {

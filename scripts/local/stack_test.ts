@@ -78,3 +78,65 @@ Deno.test("Realtime through the gateway delivers a user's own new messages", asy
     await stack.stop();
   }
 });
+
+Deno.test("after the gateway restarts, supabase-js reconnects, rejoins and gets new rows", async () => {
+  const stack = await startStack({ ephemeral: true, log: () => {} });
+  const supabase = createClient(stack.apiUrl, stack.publishableKey, {
+    auth: { persistSession: false, autoRefreshToken: false },
+  });
+  try {
+    const { data } = await supabase.auth.signInWithPassword({
+      email: "alice@example.com",
+      password: "password123",
+    });
+    await supabase.realtime.setAuth(data.session!.access_token);
+    const contents: string[] = [];
+    const statuses: string[] = [];
+    const waiters: (() => void)[] = [];
+    const changed = () => waiters.splice(0).forEach((wake) => wake());
+    const until = async (done: () => boolean, what: string) => {
+      const deadline = Date.now() + 30_000;
+      while (!done()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${statuses}`);
+        await new Promise<void>((resolve) => {
+          waiters.push(resolve);
+          setTimeout(resolve, 200);
+        });
+      }
+    };
+    const subscribed = () => statuses.filter((status) => status === "SUBSCRIBED").length;
+    supabase.channel("restart").on(
+      "postgres_changes",
+      { event: "INSERT", schema: "public", table: "chat_history" },
+      (payload) => {
+        contents.push(String(payload.new.content));
+        changed();
+      },
+    ).subscribe((status) => {
+      statuses.push(status);
+      changed();
+    });
+    const post = async (content: string) => {
+      const { error } = await supabase.functions.invoke("history/messages", {
+        body: { messages: [{ id: crypto.randomUUID(), role: "user", content }] },
+      });
+      assert.equal(error, null);
+    };
+
+    await until(() => subscribed() === 1, "the first join");
+    await post("before the restart");
+    await until(() => contents.length === 1, "the row before the restart");
+
+    await stack.restartGateway();
+    // The socket closed under the channel, came back after its back-off, and joined again.
+    await until(() => subscribed() === 2, "the rejoin");
+    await post("after the restart");
+    await until(() => contents.length === 2, "the row after the restart");
+    assert.deepEqual(contents, ["before the restart", "after the restart"]);
+    assert.ok(statuses.includes("CHANNEL_ERROR") || statuses.includes("TIMED_OUT"), `${statuses}`);
+  } finally {
+    await supabase.removeAllChannels();
+    await supabase.auth.signOut();
+    await stack.stop();
+  }
+});
