@@ -125,12 +125,11 @@ export function createMcpApp(options: McpAppOptions): Hono {
     const calls = toolCallsIn(messages).filter((call) => toolNames.has(call.name));
     const needsGrants = calls.length > 0 || messages.some((m) => methodOf(m) === "tools/list");
     const grants = needsGrants ? await readGrants(user.claims) : [];
-    const delivered = deliveryOf(c.env);
-    return await exchange({ request, body: body.value, user, token, calls, grants, delivered });
+    return await exchange({ request, body: body.value, user, token, calls, grants });
   });
 
   /** One POST through a new server and transport, with a usage row per tool call. */
-  async function exchange({ request, body, user, token, calls, grants, delivered }: Exchange) {
+  async function exchange({ request, body, user, token, calls, grants }: Exchange) {
     const server = new McpServer(serverInfo, { capabilities: { tools: {} }, jsonSchemaValidator });
     const transport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: undefined,
@@ -220,12 +219,8 @@ export function createMcpApp(options: McpAppOptions): Hono {
       for (const call of calls) running.remove(callKey(user, call.id));
       return response;
     }
-    // A client that drops the stream cancels whatever it was waiting for. The stream's cancel
-    // comes when a write fails; Deno.serve's `completed` rejects as soon as it sees the
-    // connection close, even between writes. Whichever comes first closes the transport.
-    const cancel = () => void transport.close();
-    delivered?.catch(cancel);
-    return onStreamCancel(response, cancel);
+    // A client that drops the stream cancels whatever it was waiting for.
+    return onStreamCancel(response, () => void transport.close());
   }
 
   app.on(["GET", "DELETE", "PUT", "PATCH"], "/", () =>
@@ -247,14 +242,6 @@ interface Exchange {
   /** The registry tools this POST calls. */
   calls: ToolCall[];
   grants: PermissionGrant[];
-  /** Deno.serve's promise that the response reached the client (rejects if it did not). */
-  delivered?: Promise<void>;
-}
-
-/** `info.completed` of the Deno.serve handler info Hono passes as `c.env`, when there is one. */
-function deliveryOf(env: unknown): Promise<void> | undefined {
-  const completed = (env as { completed?: unknown } | undefined)?.completed;
-  return completed instanceof Promise ? completed : undefined;
 }
 
 /** The same response, calling `onCancel` when the client stops reading its body. */

@@ -750,17 +750,41 @@ Deno.test("a client that drops the response stream cancels its call", async () =
           resolve(new Response(null, { status: 499 }));
         })
       ),
-  }, async ({ sql, connect }) => {
+  }, async ({ sql, endpoint, tokenFor }) => {
     const user = await createUser(sql, "mcp-disconnect");
     await grant(sql, user, "execute_workflow", "auto", { workflow_ids: ["forever"] });
-    const client = await connect(user);
-    const pending = client.callTool(
-      { name: "execute_workflow", arguments: { workflow_id: "forever" } },
-      undefined,
-      // Closing the client aborts its HTTP requests without sending notifications/cancelled.
-      { onprogress: () => void client.close() },
-    );
-    await assert.rejects(pending);
+    // A raw HTTP/1.1 client over TCP, so that dropping the stream means exactly this: the
+    // socket closes once the first progress event has arrived (an in-process fetch's abort
+    // does not always close its connection at once).
+    const body = JSON.stringify({
+      jsonrpc: "2.0",
+      id: 7,
+      method: "tools/call",
+      params: {
+        name: "execute_workflow",
+        arguments: { workflow_id: "forever" },
+        _meta: { progressToken: "p" },
+      },
+    });
+    const connection = await Deno.connect({ hostname: endpoint.hostname, port: +endpoint.port });
+    await connection.write(new TextEncoder().encode(
+      `POST ${endpoint.pathname} HTTP/1.1\r\nHost: ${endpoint.host}\r\n` +
+        `Authorization: Bearer ${await tokenFor(user)}\r\n` +
+        "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n" +
+        "MCP-Protocol-Version: 2025-06-18\r\n" +
+        `Content-Length: ${new TextEncoder().encode(body).length}\r\n\r\n${body}`,
+    ));
+    let received = "";
+    const decoder = new TextDecoder();
+    const buffer = new Uint8Array(4096);
+    while (!received.includes("notifications/progress")) {
+      const read = await connection.read(buffer);
+      if (read === null) throw new Error(`the server closed first: ${received}`);
+      received += decoder.decode(buffer.subarray(0, read), { stream: true });
+    }
+    assert.match(received, /^HTTP\/1\.1 200/);
+    connection.close();
+
     await webhookSawAbort;
     const usage = await waitForUsage(sql, user, 1);
     assert.deepEqual(usage.map((u) => [u.name, u.status]), [["execute_workflow", "cancelled"]]);
