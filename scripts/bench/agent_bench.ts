@@ -8,6 +8,10 @@
  *   departure from the proxy (wall-clock milliseconds with microsecond precision; the two
  *   processes' clock offset is the same for both paths and cancels). The agent's cost is the
  *   difference of the two distributions' p50 and p99.
+ * - The same streams through a bare relay: a process that only fetches the SSE and forwards
+ *   each token as a WebSocket frame (no auth, no Postgres, no turn logic). What it adds is
+ *   the price of one more process hop on this machine at that load; what the agent adds
+ *   beyond it is its own work.
  * - 1,000 concurrent streaming sessions (1,000 users, one connection each): errors.
  * - Memory per idle connection: the worker's RSS (from /proc) as idle sockets are added.
  *
@@ -43,6 +47,7 @@ const WAIT_MS = 120_000;
 /** USER_HZ of /proc/<pid>/stat: 100 on Linux. */
 const CLOCK_TICKS_PER_SECOND = 100;
 const UPSTREAM_FLAG = "--upstream";
+const RELAY_FLAG = "--relay";
 
 /** Wall-clock milliseconds, comparable across processes of this machine. */
 function clock(): number {
@@ -63,6 +68,7 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
     users.map((id) => issueAccessToken(key, { userId: id, issuer: ISSUER, expiresIn: 7200 })),
   );
   const upstream = await startUpstream();
+  const relay = await startRelay(upstream.url);
   try {
     const worker = await startAgentWorker(ctx, key, `${upstream.url}/v1`);
     try {
@@ -73,6 +79,7 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
         // Rounds alternate direct and agent runs, so both see the same background load.
         const rounds = sessions <= 100 ? 3 : 1;
         const directRuns: SessionRun[] = [];
+        const relayRuns: SessionRun[] = [];
         const agentRuns: SessionRun[] = [];
         let cpuSeconds = 0;
         let wallSeconds = 0;
@@ -87,6 +94,11 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
               (i) => directSession(upstream.url, `bench-direct-${tag}-${i}`),
             ),
           );
+          const relayed = await openAgentSessions(relay.url, tokens.slice(0, sessions));
+          relayRuns.push(
+            ...await runLevel(sessions, (i) => relayed[i].chat(`bench-relay-${tag}-${i}`)),
+          );
+          for (const client of relayed) client.close();
           const clients = await openAgentSessions(worker.url, tokens.slice(0, sessions));
           const cpuBefore = await worker.cpuSeconds();
           const machineBefore = await machineCpu();
@@ -103,11 +115,12 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
         }
         const direct = latencies(directRuns, await upstream.emitted(`bench-direct-${sessions}x`));
         const agent = latencies(agentRuns, await upstream.emitted(`bench-agent-${sessions}x`));
+        const relayed = latencies(relayRuns, await upstream.emitted(`bench-relay-${sessions}x`));
         // What the agent logged as failed counts as errors too, retried or not.
         const logged = worker.log.problems - problemsBefore;
         for (let i = 0; i < logged; i++) agent.errors.push(`agent log: ${worker.log.first}`);
         results.push(
-          ...levelResults(sessions, rounds, direct, agent, {
+          ...levelResults(sessions, rounds, direct, relayed, agent, {
             agentProcess: cpuSeconds / wallSeconds,
             machine: machineBusy / machineTotal,
           }),
@@ -126,6 +139,7 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
       await idleWorker.stop();
     }
   } finally {
+    await relay.stop();
     await upstream.stop();
   }
   return results;
@@ -248,6 +262,86 @@ async function serveUpstream(): Promise<void> {
   console.log(`http://127.0.0.1:${server.addr.port}`);
   Deno.addSignalListener("SIGTERM", () => {
     Promise.all([server.shutdown(), fixture.close()]).finally(() => Deno.exit(0));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bare relay process: the least any agent must do per token
+
+interface Relay {
+  /** WebSocket URL; speaks just enough of the agent protocol for `openAgentSession`. */
+  url: string;
+  stop(): Promise<void>;
+}
+
+async function startRelay(upstreamUrl: string): Promise<Relay> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--config",
+      join(PROJECT_ROOT, "deno.json"),
+      import.meta.filename!,
+      RELAY_FLAG,
+      upstreamUrl,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let output = "";
+  while (!output.includes("\n")) {
+    const { done, value } = await lines.read();
+    if (done) throw new Error("the relay process exited before it listened");
+    output += value;
+  }
+  lines.releaseLock();
+  return {
+    url: output.trim(),
+    async stop() {
+      child.kill("SIGTERM");
+      await child.status;
+      await child.stdout.cancel().catch(() => {});
+    },
+  };
+}
+
+/** Per chat frame: one streaming fetch, each SSE content delta out as a `token` frame. */
+function serveRelay(upstreamUrl: string): void {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    socket.onopen = () => socket.send(JSON.stringify({ type: "ready" }));
+    socket.onmessage = async (event) => {
+      const chat = JSON.parse(event.data);
+      const upstream = await fetch(`${upstreamUrl}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          model: "bench-model",
+          stream: true,
+          messages: [{ role: "user", content: chat.content }],
+        }),
+      });
+      const decoder = new TextDecoder();
+      let carry = "";
+      for await (const chunk of upstream.body!) {
+        const events = (carry + decoder.decode(chunk, { stream: true })).split("\n\n");
+        carry = events.pop()!;
+        for (const event of events) {
+          const data = event.split("\n").find((line) => line.startsWith("data: "))?.slice(6);
+          if (!data || data === "[DONE]") continue;
+          const delta = JSON.parse(data).choices?.[0]?.delta?.content;
+          if (delta) socket.send(JSON.stringify({ type: "token", delta }));
+        }
+      }
+      socket.send(JSON.stringify({ type: "complete" }));
+    };
+    return response;
+  });
+  console.log(`ws://127.0.0.1:${server.addr.port}/`);
+  Deno.addSignalListener("SIGTERM", () => {
+    server.shutdown().finally(() => Deno.exit(0));
   });
 }
 
@@ -411,6 +505,7 @@ function levelResults(
   sessions: number,
   rounds: number,
   direct: LevelLatencies,
+  relayed: LevelLatencies,
   agent: LevelLatencies,
   cpu: { agentProcess: number; machine: number },
 ): BenchResult[] {
@@ -442,6 +537,18 @@ function levelResults(
       }
       : {}),
   }];
+  const relayAddedP50 = p(relayed.latencies, 50) - p(direct.latencies, 50);
+  results.push({
+    name: `bare relay (fetch SSE → WebSocket, nothing else): added latency per token, ` +
+      `${sessions} concurrent sessions (p50)`,
+    value: relayAddedP50,
+    unit: "ms",
+    detail: `added p99 ${(p(relayed.latencies, 99) - p(direct.latencies, 99)).toFixed(2)} ms; ` +
+      `relay p50/p99 ${p(relayed.latencies, 50).toFixed(2)}/` +
+      `${p(relayed.latencies, 99).toFixed(2)} ms; the agent adds ` +
+      `${(p(agent.latencies, 50) - p(relayed.latencies, 50)).toFixed(2)} ms (p50) beyond it; ` +
+      `errors ${relayed.errors.length}`,
+  });
   if (sessions >= 1000) {
     results.push({
       name: `agent: ${sessions} concurrent streaming sessions, errors`,
@@ -656,4 +763,7 @@ async function waitForPort(
 
 if (import.meta.main && Deno.args.includes(UPSTREAM_FLAG)) {
   await serveUpstream();
+}
+if (import.meta.main && Deno.args.includes(RELAY_FLAG)) {
+  serveRelay(Deno.args[Deno.args.indexOf(RELAY_FLAG) + 1]);
 }
