@@ -180,6 +180,24 @@ interface Upstream {
 }
 
 async function startUpstream(): Promise<Upstream> {
+  const { url, stop } = await spawnBenchProcess(UPSTREAM_FLAG);
+  return {
+    url,
+    async emitted(prefix) {
+      const response = await fetch(
+        `${url}/emitted?prefix=${encodeURIComponent(prefix)}`,
+      );
+      return await response.json();
+    },
+    stop,
+  };
+}
+
+/** This module run again as a helper process (`flag`); its first output line is its URL. */
+async function spawnBenchProcess(
+  flag: string,
+  ...args: string[]
+): Promise<{ url: string; stop(): Promise<void> }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -187,7 +205,8 @@ async function startUpstream(): Promise<Upstream> {
       "--config",
       join(PROJECT_ROOT, "deno.json"),
       import.meta.filename!,
-      UPSTREAM_FLAG,
+      flag,
+      ...args,
     ],
     stdin: "null",
     stdout: "piped",
@@ -197,19 +216,12 @@ async function startUpstream(): Promise<Upstream> {
   let output = "";
   while (!output.includes("\n")) {
     const { done, value } = await lines.read();
-    if (done) throw new Error("the upstream process exited before it listened");
+    if (done) throw new Error(`the ${flag} process exited before it listened`);
     output += value;
   }
   lines.releaseLock();
-  const url = output.trim();
   return {
-    url,
-    async emitted(prefix) {
-      const response = await fetch(
-        `${url}/emitted?prefix=${encodeURIComponent(prefix)}`,
-      );
-      return await response.json();
-    },
+    url: output.trim(),
     async stop() {
       child.kill("SIGTERM");
       await child.status;
@@ -274,37 +286,8 @@ interface Relay {
   stop(): Promise<void>;
 }
 
-async function startRelay(upstreamUrl: string): Promise<Relay> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--config",
-      join(PROJECT_ROOT, "deno.json"),
-      import.meta.filename!,
-      RELAY_FLAG,
-      upstreamUrl,
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let output = "";
-  while (!output.includes("\n")) {
-    const { done, value } = await lines.read();
-    if (done) throw new Error("the relay process exited before it listened");
-    output += value;
-  }
-  lines.releaseLock();
-  return {
-    url: output.trim(),
-    async stop() {
-      child.kill("SIGTERM");
-      await child.status;
-      await child.stdout.cancel().catch(() => {});
-    },
-  };
+function startRelay(upstreamUrl: string): Promise<Relay> {
+  return spawnBenchProcess(RELAY_FLAG, upstreamUrl);
 }
 
 /** Per chat frame: one streaming fetch, each SSE content delta out as a `token` frame. */
