@@ -49,25 +49,22 @@ function isObject(value: Json): value is { [key: string]: Json | undefined } {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+/**
+ * The caller's own grants, through `public.my_permissions()`: the one definition of that
+ * SELECT (security invoker, so RLS decides), with its plan cached per connection.
+ * Parameter-free, so it goes out as one simple-protocol message.
+ */
+const MY_GRANTS = inlineSql`select g.tool, g.approval_mode, g.constraints
+  from public.my_permissions() g`;
+
 /** The caller's own grants, read inside a transaction that already runs as him. */
-export function readGrants(tx: Tx): Promise<PermissionGrant[]> {
-  // The explicit owner filter only helps the (user_id, tool) index; RLS is what guards.
-  return tx<PermissionGrant[]>`
-    select p.tool, p.approval_mode, p.constraints
-    from public.permissions p
-    where p.user_id = (select auth.uid())`;
+export async function readGrants(tx: Tx): Promise<PermissionGrant[]> {
+  return [...await tx.unsafe<PermissionGrant[]>(MY_GRANTS.text)];
 }
 
-/**
- * The grants of the user the claims describe, read as that user in one round trip, through
- * `public.my_permissions()` (the same SELECT, with its plan cached in the connection).
- */
+/** The grants of the user the claims describe, read as that user in one round trip. */
 export function loadGrants(sql: Sql, claims: JwtClaims): Promise<PermissionGrant[]> {
-  return queryAsUser<PermissionGrant>(
-    sql,
-    claims,
-    inlineSql`select g.tool, g.approval_mode, g.constraints from public.my_permissions() g`,
-  );
+  return queryAsUser<PermissionGrant>(sql, claims, MY_GRANTS);
 }
 
 /** Reads the caller's grants, as `loadGrants` does. */
