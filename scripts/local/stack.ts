@@ -5,7 +5,7 @@
  * end-to-end tests start their own on free ports.
  */
 import { join } from "node:path";
-import { createTokenVerifier } from "../../supabase/functions/_shared/auth.ts";
+import { createTokenVerifier, type TokenVerifier } from "../../supabase/functions/_shared/auth.ts";
 import { connect } from "../../supabase/functions/_shared/db.ts";
 import { createAuthHandler } from "./auth_server.ts";
 import { createRealtimeHandler } from "./realtime/server.ts";
@@ -161,7 +161,9 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       await startWorker(config.name, config.entrypoint);
     }
 
-    let standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, jwks });
+    // One verifier (and one cache of verified tokens) for the gateway and every stand-in.
+    const verifier = createTokenVerifier({ jwks });
+    let standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, verifier });
     cleanups.push(() => standIns.close());
 
     const sockets = new ProxiedSockets();
@@ -169,7 +171,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       createGateway({
         functions: routes,
         verifyJwt,
-        verifier: createTokenVerifier({ jwks }),
+        verifier,
         auth: standIns.auth,
         realtime: standIns.realtime,
         rest: standIns.rest,
@@ -202,7 +204,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
         sockets.dropAll();
         await standIns.close(); // closes the Realtime sockets
         await stopGateway();
-        standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, jwks });
+        standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, verifier });
         handler = gatewayOver(standIns);
         gatewayStopped = undefined;
         server = serveGateway(port);
@@ -227,7 +229,7 @@ async function startStandIns(context: {
   dbUrl: string;
   signingKey: SigningKey;
   apiUrl: string;
-  jwks: ReturnType<typeof jwksOf>;
+  verifier: TokenVerifier;
 }): Promise<StandIns> {
   const authSql = connect(context.dbUrl, { max: 4 });
   const auth = createAuthHandler({
@@ -237,12 +239,12 @@ async function startStandIns(context: {
   });
   const realtime = await createRealtimeHandler({
     databaseUrl: context.dbUrl,
-    verifier: createTokenVerifier({ jwks: context.jwks }),
+    verifier: context.verifier,
   });
   const restSql = connect(context.dbUrl, { max: 4 });
   const rest = createRestHandler({
     sql: restSql,
-    verifier: createTokenVerifier({ jwks: context.jwks }),
+    verifier: context.verifier,
   });
   return {
     auth,
