@@ -1,10 +1,11 @@
 /**
  * The agent's tables and SQL functions (migration 20261122000700_agent.sql): who may read and
  * write turn frames, connections and remembered approvals, the connection registry's
- * eviction under concurrency, marking dead isolates' turns interrupted, and one turn per
- * user message. Every policy of the migration is exercised by an allowed case here.
+ * eviction under concurrency, marking dead isolates' turns interrupted, one turn per user
+ * message, and starting a turn in one call (20261122000800_agent_start_turn.sql). Every policy of the migration is exercised by an allowed case here.
  */
 import assert from "node:assert/strict";
+import { startTurn, type TurnStart } from "../functions/_shared/agent/turn_store.ts";
 import type { Sql } from "../functions/_shared/db.ts";
 import {
   appendMessages,
@@ -154,6 +155,9 @@ Deno.test("users cannot write turn frames or connections", async () => {
              'x', 1000)`,
         (tx: Parameters<Parameters<typeof as>[2]>[0]) =>
           tx`select * from public.agent_interrupt_stale_turns(${alice.id}, 1000)`,
+        (tx: Parameters<Parameters<typeof as>[2]>[0]) =>
+          tx`select public.agent_start_turn(${crypto.randomUUID()}, ${crypto.randomUUID()},
+             null, '[]', 'x', 'm', 1, null)`,
       ]
     ) {
       assert.equal(await sqlState(as(sql, alice, call)), "42501");
@@ -309,6 +313,99 @@ Deno.test("a user message is answered by at most one turn", async () => {
       ),
       "23505",
     );
+  } finally {
+    await sql.end();
+  }
+});
+
+Deno.test("agent_start_turn stores reservation, messages and turn as one; the messages as the user", async () => {
+  const sql = connectTestDatabase();
+  try {
+    const alice = await createUser(sql, "start-alice");
+    const bob = await createUser(sql, "start-bob");
+    const chat = (overrides: Partial<TurnStart> = {}): TurnStart => {
+      const turnId = crypto.randomUUID();
+      return {
+        turnId,
+        sessionId: crypto.randomUUID(),
+        title: "a title",
+        messages: [
+          { id: crypto.randomUUID(), role: "user", content: "hello", turn_id: turnId },
+          {
+            id: crypto.randomUUID(),
+            role: "assistant",
+            content: "",
+            status: "streaming",
+            turn_id: turnId,
+          },
+        ],
+        owner: "isolate-test",
+        model: "m",
+        reservedTokens: 500,
+        ...overrides,
+      };
+    };
+    const dayTokens = async (user: TestUser) =>
+      Number(
+        (await sql`select day_tokens from public.user_limits
+                        where user_id = ${user.id}`)[0].day_tokens,
+      );
+
+    const start = chat();
+    const started = await startTurn(sql, alice.claims, start);
+    assert.equal(started.kind, "started");
+    assert.ok(started.kind === "started");
+    const rows = await sql`select h.id, h.user_id, h.role::text as role, h.turn_id, s.title
+                           from public.chat_history h join public.chat_sessions s
+                             on s.id = h.session_id
+                           where h.session_id = ${start.sessionId} order by h.seq`;
+    assert.deepEqual(rows.map((r) => [r.user_id, r.role, r.turn_id, r.title]), [
+      [alice.id, "user", start.turnId, "a title"],
+      [alice.id, "assistant", start.turnId, "a title"],
+    ]);
+    const [turn] = await sql`select user_id, user_message_id, assistant_message_id,
+                               reserved_tokens, state::text as state
+                             from public.agent_turns where id = ${start.turnId}`;
+    assert.deepEqual(
+      [turn.user_id, turn.user_message_id, turn.assistant_message_id, turn.reserved_tokens],
+      [alice.id, rows[0].id, rows[1].id, 500],
+    );
+    assert.deepEqual(
+      [started.userRowId, started.assistantRowId, turn.state],
+      [rows[0].id, rows[1].id, "running"],
+    );
+    assert.equal(await dayTokens(alice), 500);
+
+    // The same chat again: its turn exists, so it is followed and the reservation given back.
+    assert.deepEqual(
+      await startTurn(sql, alice.claims, { ...start, turnId: crypto.randomUUID() }),
+      {
+        kind: "exists",
+        turnId: start.turnId,
+      },
+    );
+    assert.equal(await dayTokens(alice), 500);
+
+    // Bob's session is not Alice's to write to: RLS hides it (AG404), and nothing stays behind,
+    // not even the reservation.
+    const bobs = chat();
+    assert.equal((await startTurn(sql, bob.claims, bobs)).kind, "started");
+    const intruder = chat({ sessionId: bobs.sessionId, title: null });
+    assert.equal(await sqlState(startTurn(sql, alice.claims, intruder)), "AG404");
+    assert.equal(await dayTokens(alice), 500);
+    const [{ n }] = await sql`select count(*)::int as n from public.agent_turns
+                              where id = ${intruder.turnId}`;
+    assert.equal(n, 0);
+
+    // A refused reservation stores nothing.
+    const greedy = chat({ reservedTokens: 10_000_000 });
+    assert.deepEqual(await startTurn(sql, alice.claims, greedy), {
+      kind: "refused",
+      reason: "exceeds_capacity",
+    });
+    const [{ stored }] = await sql`select count(*)::int as stored from public.chat_sessions
+                                   where id = ${greedy.sessionId}`;
+    assert.equal(stored, 0);
   } finally {
     await sql.end();
   }

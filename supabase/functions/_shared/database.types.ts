@@ -446,6 +446,19 @@ export type Database = {
           "max_connections": number;
         }[];
       };
+      "agent_start_turn": {
+        Args: {
+          "p_messages": Json;
+          "p_model": string;
+          "p_owner": string;
+          "p_reserved_tokens": number;
+          "p_session_id": string;
+          "p_stale_ms": number;
+          "p_title": string;
+          "p_turn_id": string;
+        };
+        Returns: Json;
+      };
       "append_messages": {
         Args: { "p_messages": Json; "p_session_id": string; "p_title"?: string };
         Returns: {

@@ -42,7 +42,7 @@ export function asUser<T>(sql: Sql, claims: JwtClaims, work: (tx: Tx) => Promise
   return sql.begin(async (tx) => {
     // Literal settings go out in one round trip; as a parameterised statement postgres.js
     // would first ask the server for its parameter types (prepare: false), costing two.
-    await tx.unsafe(requestSettings(claims));
+    await tx.unsafe(requestSettings(claims.role, claims));
     return await work(tx);
   }) as Promise<T>;
 }
@@ -59,16 +59,12 @@ export function asServiceRole<T>(sql: Sql, work: (tx: Tx) => Promise<T>): Promis
  * scoping as `asUser`, so RLS decides; for hot paths with a single statement, which must be
  * parameter-free (`inlineSql` writes the values in).
  */
-export async function queryAsUser<T extends object = Record<string, unknown>>(
+export function queryAsUser<T extends object = Record<string, unknown>>(
   sql: Sql,
   claims: JwtClaims,
   statement: InlineSql,
 ): Promise<T[]> {
-  const response = await sql.unsafe(`${requestSettings(claims)};\n${statement.text}`);
-  // postgres.js answers a message whose statements returned several row sets with an array of
-  // them (rows themselves are objects), and with the one result otherwise.
-  const last = Array.isArray(response[0]) ? response.at(-1) : response;
-  return [...(last ?? [])] as T[];
+  return queryWithSettings<T>(sql, claims.role, claims, statement);
 }
 
 /** `queryAsUser` as service_role: RLS bypassed. Use only where the user must not decide. */
@@ -79,10 +75,36 @@ export function queryAsServiceRole<T extends object = Record<string, unknown>>(
   return queryAsUser<T>(sql, SERVICE_ROLE_CLAIMS, statement);
 }
 
+/**
+ * One statement as service_role with the user's claims set, so `auth.uid()` is the user: for
+ * a function that acts for him beyond what RLS lets him do (it may still switch to
+ * `authenticated` for the parts that are his to decide, as `agent_start_turn` does).
+ */
+export function queryAsServiceRoleFor<T extends object = Record<string, unknown>>(
+  sql: Sql,
+  claims: JwtClaims,
+  statement: InlineSql,
+): Promise<T[]> {
+  return queryWithSettings<T>(sql, SERVICE_ROLE_CLAIMS.role, claims, statement);
+}
+
+async function queryWithSettings<T extends object>(
+  sql: Sql,
+  role: string,
+  claims: JwtClaims,
+  statement: InlineSql,
+): Promise<T[]> {
+  const response = await sql.unsafe(`${requestSettings(role, claims)};\n${statement.text}`);
+  // postgres.js answers a message whose statements returned several row sets with an array of
+  // them (rows themselves are objects), and with the one result otherwise.
+  const last = Array.isArray(response[0]) ? response.at(-1) : response;
+  return [...(last ?? [])] as T[];
+}
+
 const SERVICE_ROLE_CLAIMS: JwtClaims = { role: "service_role" };
 
 /** What PostgREST sets for a request, transaction-locally. */
-function requestSettings(claims: JwtClaims): string {
-  return `set local role ${sqlLiteral(claims.role)};\n` +
+function requestSettings(role: string, claims: JwtClaims): string {
+  return `set local role ${sqlLiteral(role)};\n` +
     `set local request.jwt.claims = ${sqlLiteral(JSON.stringify(claims))}`;
 }

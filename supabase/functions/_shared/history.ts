@@ -146,7 +146,8 @@ const INVALID_INPUT_STATES = new Set([
   "22021", // character not in repertoire
 ]);
 
-function errorFromDatabase(error: unknown): HistoryError | undefined {
+/** An error of `append_messages` (or of the rows' checks) as a value; undefined for others. */
+export function errorFromDatabase(error: unknown): HistoryError | undefined {
   if (!(error instanceof postgres.PostgresError)) return undefined;
   if (error.code === "AG404") {
     return { ok: false, code: "not_found", message: "No such session" };
@@ -165,7 +166,8 @@ function errorFromDatabase(error: unknown): HistoryError | undefined {
   return undefined;
 }
 
-function isConflict(error: unknown): boolean {
+/** `append_messages` found a client id of the batch already used (AG409). */
+export function isConflict(error: unknown): boolean {
   return error instanceof postgres.PostgresError && error.code === "AG409";
 }
 
@@ -185,7 +187,7 @@ const RACED_CONSTRAINTS = new Set([
  * that attempt committed. Deadlocks belong here too: two attempts inserting the same keys into
  * two unique indexes can wait for each other, and Postgres breaks the cycle by failing one.
  */
-function isRace(error: unknown): boolean {
+export function isRace(error: unknown): boolean {
   if (!(error instanceof postgres.PostgresError)) return false;
   if (error.code === "40P01") return true;
   return error.code === "23505" && RACED_CONSTRAINTS.has(error.constraint_name ?? "");
@@ -254,7 +256,7 @@ export async function appendMessages(
   if (!parsed.ok) return parsed;
   const { session_id: requestedSession, title, messages } = parsed.value;
   const clientIds = messages.map((m) => m.id);
-  const rows = messages.map(withoutNulls);
+  const rows = messages.map(appendRow);
 
   const earlierSession = () => sessionOfEarlierAttempt(tx, clientIds);
   let sessionId = requestedSession ?? await earlierSession() ?? crypto.randomUUID();
@@ -281,11 +283,14 @@ export async function appendMessages(
   }
 }
 
+/** A validated message as `public.append_messages` takes it (an element of its array). */
+export type AppendRow = Record<string, unknown>;
+
 /**
  * `append_messages` reads fields with `->`, which turns a JSON null into the jsonb value
  * `null` rather than SQL NULL (and `tool_calls` must be an array or NULL): absent it is.
  */
-function withoutNulls(message: NewMessage): Record<string, unknown> {
+export function appendRow(message: NewMessage): AppendRow {
   return Object.fromEntries(Object.entries(message).filter(([, value]) => value != null));
 }
 

@@ -7,7 +7,7 @@
  * then cannot hand one user another's grants.
  */
 import type { Database, Json } from "./database.types.ts";
-import { type JwtClaims, queryAsUser, type Sql, type Tx } from "./db.ts";
+import { type JwtClaims, queryAsUser, type Sql } from "./db.ts";
 import { inlineSql } from "./inline_sql.ts";
 
 export type ApprovalMode = Database["public"]["Enums"]["approval_mode"];
@@ -54,13 +54,8 @@ function isObject(value: Json): value is { [key: string]: Json | undefined } {
  * SELECT (security invoker, so RLS decides), with its plan cached per connection.
  * Parameter-free, so it goes out as one simple-protocol message.
  */
-const MY_GRANTS = inlineSql`select g.tool, g.approval_mode, g.constraints
+export const MY_GRANTS = inlineSql`select g.tool, g.approval_mode, g.constraints
   from public.my_permissions() g`;
-
-/** The caller's own grants, read inside a transaction that already runs as him. */
-export async function readGrants(tx: Tx): Promise<PermissionGrant[]> {
-  return [...await tx.unsafe<PermissionGrant[]>(MY_GRANTS.text)];
-}
 
 /** The grants of the user the claims describe, read as that user in one round trip. */
 export function loadGrants(sql: Sql, claims: JwtClaims): Promise<PermissionGrant[]> {

@@ -1,52 +1,39 @@
 /**
- * A `chat` frame, up to the running turn, in two transactions:
+ * A `chat` frame, up to the running turn, in two round trips:
  *
- * 1. As the user: find an earlier attempt of the same chat (same client id → follow that
- *    turn, start nothing), read his grants and the session's history; then as service_role:
- *    mark dead isolates' turns in the session interrupted and reserve the token quota.
- * 2. As the user: store the user message with its (still empty, `streaming`) assistant
- *    message; then as service_role: store the turn. Message and turn commit together.
+ * 1. Read as the user (`readChatContext`): an earlier attempt of the same chat (same client
+ *    id → follow its turn, start nothing), his grants and the session's recent history.
+ * 2. Start the turn (`startTurn`, one transaction): interrupt the session's turns of dead
+ *    isolates, reserve the token quota, store the user message with its (still empty,
+ *    `streaming`) answer, store the turn. A refused or failed start leaves nothing behind,
+ *    so such a chat can simply be sent again later.
  *
- * The user message is stored only once the quota admitted it, so a refused chat leaves
- * nothing behind and can simply be sent again later. Concurrent attempts of one chat end
- * with one turn: the others give their reservation back and follow it.
+ * Concurrent attempts of one chat end with one turn: an attempt that loses the race to store
+ * the messages reads again and follows the winner's turn.
  */
 import type { ChatFrame } from "../agent_protocol.ts";
-import { asServiceRole, asUser } from "../db.ts";
-import { appendMessages, type HistoryError } from "../history.ts";
-import type { ChatMessage, ToolDefinition as LlmToolDefinition } from "../llm_client.ts";
-import { type PermissionGrant, readGrants } from "../permissions.ts";
+import { type JwtClaims, queryAsUser, type Sql } from "../db.ts";
+import {
+  appendRow,
+  errorFromDatabase,
+  type HistoryError,
+  isConflict,
+  isRace,
+  parseAppendInput,
+} from "../history.ts";
+import { inlineSql } from "../inline_sql.ts";
+import { MY_GRANTS, type PermissionGrant } from "../permissions.ts";
 import type { AgentConnection } from "./connection.ts";
-import { type QuotaDecision, reservationTokens, reserveQuota, settleQuota } from "./limits.ts";
+import { reservationTokens } from "./limits.ts";
 import { LiveTurn } from "./live_turn.ts";
-import { buildMessages, loadHistory } from "./prompt.ts";
+import { buildMessages, historyQuery, type HistoryRow } from "./prompt.ts";
 import { followTurn } from "./resume.ts";
 import { llmToolDefinitions, offeredTools } from "./tools.ts";
-import {
-  becomeServiceRole,
-  findMessage,
-  insertTurn,
-  interruptStaleTurns,
-  type MessageTurn,
-} from "./turn_store.ts";
+import { type MessageTurn, messageTurnQuery, startTurn } from "./turn_store.ts";
 
 const TITLE_CHARACTERS = 80;
-
-/** What the first transaction decided. */
-type Preparation =
-  | { kind: "retry"; turnId: string }
-  | { kind: "conflict" }
-  | {
-    kind: "reserved";
-    quota: QuotaDecision;
-    existing: MessageTurn | undefined;
-    sessionId: string;
-    continuing: boolean;
-    grants: PermissionGrant[];
-    messages: ChatMessage[];
-    llmTools: LlmToolDefinition[];
-    reserved: number;
-  };
+/** How often a chat that lost a race to a concurrent attempt of itself reads again. */
+const RACE_RETRIES = 3;
 
 export async function handleChat(connection: AgentConnection, frame: ChatFrame): Promise<void> {
   const { runtime, user } = connection;
@@ -64,161 +51,158 @@ export async function handleChat(connection: AgentConnection, frame: ChatFrame):
   }
 
   const assistantId = await assistantMessageIdFor(frame.id);
-  const prepared = await asUser(sql, user.claims, async (tx): Promise<Preparation> => {
-    const [existing, grants] = await Promise.all([findMessage(tx, frame.id), readGrants(tx)]);
+  const model = frame.model ?? llm.model;
+  for (let attempt = 0;; attempt++) {
+    const context = await readChatContext(sql, user.claims, {
+      chatId: frame.id,
+      sessionId: frame.session_id,
+      historyMessages: config.historyMessages,
+      exclude: [frame.id, assistantId],
+    });
+    const { existing } = context;
     if (existing) {
       if (
         existing.role !== "user" || (frame.session_id && frame.session_id !== existing.sessionId)
       ) {
-        return { kind: "conflict" };
+        return connection.sendError({
+          code: "conflict",
+          message: "This message id is already used by another message",
+          retryable: false,
+          ref: frame.id,
+        });
       }
       // A retry of a chat that already started its turn.
-      if (existing.hasTurn && existing.turnId) return { kind: "retry", turnId: existing.turnId };
+      if (existing.hasTurn && existing.turnId) {
+        return await followTurn(connection, existing.turnId, 0);
+      }
     }
+
     const sessionId = existing?.sessionId ?? frame.session_id ?? crypto.randomUUID();
     const continuing = existing !== undefined || frame.session_id !== undefined;
-    const history = continuing
-      ? await loadHistory(tx, sessionId, config.historyMessages, [frame.id, assistantId])
-      : [];
-    const messages = buildMessages(config.systemPrompt, history, frame.content);
-    const llmTools = llmToolDefinitions(offeredTools(registry, grants, frame.tools));
+    const messages = buildMessages(config.systemPrompt, context.history, frame.content);
+    const llmTools = llmToolDefinitions(offeredTools(registry, context.grants, frame.tools));
     const reserved = reservationTokens(messages, llmTools, config.maxCompletionTokens);
-
-    // Issued together: postgres.js sends a transaction's statements in order, in one write,
-    // so the role changes before the next two run, and all three cost one round trip.
-    const [, , quota] = await Promise.all([
-      becomeServiceRole(tx),
-      continuing
-        ? interruptStaleTurns(tx, user.id, config.staleAfterMs, { sessionId })
-        : Promise.resolve([]),
-      reserveQuota(tx, user.id, reserved),
-    ]);
-    return {
-      kind: "reserved",
-      quota,
-      existing,
-      sessionId,
-      continuing,
-      grants,
-      messages,
-      llmTools,
-      reserved,
-    };
-  });
-
-  if (prepared.kind === "retry") return await followTurn(connection, prepared.turnId, 0);
-  if (prepared.kind === "conflict") {
-    return connection.sendError({
-      code: "conflict",
-      message: "This message id is already used by another message",
-      retryable: false,
-      ref: frame.id,
-    });
-  }
-  const { quota, reserved, continuing } = prepared;
-  if (!quota.allowed) {
-    return connection.sendError({
-      code: "rate_limited",
-      reason: quota.reason,
-      message: quotaMessage(quota.reason, reserved),
-      retryable: quota.reason !== "exceeds_capacity",
-      ref: frame.id,
-      ...(quota.retryAfterMs === undefined ? {} : { retry_after_ms: quota.retryAfterMs }),
-    });
-  }
-
-  const model = frame.model ?? llm.model;
-  const proposedTurnId = prepared.existing?.turnId ?? crypto.randomUUID();
-  const refund = [{ userId: user.id, reservedTokens: reserved, usedTokens: 0, costUsd: 0 }];
-  let stored;
-  try {
-    stored = await asUser(sql, user.claims, async (tx) => {
-      const appended = await appendMessages(tx, {
-        // A new chat names no session: concurrent attempts of it then share the session the
-        // first one creates, instead of failing on each other's message ids.
-        ...(continuing ? { session_id: prepared.sessionId } : {}),
-        title: continuing ? null : titleOf(frame.content),
-        messages: [
-          { id: frame.id, role: "user", content: frame.content, turn_id: proposedTurnId },
-          {
-            id: assistantId,
-            role: "assistant",
-            content: "",
-            status: "streaming",
-            model,
-            turn_id: proposedTurnId,
-          },
-        ],
-      });
-      if (!appended.ok) {
-        await Promise.all([becomeServiceRole(tx), settleQuota(tx, refund)]);
-        return { ok: false as const, error: appended };
-      }
-      const [userRow, assistantRow] = appended.value.messages;
-      // Stored meanwhile by a concurrent attempt of this chat: its turn id is the one to use.
-      const turnId = userRow.inserted
-        ? proposedTurnId
-        : (await findMessage(tx, frame.id))?.turnId ?? proposedTurnId;
-      const [, created] = await Promise.all([
-        becomeServiceRole(tx),
-        insertTurn(tx, {
-          turnId,
-          userId: user.id,
-          sessionId: appended.value.session_id,
-          userRowId: userRow.row_id,
-          assistantRowId: assistantRow.row_id,
-          owner: runtime.isolateId,
+    const proposedTurnId = existing?.turnId ?? crypto.randomUUID();
+    const input = parseAppendInput({
+      session_id: sessionId,
+      title: continuing ? null : titleOf(frame.content),
+      messages: [
+        { id: frame.id, role: "user", content: frame.content, turn_id: proposedTurnId },
+        {
+          id: assistantId,
+          role: "assistant",
+          content: "",
+          status: "streaming",
           model,
-          reservedTokens: reserved,
-        }),
-      ]);
-      if (!created) await settleQuota(tx, refund);
-      return {
-        ok: true as const,
-        created,
-        turnId,
-        sessionId: appended.value.session_id,
-        assistantRowId: assistantRow.row_id,
-      };
+          turn_id: proposedTurnId,
+        },
+      ],
     });
-  } catch (error) {
-    // Nothing of this chat was stored: its reservation goes back before the error surfaces.
-    await asServiceRole(sql, (tx) => settleQuota(tx, refund));
-    throw error;
-  }
-  if (!stored.ok) return refuseStorage(connection, frame.id, stored.error);
-  if (!stored.created) return await followTurn(connection, stored.turnId, 0);
+    if (!input.ok) return refuseStorage(connection, frame.id, input);
 
-  const turn = new LiveTurn({
-    turnId: stored.turnId,
-    userId: user.id,
-    sessionId: stored.sessionId,
-    assistantRowId: stored.assistantRowId,
-    assistantMessageId: assistantId,
-    userMessageId: frame.id,
-    model,
-    reservedTokens: reserved,
-  });
-  turn.emit({
-    type: "start",
-    session_id: stored.sessionId,
-    message_id: assistantId,
-    user_message_id: frame.id,
-    model,
-  });
-  const unsubscribe = turn.subscribe(0, (frame) => connection.send(frame));
-  connection.follow(turn.turnId, unsubscribe);
-  void runtime.launch(turn, {
+    let started;
+    try {
+      started = await startTurn(sql, user.claims, {
+        turnId: proposedTurnId,
+        sessionId,
+        title: input.value.title ?? null,
+        messages: [appendRow(input.value.messages[0]), appendRow(input.value.messages[1])],
+        owner: runtime.isolateId,
+        model,
+        reservedTokens: reserved,
+        ...(continuing ? { staleAfterMs: config.staleAfterMs } : {}),
+      });
+    } catch (error) {
+      // A new chat names no session, so concurrent attempts of it each create one; the losers
+      // find the winner's message in its session (AG409) and follow its turn on the next read.
+      const lostRace = isRace(error) || (!continuing && isConflict(error));
+      if (attempt < RACE_RETRIES && lostRace) continue;
+      const refusal = errorFromDatabase(error);
+      if (refusal) return refuseStorage(connection, frame.id, refusal);
+      throw error;
+    }
+    if (started.kind === "refused") {
+      return connection.sendError({
+        code: "rate_limited",
+        reason: started.reason,
+        message: quotaMessage(started.reason, reserved),
+        retryable: started.reason !== "exceeds_capacity",
+        ref: frame.id,
+        ...(started.retryAfterMs === undefined ? {} : { retry_after_ms: started.retryAfterMs }),
+      });
+    }
+    if (started.kind === "exists") return await followTurn(connection, started.turnId, 0);
+
+    const turn = new LiveTurn({
+      turnId: started.turnId,
+      userId: user.id,
+      sessionId: started.sessionId,
+      assistantRowId: started.assistantRowId,
+      assistantMessageId: assistantId,
+      userMessageId: frame.id,
+      model,
+      reservedTokens: reserved,
+    });
+    turn.emit({
+      type: "start",
+      session_id: started.sessionId,
+      message_id: assistantId,
+      user_message_id: frame.id,
+      model,
+    });
+    const unsubscribe = turn.subscribe(0, (frame) => connection.send(frame));
+    connection.follow(turn.turnId, unsubscribe);
+    void runtime.launch(turn, {
+      sql,
+      claims: user.claims,
+      recordUsage: runtime.recordUsage,
+      llm,
+      config,
+      registry,
+      llmTools,
+      grants: context.grants,
+      approvals: runtime.approvals,
+      messages,
+    }).finally(() => connection.unfollow(turn.turnId, unsubscribe));
+    return;
+  }
+}
+
+/** What a chat needs to know before it can start its turn. */
+interface ChatContext {
+  /** The user's message with the chat's client id, stored by an earlier attempt. */
+  existing: MessageTurn | undefined;
+  grants: PermissionGrant[];
+  /** The session's recent messages, oldest first (none for a new session). */
+  history: HistoryRow[];
+}
+
+/** Reads a chat's context as the user, in one statement (one round trip). */
+async function readChatContext(
+  sql: Sql,
+  claims: JwtClaims,
+  request: { chatId: string; sessionId?: string; historyMessages: number; exclude: string[] },
+): Promise<ChatContext> {
+  // The session is the earlier attempt's, else the one the chat names.
+  const session = inlineSql`coalesce((select f."sessionId" from found f), ${
+    request.sessionId ?? null
+  }::uuid)`;
+  const history = request.historyMessages > 0
+    ? inlineSql`(select coalesce(jsonb_agg(to_jsonb(h) - 'seq' order by h.seq), '[]')
+        from (${historyQuery(session, request.historyMessages, request.exclude)}) h)`
+    : inlineSql`'[]'::jsonb`;
+  const [row] = await queryAsUser<
+    { existing: MessageTurn | null; grants: PermissionGrant[]; history: HistoryRow[] }
+  >(
     sql,
-    claims: user.claims,
-    llm,
-    config,
-    registry,
-    llmTools: prepared.llmTools,
-    grants: prepared.grants,
-    approvals: runtime.approvals,
-    messages: prepared.messages,
-  }).finally(() => connection.unfollow(turn.turnId, unsubscribe));
+    claims,
+    inlineSql`
+      with found as (${messageTurnQuery(request.chatId)})
+      select (select to_jsonb(f) from found f) as existing,
+             (select coalesce(jsonb_agg(g), '[]') from (${MY_GRANTS}) g) as grants,
+             ${history} as history`,
+  );
+  return { existing: row.existing ?? undefined, grants: row.grants, history: row.history };
 }
 
 /**

@@ -5,10 +5,10 @@
  * the text.
  */
 import type { Json } from "../database.types.ts";
-import type { Tx } from "../db.ts";
+import type { InlineSql } from "../inline_sql.ts";
 import type { ChatMessage } from "../llm_client.ts";
 import type { StoredToolCall } from "./live_turn.ts";
-import { inlineSql, jsonText, run } from "./sql.ts";
+import { inlineSql, jsonText } from "./sql.ts";
 
 /** Older messages are dropped first once the history passes this many characters. */
 const MAX_HISTORY_CHARACTERS = 200_000;
@@ -20,26 +20,23 @@ export interface HistoryRow {
   tool_calls: Json | null;
 }
 
-/** The last `limit` messages of the session, oldest first, without the given client ids. */
-export async function loadHistory(
-  tx: Tx,
-  sessionId: string,
+/**
+ * The last `limit` messages of the session (`HistoryRow`s plus their `seq`), newest first,
+ * without the given client ids; read as the user. `sessionId` may be an expression.
+ */
+export function historyQuery(
+  sessionId: InlineSql,
   limit: number,
   exclude: readonly string[],
-): Promise<HistoryRow[]> {
-  if (limit === 0) return [];
-  const rows = await run<HistoryRow>(
-    tx,
-    inlineSql`
-      select h.client_id, h.role, h.content, h.tool_calls
+): InlineSql {
+  return inlineSql`
+      select h.client_id, h.role, h.content, h.tool_calls, h.seq
       from public.chat_history h
-      where h.session_id = ${sessionId}::uuid and h.role in ('user', 'assistant')
+      where h.session_id = ${sessionId} and h.role in ('user', 'assistant')
         and h.client_id not in (
           select jsonb_array_elements_text(${jsonText(exclude)}::jsonb)::uuid)
       order by h.seq desc
-      limit ${limit}`,
-  );
-  return rows.reverse();
+      limit ${limit}`;
 }
 
 export function buildMessages(

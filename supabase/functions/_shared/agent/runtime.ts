@@ -9,6 +9,7 @@
 import type { TokenVerifier } from "../auth.ts";
 import { asServiceRole, type Sql } from "../db.ts";
 import type { ToolDefinition } from "../tools/registry.ts";
+import { createUsageWriter, type UsageWriter } from "../usage.ts";
 import type { ApproveFrame } from "../agent_protocol.ts";
 import { answerRemotely, PendingApprovals } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
@@ -59,6 +60,8 @@ export class AgentRuntime {
   readonly sockets = new Set<ConnectionHandle>();
   readonly approvals = new PendingApprovals();
   readonly flusher: Flusher;
+  /** Usage rows of turns that end together go out in one insert. */
+  readonly recordUsage: UsageWriter;
   readonly #tasks = new Set<Promise<unknown>>();
   /** The running turns' promises (a subset of `#tasks`): shutdown waits for them first. */
   readonly #runs = new Set<Promise<void>>();
@@ -67,6 +70,7 @@ export class AgentRuntime {
   #closed = false;
 
   constructor(readonly deps: RuntimeDependencies) {
+    this.recordUsage = createUsageWriter(deps.sql);
     this.flusher = new Flusher(
       deps.flushSql ?? deps.sql,
       this.isolateId,

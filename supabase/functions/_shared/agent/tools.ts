@@ -15,7 +15,7 @@ import {
   resolvePermission,
 } from "../permissions.ts";
 import type { ToolDefinition, ToolResult } from "../tools/registry.ts";
-import { recordUsage, type UsageStatus } from "../usage.ts";
+import type { UsageStatus, UsageWriter } from "../usage.ts";
 import {
   approvedForSession,
   awaitApproval,
@@ -61,6 +61,8 @@ export function llmToolDefinitions(
 export interface ToolCallContext {
   sql: Sql;
   claims: JwtClaims;
+  /** Where the call's usage row goes (the runtime's batched writer). */
+  recordUsage: UsageWriter;
   turn: LiveTurn;
   registry: readonly ToolDefinition[];
   /** The user's grants; "always" approvals update this copy too. */
@@ -118,7 +120,7 @@ export async function executeToolCall(
     is_error: isError,
   });
   try {
-    await recordUsage(context.sql, {
+    await context.recordUsage({
       user_id: turn.userId,
       session_id: turn.sessionId,
       turn_id: turn.turnId,

@@ -16,7 +16,7 @@ import {
 } from "../llm_client.ts";
 import type { PermissionGrant } from "../permissions.ts";
 import type { ToolDefinition } from "../tools/registry.ts";
-import { recordUsage, type UsageStatus } from "../usage.ts";
+import type { UsageStatus, UsageWriter } from "../usage.ts";
 import type { PendingApprovals } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
 import { errorFrame, type LiveTurn, type TurnOutcome } from "./live_turn.ts";
@@ -29,6 +29,8 @@ export interface LlmSettings extends LlmConfig {
 export interface TurnDependencies {
   sql: Sql;
   claims: JwtClaims;
+  /** Where usage rows go: one per LLM call and per tool call. */
+  recordUsage: UsageWriter;
   llm: LlmSettings;
   config: AgentConfig;
   registry: readonly ToolDefinition[];
@@ -87,6 +89,7 @@ export async function runTurn(
         const outcome = await executeToolCall({
           sql: deps.sql,
           claims: deps.claims,
+          recordUsage: deps.recordUsage,
           turn,
           registry: deps.registry,
           grants: deps.grants,
@@ -174,7 +177,7 @@ async function streamStep(
     ? (result.error.code === "aborted" ? "cancelled" : "error")
     : "ok";
   try {
-    await recordUsage(deps.sql, {
+    await deps.recordUsage({
       user_id: turn.userId,
       session_id: turn.sessionId,
       turn_id: turn.turnId,

@@ -11,7 +11,15 @@
  */
 import type { TurnFrame } from "../agent_protocol.ts";
 import type { Database, Json } from "../database.types.ts";
-import { queryAsServiceRole, type Sql, type Tx } from "../db.ts";
+import {
+  type JwtClaims,
+  queryAsServiceRole,
+  queryAsServiceRoleFor,
+  type Sql,
+  type Tx,
+} from "../db.ts";
+import type { AppendRow } from "../history.ts";
+import type { InlineSql } from "../inline_sql.ts";
 import { type Settlement, settlementStatement } from "./limits.ts";
 import type { FlushEntry, TurnState } from "./live_turn.ts";
 import { inlineSql, jsonText, run } from "./sql.ts";
@@ -24,36 +32,87 @@ export type StoredTurn =
   & Pick<TurnRow, "error">
   & { stale: boolean };
 
-export interface NewTurn {
+/** What `startTurn` stores: a chat's two messages and its turn. */
+export interface TurnStart {
+  /** The turn's id, unless its user message was stored before with another. */
   turnId: string;
-  userId: string;
   sessionId: string;
-  userRowId: string;
-  assistantRowId: string;
+  /** Set for a new session. */
+  title: string | null;
+  /** The user message and its empty, streaming answer, validated (`appendRow`). */
+  messages: readonly [AppendRow, AppendRow];
+  /** The isolate that runs the turn. */
   owner: string;
   model: string;
   reservedTokens: number;
+  /** Set when continuing a session: its turns of dead isolates are marked interrupted first. */
+  staleAfterMs?: number;
 }
 
+export type TurnStartOutcome =
+  | { kind: "refused"; reason: string; retryAfterMs?: number }
+  /** A concurrent attempt of the same chat started the turn; follow it. */
+  | { kind: "exists"; turnId: string }
+  | {
+    kind: "started";
+    turnId: string;
+    sessionId: string;
+    /** `chat_history.id` of the two messages. */
+    userRowId: string;
+    assistantRowId: string;
+  };
+
 /**
- * Inserts the turn unless one already answers this user message (a concurrent retry of the
- * same chat). Returns true when this call created it, and so must run it. `tx` runs as
- * service_role.
+ * Starts a turn in one round trip and one transaction (`public.agent_start_turn`): interrupts
+ * the session's dead turns, reserves the quota, stores the messages as the user and the turn.
+ * Throws the database's error when the messages cannot be stored (see `errorFromDatabase`)
+ * or a concurrent attempt of the same chat won a race (`isRace`: read again and retry).
  */
-export async function insertTurn(tx: Tx, turn: NewTurn): Promise<boolean> {
-  const rows = await run(
-    tx,
+export async function startTurn(
+  sql: Sql,
+  claims: JwtClaims,
+  start: TurnStart,
+): Promise<TurnStartOutcome> {
+  const [row] = await queryAsServiceRoleFor<{ outcome: StartRow }>(
+    sql,
+    claims,
     inlineSql`
-      insert into public.agent_turns (id, user_id, session_id, user_message_id,
-        assistant_message_id, owner, model, reserved_tokens)
-      values (${turn.turnId}::uuid, ${turn.userId}::uuid, ${turn.sessionId}::uuid,
-        ${turn.userRowId}::uuid, ${turn.assistantRowId}::uuid, ${turn.owner}, ${turn.model},
-        ${turn.reservedTokens})
-      on conflict do nothing
-      returning id`,
+      select public.agent_start_turn(${start.turnId}::uuid, ${start.sessionId}::uuid,
+        ${start.title}, ${jsonText(start.messages)}::jsonb, ${start.owner}, ${start.model},
+        ${start.reservedTokens}, ${start.staleAfterMs ?? null}::integer) as outcome`,
   );
-  return rows.length > 0;
+  const outcome = row.outcome;
+  switch (outcome.kind) {
+    case "refused":
+      return {
+        kind: "refused",
+        reason: outcome.reason ?? "quota",
+        ...(outcome.retry_after_ms == null ? {} : { retryAfterMs: outcome.retry_after_ms }),
+      };
+    case "exists":
+      return { kind: "exists", turnId: outcome.turn_id };
+    case "started":
+      return {
+        kind: "started",
+        turnId: outcome.turn_id,
+        sessionId: outcome.session_id,
+        userRowId: outcome.user_row_id,
+        assistantRowId: outcome.assistant_row_id,
+      };
+  }
 }
+
+/** What `agent_start_turn` returns. */
+type StartRow =
+  | { kind: "refused"; reason: string | null; retry_after_ms: number | null }
+  | { kind: "exists"; turn_id: string }
+  | {
+    kind: "started";
+    turn_id: string;
+    session_id: string;
+    user_row_id: string;
+    assistant_row_id: string;
+  };
 
 /** A turn of the caller's, or undefined (also for another user's turn: RLS hides it). */
 export async function loadTurn(
@@ -84,18 +143,17 @@ export interface MessageTurn {
   hasTurn: boolean;
 }
 
-/** The caller's message with this client id, and its turn if it has one. */
-export async function findMessage(tx: Tx, clientId: string): Promise<MessageTurn | undefined> {
-  const [row] = await run<MessageTurn>(
-    tx,
-    inlineSql`
+/**
+ * The caller's message with this client id and its turn if it has one (at most one row, a
+ * `MessageTurn`), read as the user.
+ */
+export function messageTurnQuery(clientId: string): InlineSql {
+  return inlineSql`
       select h.id as "rowId", h.session_id as "sessionId", h.role::text as role,
              coalesce(t.id, h.turn_id) as "turnId", t.id is not null as "hasTurn"
       from public.chat_history h
       left join public.agent_turns t on t.user_message_id = h.id
-      where h.user_id = (select auth.uid()) and h.client_id = ${clientId}::uuid`,
-  );
-  return row;
+      where h.user_id = (select auth.uid()) and h.client_id = ${clientId}::uuid`;
 }
 
 /** The stored frames of a turn after `afterSeq`, in order (read as the user). */
@@ -339,13 +397,4 @@ export async function interruptStaleTurns(
         ${scope.turnId ?? null}::uuid) s`,
   );
   return rows.map((row) => row.turn_id);
-}
-
-/**
- * Switches a transaction that runs as the user (`asUser`) to service_role for the rest of
- * it, so reading as the user and then writing what users must not write (quota, turns)
- * costs one transaction, not two.
- */
-export async function becomeServiceRole(tx: Tx): Promise<void> {
-  await tx.unsafe("set local role service_role");
 }
