@@ -53,12 +53,14 @@ export async function handleChat(connection: AgentConnection, frame: ChatFrame):
   const assistantId = await assistantMessageIdFor(frame.id);
   const model = frame.model ?? llm.model;
   for (let attempt = 0;; attempt++) {
-    const context = await readChatContext(sql, user.claims, {
-      chatId: frame.id,
-      sessionId: frame.session_id,
-      historyMessages: config.historyMessages,
-      exclude: [frame.id, assistantId],
-    });
+    const context = await runtime.turnStarts.run(() =>
+      readChatContext(sql, user.claims, {
+        chatId: frame.id,
+        sessionId: frame.session_id,
+        historyMessages: config.historyMessages,
+        exclude: [frame.id, assistantId],
+      })
+    );
     const { existing } = context;
     if (existing) {
       if (
@@ -102,16 +104,18 @@ export async function handleChat(connection: AgentConnection, frame: ChatFrame):
 
     let started;
     try {
-      started = await startTurn(sql, user.claims, {
-        turnId: proposedTurnId,
-        sessionId,
-        title: input.value.title ?? null,
-        messages: [appendRow(input.value.messages[0]), appendRow(input.value.messages[1])],
-        owner: runtime.isolateId,
-        model,
-        reservedTokens: reserved,
-        ...(continuing ? { staleAfterMs: config.staleAfterMs } : {}),
-      });
+      started = await runtime.turnStarts.run(() =>
+        startTurn(sql, user.claims, {
+          turnId: proposedTurnId,
+          sessionId,
+          title: input.value.title ?? null,
+          messages: [appendRow(input.value.messages[0]), appendRow(input.value.messages[1])],
+          owner: runtime.isolateId,
+          model,
+          reservedTokens: reserved,
+          ...(continuing ? { staleAfterMs: config.staleAfterMs } : {}),
+        })
+      );
     } catch (error) {
       // A new chat names no session, so concurrent attempts of it each create one; the losers
       // find the winner's message in its session (AG409) and follow its turn on the next read.

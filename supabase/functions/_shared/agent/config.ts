@@ -24,6 +24,12 @@ export interface AgentConfig {
   pollIntervalMs: number;
   /** `AGENT_HISTORY_MESSAGES`: earlier messages of the session sent to the model. */
   historyMessages: number;
+  /**
+   * `AGENT_START_CONCURRENCY`: turn starts (their two statements) an isolate runs at once. A
+   * burst of chats waits its turn rather than fill the database pool, and the database's
+   * cores, while running turns stream.
+   */
+  startConcurrency: number;
   /** `AGENT_SYSTEM_PROMPT`. */
   systemPrompt: string;
 }
@@ -41,6 +47,7 @@ export const DEFAULT_AGENT_CONFIG: AgentConfig = {
   staleAfterMs: 15_000,
   pollIntervalMs: 250,
   historyMessages: 40,
+  startConcurrency: 2,
   systemPrompt: DEFAULT_SYSTEM_PROMPT,
 };
 
@@ -77,6 +84,7 @@ const INTEGER_VARIABLES: [keyof AgentConfig, string, number][] = [
   ["staleAfterMs", "AGENT_STALE_AFTER_MS", 1],
   ["pollIntervalMs", "AGENT_POLL_MS", 1],
   ["historyMessages", "AGENT_HISTORY_MESSAGES", 0],
+  ["startConcurrency", "AGENT_START_CONCURRENCY", 1],
 ];
 
 /** The configuration from the function's environment; a malformed value is an error. */

@@ -19,12 +19,14 @@ Deno.test("the environment overrides, and the stale threshold follows the heartb
     AGENT_APPROVAL_TIMEOUT_MS: "250",
     AGENT_HEARTBEAT_MS: "200",
     AGENT_FLUSH_MS: "50",
+    AGENT_START_CONCURRENCY: "4",
     AGENT_SYSTEM_PROMPT: "Be brief.",
   }));
   assert.equal(config.maxSteps, 3);
   assert.equal(config.approvalTimeoutMs, 250);
   assert.equal(config.staleAfterMs, 600);
   assert.equal(config.flushIntervalMs, 50);
+  assert.equal(config.startConcurrency, 4);
   assert.equal(config.systemPrompt, "Be brief.");
 });
 
@@ -36,6 +38,10 @@ Deno.test("malformed or unsafe values are refused", () => {
   assert.throws(
     () => agentConfigFromEnv(env({ AGENT_POLL_MS: "fast" })),
     /AGENT_POLL_MS/,
+  );
+  assert.throws(
+    () => agentConfigFromEnv(env({ AGENT_START_CONCURRENCY: "0" })),
+    /AGENT_START_CONCURRENCY/,
   );
   assert.throws(() => agentConfig({ flushIntervalMs: 501 }), /at most 500/);
   assert.throws(

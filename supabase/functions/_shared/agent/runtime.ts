@@ -9,6 +9,7 @@
 import type { TokenVerifier } from "../auth.ts";
 import { asServiceRole, type Sql } from "../db.ts";
 import type { ToolDefinition } from "../tools/registry.ts";
+import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";
 import type { ApproveFrame } from "../agent_protocol.ts";
 import { answerRemotely, PendingApprovals } from "./approvals.ts";
@@ -62,6 +63,8 @@ export class AgentRuntime {
   readonly flusher: Flusher;
   /** Usage rows of turns that end together go out in one insert. */
   readonly recordUsage: UsageWriter;
+  /** Turn starts (a read and `agent_start_turn`) under way at once, at most. */
+  readonly turnStarts: ConcurrencyLimit;
   readonly #tasks = new Set<Promise<unknown>>();
   /** The running turns' promises (a subset of `#tasks`): shutdown waits for them first. */
   readonly #runs = new Set<Promise<void>>();
@@ -71,6 +74,7 @@ export class AgentRuntime {
 
   constructor(readonly deps: RuntimeDependencies) {
     this.recordUsage = createUsageWriter(deps.sql);
+    this.turnStarts = new ConcurrencyLimit(deps.config.startConcurrency);
     this.flusher = new Flusher(
       deps.flushSql ?? deps.sql,
       this.isolateId,
