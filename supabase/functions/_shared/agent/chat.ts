@@ -21,7 +21,7 @@ import {
   isRace,
   parseAppendInput,
 } from "../history.ts";
-import { inlineSql } from "../inline_sql.ts";
+import { inlineSql } from "./sql.ts";
 import { MY_GRANTS, type PermissionGrant } from "../permissions.ts";
 import type { AgentConnection } from "./connection.ts";
 import { reservationTokens } from "./limits.ts";

@@ -60,29 +60,6 @@ export function reservationTokens(
   return estimatePromptTokens(messages, tools) + maxCompletionTokens;
 }
 
-export type QuotaDecision =
-  | { allowed: true; remainingTokens: number }
-  | { allowed: false; reason: string; retryAfterMs?: number };
-
-/**
- * Takes `tokens` from the user's bucket and daily allowance, atomically, or says why not.
- * `tx` runs as service_role (users must not spend or refill their own quota).
- */
-export async function reserveQuota(tx: Tx, userId: string, tokens: number): Promise<QuotaDecision> {
-  const [row] = await run<{
-    allowed: boolean;
-    reason: string | null;
-    remaining_tokens: string | number;
-    retry_after_ms: string | number | null;
-  }>(tx, inlineSql`select * from public.consume_quota(${userId}::uuid, ${tokens})`);
-  if (row.allowed) return { allowed: true, remainingTokens: Number(row.remaining_tokens) };
-  return {
-    allowed: false,
-    reason: row.reason ?? "quota",
-    ...(row.retry_after_ms === null ? {} : { retryAfterMs: Number(row.retry_after_ms) }),
-  };
-}
-
 /** How a reservation ends: what the turn reserved, what it used, what it cost. */
 export interface Settlement {
   userId: string;
@@ -93,13 +70,8 @@ export interface Settlement {
 
 /**
  * Gives back what turns reserved but did not use (or takes what they used beyond), in one
- * statement; `tx` runs as service_role.
+ * statement run as service_role; sent along with a flush.
  */
-export async function settleQuota(tx: Tx, settlements: readonly Settlement[]): Promise<void> {
-  if (settlements.length > 0) await run(tx, settlementStatement(settlements));
-}
-
-/** The statement `settleQuota` runs, for sending along with others. */
 export function settlementStatement(settlements: readonly Settlement[]): InlineSql {
   const rows = settlements.map((s) => ({
     user_id: s.userId,
