@@ -30,6 +30,12 @@ export interface LlmFixtureOptions {
   hostname?: string;
   /** Pause between the words of the offline demo's answers, so they visibly stream. */
   demoDelayMs?: number;
+  /**
+   * Watches streamed answers (benchmarks note when each chunk leaves): called with the
+   * request's messages, it may return a function that is given the text of every SSE chunk
+   * the moment it is written.
+   */
+  watchStream?: (messages: readonly { content: string }[]) => ((chunk: string) => void) | undefined;
 }
 
 export interface LlmFixture {
@@ -154,7 +160,13 @@ export function startLlmFixture(options: LlmFixtureOptions = {}): Promise<LlmFix
       return nonStreamingResponse(reply.steps, context, baseHeaders);
     }
     return new Response(
-      playSteps(reply.steps, lineEnd(args.eol), closing.signal, recordAbort),
+      playSteps(
+        reply.steps,
+        lineEnd(args.eol),
+        closing.signal,
+        recordAbort,
+        options.watchStream?.(messages),
+      ),
       {
         headers: {
           ...baseHeaders,
@@ -479,6 +491,7 @@ function playSteps(
   eol: string,
   closing: AbortSignal,
   recordAbort: () => void,
+  onChunk?: (chunk: string) => void,
 ): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder();
   const stop = new AbortController();
@@ -523,6 +536,7 @@ function playSteps(
         const last = position === steps.length;
         // Mark the end before writing it, so a client that stops at [DONE] is no abort.
         if (last) finished = true;
+        onChunk?.(text);
         controller.enqueue(encode(text));
         if (last) {
           stop.abort();

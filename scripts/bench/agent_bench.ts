@@ -1,13 +1,13 @@
 /**
  * The `agent` function under load, run as its own process (as an isolate would be):
  *
- * - Latency the agent adds per token. The LLM fixture runs in an "upstream" process behind a
- *   proxy that notes when each token leaves it. In the same run, at each concurrency,
- *   clients first read the fixture's SSE through that proxy directly, then the same streams
- *   go through the agent to WebSocket clients. Per token: arrival at the client minus
- *   departure from the proxy (wall-clock milliseconds with microsecond precision; the two
- *   processes' clock offset is the same for both paths and cancels). The agent's cost is the
- *   difference of the two distributions' p50 and p99.
+ * - Latency the agent adds per token. The LLM fixture runs in an "upstream" process and notes
+ *   when each token leaves it. In the same run, at each concurrency, clients first read the
+ *   fixture's SSE directly, then the same streams go through the agent to WebSocket clients.
+ *   Per token: arrival at the client minus departure from the fixture (wall-clock
+ *   milliseconds with microsecond precision; the two processes' clock offset is the same for
+ *   both paths and cancels). The agent's cost is the difference of the two distributions'
+ *   p50 and p99.
  * - The same streams through a bare relay: a process that only fetches the SSE and forwards
  *   each token as a WebSocket frame (no auth, no Postgres, no turn logic). What it adds is
  *   the price of one more process hop on this machine at that load; what the agent adds
@@ -16,8 +16,9 @@
  * - Memory per idle connection: the worker's RSS (from /proc) as idle sockets are added.
  *
  * Four processes share this machine's cores: the clients (this process), the upstream, the
- * agent and Postgres. The direct baseline pays the same proxy and client costs, so the
- * difference is what the agent path adds, contention included.
+ * agent and Postgres. The direct baseline pays the same fixture and client costs, so the
+ * difference is what the agent path adds, contention included. The CPU per token of the agent
+ * and of the relay (from /proc) show where that time goes.
  *
  * `deno run -A scripts/bench/agent_bench.ts --upstream` runs the upstream process alone.
  */
@@ -82,6 +83,7 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
         const relayRuns: SessionRun[] = [];
         const agentRuns: SessionRun[] = [];
         let cpuSeconds = 0;
+        let relayCpuSeconds = 0;
         let wallSeconds = 0;
         let machineBusy = 0;
         let machineTotal = 0;
@@ -95,9 +97,11 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
             ),
           );
           const relayed = await openAgentSessions(relay.url, tokens.slice(0, sessions));
+          const relayCpuBefore = await relay.cpuSeconds();
           relayRuns.push(
             ...await runLevel(sessions, (i) => relayed[i].chat(`bench-relay-${tag}-${i}`)),
           );
+          relayCpuSeconds += await relay.cpuSeconds() - relayCpuBefore;
           for (const client of relayed) client.close();
           const clients = await openAgentSessions(worker.url, tokens.slice(0, sessions));
           const cpuBefore = await worker.cpuSeconds();
@@ -123,6 +127,8 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
           ...levelResults(sessions, rounds, direct, relayed, agent, {
             agentProcess: cpuSeconds / wallSeconds,
             machine: machineBusy / machineTotal,
+            agentPerToken: cpuSeconds / (sessions * rounds * TOKENS_PER_STREAM),
+            relayPerToken: relayCpuSeconds / (sessions * rounds * TOKENS_PER_STREAM),
           }),
         );
       }
@@ -165,14 +171,14 @@ async function createBenchUsers(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The upstream process: the LLM fixture behind a timestamping proxy
+// The upstream process: the LLM fixture, noting when each token leaves
 
 const MARKER = /bench-[a-z]+-[0-9x]+-\d+/;
 /** One content delta of an SSE chunk. */
 const TOKEN_PATTERN = /"content":"[^"]/g;
 
 interface Upstream {
-  /** The proxy's origin; the OpenAI-compatible API is under `/v1`. */
+  /** The fixture's origin; the OpenAI-compatible API is under `/v1`. */
   url: string;
   /** Departure times of the tokens of the streams whose marker starts with `prefix`. */
   emitted(prefix: string): Promise<Record<string, number[]>>;
@@ -180,24 +186,26 @@ interface Upstream {
 }
 
 async function startUpstream(): Promise<Upstream> {
-  const { url, stop } = await spawnBenchProcess(UPSTREAM_FLAG);
+  const { url: urls, stop } = await spawnBenchProcess(UPSTREAM_FLAG);
+  const [url, emittedUrl] = urls.split(" ");
   return {
     url,
     async emitted(prefix) {
-      const response = await fetch(
-        `${url}/emitted?prefix=${encodeURIComponent(prefix)}`,
-      );
+      const response = await fetch(`${emittedUrl}?prefix=${encodeURIComponent(prefix)}`);
       return await response.json();
     },
     stop,
   };
 }
 
-/** This module run again as a helper process (`flag`); its first output line is its URL. */
+/**
+ * This module run again as a helper process (`flag`); its first output line is its URL (the
+ * upstream prints two: the fixture's and where to ask for departure times).
+ */
 async function spawnBenchProcess(
   flag: string,
   ...args: string[]
-): Promise<{ url: string; stop(): Promise<void> }> {
+): Promise<{ url: string; cpuSeconds(): Promise<number>; stop(): Promise<void> }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -222,6 +230,7 @@ async function spawnBenchProcess(
   lines.releaseLock();
   return {
     url: output.trim(),
+    cpuSeconds: () => processCpuSeconds(child.pid),
     async stop() {
       child.kill("SIGTERM");
       await child.status;
@@ -231,47 +240,32 @@ async function spawnBenchProcess(
 }
 
 async function serveUpstream(): Promise<void> {
-  const fixture = await startLlmFixture({ port: 0 });
-  const origin = fixture.url.replace(/\/v1$/, "");
   const emitted = new Map<string, number[]>();
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    async (request) => {
-      const url = new URL(request.url);
-      if (url.pathname === "/emitted") {
-        const prefix = url.searchParams.get("prefix") ?? "";
-        return Response.json(Object.fromEntries(
-          [...emitted].filter(([marker]) => marker.startsWith(prefix)),
-        ));
-      }
-      const body = await request.text();
-      const response = await fetch(origin + url.pathname, {
-        method: request.method,
-        headers: request.headers,
-        body: request.method === "GET" ? undefined : body,
-      });
-      const marker = body.match(MARKER)?.[0];
-      if (!marker || !response.body) return response;
+  // The fixture itself notes when each token leaves: no proxy hop in front of it, which
+  // would load this machine's cores for both paths without being part of either.
+  const fixture = await startLlmFixture({
+    port: 0,
+    watchStream(messages) {
+      const marker = messages.map((m) => m.content.match(MARKER)?.[0]).find(Boolean);
+      if (!marker) return undefined;
       const times: number[] = [];
       emitted.set(marker, times);
-      const decoder = new TextDecoder();
-      const stamped = response.body.pipeThrough(
-        new TransformStream<Uint8Array, Uint8Array>({
-          transform(chunk, controller) {
-            const text = decoder.decode(chunk, { stream: true });
-            const now = clock();
-            for (const _ of text.matchAll(TOKEN_PATTERN)) times.push(now);
-            controller.enqueue(chunk);
-          },
-        }),
-      );
-      return new Response(stamped, {
-        status: response.status,
-        headers: response.headers,
-      });
+      return (chunk) => {
+        const now = clock();
+        for (const _ of chunk.matchAll(TOKEN_PATTERN)) times.push(now);
+      };
+    },
+  });
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request) => {
+      const prefix = new URL(request.url).searchParams.get("prefix") ?? "";
+      return Response.json(Object.fromEntries(
+        [...emitted].filter(([marker]) => marker.startsWith(prefix)),
+      ));
     },
   );
-  console.log(`http://127.0.0.1:${server.addr.port}`);
+  console.log(`${fixture.url.replace(/\/v1$/, "")} http://127.0.0.1:${server.addr.port}/emitted`);
   Deno.addSignalListener("SIGTERM", () => {
     Promise.all([server.shutdown(), fixture.close()]).finally(() => Deno.exit(0));
   });
@@ -283,6 +277,7 @@ async function serveUpstream(): Promise<void> {
 interface Relay {
   /** WebSocket URL; speaks just enough of the agent protocol for `openAgentSession`. */
   url: string;
+  cpuSeconds(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -490,7 +485,7 @@ function levelResults(
   direct: LevelLatencies,
   relayed: LevelLatencies,
   agent: LevelLatencies,
-  cpu: { agentProcess: number; machine: number },
+  cpu: { agentProcess: number; machine: number; agentPerToken: number; relayPerToken: number },
 ): BenchResult[] {
   const p = (values: number[], q: number) => percentile(values, q);
   const addedP50 = p(agent.latencies, 50) - p(direct.latencies, 50);
@@ -502,7 +497,9 @@ function levelResults(
     `first token p50 agent/direct ${p(agent.firstTokens, 50).toFixed(2)}/` +
     `${p(direct.firstTokens, 50).toFixed(2)} ms; ` +
     `${agent.latencies.length} tokens in ${rounds} round(s); agent process CPU ` +
-    `${(cpu.agentProcess * 100).toFixed(0)}% of a core, machine ` +
+    `${(cpu.agentProcess * 100).toFixed(0)}% of a core (${
+      (cpu.agentPerToken * 1e6).toFixed(0)
+    } µs per token, turn set-up included), machine ` +
     `${(cpu.machine * 100).toFixed(0)}% busy; ` +
     `errors ${agent.errors.length} agent, ${direct.errors.length} direct` +
     (agent.errors.length > 0 ? ` (first: ${agent.errors[0]})` : "");
@@ -528,7 +525,9 @@ function levelResults(
     unit: "ms",
     detail: `added p99 ${(p(relayed.latencies, 99) - p(direct.latencies, 99)).toFixed(2)} ms; ` +
       `relay p50/p99 ${p(relayed.latencies, 50).toFixed(2)}/` +
-      `${p(relayed.latencies, 99).toFixed(2)} ms; the agent adds ` +
+      `${p(relayed.latencies, 99).toFixed(2)} ms; relay process CPU ${
+        (cpu.relayPerToken * 1e6).toFixed(0)
+      } µs per token; the agent adds ` +
       `${(p(agent.latencies, 50) - p(relayed.latencies, 50)).toFixed(2)} ms (p50) beyond it; ` +
       `errors ${relayed.errors.length}`,
   });
@@ -674,17 +673,20 @@ async function startAgentWorker(
       if (!Number.isFinite(kib)) throw new Error("no VmRSS in /proc status");
       return kib * 1024;
     },
-    async cpuSeconds() {
-      // Fields 14 and 15 of /proc/<pid>/stat, after the parenthesised command name.
-      const stat = await Deno.readTextFile(`/proc/${child.pid}/stat`);
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
-    },
+    cpuSeconds: () => processCpuSeconds(child.pid),
     async stop() {
       child.kill("SIGTERM");
       await child.status;
     },
   };
+}
+
+/** User plus system CPU time process `pid` used so far. */
+async function processCpuSeconds(pid: number): Promise<number> {
+  // Fields 14 and 15 of /proc/<pid>/stat, after the parenthesised command name.
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
 }
 
 /** Busy and total CPU time of the whole machine so far (/proc/stat, in ticks). */
