@@ -189,6 +189,29 @@ Deno.test("message content is full-text searchable", async () => {
   }
 });
 
+Deno.test("a streaming answer is searchable once it stops streaming, not while it grows", async () => {
+  const sql = connectTestDatabase();
+  try {
+    const user = await createUser(sql);
+    const sessionId = crypto.randomUUID();
+    const answer = { ...message("The deployment", "assistant"), status: "streaming" as const };
+    const [row] = await as(sql, user, (tx) => appendMessages(tx, sessionId, [answer]));
+    const search = async () =>
+      (await as(sql, user, (tx) =>
+        tx`select content from public.chat_history
+           where content_search @@ websearch_to_tsquery('english', 'deployment')`))
+        .map((hit) => hit.content);
+    // What the agent's flushes do while the answer streams.
+    await sql`update public.chat_history set content = content || ' is running'
+              where id = ${row.id}`;
+    assert.deepEqual(await search(), []);
+    await sql`update public.chat_history set status = 'complete' where id = ${row.id}`;
+    assert.deepEqual(await search(), ["The deployment is running"]);
+  } finally {
+    await sql.end();
+  }
+});
+
 Deno.test("a message belongs to its session's owner: no other user_id, gone with the user", async () => {
   const sql = connectTestDatabase();
   try {
