@@ -266,7 +266,7 @@ async function* streamOneAttempt(
   let events: AsyncGenerator<SseEvent, void, undefined> | undefined;
   try {
     let response: Response;
-    silence.restart();
+    silence.touch();
     try {
       response = await (options.fetch ?? fetch)(completionsUrl(options.baseUrl), {
         method: "POST",
@@ -294,10 +294,12 @@ async function* streamOneAttempt(
     const toolCalls = new ToolCallAccumulator();
     let toolCallsYielded = false;
 
-    const body = options.timeoutMs === undefined
-      ? response.body
-      : response.body.pipeThrough(touchOnEachChunk(() => silence.restart()));
-    events = readSseEvents(body);
+    silence.touch();
+    events = readSseEvents(
+      response.body,
+      undefined,
+      options.timeoutMs === undefined ? undefined : () => silence.touch(),
+    );
     let sawDone = false;
     while (true) {
       let next: IteratorResult<SseEvent, void>;
@@ -557,33 +559,38 @@ class ToolCallAccumulator {
 }
 
 /** Aborts the request when the upstream stays silent for `ms` (headers or body bytes). */
+/**
+ * Notices when nothing arrived for `ms`. Activity only notes the time (it comes with every
+ * network chunk, so it must cost next to nothing); one timer checks the note when it fires
+ * and sleeps again for the rest of the window if something arrived meanwhile.
+ */
 class SilenceTimer {
   fired = false;
+  private lastActivity = 0;
   private handle: ReturnType<typeof setTimeout> | undefined;
 
   constructor(private readonly ms: number | undefined, private readonly onSilence: () => void) {}
 
-  restart(): void {
-    if (this.ms === undefined) return;
-    clearTimeout(this.handle);
-    this.handle = setTimeout(() => {
-      this.fired = true;
-      this.onSilence();
-    }, this.ms);
+  /** Something arrived: the silence starts again from now. */
+  touch(): void {
+    this.lastActivity = performance.now();
+    if (this.ms !== undefined && this.handle === undefined) this.arm(this.ms);
   }
 
   stop(): void {
     clearTimeout(this.handle);
+    this.handle = undefined;
   }
-}
 
-function touchOnEachChunk(touch: () => void): TransformStream<Uint8Array, Uint8Array> {
-  return new TransformStream({
-    transform(chunk, controller) {
-      touch();
-      controller.enqueue(chunk);
-    },
-  });
+  private arm(delay: number): void {
+    this.handle = setTimeout(() => {
+      const quiet = performance.now() - this.lastActivity;
+      if (quiet < this.ms!) return this.arm(this.ms! - quiet);
+      this.handle = undefined;
+      this.fired = true;
+      this.onSilence();
+    }, delay);
+  }
 }
 
 function parseJsonObject(text: string): Record<string, unknown> | undefined {

@@ -368,6 +368,18 @@ Deno.test("llm: upstream silence longer than timeoutMs is a timeout", async () =
   });
 });
 
+Deno.test("llm: timeoutMs bounds each silence, not the whole answer", async () => {
+  await withFixture(async (fixture) => {
+    // Eight pauses of 100 ms: 800 ms in all, never 250 ms without a chunk.
+    const events = await collect(streamChatCompletion(
+      { messages: userSays("[[fixture:slow delay=100 count=9]]") },
+      options(fixture, { timeoutMs: 250 }),
+    ));
+    assert.equal(events.at(-1)?.type, "done");
+    assert.equal(textOf(events).trim().split(" ").length, 9);
+  });
+});
+
 Deno.test("llm: the consumer leaving early cancels the upstream request", async () => {
   await withFixture(async (fixture) => {
     for await (

@@ -25,10 +25,13 @@ export interface SseEvent {
  * Yields the events of `stream` as they complete. Comment lines (`:` first) are skipped.
  * When `signal` aborts, the source is cancelled and the generator throws `signal.reason`.
  * When the consumer stops early, the source is cancelled too, so the connection is released.
+ * `onChunk` hears of every network chunk, comments included (keep-alives prove the upstream
+ * is alive even when no event completes).
  */
 export async function* readSseEvents(
   stream: ReadableStream<Uint8Array>,
   signal?: AbortSignal,
+  onChunk?: () => void,
 ): AsyncGenerator<SseEvent, void, undefined> {
   signal?.throwIfAborted();
   const reader = stream.getReader();
@@ -44,6 +47,7 @@ export async function* readSseEvents(
     while (true) {
       const { done, value } = await reader.read();
       signal?.throwIfAborted();
+      onChunk?.();
       if (done) {
         sourceDone = true;
         yield* parser.push(decoder.decode());

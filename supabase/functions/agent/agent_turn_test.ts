@@ -210,6 +210,28 @@ Deno.test("an LLM failure ends the turn with an llm_ error and keeps the partial
   });
 });
 
+Deno.test("a silent LLM upstream ends the turn with llm_timeout, partial text kept", async () => {
+  await withWorld(
+    { config: { llmTimeoutMs: 300 } },
+    async ({ sql, connect, user }) => {
+      const client = await connect(await user());
+      const frames = await client.chat(
+        "[[fixture:slow delay=5000 count=3]] go",
+      );
+      const last = frames.at(-1)!;
+      assert.ok(
+        last.type === "error" && last.code === "llm_timeout",
+        JSON.stringify(last),
+      );
+      assert.equal(tokensOf(frames), "word0 ");
+      const start = frames[0] as Extract<TurnFrame, { type: "start" }>;
+      const [message] = await sql`select content, status from public.chat_history
+                                where client_id = ${start.message_id}`;
+      assert.deepEqual([message.content, message.status], ["word0 ", "error"]);
+    },
+  );
+});
+
 Deno.test("a chat into another user's session, or reusing an id, is refused and refunded", async () => {
   await withWorld({}, async ({ sql, connect, user }) => {
     const alice = await connect(await user("alice"));

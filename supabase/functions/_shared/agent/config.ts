@@ -30,6 +30,12 @@ export interface AgentConfig {
    * cores, while running turns stream.
    */
   startConcurrency: number;
+  /**
+   * `AGENT_LLM_TIMEOUT_MS`: the longest the LLM upstream may stay silent (waiting for its
+   * headers, or between two chunks; keep-alive comments count) before the call fails with
+   * `llm_timeout`. A hung upstream would otherwise hold the turn until the isolate dies.
+   */
+  llmTimeoutMs: number;
   /** `AGENT_SYSTEM_PROMPT`. */
   systemPrompt: string;
 }
@@ -48,6 +54,7 @@ export const DEFAULT_AGENT_CONFIG: AgentConfig = {
   pollIntervalMs: 250,
   historyMessages: 40,
   startConcurrency: 2,
+  llmTimeoutMs: 120_000,
   systemPrompt: DEFAULT_SYSTEM_PROMPT,
 };
 
@@ -85,6 +92,7 @@ const INTEGER_VARIABLES: [keyof AgentConfig, string, number][] = [
   ["pollIntervalMs", "AGENT_POLL_MS", 1],
   ["historyMessages", "AGENT_HISTORY_MESSAGES", 0],
   ["startConcurrency", "AGENT_START_CONCURRENCY", 1],
+  ["llmTimeoutMs", "AGENT_LLM_TIMEOUT_MS", 1],
 ];
 
 /** The configuration from the function's environment; a malformed value is an error. */

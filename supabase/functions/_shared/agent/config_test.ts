@@ -10,6 +10,7 @@ Deno.test("defaults: 8 steps, 120 s approvals, stale after three heartbeats", ()
   assert.deepEqual(config, DEFAULT_AGENT_CONFIG);
   assert.equal(config.maxSteps, 8);
   assert.equal(config.approvalTimeoutMs, 120_000);
+  assert.equal(config.llmTimeoutMs, 120_000);
   assert.equal(config.staleAfterMs, 3 * config.heartbeatIntervalMs);
 });
 
@@ -20,6 +21,7 @@ Deno.test("the environment overrides, and the stale threshold follows the heartb
     AGENT_HEARTBEAT_MS: "200",
     AGENT_FLUSH_MS: "50",
     AGENT_START_CONCURRENCY: "4",
+    AGENT_LLM_TIMEOUT_MS: "30000",
     AGENT_SYSTEM_PROMPT: "Be brief.",
   }));
   assert.equal(config.maxSteps, 3);
@@ -27,6 +29,7 @@ Deno.test("the environment overrides, and the stale threshold follows the heartb
   assert.equal(config.staleAfterMs, 600);
   assert.equal(config.flushIntervalMs, 50);
   assert.equal(config.startConcurrency, 4);
+  assert.equal(config.llmTimeoutMs, 30_000);
   assert.equal(config.systemPrompt, "Be brief.");
 });
 

@@ -150,6 +150,7 @@ async function streamStep(
     model: turn.model,
     fallbackModels: turn.model === llm.model ? llm.fallbackModels : [],
     signal: turn.signal,
+    timeoutMs: deps.config.llmTimeoutMs,
     fetch: llm.fetch,
     title: "Supabase agent",
   });
