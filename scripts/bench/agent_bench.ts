@@ -78,7 +78,7 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
       warm.close();
       for (const sessions of levels) {
         // Rounds alternate direct and agent runs, so both see the same background load.
-        const rounds = sessions <= 100 ? 3 : 1;
+        const rounds = ctx.smoke ? 1 : sessions <= 100 ? 5 : 1;
         const directRuns: SessionRun[] = [];
         const relayRuns: SessionRun[] = [];
         const agentRuns: SessionRun[] = [];
