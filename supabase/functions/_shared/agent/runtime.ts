@@ -18,7 +18,7 @@ import { heartbeatConnections, unregisterConnection } from "./connections.ts";
 import { Flusher } from "./flusher.ts";
 import type { LiveTurn } from "./live_turn.ts";
 import { aborted, type LlmSettings, runTurn, type TurnDependencies } from "./turn.ts";
-import { requestCancel } from "./turn_store.ts";
+import { requestCancel, writeFlush } from "./turn_store.ts";
 
 export interface RuntimeDependencies {
   sql: Sql;
@@ -75,9 +75,9 @@ export class AgentRuntime {
   constructor(readonly deps: RuntimeDependencies) {
     this.recordUsage = createUsageWriter(deps.sql);
     this.turnStarts = new ConcurrencyLimit(deps.config.startConcurrency);
+    const flushSql = deps.flushSql ?? deps.sql;
     this.flusher = new Flusher(
-      deps.flushSql ?? deps.sql,
-      this.isolateId,
+      (entries) => writeFlush(flushSql, this.isolateId, entries),
       deps.config.flushIntervalMs,
       {
         onLost: (turn) => {
@@ -210,9 +210,8 @@ export class AgentRuntime {
 
   async #storeEnding(turn: LiveTurn): Promise<void> {
     for (let attempt = 0;; attempt++) {
-      this.flusher.markDirty(turn);
       try {
-        await this.flusher.flush();
+        await this.flusher.flushTurn(turn);
         if (turn.settled) return;
       } catch (error) {
         if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) throw error;
