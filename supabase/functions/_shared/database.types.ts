@@ -423,6 +423,22 @@ export type Database = {
       [_ in never]: never;
     };
     Functions: {
+      "agent_chat_context": {
+        Args: {
+          "p_chat_id": string;
+          "p_exclude": (string)[];
+          "p_history_limit": number;
+          "p_session_id": string;
+        };
+        Returns: Json;
+      };
+      "agent_flush": {
+        Args: { "p_events": Json; "p_messages": Json; "p_owner": string; "p_turns": Json };
+        Returns: {
+          "cancel_requested": boolean;
+          "id": string;
+        }[];
+      };
       "agent_interrupt_stale_turns": {
         Args: {
           "p_session_id"?: string;

@@ -22,14 +22,14 @@ import {
   parseAppendInput,
 } from "../history.ts";
 import { inlineSql } from "./sql.ts";
-import { MY_GRANTS, type PermissionGrant } from "../permissions.ts";
+import type { PermissionGrant } from "../permissions.ts";
 import type { AgentConnection } from "./connection.ts";
 import { reservationTokens } from "./limits.ts";
 import { LiveTurn } from "./live_turn.ts";
-import { buildMessages, historyQuery, type HistoryRow } from "./prompt.ts";
+import { buildMessages, type HistoryRow } from "./prompt.ts";
 import { followTurn } from "./resume.ts";
 import { llmToolDefinitions, offeredTools } from "./tools.ts";
-import { type MessageTurn, messageTurnQuery, startTurn } from "./turn_store.ts";
+import { type MessageTurn, startTurn } from "./turn_store.ts";
 
 const TITLE_CHARACTERS = 80;
 /** How often a chat that lost a race to a concurrent attempt of itself reads again. */
@@ -181,31 +181,29 @@ interface ChatContext {
   history: HistoryRow[];
 }
 
+/** What `public.agent_chat_context` returns. */
+interface ChatContextRow {
+  existing: MessageTurn | null;
+  grants: PermissionGrant[];
+  history: HistoryRow[];
+}
+
 /** Reads a chat's context as the user, in one statement (one round trip). */
 async function readChatContext(
   sql: Sql,
   claims: JwtClaims,
   request: { chatId: string; sessionId?: string; historyMessages: number; exclude: string[] },
 ): Promise<ChatContext> {
-  // The session is the earlier attempt's, else the one the chat names.
-  const session = inlineSql`coalesce((select f."sessionId" from found f), ${
-    request.sessionId ?? null
-  }::uuid)`;
-  const history = request.historyMessages > 0
-    ? inlineSql`(select coalesce(jsonb_agg(to_jsonb(h) - 'seq' order by h.seq), '[]')
-        from (${historyQuery(session, request.historyMessages, request.exclude)}) h)`
-    : inlineSql`'[]'::jsonb`;
-  const [row] = await queryAsUser<
-    { existing: MessageTurn | null; grants: PermissionGrant[]; history: HistoryRow[] }
-  >(
+  // Uuids only (the chat frame's id is validated, the other derived from it).
+  const exclude = `{${request.exclude.join(",")}}`;
+  const [{ context }] = await queryAsUser<{ context: ChatContextRow }>(
     sql,
     claims,
-    inlineSql`
-      with found as (${messageTurnQuery(request.chatId)})
-      select (select to_jsonb(f) from found f) as existing,
-             (select coalesce(jsonb_agg(g), '[]') from (${MY_GRANTS}) g) as grants,
-             ${history} as history`,
+    inlineSql`select public.agent_chat_context(${request.chatId}::uuid,
+      ${request.sessionId ?? null}::uuid, ${request.historyMessages}, ${exclude}::uuid[])
+      as context`,
   );
+  const row = context;
   return { existing: row.existing ?? undefined, grants: row.grants, history: row.history };
 }
 

@@ -5,10 +5,8 @@
  * the text.
  */
 import type { Json } from "../database.types.ts";
-import type { InlineSql } from "../inline_sql.ts";
 import type { ChatMessage } from "../llm_client.ts";
 import type { StoredToolCall } from "./live_turn.ts";
-import { inlineSql, jsonText } from "./sql.ts";
 
 /** Older messages are dropped first once the history passes this many characters. */
 const MAX_HISTORY_CHARACTERS = 200_000;
@@ -18,25 +16,6 @@ export interface HistoryRow {
   role: "user" | "assistant" | "system" | "tool";
   content: string;
   tool_calls: Json | null;
-}
-
-/**
- * The last `limit` messages of the session (`HistoryRow`s plus their `seq`), newest first,
- * without the given client ids; read as the user. `sessionId` may be an expression.
- */
-export function historyQuery(
-  sessionId: InlineSql,
-  limit: number,
-  exclude: readonly string[],
-): InlineSql {
-  return inlineSql`
-      select h.client_id, h.role, h.content, h.tool_calls, h.seq
-      from public.chat_history h
-      where h.session_id = ${sessionId} and h.role in ('user', 'assistant')
-        and h.client_id not in (
-          select jsonb_array_elements_text(${jsonText(exclude)}::jsonb)::uuid)
-      order by h.seq desc
-      limit ${limit}`;
 }
 
 export function buildMessages(

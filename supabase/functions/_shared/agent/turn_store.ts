@@ -19,7 +19,6 @@ import {
   type Tx,
 } from "../db.ts";
 import type { AppendRow } from "../history.ts";
-import type { InlineSql } from "../inline_sql.ts";
 import { type Settlement, settlementStatement } from "./limits.ts";
 import type { FlushEntry, TurnState } from "./live_turn.ts";
 import { inlineSql, jsonText, run } from "./sql.ts";
@@ -141,19 +140,6 @@ export interface MessageTurn {
   turnId: string | null;
   /** Whether an agent_turns row exists for it. */
   hasTurn: boolean;
-}
-
-/**
- * The caller's message with this client id and its turn if it has one (at most one row, a
- * `MessageTurn`), read as the user.
- */
-export function messageTurnQuery(clientId: string): InlineSql {
-  return inlineSql`
-      select h.id as "rowId", h.session_id as "sessionId", h.role::text as role,
-             coalesce(t.id, h.turn_id) as "turnId", t.id is not null as "hasTurn"
-      from public.chat_history h
-      left join public.agent_turns t on t.user_message_id = h.id
-      where h.user_id = (select auth.uid()) and h.client_id = ${clientId}::uuid`;
 }
 
 /** The stored frames of a turn after `afterSeq`, in order (read as the user). */
@@ -302,51 +288,11 @@ export async function writeFlush(
   }
   // One message, run by Postgres as one implicit transaction: the settlement first, the flush
   // (whose rows are the answer) last. No BEGIN/COMMIT round trips, and all or nothing.
+  // One function call (public.agent_flush), whose statement's plan Postgres keeps.
   const flush = inlineSql`
-          with turn_input as (
-            select * from jsonb_to_recordset(${jsonText(turns)}::jsonb)
-              as x(id uuid, steps integer, model text, state public.turn_state, error jsonb)
-          ),
-          owned as (
-            update public.agent_turns t
-            set heartbeat_at = now(),
-                steps = greatest(t.steps, x.steps),
-                model = coalesce(x.model, t.model),
-                state = coalesce(x.state, t.state),
-                error = coalesce(x.error, t.error),
-                finished_at = case when x.state is null then t.finished_at else now() end
-            from turn_input x
-            where t.id = x.id and t.owner = ${owner} and t.state = 'running'
-            returning t.id, t.cancel_requested_at is not null as cancel_requested
-          ),
-          message_input as (
-            select * from jsonb_to_recordset(${jsonText(messages)}::jsonb)
-              as m(turn_id uuid, id uuid, from_chars integer, text text, tool_calls jsonb,
-                   status public.message_status, model text)
-          ),
-          messages as (
-            update public.chat_history h
-            set content = case when m.text is null then h.content
-                               else left(h.content, m.from_chars) || m.text end,
-                tool_calls = coalesce(m.tool_calls, h.tool_calls),
-                status = coalesce(m.status, h.status),
-                model = m.model,
-                updated_at = now()
-            from message_input m
-            join owned on owned.id = m.turn_id
-            where h.id = m.id and h.status = 'streaming'
-          ),
-          event_input as (
-            select * from jsonb_to_recordset(${jsonText(events)}::jsonb)
-              as e(turn_id uuid, user_id uuid, seq integer, last_seq integer, frames jsonb)
-          ),
-          stored_events as (
-            insert into public.agent_turn_events (turn_id, seq, last_seq, user_id, frames)
-            select e.turn_id, e.seq, e.last_seq, e.user_id, e.frames
-            from event_input e join owned on owned.id = e.turn_id
-            on conflict do nothing
-          )
-          select owned.id, owned.cancel_requested from owned`;
+    select f.id, f.cancel_requested
+    from public.agent_flush(${owner}, ${jsonText(turns)}::jsonb, ${jsonText(messages)}::jsonb,
+      ${jsonText(events)}::jsonb) f`;
   const rows = await queryAsServiceRole<{ id: string; cancel_requested: boolean }>(
     sql,
     settlements.length === 0 ? flush : inlineSql`${settlementStatement(settlements)};
