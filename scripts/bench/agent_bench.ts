@@ -4,6 +4,9 @@
  * - Latency the agent adds per token. The LLM fixture runs in an "upstream" process and notes
  *   when each token leaves it. In the same run, at each concurrency, clients first read the
  *   fixture's SSE directly, then the same streams go through the agent to WebSocket clients.
+ *   Each session streams answer after answer, the sessions' starts spread over one answer's
+ *   duration: turns start and end all the time, as in a steady state of many users (see
+ *   `Schedule`).
  *   Per token: arrival at the client minus departure from the fixture (wall-clock
  *   milliseconds with microsecond precision; the two processes' clock offset is the same for
  *   both paths and cancels). The agent's cost is the difference of the two distributions'
@@ -16,7 +19,7 @@
  * - Memory per idle connection: the worker's RSS (from /proc) as idle sockets are added.
  *
  * Four processes share this machine's cores: the clients (this process), the upstream, the
- * agent and Postgres. The direct baseline pays the same fixture and client costs, so the
+ * agent and Postgres (which, on Supabase, runs elsewhere). The direct baseline pays the same fixture and client costs, so the
  * difference is what the agent path adds, contention included. The CPU per token of the agent
  * and of the relay (from /proc) show where that time goes.
  *
@@ -37,9 +40,15 @@ import { percentile } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 
 const ISSUER = "http://127.0.0.1:54321/auth/v1";
-/** Tokens per streamed answer (`AGENT_BENCH_TOKENS`) and the pause between them. */
-const TOKENS_PER_STREAM = Number(Deno.env.get("AGENT_BENCH_TOKENS") ?? 30);
-const TOKEN_DELAY_MS = Number(Deno.env.get("AGENT_BENCH_TOKEN_DELAY_MS") ?? 50);
+/**
+ * Every streamed answer: `tokens` SSE chunks (`AGENT_BENCH_TOKENS`, 100: an answer of a few
+ * hundred words) `delayMs` apart (`AGENT_BENCH_TOKEN_DELAY_MS`, 50). Shorter answers mean more
+ * turns starting and ending per second for the same number of streaming sessions.
+ */
+interface StreamShape {
+  tokens: number;
+  delayMs: number;
+}
 const ADDED_P50_TARGET_MS = 1;
 const ADDED_P99_TARGET_MS = 10;
 const IDLE_BYTES_TARGET = 64 * 1024;
@@ -61,6 +70,10 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
     (ctx.smoke ? [1, 10] : [1, 100, 1000]);
   const idleConnections = Number(Deno.env.get("AGENT_BENCH_IDLE") ?? (ctx.smoke ? 20 : 1000));
   const userCount = Math.max(levels.at(-1)!, idleConnections);
+  const shape: StreamShape = {
+    tokens: Number(Deno.env.get("AGENT_BENCH_TOKENS") ?? (ctx.smoke ? 30 : 100)),
+    delayMs: Number(Deno.env.get("AGENT_BENCH_TOKEN_DELAY_MS") ?? 50),
+  };
   const results: BenchResult[] = [];
 
   const key = await generateSigningKey();
@@ -74,11 +87,18 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
     const worker = await startAgentWorker(ctx, key, `${upstream.url}/v1`);
     try {
       const [warm] = await openAgentSessions(worker.url, tokens.slice(0, 1));
-      await warm.chat("bench-warmup-1x0-0"); // JIT and pools warm
+      await warm.chat("bench-warmup-1x0-0", shape); // JIT and pools warm
       warm.close();
       for (const sessions of levels) {
-        // Rounds alternate direct and agent runs, so both see the same background load.
-        const rounds = ctx.smoke ? 1 : sessions <= 100 ? 5 : 1;
+        // Rounds alternate direct, relay and agent runs, so all see the same background load.
+        const rounds = ctx.smoke || sessions === 1 ? 1 : sessions <= 100 ? 2 : 1;
+        const schedule: Schedule = {
+          sessions,
+          streamMs: shape.tokens * shape.delayMs,
+          measuredChats: ctx.smoke || sessions > 100 ? 1 : sessions === 1 ? 5 : 2,
+          // A smoke run only proves the paths work, and one session has no others to wait for.
+          rampChats: ctx.smoke || sessions === 1 ? 0 : 1,
+        };
         const directRuns: SessionRun[] = [];
         const relayRuns: SessionRun[] = [];
         const agentRuns: SessionRun[] = [];
@@ -92,14 +112,17 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
           const tag = `${sessions}x${round}`;
           directRuns.push(
             ...await runLevel(
-              sessions,
-              (i) => directSession(upstream.url, `bench-direct-${tag}-${i}`),
+              schedule,
+              (i, chat) => directSession(upstream.url, `bench-direct-${tag}x${chat}-${i}`, shape),
             ),
           );
           const relayed = await openAgentSessions(relay.url, tokens.slice(0, sessions));
           const relayCpuBefore = await relay.cpuSeconds();
           relayRuns.push(
-            ...await runLevel(sessions, (i) => relayed[i].chat(`bench-relay-${tag}-${i}`)),
+            ...await runLevel(
+              schedule,
+              (i, chat) => relayed[i].chat(`bench-relay-${tag}x${chat}-${i}`, shape),
+            ),
           );
           relayCpuSeconds += await relay.cpuSeconds() - relayCpuBefore;
           for (const client of relayed) client.close();
@@ -108,7 +131,10 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
           const machineBefore = await machineCpu();
           const started = performance.now();
           agentRuns.push(
-            ...await runLevel(sessions, (i) => clients[i].chat(`bench-agent-${tag}-${i}`)),
+            ...await runLevel(
+              schedule,
+              (i, chat) => clients[i].chat(`bench-agent-${tag}x${chat}-${i}`, shape),
+            ),
           );
           cpuSeconds += await worker.cpuSeconds() - cpuBefore;
           const machineAfter = await machineCpu();
@@ -123,13 +149,23 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
         // What the agent logged as failed counts as errors too, retried or not.
         const logged = worker.log.problems - problemsBefore;
         for (let i = 0; i < logged; i++) agent.errors.push(`agent log: ${worker.log.first}`);
+        const streams = sessions * rounds * chatsPerSession(schedule);
         results.push(
-          ...levelResults(sessions, rounds, direct, relayed, agent, {
-            agentProcess: cpuSeconds / wallSeconds,
-            machine: machineBusy / machineTotal,
-            agentPerToken: cpuSeconds / (sessions * rounds * TOKENS_PER_STREAM),
-            relayPerToken: relayCpuSeconds / (sessions * rounds * TOKENS_PER_STREAM),
-          }),
+          ...levelResults(
+            sessions,
+            rounds,
+            sessions * rounds * schedule.measuredChats,
+            shape.tokens,
+            direct,
+            relayed,
+            agent,
+            {
+              agentProcess: cpuSeconds / wallSeconds,
+              machine: machineBusy / machineTotal,
+              agentPerToken: cpuSeconds / (streams * shape.tokens),
+              relayPerToken: relayCpuSeconds / (streams * shape.tokens),
+            },
+          ),
         );
       }
     } finally {
@@ -333,13 +369,14 @@ interface SessionRun {
   error?: string;
 }
 
-function fixtureDirective(): string {
-  return `[[fixture:tokens count=${TOKENS_PER_STREAM} delay=${TOKEN_DELAY_MS}]]`;
+function fixtureDirective(shape: StreamShape): string {
+  return `[[fixture:tokens count=${shape.tokens} delay=${shape.delayMs}]]`;
 }
 
 async function directSession(
   upstream: string,
   marker: string,
+  shape: StreamShape,
 ): Promise<SessionRun> {
   const response = await fetch(`${upstream}/v1/chat/completions`, {
     method: "POST",
@@ -347,7 +384,7 @@ async function directSession(
     body: JSON.stringify({
       model: "bench-model",
       stream: true,
-      messages: [{ role: "user", content: `${fixtureDirective()} ${marker}` }],
+      messages: [{ role: "user", content: `${fixtureDirective(shape)} ${marker}` }],
     }),
   });
   if (!response.ok || !response.body) {
@@ -366,7 +403,7 @@ async function directSession(
 
 /** An open connection, past its `ready` frame, that runs one streaming chat on demand. */
 interface AgentSession {
-  chat(marker: string): Promise<SessionRun>;
+  chat(marker: string, shape: StreamShape): Promise<SessionRun>;
   close(): void;
 }
 
@@ -384,7 +421,7 @@ function openAgentSession(url: string, token: string): Promise<AgentSession> {
     socket.onclose = (event) => onClose(`closed ${event.code} ${event.reason}`);
     socket.onerror = () => onClose("socket error");
     const session: AgentSession = {
-      chat: (marker) =>
+      chat: (marker, shape) =>
         new Promise((resolve) => {
           const arrivals: number[] = [];
           let settled = false;
@@ -406,7 +443,7 @@ function openAgentSession(url: string, token: string): Promise<AgentSession> {
           socket.send(JSON.stringify({
             type: "chat",
             id: crypto.randomUUID(),
-            content: `${fixtureDirective()} ${marker}`,
+            content: `${fixtureDirective(shape)} ${marker}`,
             tools: [],
           }));
         }),
@@ -431,18 +468,40 @@ async function openAgentSessions(
 }
 
 /**
- * Runs `sessions` streams at once. Their starts are spread over one token interval, as the
- * requests of many users would be, rather than every token of every stream landing on the
- * same millisecond.
+ * How a level runs: `sessions` sessions stream at once, each chat after chat, their starts
+ * spread evenly over one stream's duration. So turns start and end all the time, as with many
+ * users in a steady state, rather than all together. Each session's first and last
+ * `rampChats` chats are not measured: while they run, the other sessions are still starting
+ * or already done, and the measured tokens all leave with `sessions` streams under way.
  */
+interface Schedule {
+  sessions: number;
+  /** How long one answer streams. */
+  streamMs: number;
+  measuredChats: number;
+  rampChats: number;
+}
+
+function chatsPerSession(schedule: Schedule): number {
+  return schedule.measuredChats + 2 * schedule.rampChats;
+}
+
+/** Runs a level; returns the measured runs, and the ramp runs that failed (errors count). */
 function runLevel(
-  sessions: number,
-  session: (index: number) => Promise<SessionRun>,
+  schedule: Schedule,
+  chat: (session: number, chat: number) => Promise<SessionRun>,
 ): Promise<SessionRun[]> {
-  return Promise.all(Array.from({ length: sessions }, async (_, i) => {
-    await new Promise((resolve) => setTimeout(resolve, (i / sessions) * TOKEN_DELAY_MS));
-    return await session(i);
-  }));
+  const { sessions, measuredChats, rampChats } = schedule;
+  return Promise.all(Array.from({ length: sessions }, async (_, session) => {
+    await new Promise((resolve) => setTimeout(resolve, (session / sessions) * schedule.streamMs));
+    const runs: SessionRun[] = [];
+    for (let index = 0; index < chatsPerSession(schedule); index++) {
+      const run = await chat(session, index);
+      const measured = index >= rampChats && index < rampChats + measuredChats;
+      if (measured || run.error) runs.push(measured ? run : { ...run, arrivals: [] });
+    }
+    return runs;
+  })).then((perSession) => perSession.flat());
 }
 
 interface LevelLatencies {
@@ -482,6 +541,8 @@ function latencies(runs: SessionRun[], emitted: Record<string, number[]>): Level
 function levelResults(
   sessions: number,
   rounds: number,
+  measuredStreams: number,
+  tokensPerStream: number,
   direct: LevelLatencies,
   relayed: LevelLatencies,
   agent: LevelLatencies,
@@ -539,7 +600,7 @@ function levelResults(
       target: "= 0",
       pass: agent.errors.length === 0,
       detail: `${agent.latencies.length + agent.firstTokens.length} of ` +
-        `${sessions * TOKENS_PER_STREAM} tokens delivered`,
+        `${measuredStreams * tokensPerStream} measured tokens delivered`,
     });
   }
   return results;
