@@ -34,7 +34,7 @@ export async function* readSseEvents(
   onChunk?: () => void,
 ): AsyncGenerator<SseEvent, void, undefined> {
   signal?.throwIfAborted();
-  const reader = stream.getReader();
+  const reader = new ChunkReader(stream);
   const parser = new SseLineParser();
   const decoder = new TextDecoder();
   let sourceDone = false;
@@ -45,21 +45,73 @@ export async function* readSseEvents(
   signal?.addEventListener("abort", cancelOnAbort, { once: true });
   try {
     while (true) {
-      const { done, value } = await reader.read();
+      const chunk = await reader.read();
       signal?.throwIfAborted();
       onChunk?.();
-      if (done) {
+      if (chunk === undefined) {
         sourceDone = true;
         yield* parser.push(decoder.decode());
         yield* parser.end();
         return;
       }
-      yield* parser.push(decoder.decode(value, { stream: true }));
+      yield* parser.push(decoder.decode(chunk, { stream: true }));
     }
   } finally {
     signal?.removeEventListener("abort", cancelOnAbort);
     if (!sourceDone) await reader.cancel().catch(() => {});
     reader.releaseLock();
+  }
+}
+
+/** Bytes read into one buffer per stream: an SSE chunk is small and is decoded at once. */
+const READ_BUFFER_BYTES = 16 * 1024;
+
+/**
+ * Reads a byte stream (a `fetch` body) into one buffer it reuses, and any other stream with
+ * its default reader. A default reader of a byte stream allocates a fresh 64 KiB buffer for
+ * every chunk, however small: at a hundred streams of tokens that is over 100 MB a second of
+ * buffers outside the JavaScript heap, and V8 answers such external memory with a full
+ * garbage collection several times a second, each pausing every stream of the isolate.
+ */
+export class ChunkReader {
+  /** `byob` for a byte stream, read into the reused buffer. */
+  readonly mode: "byob" | "default";
+  readonly #byob: ReadableStreamBYOBReader | undefined;
+  readonly #default: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #buffer: ArrayBuffer | undefined;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    let byob: ReadableStreamBYOBReader | undefined;
+    try {
+      byob = stream.getReader({ mode: "byob" });
+    } catch (error) {
+      // Not a byte stream (e.g. one built from chunks): read it as it comes.
+      if (!(error instanceof TypeError)) throw error;
+    }
+    this.#byob = byob;
+    this.#default = byob ? undefined : stream.getReader();
+    this.mode = byob ? "byob" : "default";
+  }
+
+  /** The next chunk, valid until the next read; undefined at the end of the stream. */
+  async read(): Promise<Uint8Array | undefined> {
+    if (this.#default) {
+      const { done, value } = await this.#default.read();
+      return done ? undefined : value;
+    }
+    const buffer = this.#buffer ?? new ArrayBuffer(READ_BUFFER_BYTES);
+    this.#buffer = undefined;
+    const { done, value } = await this.#byob!.read(new Uint8Array(buffer));
+    if (value) this.#buffer = value.buffer as ArrayBuffer; // the same memory, handed back
+    return done ? undefined : value;
+  }
+
+  cancel(reason?: unknown): Promise<void> {
+    return (this.#byob ?? this.#default)!.cancel(reason);
+  }
+
+  releaseLock(): void {
+    (this.#byob ?? this.#default)!.releaseLock();
   }
 }
 

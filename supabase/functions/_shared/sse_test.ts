@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readSseEvents, type SseEvent } from "./sse.ts";
+import { ChunkReader, readSseEvents, type SseEvent } from "./sse.ts";
 
 function streamOf(chunks: Uint8Array[]): ReadableStream<Uint8Array> {
   return new ReadableStream({
@@ -119,4 +119,47 @@ Deno.test("sse: aborting the signal cancels the source and throws the reason", a
   );
   assert.deepEqual(seen, ["first"]);
   assert.equal(cancelled, true);
+});
+
+Deno.test("sse: a fetch body is read into one reused buffer (byob), a chunk stream as it comes", async () => {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response("data: x\n\n", { headers: { "content-type": "text/event-stream" } }),
+  );
+  try {
+    const response = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+    const reader = new ChunkReader(response.body!);
+    assert.equal(reader.mode, "byob");
+    const chunk = await reader.read();
+    assert.equal(new TextDecoder().decode(chunk), "data: x\n\n");
+    assert.equal(await reader.read(), undefined);
+    reader.releaseLock();
+  } finally {
+    await server.shutdown();
+  }
+  assert.equal(
+    new ChunkReader(streamOf([new TextEncoder().encode("data: y\n\n")])).mode,
+    "default",
+  );
+});
+
+Deno.test("sse: events larger than the read buffer arrive whole from a byte stream", async () => {
+  const big = "é".repeat(30_000); // 60,000 bytes: several reads of the 16 KiB buffer
+  const bytes = new TextEncoder().encode(`data: ${big}\n\ndata: after\n\n`);
+  let offset = 0;
+  const byteStream = new ReadableStream({
+    type: "bytes",
+    pull(controller) {
+      const request = controller.byobRequest!;
+      const view = request.view! as Uint8Array;
+      const size = Math.min(view.byteLength, bytes.length - offset, 7_001);
+      view.set(bytes.subarray(offset, offset + size));
+      offset += size;
+      request.respond(size);
+      if (offset === bytes.length) controller.close();
+    },
+  });
+  const events: SseEvent[] = [];
+  for await (const event of readSseEvents(byteStream)) events.push(event);
+  assert.deepEqual(events.map((event) => event.data), [big, "after"]);
 });
