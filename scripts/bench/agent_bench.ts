@@ -27,6 +27,7 @@
  */
 import { join } from "node:path";
 import type { ServerFrame } from "../../supabase/functions/_shared/agent_protocol.ts";
+import { ChunkReader } from "../../supabase/functions/_shared/sse.ts";
 import { startLlmFixture } from "../llm_fixture.ts";
 import { freePort } from "../local/postgres.ts";
 import {
@@ -321,7 +322,12 @@ function startRelay(upstreamUrl: string): Promise<Relay> {
   return spawnBenchProcess(RELAY_FLAG, upstreamUrl);
 }
 
-/** Per chat frame: one streaming fetch, each SSE content delta out as a `token` frame. */
+/**
+ * Per chat frame: one streaming fetch, each SSE content delta out as a `token` frame. The body
+ * is read as the agent reads it (`ChunkReader`), and so are the direct readers' bodies: a
+ * default reader's 64 KiB buffer per chunk would make either path pay for garbage collection
+ * the other does not.
+ */
 function serveRelay(upstreamUrl: string): void {
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
     const { socket, response } = Deno.upgradeWebSocket(request);
@@ -338,8 +344,9 @@ function serveRelay(upstreamUrl: string): void {
         }),
       });
       const decoder = new TextDecoder();
+      const reader = new ChunkReader(upstream.body!);
       let carry = "";
-      for await (const chunk of upstream.body!) {
+      for (let chunk = await reader.read(); chunk; chunk = await reader.read()) {
         const events = (carry + decoder.decode(chunk, { stream: true })).split("\n\n");
         carry = events.pop()!;
         for (const event of events) {
@@ -393,7 +400,8 @@ async function directSession(
   }
   const arrivals: number[] = [];
   const decoder = new TextDecoder();
-  for await (const chunk of response.body) {
+  const reader = new ChunkReader(response.body);
+  for (let chunk = await reader.read(); chunk; chunk = await reader.read()) {
     const now = clock();
     const text = decoder.decode(chunk, { stream: true });
     for (const _ of text.matchAll(TOKEN_PATTERN)) arrivals.push(now);
