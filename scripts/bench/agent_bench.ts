@@ -19,9 +19,13 @@
  * - Memory per idle connection: the worker's RSS (from /proc) as idle sockets are added.
  *
  * Four processes share this machine's cores: the clients (this process), the upstream, the
- * agent and Postgres (which, on Supabase, runs elsewhere). The direct baseline pays the same fixture and client costs, so the
- * difference is what the agent path adds, contention included. The CPU per token of the agent
- * and of the relay (from /proc) show where that time goes.
+ * agent and Postgres (which, on Supabase, runs elsewhere). The direct baseline pays the same
+ * fixture and client costs, so the difference is what the agent path adds, contention
+ * included. The CPU per token of the agent and of the relay (from /proc) show where that time
+ * goes. On a virtual machine the hypervisor may take the cores away ("steal", also from
+ * /proc): a path with more process hops suffers more from it, so the results name the steal
+ * of the direct and the agent phases, and a run under heavy steal says more about the host
+ * than about the agent.
  *
  * `deno run -A scripts/bench/agent_bench.ts --upstream` runs the upstream process alone.
  */
@@ -106,17 +110,18 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
         let cpuSeconds = 0;
         let relayCpuSeconds = 0;
         let wallSeconds = 0;
-        let machineBusy = 0;
-        let machineTotal = 0;
+        const machine = { agent: noCpu(), direct: noCpu() };
         const problemsBefore = worker.log.problems;
         for (let round = 0; round < rounds; round++) {
           const tag = `${sessions}x${round}`;
+          const directBefore = await machineCpu();
           directRuns.push(
             ...await runLevel(
               schedule,
               (i, chat) => directSession(upstream.url, `bench-direct-${tag}x${chat}-${i}`, shape),
             ),
           );
+          addCpu(machine.direct, directBefore, await machineCpu());
           const relayed = await openAgentSessions(relay.url, tokens.slice(0, sessions));
           const relayCpuBefore = await relay.cpuSeconds();
           relayRuns.push(
@@ -138,9 +143,7 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
             ),
           );
           cpuSeconds += await worker.cpuSeconds() - cpuBefore;
-          const machineAfter = await machineCpu();
-          machineBusy += machineAfter.busy - machineBefore.busy;
-          machineTotal += machineAfter.total - machineBefore.total;
+          addCpu(machine.agent, machineBefore, await machineCpu());
           wallSeconds += (performance.now() - started) / 1000;
           for (const client of clients) client.close();
         }
@@ -162,7 +165,7 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
             agent,
             {
               agentProcess: cpuSeconds / wallSeconds,
-              machine: machineBusy / machineTotal,
+              machine,
               agentPerToken: cpuSeconds / (streams * shape.tokens),
               relayPerToken: relayCpuSeconds / (streams * shape.tokens),
             },
@@ -554,7 +557,12 @@ function levelResults(
   direct: LevelLatencies,
   relayed: LevelLatencies,
   agent: LevelLatencies,
-  cpu: { agentProcess: number; machine: number; agentPerToken: number; relayPerToken: number },
+  cpu: {
+    agentProcess: number;
+    machine: { agent: MachineCpu; direct: MachineCpu };
+    agentPerToken: number;
+    relayPerToken: number;
+  },
 ): BenchResult[] {
   const p = (values: number[], q: number) => percentile(values, q);
   const addedP50 = p(agent.latencies, 50) - p(direct.latencies, 50);
@@ -569,7 +577,9 @@ function levelResults(
     `${(cpu.agentProcess * 100).toFixed(0)}% of a core (${
       (cpu.agentPerToken * 1e6).toFixed(0)
     } µs per token, turn set-up included), machine ` +
-    `${(cpu.machine * 100).toFixed(0)}% busy; ` +
+    `${percentOf(cpu.machine.agent.busy, cpu.machine.agent)} busy, hypervisor steal ` +
+    `${percentOf(cpu.machine.agent.steal, cpu.machine.agent)} (direct phase ` +
+    `${percentOf(cpu.machine.direct.steal, cpu.machine.direct)}); ` +
     `errors ${agent.errors.length} agent, ${direct.errors.length} direct` +
     (agent.errors.length > 0 ? ` (first: ${agent.errors[0]})` : "");
   const results: BenchResult[] = [{
@@ -758,13 +768,37 @@ async function processCpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
 }
 
-/** Busy and total CPU time of the whole machine so far (/proc/stat, in ticks). */
-async function machineCpu(): Promise<{ busy: number; total: number }> {
+/**
+ * CPU time of the whole machine (/proc/stat, in ticks). `steal` is time the hypervisor gave
+ * this virtual machine's cores to someone else: a process that was running just stops, so
+ * every path's latency tail grows with it, whatever the code does.
+ */
+interface MachineCpu {
+  busy: number;
+  steal: number;
+  total: number;
+}
+
+function noCpu(): MachineCpu {
+  return { busy: 0, steal: 0, total: 0 };
+}
+
+async function machineCpu(): Promise<MachineCpu> {
   const [line] = (await Deno.readTextFile("/proc/stat")).split("\n");
   const ticks = line.trim().split(/\s+/).slice(1).map(Number);
   const idle = ticks[3] + ticks[4]; // idle + iowait
   const total = ticks.slice(0, 8).reduce((sum, t) => sum + t, 0);
-  return { busy: total - idle, total };
+  return { busy: total - idle, steal: ticks[7], total };
+}
+
+function addCpu(sum: MachineCpu, before: MachineCpu, after: MachineCpu): void {
+  sum.busy += after.busy - before.busy;
+  sum.steal += after.steal - before.steal;
+  sum.total += after.total - before.total;
+}
+
+function percentOf(part: number, of: MachineCpu): string {
+  return `${of.total > 0 ? (part / of.total * 100).toFixed(0) : "?"}%`;
 }
 
 /** How many problems the worker logged (lines starting "agent:"), and the first of them. */
