@@ -1,20 +1,12 @@
 import assert from "node:assert/strict";
 import { Flusher, type FlushWriter } from "./flusher.ts";
-import { type FlushEntry, LiveTurn } from "./live_turn.ts";
+import type { FlushEntry, LiveTurn } from "./live_turn.ts";
+import { newLiveTurn } from "./live_turn_testing.ts";
 
 const INTERVAL_MS = 40;
 
 function streamingTurn(text: string): LiveTurn {
-  const turn = new LiveTurn({
-    turnId: crypto.randomUUID(),
-    userId: crypto.randomUUID(),
-    sessionId: crypto.randomUUID(),
-    assistantRowId: crypto.randomUUID(),
-    assistantMessageId: crypto.randomUUID(),
-    userMessageId: crypto.randomUUID(),
-    model: "m",
-    reservedTokens: 10,
-  });
+  const turn = newLiveTurn();
   turn.appendText(text);
   turn.emit({ type: "token", delta: text });
   return turn;

@@ -1,22 +1,9 @@
 import assert from "node:assert/strict";
 import type { TurnFrame } from "../agent_protocol.ts";
-import { LiveTurn } from "./live_turn.ts";
-
-function turn(): LiveTurn {
-  return new LiveTurn({
-    turnId: crypto.randomUUID(),
-    userId: crypto.randomUUID(),
-    sessionId: crypto.randomUUID(),
-    assistantRowId: crypto.randomUUID(),
-    assistantMessageId: crypto.randomUUID(),
-    userMessageId: crypto.randomUUID(),
-    model: "m",
-    reservedTokens: 10,
-  });
-}
+import { newLiveTurn } from "./live_turn_testing.ts";
 
 Deno.test("frames are numbered from 1 and a late subscriber gets the rest, then live ones", () => {
-  const live = turn();
+  const live = newLiveTurn();
   live.emit({ type: "token", delta: "a" });
   live.emit({ type: "token", delta: "b" });
   live.emit({ type: "token", delta: "c" });
@@ -34,7 +21,7 @@ Deno.test("frames are numbered from 1 and a late subscriber gets the rest, then 
 });
 
 Deno.test("closing frames reach listeners only when released", () => {
-  const live = turn();
+  const live = newLiveTurn();
   const seen: string[] = [];
   live.subscribe(0, (frame) => seen.push(frame.type));
   live.emit({ type: "token", delta: "x" });
@@ -65,7 +52,7 @@ Deno.test("closing frames reach listeners only when released", () => {
 });
 
 Deno.test("a flush takes what is new; a failed one is taken again", () => {
-  const live = turn();
+  const live = newLiveTurn();
   live.emit({ type: "token", delta: "a" });
   live.appendText("a");
   const first = live.takeFlush()!;
@@ -102,7 +89,7 @@ Deno.test("a flush takes what is new; a failed one is taken again", () => {
 });
 
 Deno.test("abort keeps its first reason", () => {
-  const live = turn();
+  const live = newLiveTurn();
   live.abort("cancelled");
   live.abort("interrupted");
   assert.equal(live.signal.aborted, true);

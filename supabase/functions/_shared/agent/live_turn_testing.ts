@@ -1,0 +1,15 @@
+/** A `LiveTurn` with fresh ids, for the unit tests of the turn and of what consumes it. */
+import { LiveTurn } from "./live_turn.ts";
+
+export function newLiveTurn(): LiveTurn {
+  return new LiveTurn({
+    turnId: crypto.randomUUID(),
+    userId: crypto.randomUUID(),
+    sessionId: crypto.randomUUID(),
+    assistantRowId: crypto.randomUUID(),
+    assistantMessageId: crypto.randomUUID(),
+    userMessageId: crypto.randomUUID(),
+    model: "m",
+    reservedTokens: 10,
+  });
+}
