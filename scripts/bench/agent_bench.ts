@@ -134,7 +134,7 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
           for (const client of relayed) client.close();
           const clients = await openAgentSessions(worker.url, tokens.slice(0, sessions));
           const cpuBefore = await worker.cpuSeconds();
-          const machineBefore = await machineCpu();
+          const agentBefore = await machineCpu();
           const started = performance.now();
           agentRuns.push(
             ...await runLevel(
@@ -143,7 +143,7 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
             ),
           );
           cpuSeconds += await worker.cpuSeconds() - cpuBefore;
-          addCpu(machine.agent, machineBefore, await machineCpu());
+          addCpu(machine.agent, agentBefore, await machineCpu());
           wallSeconds += (performance.now() - started) / 1000;
           for (const client of clients) client.close();
         }
