@@ -254,10 +254,24 @@ export class AgentRuntime {
     if (connections.length > 0) {
       beats.push(
         asServiceRole(this.deps.sql, (tx) => heartbeatConnections(tx, this.isolateId, connections))
-          .then((evicted) => this.evict(evicted)),
+          .then((evicted) => {
+            this.evict(evicted);
+            return this.#unregisterClosedDuring(connections);
+          }),
       );
     }
     const failures = (await Promise.allSettled(beats)).filter((r) => r.status === "rejected");
     if (failures.length > 0) throw (failures[0] as PromiseRejectedResult).reason;
+  }
+
+  /**
+   * A beat re-registers rows that are missing (an isolate that stalled past the stale limit
+   * gets its connections back). A connection that closed while the beat was in flight may
+   * have had its row deleted just before the beat wrote it again: delete those once more, or
+   * a closed socket would count against its user's limit until it went stale.
+   */
+  async #unregisterClosedDuring(beaten: readonly { id: string }[]): Promise<void> {
+    const closed = beaten.filter((connection) => !this.connections.has(connection.id));
+    await Promise.all(closed.map(({ id }) => unregisterConnection(this.deps.sql, id)));
   }
 }
