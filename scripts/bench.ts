@@ -7,6 +7,7 @@ import { join } from "node:path";
 import os from "node:os";
 import { connect } from "../supabase/functions/_shared/db.ts";
 import { agentBench } from "./bench/agent_bench.ts";
+import { agentFlushBench } from "./bench/agent_flush_bench.ts";
 import { databaseBench } from "./bench/database_bench.ts";
 import { historyBench } from "./bench/history_bench.ts";
 import { mcpBench } from "./bench/mcp_bench.ts";
@@ -22,7 +23,7 @@ const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>][] = [
   ["History", historyBench],
   ["MCP", mcpBench],
   ["Realtime", realtimeBench],
-  ["Agent", agentBench],
+  ["Agent", async (ctx) => [...await agentFlushBench(ctx), ...await agentBench(ctx)]],
   ["Web", webBench],
 ];
 
