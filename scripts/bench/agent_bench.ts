@@ -41,6 +41,7 @@ import {
   type SigningKey,
 } from "../local/signing_keys.ts";
 import { PROJECT_ROOT } from "../local/supabase_cli.ts";
+import { createUsers } from "../../supabase/tests/db_helpers.ts";
 import { percentile } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 
@@ -82,7 +83,7 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
   const results: BenchResult[] = [];
 
   const key = await generateSigningKey();
-  const users = await createBenchUsers(ctx, userCount);
+  const users = await createUsers(ctx.sql, userCount, "agent-bench");
   const tokens = await Promise.all(
     users.map((id) => issueAccessToken(key, { userId: id, issuer: ISSUER, expiresIn: 7200 })),
   );
@@ -189,25 +190,6 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
     await upstream.stop();
   }
   return results;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Users
-
-async function createBenchUsers(
-  ctx: BenchContext,
-  count: number,
-): Promise<string[]> {
-  const rows = await ctx.sql<{ id: string }[]>`
-    insert into auth.users (instance_id, id, aud, role, email, encrypted_password,
-      email_confirmed_at, raw_app_meta_data, raw_user_meta_data, created_at, updated_at)
-    select '00000000-0000-0000-0000-000000000000', gen_random_uuid(), 'authenticated',
-      'authenticated', 'agent-bench-' || n || '-' || substr(md5(random()::text), 1, 8)
-        || '@example.test',
-      '', now(), '{"provider":"email","providers":["email"]}', '{}', now(), now()
-    from generate_series(1, ${count}) as n
-    returning id`;
-  return rows.map((row) => row.id);
 }
 
 // ---------------------------------------------------------------------------------------------

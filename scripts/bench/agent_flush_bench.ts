@@ -13,6 +13,7 @@
 import { LiveTurn } from "../../supabase/functions/_shared/agent/live_turn.ts";
 import { startTurn, writeFlush } from "../../supabase/functions/_shared/agent/turn_store.ts";
 import { connect, type Sql } from "../../supabase/functions/_shared/db.ts";
+import { createUsers } from "../../supabase/tests/db_helpers.ts";
 import { percentile } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 
@@ -22,7 +23,7 @@ const BATCHES = 3;
 
 export async function agentFlushBench(ctx: BenchContext): Promise<BenchResult[]> {
   const turnCount = ctx.smoke ? 50 : 1000;
-  const users = await createUsers(ctx.sql, turnCount);
+  const users = await createUsers(ctx.sql, turnCount, "flush-bench");
   const flushSql = connect(ctx.databaseUrl, { max: 1 });
   try {
     return await measureFlushes(ctx.sql, flushSql, users, ctx.smoke ? 2 : 10);
@@ -72,19 +73,6 @@ async function measureFlushes(
         hotShare(before, after, "chat_history")
       }`,
   }];
-}
-
-async function createUsers(sql: Sql, count: number): Promise<string[]> {
-  const rows = await sql<{ id: string }[]>`
-    insert into auth.users (instance_id, id, aud, role, email, encrypted_password,
-      email_confirmed_at, raw_app_meta_data, raw_user_meta_data, created_at, updated_at)
-    select '00000000-0000-0000-0000-000000000000', gen_random_uuid(), 'authenticated',
-      'authenticated', 'flush-bench-' || n || '-' || substr(md5(random()::text), 1, 8)
-        || '@example.test',
-      '', now(), '{"provider":"email","providers":["email"]}', '{}', now(), now()
-    from generate_series(1, ${count}) as n
-    returning id`;
-  return rows.map((row) => row.id);
 }
 
 async function startTurns(sql: Sql, users: string[]): Promise<LiveTurn[]> {

@@ -38,6 +38,23 @@ export async function createUser(sql: Sql, label = "user"): Promise<TestUser> {
   return { id, email, claims: userClaims(id, email) };
 }
 
+/**
+ * Inserts `count` auth.users rows in one statement (for benchmarks: no password, so no bcrypt
+ * per user); the project's trigger adds their grants and limits. Returns their ids.
+ */
+export async function createUsers(sql: Sql, count: number, label = "user"): Promise<string[]> {
+  const rows = await sql<{ id: string }[]>`
+    insert into auth.users (instance_id, id, aud, role, email, encrypted_password,
+      email_confirmed_at, raw_app_meta_data, raw_user_meta_data, created_at, updated_at)
+    select '00000000-0000-0000-0000-000000000000', gen_random_uuid(), 'authenticated',
+      'authenticated', ${label} || '-' || n || '-' || substr(md5(random()::text), 1, 8)
+        || '@example.test',
+      '', now(), '{"provider":"email","providers":["email"]}', '{}', now(), now()
+    from generate_series(1, ${count}) as n
+    returning id`;
+  return rows.map((row) => row.id);
+}
+
 export function userClaims(id: string, email?: string): JwtClaims {
   return { sub: id, role: "authenticated", aud: "authenticated", email, is_anonymous: false };
 }
