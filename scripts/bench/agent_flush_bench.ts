@@ -13,7 +13,7 @@
 import { LiveTurn } from "../../supabase/functions/_shared/agent/live_turn.ts";
 import { startTurn, writeFlush } from "../../supabase/functions/_shared/agent/turn_store.ts";
 import { connect, type Sql } from "../../supabase/functions/_shared/db.ts";
-import { createUsers } from "../../supabase/tests/db_helpers.ts";
+import { createUsers, userClaims } from "../../supabase/tests/db_helpers.ts";
 import { percentile } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 
@@ -81,7 +81,7 @@ async function startTurns(sql: Sql, users: string[]): Promise<LiveTurn[]> {
     const turnId = crypto.randomUUID();
     const userMessageId = crypto.randomUUID();
     const assistantMessageId = crypto.randomUUID();
-    const started = await startTurn(sql, { sub: userId, role: "authenticated" }, {
+    const started = await startTurn(sql, userClaims(userId), {
       turnId,
       sessionId: crypto.randomUUID(),
       title: "flush bench",
