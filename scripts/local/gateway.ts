@@ -8,7 +8,7 @@
  * Supabase does; ours verify tokens themselves and set it to false.
  */
 import type { TokenVerifier } from "../../supabase/functions/_shared/auth.ts";
-import { bearerToken } from "../../supabase/functions/_shared/auth.ts";
+import { bearerToken } from "../../supabase/functions/_shared/http/require_user.ts";
 
 export type Handler = (request: Request) => Response | Promise<Response>;
 

@@ -12,7 +12,7 @@
  * error that says so, never silently ignored.
  */
 import type { TokenVerifier } from "../../supabase/functions/_shared/auth.ts";
-import { bearerToken } from "../../supabase/functions/_shared/auth.ts";
+import { bearerToken } from "../../supabase/functions/_shared/http/require_user.ts";
 import { asUser, type JwtClaims, type Sql } from "../../supabase/functions/_shared/db.ts";
 import { roleOfApiKey } from "./keys.ts";
 

@@ -10,7 +10,7 @@
  */
 import { z } from "zod";
 import type { TokenVerifier } from "../../../supabase/functions/_shared/auth.ts";
-import { bearerToken } from "../../../supabase/functions/_shared/auth.ts";
+import { bearerToken } from "../../../supabase/functions/_shared/http/require_user.ts";
 import { roleOfApiKey } from "../keys.ts";
 import type { Channel, ChannelRegistry } from "./channels.ts";
 import { apikeyIdentity, resolveIdentity, usesApikey } from "./identity.ts";

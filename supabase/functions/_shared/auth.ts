@@ -244,10 +244,3 @@ function parseJwks(json: string): JSONWebKeySet {
   }
   throw new Error('SUPABASE_JWKS must be {"keys":[...]} or an array of JWKs');
 }
-
-/** The token of an `Authorization: Bearer <token>` header (scheme case-insensitive). */
-export function bearerToken(request: Request): string | undefined {
-  const header = request.headers.get("Authorization");
-  const match = header?.match(/^Bearer[ \t]+(\S+)[ \t]*$/i);
-  return match?.[1];
-}

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { importJWK, SignJWT } from "jose";
-import { type AuthResult, bearerToken, createTokenVerifier, tokenVerifierFromEnv } from "./auth.ts";
+import { type AuthResult, createTokenVerifier, tokenVerifierFromEnv } from "./auth.ts";
+import { bearerToken } from "./http/require_user.ts";
 import {
   generateSigningKey,
   issueAccessToken,

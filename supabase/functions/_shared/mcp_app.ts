@@ -17,8 +17,6 @@
  * lands on another isolate cannot reach the call; the call then still ends when its client
  * drops the response stream, or at the tool's own timeout.
  */
-import { Hono } from "hono";
-import { cors } from "hono/cors";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv-provider.js";
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
@@ -29,8 +27,12 @@ import {
   type RequestId,
 } from "@modelcontextprotocol/sdk/types.js";
 import type { TransportSendOptions } from "@modelcontextprotocol/sdk/shared/transport.js";
-import { bearerToken, type TokenVerifier, type VerifiedUser } from "./auth.ts";
+import type { TokenVerifier, VerifiedUser } from "./auth.ts";
 import type { Sql } from "./db.ts";
+import { errorResponse, HttpError } from "./http/errors.ts";
+import { createFunctionApp } from "./http/function_app.ts";
+import { readJsonBody } from "./http/json_body.ts";
+import { requireUser, type UserEnv } from "./http/require_user.ts";
 import { createGrantsReader, type PermissionGrant } from "./permissions.ts";
 import { registerTools } from "./tools/mcp_adapter.ts";
 import { createToolRegistry, type ToolDefinition } from "./tools/registry.ts";
@@ -54,7 +56,7 @@ const METADATA_PATH = "/.well-known/oauth-protected-resource";
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
 const DEFAULT_SERVER_INFO = { name: "supabase-agent-tools", version: "1.0.0" };
 
-export function createMcpApp(options: McpAppOptions): Hono {
+export function createMcpApp(options: McpAppOptions) {
   const { sql, verifier } = options;
   const supabaseUrl = options.supabaseUrl.replace(/\/+$/, "");
   const functionUrl = (options.functionUrl ?? `${supabaseUrl}/functions/v1/${FUNCTION_NAME}`)
@@ -72,29 +74,12 @@ export function createMcpApp(options: McpAppOptions): Hono {
   // Parallel calls with one token share grant reads (each read starts after its callers came).
   const readGrants = createGrantsReader(sql);
 
-  const app = new Hono().basePath(`/${FUNCTION_NAME}`);
-
-  app.use(
-    "*",
-    cors({
-      origin: "*",
-      allowMethods: ["POST", "GET", "DELETE", "OPTIONS"],
-      allowHeaders: [
-        "Authorization",
-        "Content-Type",
-        "Accept",
-        "Mcp-Protocol-Version",
-        "Mcp-Session-Id",
-        "Last-Event-ID",
-      ],
-      exposeHeaders: ["WWW-Authenticate", "Mcp-Session-Id"],
-    }),
-  );
-
-  app.onError((error) => {
-    console.error("mcp: request failed", error);
-    return jsonError(500, "internal_error", "The request failed on the server");
+  const app = createFunctionApp<UserEnv>(FUNCTION_NAME, {
+    corsMethods: ["POST", "GET", "DELETE"],
+    corsHeaders: ["Accept", "Mcp-Protocol-Version", "Mcp-Session-Id", "Last-Event-ID"],
+    corsExposeHeaders: ["WWW-Authenticate", "Mcp-Session-Id"],
   });
+  const signedIn = requireUser({ verifier, resourceMetadataUrl: metadataUrl });
 
   // RFC 9728 protected resource metadata: where a client gets tokens for this resource.
   app.get(METADATA_PATH, (c) =>
@@ -109,13 +94,11 @@ export function createMcpApp(options: McpAppOptions): Hono {
       { "Cache-Control": "public, max-age=3600" },
     ));
 
-  app.post("/", async (c) => {
+  app.post("/", signedIn, async (c) => {
     const request = c.req.raw;
-    const auth = await authenticate(request, verifier, metadataUrl);
-    if (!auth.ok) return auth.response;
-    const { user, token } = auth;
+    const { user, accessToken: token } = c.var;
 
-    const body = await readJson(request);
+    const body = await readJsonRpcBody(request);
     if (!body.ok) return body.response;
     const messages = (Array.isArray(body.value) ? body.value : [body.value]) as unknown[];
 
@@ -224,12 +207,11 @@ export function createMcpApp(options: McpAppOptions): Hono {
   }
 
   app.on(["GET", "DELETE", "PUT", "PATCH"], "/", () =>
-    jsonError(
-      405,
-      "method_not_allowed",
-      "This MCP server is stateless: POST JSON-RPC messages; there is no stream or session",
-      { Allow: "POST, OPTIONS" },
-    ));
+    errorResponse(405, {
+      code: "method_not_allowed",
+      message:
+        "This MCP server is stateless: POST JSON-RPC messages; there is no stream or session",
+    }, { Allow: "POST, OPTIONS" }));
 
   return app;
 }
@@ -325,89 +307,26 @@ function cancelledRequestIds(messages: unknown[]): RequestId[] {
   return ids;
 }
 
-type AuthOutcome =
-  | { ok: true; user: VerifiedUser; token: string }
-  | { ok: false; response: Response };
+type JsonRpcBody = { ok: true; value: unknown } | { ok: false; response: Response };
 
-async function authenticate(
-  request: Request,
-  verifier: TokenVerifier,
-  metadataUrl: string,
-): Promise<AuthOutcome> {
-  const token = bearerToken(request);
-  if (!token) {
-    return {
-      ok: false,
-      response: jsonError(401, "missing_token", "An access token is required", {
-        "WWW-Authenticate": `Bearer resource_metadata="${metadataUrl}"`,
-      }),
-    };
-  }
-  let result;
+/**
+ * The POST body as JSON, read with a size limit (the SDK's own limit does not apply to a body
+ * handed to it parsed); a body that is too large or not JSON is answered as the SDK transport
+ * answers errors about the JSON-RPC envelope itself.
+ */
+async function readJsonRpcBody(request: Request): Promise<JsonRpcBody> {
   try {
-    result = await verifier.verify(token);
+    return { ok: true, value: await readJsonBody(request, MAX_BODY_BYTES) };
   } catch (error) {
-    console.error("mcp: cannot verify access tokens", error);
-    return {
-      ok: false,
-      response: jsonError(503, "auth_unavailable", "Access tokens cannot be verified right now"),
-    };
+    if (!(error instanceof HttpError)) throw error;
+    const response = error.code === "payload_too_large"
+      ? jsonRpcError(413, -32000, error.message)
+      : jsonRpcError(400, -32700, "Parse error: Invalid JSON");
+    return { ok: false, response };
   }
-  if (result.ok) return { ok: true, user: result.user, token };
-  // RFC 6750 §3: a bad token is "invalid_token"; the description must be a quoted-string.
-  const description = result.message.replace(/["\\]/g, "'");
-  return {
-    ok: false,
-    response: jsonError(401, result.code, result.message, {
-      "WWW-Authenticate": `Bearer error="invalid_token", error_description="${description}", ` +
-        `resource_metadata="${metadataUrl}"`,
-    }),
-  };
-}
-
-type JsonBody = { ok: true; value: unknown } | { ok: false; response: Response };
-
-/** The POST body as JSON, read with a size limit (the SDK's own limit does not apply to it). */
-async function readJson(request: Request): Promise<JsonBody> {
-  const declared = Number(request.headers.get("Content-Length") ?? "0");
-  if (declared > MAX_BODY_BYTES) return { ok: false, response: tooLarge() };
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  if (request.body) {
-    for await (const chunk of request.body) {
-      size += chunk.byteLength;
-      if (size > MAX_BODY_BYTES) return { ok: false, response: tooLarge() };
-      chunks.push(chunk);
-    }
-  }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  try {
-    return { ok: true, value: JSON.parse(new TextDecoder().decode(bytes)) };
-  } catch {
-    return { ok: false, response: jsonRpcError(400, -32700, "Parse error: Invalid JSON") };
-  }
-}
-
-function tooLarge(): Response {
-  return jsonRpcError(413, -32000, `The request body is larger than ${MAX_BODY_BYTES} bytes`);
 }
 
 /** Errors about the JSON-RPC envelope itself, answered the way the SDK transport does. */
 function jsonRpcError(status: number, code: number, message: string): Response {
   return Response.json({ jsonrpc: "2.0", error: { code, message }, id: null }, { status });
-}
-
-/** The project's JSON error envelope (kept local until the shared http_errors module lands). */
-function jsonError(
-  status: number,
-  code: string,
-  message: string,
-  headers: Record<string, string> = {},
-): Response {
-  return Response.json({ error: { code, message } }, { status, headers });
 }

@@ -9,11 +9,12 @@
  * JWKS, a scratch database and the LLM fixture; several instances in one process behave as
  * several isolates.
  */
-import { Hono } from "hono";
 import { TOKEN_SUBPROTOCOL_PREFIX } from "../agent_protocol.ts";
-import { bearerToken, type TokenVerifier, type VerifiedUser } from "../auth.ts";
+import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import { asServiceRole, asUser, type Sql } from "../db.ts";
-import { errorResponse, handleError, handleNotFound } from "../http_errors.ts";
+import { errorResponse } from "../http/errors.ts";
+import { createFunctionApp } from "../http/function_app.ts";
+import { requireUser, type UserEnv } from "../http/require_user.ts";
 import type { ToolDefinition } from "../tools/registry.ts";
 import { type AgentConfig, agentConfig } from "./config.ts";
 import { AgentConnection } from "./connection.ts";
@@ -48,38 +49,19 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
   const runtime = new AgentRuntime({
     sql: options.sql,
     ...(options.flushSql ? { flushSql: options.flushSql } : {}),
-    verifier: options.verifier,
     llm: options.llm,
     config,
     registry: options.tools,
   });
-  const app = new Hono({ strict: false }).basePath(`/${FUNCTION_NAME}`);
-  app.onError(handleError);
-  app.notFound(handleNotFound);
+  const app = createFunctionApp<UserEnv>(FUNCTION_NAME, { trailingSlashAgnostic: true });
+  const signedIn = requireUser({
+    verifier: options.verifier,
+    subprotocolPrefix: TOKEN_SUBPROTOCOL_PREFIX,
+    queryParameter: true,
+  });
 
-  app.get("/", async (c) => {
+  app.get("/", signedIn, (c) => {
     const request = c.req.raw;
-    const credentials = credentialsOf(request);
-    if (!credentials.token) {
-      return errorResponse(401, {
-        code: "missing_token",
-        message: "Send an access token: Authorization: Bearer <token>, the WebSocket " +
-          'subprotocol "jwt-<token>", or ?jwt=<token>',
-      });
-    }
-    let auth;
-    try {
-      auth = await runtime.deps.verifier.verify(credentials.token);
-    } catch (error) {
-      console.error("agent: the JWKS could not be loaded", error);
-      return errorResponse(503, {
-        code: "unavailable",
-        message: "Access tokens cannot be verified right now; try again shortly",
-      });
-    }
-    if (!auth.ok) {
-      return errorResponse(401, { code: auth.code, message: auth.message });
-    }
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return errorResponse(426, {
         code: "upgrade_required",
@@ -92,36 +74,13 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
         message: "The server is shutting down",
       });
     }
-    const { socket, response } = Deno.upgradeWebSocket(
-      request,
-      credentials.protocol ? { protocol: credentials.protocol } : {},
-    );
-    serveSocket(runtime, auth.user, socket);
+    const protocol = c.var.tokenProtocol;
+    const { socket, response } = Deno.upgradeWebSocket(request, protocol ? { protocol } : {});
+    serveSocket(runtime, c.var.user, socket);
     return response;
   });
 
   return { fetch: app.fetch, runtime, close: () => runtime.close() };
-}
-
-interface Credentials {
-  token?: string;
-  /** The offered `jwt-…` subprotocol, to echo back. */
-  protocol?: string;
-}
-
-/** The token from the header, else the subprotocol, else the query string. */
-function credentialsOf(request: Request): Credentials {
-  const offered = (request.headers.get("sec-websocket-protocol") ?? "")
-    .split(",")
-    .map((entry) => entry.trim())
-    .find((entry) => entry.startsWith(TOKEN_SUBPROTOCOL_PREFIX));
-  const protocol = offered && offered.length > TOKEN_SUBPROTOCOL_PREFIX.length
-    ? offered
-    : undefined;
-  const token = bearerToken(request) ??
-    protocol?.slice(TOKEN_SUBPROTOCOL_PREFIX.length) ??
-    (new URL(request.url).searchParams.get("jwt") || undefined);
-  return { ...(token ? { token } : {}), ...(protocol ? { protocol } : {}) };
 }
 
 function serveSocket(

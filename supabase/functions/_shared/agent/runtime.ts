@@ -6,7 +6,6 @@
  * None of it is the truth: turns, frames, connections and quotas live in Postgres. These
  * objects only let this isolate serve its own clients without polling, and die with it.
  */
-import type { TokenVerifier } from "../auth.ts";
 import { asServiceRole, type Sql } from "../db.ts";
 import type { ToolDefinition } from "../tools/registry.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
@@ -28,7 +27,6 @@ export interface RuntimeDependencies {
    * draining one for a transaction outside `sql.begin` (UNSAFE_TRANSACTION). Defaults to `sql`.
    */
   flushSql?: Sql;
-  verifier: TokenVerifier;
   llm: LlmSettings;
   config: AgentConfig;
   registry: readonly ToolDefinition[];

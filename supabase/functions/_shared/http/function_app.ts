@@ -1,0 +1,41 @@
+/**
+ * The Hono app every function starts from: routes under `/<function name>` (the path Supabase
+ * hands a function is `/<name>/…`), the JSON error envelope for thrown errors and unknown
+ * routes, and optionally CORS for browsers calling it with supabase-js.
+ */
+import { type Env, Hono } from "hono";
+import { cors } from "hono/cors";
+import { handleError, handleNotFound } from "./errors.ts";
+
+export interface FunctionAppOptions {
+  /** Treat `/name` and `/name/` as one route (the WebSocket endpoint is reached both ways). */
+  trailingSlashAgnostic?: boolean;
+  /** Answer CORS for these methods (OPTIONS is added); omitted, the function sends no CORS. */
+  corsMethods?: readonly string[];
+  /** Request headers a browser may send, besides those supabase-js always sends. */
+  corsHeaders?: readonly string[];
+  /** Response headers a browser script may read. */
+  corsExposeHeaders?: readonly string[];
+}
+
+/** What supabase-js sends with every call; the browser asks before sending them. */
+export const SUPABASE_JS_HEADERS = ["authorization", "x-client-info", "apikey", "content-type"];
+
+export function createFunctionApp<E extends Env = Env>(
+  name: string,
+  options: FunctionAppOptions = {},
+) {
+  const app = new Hono<E>({ strict: !options.trailingSlashAgnostic }).basePath(`/${name}`);
+  app.onError(handleError);
+  app.notFound(handleNotFound);
+  if (options.corsMethods) {
+    app.use(cors({
+      origin: "*",
+      allowMethods: [...options.corsMethods, "OPTIONS"],
+      allowHeaders: [...SUPABASE_JS_HEADERS, ...(options.corsHeaders ?? [])],
+      exposeHeaders: [...(options.corsExposeHeaders ?? [])],
+      maxAge: 86400,
+    }));
+  }
+  return app;
+}
