@@ -47,7 +47,9 @@ async function call(
   path: string,
   headers: Record<string, string> = {},
 ) {
-  const response = await app.fetch(new Request(`http://localhost/fn${path.replace(/^\//, "")}`, { headers }));
+  const response = await app.fetch(
+    new Request(`http://localhost/fn${path.replace(/^\//, "")}`, { headers }),
+  );
   return { response, body: await response.json() };
 }
 
