@@ -17,16 +17,10 @@
  * lands on another isolate cannot reach the call; the call then still ends when its client
  * drops the response stream, or at the tool's own timeout.
  */
-import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv-provider.js";
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
-import {
-  isJSONRPCErrorResponse,
-  isJSONRPCResultResponse,
-  type JSONRPCMessage,
-  type RequestId,
-} from "@modelcontextprotocol/sdk/types.js";
-import type { TransportSendOptions } from "@modelcontextprotocol/sdk/shared/transport.js";
+import { CallToolRequestSchema, type RequestId } from "@modelcontextprotocol/sdk/types.js";
 import type { TokenVerifier, VerifiedUser } from "./auth.ts";
 import type { Sql } from "./db.ts";
 import { errorResponse, HttpError } from "./http/errors.ts";
@@ -34,10 +28,12 @@ import { createFunctionApp } from "./http/function_app.ts";
 import { readJsonBody } from "./http/json_body.ts";
 import { requireUser, type UserEnv } from "./http/require_user.ts";
 import { createGrantsReader, type PermissionGrant } from "./permissions.ts";
-import { registerTools } from "./tools/mcp_adapter.ts";
-import { createToolRegistry, type ToolDefinition } from "./tools/registry.ts";
+import { recordToolUsage, type ToolScope } from "./tools/invoke.ts";
+import { mcpToolListing, serveTools } from "./tools/mcp_adapter.ts";
+import { createToolRegistry } from "./tools/registry.ts";
+import type { ToolDefinition } from "./tools/types.ts";
 import { workflowConfigFromEnv } from "./tools/execute_workflow.ts";
-import { createUsageWriter, type UsageStatus } from "./usage.ts";
+import { createUsageWriter } from "./usage.ts";
 
 export interface McpAppOptions {
   sql: Sql;
@@ -64,6 +60,7 @@ export function createMcpApp(options: McpAppOptions) {
   const metadataUrl = functionUrl + METADATA_PATH;
   const tools = options.tools ?? createToolRegistry({ workflow: workflowConfigFromEnv() });
   const toolNames = new Set(tools.map((tool) => tool.name));
+  const listing = mcpToolListing(tools);
   const serverInfo = options.serverInfo ?? DEFAULT_SERVER_INFO;
   const running = new RunningCalls();
   // The SDK builds a JSON Schema validator (Ajv) per server unless given one; compiling its
@@ -108,74 +105,48 @@ export function createMcpApp(options: McpAppOptions) {
     const calls = toolCallsIn(messages).filter((call) => toolNames.has(call.name));
     const needsGrants = calls.length > 0 || messages.some((m) => methodOf(m) === "tools/list");
     const grants = needsGrants ? await readGrants(user.claims) : [];
+    // A call the SDK refuses before any handler (malformed params) still counts as a call.
+    for (const call of calls.filter((call) => !call.wellFormed)) {
+      await recordToolUsage(
+        { caller: user, recordUsage: writeUsage, source: "mcp" },
+        call.name,
+        "error",
+        0,
+      );
+    }
     return await exchange({ request, body: body.value, user, token, calls, grants });
   });
 
-  /** One POST through a new server and transport, with a usage row per tool call. */
+  /** One POST through a new server and transport; each tool call leaves its usage row. */
   async function exchange({ request, body, user, token, calls, grants }: Exchange) {
-    const server = new McpServer(serverInfo, { capabilities: { tools: {} }, jsonSchemaValidator });
+    const server = new Server(serverInfo, { capabilities: { tools: {} }, jsonSchemaValidator });
     const transport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: undefined,
     });
-
-    // One ledger entry per tool call: settled exactly once, by its response or its cancel.
-    const ledger = new Map<RequestId, { name: string; started: number; status?: UsageStatus }>();
-    for (const call of calls) ledger.set(call.id, { name: call.name, started: performance.now() });
-    let cancelledAny = false;
-    const settle = async (requestId: RequestId, status: UsageStatus) => {
-      const entry = ledger.get(requestId);
-      if (!entry) return;
-      ledger.delete(requestId);
-      running.remove(callKey(user, requestId));
-      try {
-        await writeUsage({
-          user_id: user.id,
-          kind: "tool",
-          source: "mcp",
-          name: entry.name,
-          latency_ms: performance.now() - entry.started,
-          status,
-        });
-      } catch (error) {
-        // Losing one usage row must not lose the caller's result: log it and answer.
-        console.error(`mcp: could not record usage of ${entry.name}`, error);
-      }
-    };
-    const closeWhenSettled = () => {
-      // A cancelled call never gets a response, so its stream would stay open for good.
-      if (cancelledAny && ledger.size === 0) void transport.close();
-    };
-
-    registerTools(server, {
-      tools,
-      grants,
+    const scope = (signal: AbortSignal): ToolScope => ({
       caller: { id: user.id, claims: user.claims },
       sql,
-      calledTools: new Set(calls.map((call) => call.name)),
-      onDenied: (requestId) => {
-        const entry = ledger.get(requestId);
-        if (entry) entry.status = "denied";
-      },
-      onCancelled: async (requestId) => {
-        cancelledAny = true;
-        await settle(requestId, "cancelled");
-        closeWhenSettled();
+      grants,
+      signal,
+      recordUsage: writeUsage,
+      source: "mcp",
+    });
+    const unsettled = new Set(calls.filter((call) => call.wellFormed).map((call) => call.id));
+    let cancelledAny = false;
+    serveTools(server, {
+      tools,
+      listing,
+      scope,
+      onSettled: (requestId, cancelled) => {
+        running.remove(callKey(user, requestId));
+        unsettled.delete(requestId);
+        cancelledAny ||= cancelled;
+        // A cancelled call never gets a response, so its stream would stay open for good.
+        // Closed a macrotask later: the SDK sends the other calls' answers after their
+        // handlers return, and those must go out first.
+        if (cancelledAny && unsettled.size === 0) setTimeout(() => void transport.close(), 0);
       },
     });
-
-    // Every response passes here: the place to settle a call's usage before it is answered.
-    const deliver = transport.send.bind(transport);
-    transport.send = async (message: JSONRPCMessage, sendOptions?: TransportSendOptions) => {
-      if (isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message)) {
-        const entry = ledger.get(message.id);
-        if (entry) {
-          const failed = isJSONRPCErrorResponse(message) || message.result.isError === true;
-          await settle(message.id, entry.status ?? (failed ? "error" : "ok"));
-        }
-      }
-      await deliver(message, sendOptions);
-      closeWhenSettled();
-    };
 
     await server.connect(transport);
     for (const call of calls) {
@@ -284,6 +255,8 @@ function isRequestId(value: unknown): value is RequestId {
 interface ToolCall {
   id: RequestId;
   name: string;
+  /** Whether the SDK will take it (else it answers an error without running anything). */
+  wellFormed: boolean;
 }
 
 /** The `tools/call` requests in a POST body (the transport validates the rest). */
@@ -292,7 +265,10 @@ function toolCallsIn(messages: unknown[]): ToolCall[] {
   for (const message of messages) {
     if (methodOf(message) !== "tools/call") continue;
     const { id, params } = message as { id?: unknown; params?: { name?: unknown } };
-    if (isRequestId(id) && typeof params?.name === "string") calls.push({ id, name: params.name });
+    if (isRequestId(id) && typeof params?.name === "string") {
+      const wellFormed = CallToolRequestSchema.safeParse(message).success;
+      calls.push({ id, name: params.name, wellFormed });
+    }
   }
   return calls;
 }

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { z } from "zod";
 import { fixtureArg } from "../../../scripts/llm_fixture.ts";
 import type { ServerFrame, TurnFrame } from "../_shared/agent_protocol.ts";
-import { createToolRegistry, type ToolDefinition } from "../_shared/tools/registry.ts";
+import { createToolRegistry } from "../_shared/tools/registry.ts";
+import type { ToolDefinition } from "../_shared/tools/types.ts";
 import { type AgentClient, grant, tokensOf, withWorld } from "./test_support.ts";
 
 type Frame<T extends TurnFrame["type"]> = Extract<TurnFrame, { type: T }>;

@@ -8,7 +8,8 @@ import { type AgentApp, createAgentApp } from "../_shared/agent/app.ts";
 import type { AgentConfig } from "../_shared/agent/config.ts";
 import { createTokenVerifier } from "../_shared/auth.ts";
 import { connect, type Sql } from "../_shared/db.ts";
-import { createToolRegistry, type ToolDefinition } from "../_shared/tools/registry.ts";
+import { createToolRegistry } from "../_shared/tools/registry.ts";
+import type { ToolDefinition } from "../_shared/tools/types.ts";
 import { type LlmFixture, startLlmFixture } from "../../../scripts/llm_fixture.ts";
 import {
   generateSigningKey,

@@ -1,21 +1,25 @@
 /**
- * Registry tools as the agent serves them: offered to the model as JSON Schema functions,
- * and each call the model makes checked (known tool, JSON arguments valid for its schema,
- * permission and approval) before it runs as the user. Every refusal is a tool error the
- * model sees, so it can explain or try otherwise; every call leaves one usage row.
+ * Registry tools as the agent serves them: offered to the model as JSON Schema functions, and
+ * each call the model makes announced to the client, run through `invokeTool` under the
+ * agent's policy (an `ask` grant waits for the user's approval) and reported back. Every
+ * refusal is a tool error the model sees, so it can explain or try otherwise.
  */
 import { z } from "zod";
-import { fieldPath } from "../agent_protocol.ts";
 import type { Json } from "../database.types.ts";
-import { asUser, type JwtClaims, type Sql } from "../db.ts";
 import type { ToolDefinition as LlmToolDefinition } from "../llm_client.ts";
 import {
   type PermissionGrant,
   type ResolvedPermission,
   resolvePermission,
 } from "../permissions.ts";
-import type { ToolDefinition, ToolResult } from "../tools/registry.ts";
-import type { UsageStatus, UsageWriter } from "../usage.ts";
+import {
+  invokeTool,
+  refusal,
+  type ToolArguments,
+  type ToolRefusal,
+  type ToolScope,
+} from "../tools/invoke.ts";
+import type { ToolDefinition } from "../tools/types.ts";
 import {
   approvedForSession,
   awaitApproval,
@@ -58,11 +62,8 @@ export function llmToolDefinitions(
   });
 }
 
-export interface ToolCallContext {
-  sql: Sql;
-  claims: JwtClaims;
-  /** Where the call's usage row goes (the runtime's batched writer). */
-  recordUsage: UsageWriter;
+/** What a turn's tool calls run within: the call's scope plus the agent's approval policy. */
+export interface AgentToolScope extends Omit<ToolScope, "signal" | "source" | "grants"> {
   turn: LiveTurn;
   registry: readonly ToolDefinition[];
   /** The user's grants; "always" approvals update this copy too. */
@@ -87,22 +88,42 @@ export interface ToolCallResult {
   isError: boolean;
 }
 
-/** Announces, checks, runs and reports one call; never throws for what the model did. */
+/** Announces, runs (through `invokeTool`) and reports one call; never throws for what the model did. */
 export async function executeToolCall(
-  context: ToolCallContext,
+  scope: AgentToolScope,
   call: ToolCallRequest,
 ): Promise<ToolCallResult> {
-  const { turn } = context;
+  const { turn } = scope;
   const args = parseArguments(call.arguments);
   turn.emit({
     type: "tool_call",
     call_id: call.id,
     tool: call.name,
-    args: args.value,
+    args: args.ok ? args.value : call.arguments,
   });
-  const started = performance.now();
-  const outcome = await checkAndRun(context, call, args);
-  const result = outcome.result;
+  const { result } = await invokeTool(scope.registry, {
+    ...scope,
+    signal: turn.signal,
+    source: "agent",
+    sessionId: turn.sessionId,
+    turnId: turn.turnId,
+  }, {
+    name: call.name,
+    args,
+    policy: (tool, permission, input) => askWhenGrantSays(scope, call, tool, permission, input),
+    progress: (progress, total, message) => {
+      if (!turn.ended) {
+        turn.emit({
+          type: "progress",
+          call_id: call.id,
+          progress,
+          ...(total === undefined ? {} : { total }),
+          ...(message === undefined ? {} : { message }),
+        });
+      }
+      return Promise.resolve();
+    },
+  });
   const isError = !result.ok;
   const resultValue = (result.ok ? result.output : result.error) as Json;
   turn.recordToolCall({
@@ -119,155 +140,35 @@ export async function executeToolCall(
     result: resultValue,
     is_error: isError,
   });
-  try {
-    await context.recordUsage({
-      user_id: turn.userId,
-      session_id: turn.sessionId,
-      turn_id: turn.turnId,
-      kind: "tool",
-      source: "agent",
-      name: call.name.slice(0, 200) || "(unnamed tool)",
-      latency_ms: performance.now() - started,
-      status: outcome.status,
-    });
-  } catch (error) {
-    // A lost usage row must not lose the user's answer; the log keeps the trace.
-    console.error(`agent: could not record usage of tool ${call.name}`, error);
-  }
   return {
-    content: JSON.stringify(
-      result.ok ? result.output : { error: result.error },
-    ),
+    content: JSON.stringify(result.ok ? result.output : { error: result.error }),
     isError,
   };
 }
 
-type Arguments = { ok: true; value: unknown } | {
-  ok: false;
-  value: string;
-  message: string;
-};
-
-function parseArguments(text: string): Arguments {
+function parseArguments(text: string): ToolArguments {
   if (text.trim() === "") return { ok: true, value: {} };
   try {
     return { ok: true, value: JSON.parse(text) };
   } catch (error) {
     if (!(error instanceof SyntaxError)) throw error;
-    return { ok: false, value: text, message: error.message };
+    return { ok: false, message: error.message };
   }
 }
 
-interface Outcome {
-  result: ToolResult<unknown>;
-  status: UsageStatus;
-}
-
-function failure(
-  code: string,
-  message: string,
-  status: UsageStatus = "error",
-): Outcome {
-  return { result: { ok: false, error: { code, message } }, status };
-}
-
-async function checkAndRun(
-  context: ToolCallContext,
-  call: ToolCallRequest,
-  args: Arguments,
-): Promise<Outcome> {
-  const { turn } = context;
-  const tool = context.registry.find((candidate) => candidate.name === call.name);
-  if (!tool) {
-    return failure("unknown_tool", `There is no tool named "${call.name}"`);
-  }
-  if (!args.ok) {
-    return failure(
-      "invalid_arguments",
-      `The arguments are not valid JSON: ${args.message}`,
-    );
-  }
-  const input = tool.input.safeParse(args.value);
-  if (!input.success) {
-    const [issue] = input.error.issues;
-    const path = fieldPath(issue.path);
-    return failure(
-      "invalid_arguments",
-      path ? `${path}: ${issue.message}` : issue.message,
-    );
-  }
-
-  const permission = resolvePermission(context.grants, tool.permission);
-  if (permission === null) {
-    return failure(
-      "permission_denied",
-      `Calling ${tool.name} needs the "${tool.permission}" permission, which the user does not have`,
-      "denied",
-    );
-  }
-  if (permission.mode === "deny") {
-    return failure(
-      "permission_denied",
-      `The user's "${tool.permission}" permission is set to deny`,
-      "denied",
-    );
-  }
-  if (permission.mode === "ask") {
-    const refusal = await askForApproval(
-      context,
-      call,
-      tool,
-      permission,
-      args.value,
-    );
-    if (refusal) return refusal;
-  }
-  if (turn.signal.aborted) {
-    return failure("cancelled", "The turn was cancelled", "cancelled");
-  }
-
-  try {
-    const result = await tool.run(input.data, {
-      caller: { id: turn.userId, claims: context.claims },
-      db: (work) => asUser(context.sql, context.claims, work),
-      progress: (progress, total, message) => {
-        if (!turn.ended) {
-          turn.emit({
-            type: "progress",
-            call_id: call.id,
-            progress,
-            ...(total === undefined ? {} : { total }),
-            ...(message === undefined ? {} : { message }),
-          });
-        }
-        return Promise.resolve();
-      },
-      signal: turn.signal,
-      permission,
-    });
-    if (turn.signal.aborted) {
-      return failure("cancelled", "The turn was cancelled", "cancelled");
-    }
-    return { result, status: result.ok ? "ok" : "error" };
-  } catch (error) {
-    if (turn.signal.aborted) {
-      return failure("cancelled", "The turn was cancelled", "cancelled");
-    }
-    // The model gets a stable code; the details (SQL, stack) stay in the function's log.
-    console.error(`agent: tool ${tool.name} failed`, error);
-    return failure("internal_error", `${tool.name} failed unexpectedly`);
-  }
-}
-
-/** Undefined when the call may go ahead; otherwise the refusal to report. */
-async function askForApproval(
-  context: ToolCallContext,
+/**
+ * The agent's policy: an `ask` grant waits for the user's decision (remembered for the session
+ * or for good when the user says so); `auto` runs at once. Undefined lets the call run.
+ */
+async function askWhenGrantSays(
+  scope: AgentToolScope,
   call: ToolCallRequest,
   tool: ToolDefinition,
   permission: ResolvedPermission,
   args: unknown,
-): Promise<Outcome | undefined> {
-  const { turn, sql, claims } = context;
+): Promise<ToolRefusal | undefined> {
+  if (permission.mode !== "ask") return undefined;
+  const { turn, sql, caller: { claims } } = scope;
   const remembered = await approvedForSession(sql, claims, turn.sessionId, tool.name);
   if (remembered) return undefined;
 
@@ -279,34 +180,30 @@ async function askForApproval(
     call_id: call.id,
     tool: tool.name,
     args,
-    timeout_ms: context.approvalTimeoutMs,
+    timeout_ms: scope.approvalTimeoutMs,
   });
-  const decision = await context.approvals.wait(
+  const decision = await scope.approvals.wait(
     turn.userId,
     call.id,
-    context.approvalTimeoutMs,
+    scope.approvalTimeoutMs,
     turn.signal,
     {
       check: () => remoteAnswer(sql, turn.turnId, call.id),
-      intervalMs: context.pollIntervalMs,
+      intervalMs: scope.pollIntervalMs,
     },
   );
   await awaitApproval(sql, turn.turnId, null);
   switch (decision.kind) {
     case "aborted":
-      return failure("cancelled", "The turn was cancelled", "cancelled");
+      return refusal("cancelled", "The call was cancelled", "cancelled");
     case "timeout":
-      return failure(
+      return refusal(
         "approval_timeout",
-        `The user did not approve ${tool.name} within ${context.approvalTimeoutMs} ms`,
+        `The user did not approve ${tool.name} within ${scope.approvalTimeoutMs} ms`,
         "denied",
       );
     case "deny":
-      return failure(
-        "approval_denied",
-        `The user denied this call of ${tool.name}`,
-        "denied",
-      );
+      return refusal("approval_denied", `The user denied this call of ${tool.name}`, "denied");
     case "allow":
       if (decision.remember === "session") {
         await rememberForSession(sql, claims, turn.sessionId, tool.name);
@@ -317,9 +214,9 @@ async function askForApproval(
           approval_mode: "auto",
           constraints: permission.constraints,
         };
-        const own = context.grants.findIndex((grant) => grant.tool === permission.tool);
-        if (own >= 0) context.grants[own] = granted;
-        else context.grants.push(granted);
+        const own = scope.grants.findIndex((grant) => grant.tool === permission.tool);
+        if (own >= 0) scope.grants[own] = granted;
+        else scope.grants.push(granted);
       }
       return undefined;
   }

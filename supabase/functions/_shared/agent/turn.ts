@@ -15,7 +15,7 @@ import {
   type ToolDefinition as LlmToolDefinition,
 } from "../llm_client.ts";
 import type { PermissionGrant } from "../permissions.ts";
-import type { ToolDefinition } from "../tools/registry.ts";
+import type { ToolDefinition } from "../tools/types.ts";
 import type { UsageStatus, UsageWriter } from "../usage.ts";
 import type { PendingApprovals } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
@@ -88,7 +88,7 @@ export async function runTurn(
       for (const call of calls) {
         const outcome = await executeToolCall({
           sql: deps.sql,
-          claims: deps.claims,
+          caller: { id: turn.userId, claims: deps.claims },
           recordUsage: deps.recordUsage,
           turn,
           registry: deps.registry,

@@ -1,7 +1,7 @@
 /** `calculator`: exact arithmetic for the model, which is bad at it. */
 import { z } from "zod";
 import { CALCULATOR_LIMITS, evaluate } from "./calculator_engine.ts";
-import type { ToolDefinition } from "./registry.ts";
+import { READ_ONLY_ANNOTATIONS, type ToolDefinition } from "./types.ts";
 
 const input = z.object({
   // The engine enforces the length limit itself, so an over-long expression gets its code.
@@ -24,12 +24,7 @@ export const calculatorTool: ToolDefinition<typeof input, typeof output> = {
     "errors) and returns the decimal value and the exact fraction.",
   input,
   output,
-  annotations: {
-    readOnlyHint: true,
-    destructiveHint: false,
-    idempotentHint: true,
-    openWorldHint: false,
-  },
+  annotations: READ_ONLY_ANNOTATIONS,
   permission: "calculator",
   run({ expression }) {
     const result = evaluate(expression);

@@ -11,7 +11,7 @@
  */
 import { z } from "zod";
 import type { Env } from "../auth.ts";
-import type { ToolDefinition, ToolResult } from "./registry.ts";
+import type { ToolDefinition, ToolResult } from "./types.ts";
 
 export interface WorkflowConfig {
   /** `N8N_BASE_URL`, e.g. `https://n8n.example.com`; the tool fails cleanly without it. */

@@ -9,7 +9,7 @@ import {
   type WorkflowConfig,
   workflowConfigFromEnv,
 } from "./execute_workflow.ts";
-import type { ToolContext } from "./registry.ts";
+import type { ToolContext } from "./types.ts";
 
 function env(values: Record<string, string>) {
   return { get: (name: string) => values[name] };

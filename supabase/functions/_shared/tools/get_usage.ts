@@ -9,7 +9,7 @@
 import { z } from "zod";
 import type { Database } from "../database.types.ts";
 import type { Tx } from "../db.ts";
-import type { ToolDefinition } from "./registry.ts";
+import { READ_ONLY_ANNOTATIONS, type ToolDefinition } from "./types.ts";
 
 type UsageKind = Database["public"]["Enums"]["usage_kind"];
 
@@ -78,12 +78,7 @@ export const getUsageTool: ToolDefinition<typeof input, typeof output> = {
     "quota (token bucket, daily tokens and cost).",
   input,
   output,
-  annotations: {
-    readOnlyHint: true,
-    destructiveHint: false,
-    idempotentHint: true,
-    openWorldHint: false,
-  },
+  annotations: READ_ONLY_ANNOTATIONS,
   permission: "get_usage",
   async run(args, { db }) {
     const range = dayRange(args.from, args.to, new Date());

@@ -1,8 +1,10 @@
 /**
- * Maps registry tools onto an MCP `McpServer`: schemas and annotations as they are, results
- * as `structuredContent` plus the same JSON as text, tool errors as `isError: true` results,
- * progress as `notifications/progress` for the request's progress token, cancellation as the
- * handler's abort signal.
+ * Registry tools on an MCP server: `tools/list` shows the tools the caller may use, with their
+ * zod schemas as JSON Schema and their annotations; `tools/call` runs through `invokeTool`
+ * under MCP's policy, and its result comes back as `structuredContent` plus the same JSON as
+ * text (a failure as an `isError: true` result naming its code). Progress goes out as
+ * `notifications/progress` for the request's progress token; cancellation is the request's
+ * abort signal.
  *
  * Permission policy for MCP: a tool is offered when the caller's grant for it is `auto`.
  * `ask` counts as not granted here, because MCP gives this server no reliable way to ask the
@@ -11,152 +13,107 @@
  * stateless function spread over isolates cannot promise. Failing closed keeps `ask` meaning
  * "a person approves every call"; the agent, which can ask, serves those tools.
  */
-import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import type { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
-import type {
-  CallToolResult,
-  RequestId,
-  ServerNotification,
-  ServerRequest,
-} from "@modelcontextprotocol/sdk/types.js";
-import { asUser, type Sql } from "../db.ts";
 import {
-  type PermissionGrant,
-  type ResolvedPermission,
-  resolvePermission,
-} from "../permissions.ts";
-import type {
-  ProgressReporter,
-  ToolCaller,
-  ToolDefinition,
-  ToolError,
-  ToolResult,
-} from "./registry.ts";
+  type CallToolRequest,
+  CallToolRequestSchema,
+  type CallToolResult,
+  type ListToolsRequest,
+  ListToolsRequestSchema,
+  type RequestId,
+  type ServerNotification,
+  type ServerRequest,
+  type Tool,
+} from "@modelcontextprotocol/sdk/types.js";
+import { z } from "zod";
+import { type PermissionGrant, resolvePermission } from "../permissions.ts";
+import { grantRefusal, invokeTool, refusal, type ToolPolicy, type ToolScope } from "./invoke.ts";
+import type { ProgressReporter, ToolDefinition, ToolError, ToolResult } from "./types.ts";
 
 type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 
-export type McpAccess =
-  | { ok: true; permission: ResolvedPermission }
-  | { ok: false; error: ToolError };
+/** MCP cannot ask the user, so an `ask` grant refuses the call (see above). */
+export const mcpPolicy: ToolPolicy = (tool, permission) => {
+  if (permission.mode !== "ask") return Promise.resolve(undefined);
+  return Promise.resolve(refusal(
+    "approval_required",
+    `Your "${tool.permission}" permission asks for approval before each call, which this ` +
+      `MCP server cannot obtain; use the agent, or have the permission set to auto`,
+    "denied",
+  ));
+};
 
-/** Whether the MCP server lets the caller use `tool`, and if not, why (naming the permission). */
-export function mcpAccess(
+/** Whether MCP lists `tool` for a caller with these grants: an `auto` grant, nothing less. */
+export function mcpOffers(
   grants: readonly PermissionGrant[],
   tool: Pick<ToolDefinition, "name" | "permission">,
-): McpAccess {
+): boolean {
   const permission = resolvePermission(grants, tool.permission);
-  if (permission === null) {
-    return denied(
-      "permission_denied",
-      `Calling ${tool.name} needs the "${tool.permission}" permission, which you do not have`,
-    );
-  }
-  if (permission.mode === "deny") {
-    return denied(
-      "permission_denied",
-      `Calling ${tool.name} needs the "${tool.permission}" permission, which is set to deny ` +
-        `for you`,
-    );
-  }
-  if (permission.mode === "ask") {
-    return denied(
-      "approval_required",
-      `Your "${tool.permission}" permission asks for approval before each call, which this ` +
-        `MCP server cannot obtain; use the agent, or have the permission set to auto`,
-    );
-  }
-  return { ok: true, permission };
+  return grantRefusal(tool, permission) === undefined && permission!.mode === "auto";
 }
 
-function denied(code: string, message: string): McpAccess {
-  return { ok: false, error: { code, message } };
+/**
+ * Each tool's `tools/list` entry, built once: converting zod schemas to JSON Schema on every
+ * request would cost more than the rest of a listing. Draft-7, as the SDK's own server writes.
+ */
+export function mcpToolListing(tools: readonly ToolDefinition[]): Map<string, Tool> {
+  return new Map(tools.map((tool) => [tool.name, {
+    name: tool.name,
+    title: tool.title,
+    description: tool.description,
+    inputSchema: z.toJSONSchema(tool.input, { target: "draft-7", io: "input" }) as Tool[
+      "inputSchema"
+    ],
+    outputSchema: z.toJSONSchema(tool.output, { target: "draft-7", io: "output" }) as Tool[
+      "outputSchema"
+    ],
+    annotations: { title: tool.title, ...tool.annotations },
+  }]));
 }
 
-export interface McpToolScope {
+export interface McpToolsOptions {
   tools: readonly ToolDefinition[];
-  grants: readonly PermissionGrant[];
-  caller: ToolCaller;
-  sql: Sql;
-  /**
-   * Registry tools this request calls. Those the caller may not use are registered for this
-   * request only, answering with the denial, so they stay out of `tools/list` while a call
-   * still learns which permission it lacks (instead of a bare "tool not found").
-   */
-  calledTools: ReadonlySet<string>;
-  /** A call was refused for want of permission. */
-  onDenied(requestId: RequestId): void;
-  /** A call ended because it was cancelled; no response will be sent for it. */
-  onCancelled(requestId: RequestId): Promise<void>;
+  listing: ReadonlyMap<string, Tool>;
+  /** The call's scope, given the request's abort signal. */
+  scope(signal: AbortSignal): ToolScope;
+  /** A call ended (`cancelled`: the SDK sends no response for it). */
+  onSettled(requestId: RequestId, cancelled: boolean): void;
 }
 
-/** Registers on `server` every tool the caller may use (and denial stubs, see McpToolScope). */
-export function registerTools(server: McpServer, scope: McpToolScope): void {
-  for (const tool of scope.tools) {
-    const access = mcpAccess(scope.grants, tool);
-    if (access.ok) {
-      registerTool(server, tool, access.permission, scope);
-    } else if (scope.calledTools.has(tool.name)) {
-      const error = access.error;
-      server.registerTool(tool.name, { title: tool.title, description: tool.description }, (
-        extra: Extra,
-      ) => {
-        scope.onDenied(extra.requestId);
-        return Promise.resolve(errorResult(error));
-      });
-    }
-  }
-}
+/** Serves the registry's `tools/list` and `tools/call` on a low-level MCP `Server`. */
+export function serveTools(server: Server, options: McpToolsOptions): void {
+  const { tools, listing } = options;
+  const names = new Set(tools.map((tool) => tool.name));
 
-function registerTool(
-  server: McpServer,
-  tool: ToolDefinition,
-  permission: ResolvedPermission,
-  scope: McpToolScope,
-): void {
-  server.registerTool(
-    tool.name,
-    {
-      title: tool.title,
-      description: tool.description,
-      inputSchema: tool.input,
-      outputSchema: tool.output,
-      annotations: { title: tool.title, ...tool.annotations },
-    },
-    async (args: unknown, extra: Extra) => {
-      const result = await runTool(tool, args, permission, scope, extra);
-      if (extra.signal.aborted) {
-        await scope.onCancelled(extra.requestId);
+  server.setRequestHandler(ListToolsRequestSchema, (_request: ListToolsRequest, extra: Extra) => {
+    const grants = options.scope(extra.signal).grants;
+    return {
+      tools: tools.filter((tool) => mcpOffers(grants, tool)).map((tool) => listing.get(tool.name)!),
+    };
+  });
+
+  server.setRequestHandler(
+    CallToolRequestSchema,
+    async (request: CallToolRequest, extra: Extra) => {
+      const { name, arguments: args } = request.params;
+      // As the SDK's own server answers a name it does not know; no usage row for it.
+      if (!names.has(name)) {
+        return errorResult({ code: "unknown_tool", message: `Tool ${name} not found` });
       }
-      return toCallToolResult(result);
+      try {
+        const { result } = await invokeTool(tools, options.scope(extra.signal), {
+          name,
+          args: { ok: true, value: args ?? {} },
+          policy: mcpPolicy,
+          progress: progressReporter(extra),
+        });
+        return toCallToolResult(result);
+      } finally {
+        options.onSettled(extra.requestId, extra.signal.aborted);
+      }
     },
   );
-}
-
-async function runTool(
-  tool: ToolDefinition,
-  args: unknown,
-  permission: ResolvedPermission,
-  scope: McpToolScope,
-  extra: Extra,
-): Promise<ToolResult<unknown>> {
-  const { caller, sql } = scope;
-  try {
-    return await tool.run(args as Parameters<typeof tool.run>[0], {
-      caller,
-      db: (work) => asUser(sql, caller.claims, work),
-      progress: progressReporter(extra),
-      signal: extra.signal,
-      permission,
-    });
-  } catch (error) {
-    if (extra.signal.aborted) return { ok: false, error: { code: "cancelled", message: "" } };
-    // The client gets a stable code; the details (SQL, stack) stay in the function's logs.
-    console.error(`tool ${tool.name} failed`, error);
-    return {
-      ok: false,
-      error: { code: "internal_error", message: `${tool.name} failed unexpectedly` },
-    };
-  }
 }
 
 /** Progress goes out only when the client asked for it with a progress token. */

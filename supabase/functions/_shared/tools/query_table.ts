@@ -9,7 +9,7 @@
  */
 import { z } from "zod";
 import type { Database } from "../database.types.ts";
-import type { ToolDefinition } from "./registry.ts";
+import { READ_ONLY_ANNOTATIONS, type ToolDefinition } from "./types.ts";
 
 type Tables = Database["public"]["Tables"];
 
@@ -224,12 +224,7 @@ export const queryTableTool: ToolDefinition<typeof input, typeof output> = {
     `with equality filters, ordering and a limit (at most ${MAX_LIMIT} rows).`,
   input,
   output,
-  annotations: {
-    readOnlyHint: true,
-    destructiveHint: false,
-    idempotentHint: true,
-    openWorldHint: false,
-  },
+  annotations: READ_ONLY_ANNOTATIONS,
   permission: "query_table",
   async run(args, { db }) {
     const plan = planQuery(args);

@@ -1,88 +1,16 @@
 /**
- * The tool registry: every tool the product offers is defined once here (name, description,
- * zod schemas, annotations, required permission, handler) and served unchanged by the `mcp`
- * function and the `agent` function. Nothing in this file knows about MCP or the agent's wire
- * protocol; each surface has a small adapter that maps a definition onto its own protocol.
- *
- * Tool files import only types from this module, so the list below creates no import cycle.
+ * The tool registry: the list of every tool the product offers. Each tool is defined once in
+ * its own file (name, description, zod schemas, annotations, required permission, handler;
+ * see `types.ts`) and served unchanged by the `mcp` function and the `agent` function through
+ * `invokeTool` (`invoke.ts`). Adding a tool: its file, one line below, and its grant
+ * (docs/tools.md).
  */
-import type { z } from "zod";
-import type { JwtClaims, Tx } from "../db.ts";
-import type { ResolvedPermission } from "../permissions.ts";
 import { calculatorTool } from "./calculator.ts";
 import { createExecuteWorkflowTool, type WorkflowConfig } from "./execute_workflow.ts";
 import { getUsageTool } from "./get_usage.ts";
 import { queryTableTool } from "./query_table.ts";
 import { searchHistoryTool } from "./search_history.ts";
-
-/** MCP's behaviour hints, in the registry's own type so the registry stays protocol-free. */
-export interface ToolAnnotations {
-  /** The tool changes nothing. */
-  readOnlyHint: boolean;
-  /** When it changes something, the change may destroy data. */
-  destructiveHint: boolean;
-  /** Calling it twice with the same arguments has no further effect. */
-  idempotentHint: boolean;
-  /** It reaches beyond this project (the Internet, a third-party service). */
-  openWorldHint: boolean;
-}
-
-/** Who is calling: the verified user behind the access token. */
-export interface ToolCaller {
-  id: string;
-  claims: JwtClaims;
-}
-
-/** Runs `work` in one transaction as the caller, so RLS decides what the tool sees. */
-export type CallerDb = <T>(work: (tx: Tx) => Promise<T>) => Promise<T>;
-
-/** Reports progress of a long call; resolves once the report is on its way. */
-export type ProgressReporter = (
-  progress: number,
-  total?: number,
-  message?: string,
-) => Promise<void>;
-
-export interface ToolContext {
-  caller: ToolCaller;
-  db: CallerDb;
-  progress: ProgressReporter;
-  /** Aborts when the caller cancels the call or goes away. */
-  signal: AbortSignal;
-  /** The caller's grant for this tool, constraints included (e.g. `workflow_ids`). */
-  permission: ResolvedPermission;
-}
-
-/** A failure the caller should see, with a stable code. */
-export interface ToolError {
-  code: string;
-  message: string;
-}
-
-export type ToolResult<Output> =
-  | { ok: true; output: Output }
-  | { ok: false; error: ToolError };
-
-/**
- * One tool. `input` and `output` are zod objects: the surfaces validate arguments with
- * `input` before `run` is called and publish both as JSON Schema.
- */
-export interface ToolDefinition<
-  Input extends z.ZodObject = z.ZodObject,
-  Output extends z.ZodObject = z.ZodObject,
-> {
-  /** Also the name clients call it by; `^[a-z][a-z0-9_]{0,63}$`, like permissions.tool. */
-  name: string;
-  title: string;
-  description: string;
-  input: Input;
-  output: Output;
-  annotations: ToolAnnotations;
-  /** The `permissions.tool` a caller needs (a row for it, or for '*'). */
-  permission: string;
-  // Method syntax on purpose: it lets a concrete tool stand in for `ToolDefinition`.
-  run(input: z.output<Input>, context: ToolContext): Promise<ToolResult<z.output<Output>>>;
-}
+import type { ToolDefinition } from "./types.ts";
 
 export interface ToolRegistryOptions {
   workflow: WorkflowConfig;

@@ -5,8 +5,9 @@
  */
 import { z } from "zod";
 import type { Database } from "../database.types.ts";
-import { HISTORY_LIMITS, searchMessages } from "../history.ts";
-import type { ToolDefinition } from "./registry.ts";
+import { HISTORY_LIMITS } from "../history/protocol.ts";
+import { searchMessages } from "../history/search.ts";
+import { READ_ONLY_ANNOTATIONS, type ToolDefinition } from "./types.ts";
 
 type MessageRole = Database["public"]["Enums"]["message_role"];
 
@@ -42,12 +43,7 @@ export const searchHistoryTool: ToolDefinition<typeof input, typeof output> = {
     "best matches with highlighted snippets and the sessions they belong to.",
   input,
   output,
-  annotations: {
-    readOnlyHint: true,
-    destructiveHint: false,
-    idempotentHint: true,
-    openWorldHint: false,
-  },
+  annotations: READ_ONLY_ANNOTATIONS,
   permission: "search_history",
   async run({ query, limit, session_id }, { db }) {
     const found = await db((tx) => searchMessages(tx, query, { limit, sessionId: session_id }));

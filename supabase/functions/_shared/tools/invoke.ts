@@ -1,0 +1,195 @@
+/**
+ * `invokeTool`: the one way a tool call runs, from the agent and from MCP alike. It finds the
+ * tool, validates the arguments with its zod schema, resolves the caller's grant, lets the
+ * surface's policy decide on it (the agent can ask the user; MCP fails closed), builds the
+ * tool's context (the caller's database handle, progress, abort signal), runs it, maps a
+ * failure or a cancellation to a stable code, and writes one usage row naming its source.
+ * Every refusal is a tool error the caller sees; nothing here throws for what a caller sent.
+ */
+import { fieldPath } from "../field_path.ts";
+import { asUser, type Sql } from "../db.ts";
+import {
+  type PermissionGrant,
+  type ResolvedPermission,
+  resolvePermission,
+} from "../permissions.ts";
+import type { UsageSource, UsageStatus, UsageWriter } from "../usage.ts";
+import type {
+  ProgressReporter,
+  ToolCaller,
+  ToolDefinition,
+  ToolError,
+  ToolResult,
+} from "./types.ts";
+
+/** What a call runs within: who calls, through which surface, and where its usage goes. */
+export interface ToolScope {
+  caller: ToolCaller;
+  sql: Sql;
+  /** The caller's grants (a policy may update them, e.g. after "always allow"). */
+  grants: readonly PermissionGrant[];
+  /** Aborts when the caller cancels or goes away. */
+  signal: AbortSignal;
+  recordUsage: UsageWriter;
+  source: UsageSource;
+  /** Put on the usage row when the call belongs to a chat turn. */
+  sessionId?: string;
+  turnId?: string;
+}
+
+/** The arguments as the caller sent them: a value, or JSON text that did not parse. */
+export type ToolArguments =
+  | { ok: true; value: unknown }
+  | { ok: false; message: string };
+
+export interface ToolRefusal {
+  error: ToolError;
+  /** How the usage row counts it: `denied` for a permission or approval, else `error`. */
+  status: UsageStatus;
+}
+
+/**
+ * A surface's say on a call its caller holds a non-`deny` grant for: undefined lets it run.
+ * Called after the arguments are validated, so a prompt shows only calls that could run.
+ */
+export type ToolPolicy = (
+  tool: ToolDefinition,
+  permission: ResolvedPermission,
+  input: unknown,
+) => Promise<ToolRefusal | undefined>;
+
+export interface ToolInvocation {
+  name: string;
+  args: ToolArguments;
+  policy: ToolPolicy;
+  progress: ProgressReporter;
+}
+
+export interface ToolOutcome {
+  result: ToolResult<unknown>;
+  status: UsageStatus;
+}
+
+/** Runs one call to its end and records it; resolves, never rejects, for anything the caller did. */
+export async function invokeTool(
+  registry: readonly ToolDefinition[],
+  scope: ToolScope,
+  invocation: ToolInvocation,
+): Promise<ToolOutcome> {
+  const started = performance.now();
+  const outcome = await checkAndRun(registry, scope, invocation);
+  await recordToolUsage(scope, invocation.name, outcome.status, performance.now() - started);
+  return outcome;
+}
+
+/** The usage row of a call that never reached `invokeTool` (refused by a protocol layer). */
+export async function recordToolUsage(
+  scope: Pick<ToolScope, "caller" | "recordUsage" | "source" | "sessionId" | "turnId">,
+  name: string,
+  status: UsageStatus,
+  latencyMs: number,
+): Promise<void> {
+  try {
+    await scope.recordUsage({
+      user_id: scope.caller.id,
+      ...(scope.sessionId ? { session_id: scope.sessionId } : {}),
+      ...(scope.turnId ? { turn_id: scope.turnId } : {}),
+      kind: "tool",
+      source: scope.source,
+      name: name.slice(0, 200) || "(unnamed tool)",
+      latency_ms: latencyMs,
+      status,
+    });
+  } catch (error) {
+    // Losing one usage row must not lose the caller's result: the log keeps the trace.
+    console.error(`${scope.source}: could not record usage of tool ${name}`, error);
+  }
+}
+
+/** The refusal of a caller without a usable grant; undefined when the grant lets it run. */
+export function grantRefusal(
+  tool: Pick<ToolDefinition, "name" | "permission">,
+  permission: ResolvedPermission | null,
+): ToolRefusal | undefined {
+  if (permission === null) {
+    return refusal(
+      "permission_denied",
+      `Calling ${tool.name} needs the "${tool.permission}" permission, which the user does ` +
+        `not have`,
+      "denied",
+    );
+  }
+  if (permission.mode === "deny") {
+    return refusal(
+      "permission_denied",
+      `Calling ${tool.name} needs the "${tool.permission}" permission, which is set to deny ` +
+        `for the user`,
+      "denied",
+    );
+  }
+  return undefined;
+}
+
+export function refusal(
+  code: string,
+  message: string,
+  status: UsageStatus = "error",
+): ToolRefusal {
+  return { error: { code, message }, status };
+}
+
+const CANCELLED: ToolOutcome = {
+  result: { ok: false, error: { code: "cancelled", message: "The call was cancelled" } },
+  status: "cancelled",
+};
+
+function refused({ error, status }: ToolRefusal): ToolOutcome {
+  return { result: { ok: false, error }, status };
+}
+
+async function checkAndRun(
+  registry: readonly ToolDefinition[],
+  scope: ToolScope,
+  { name, args, policy, progress }: ToolInvocation,
+): Promise<ToolOutcome> {
+  const tool = registry.find((candidate) => candidate.name === name);
+  if (!tool) return refused(refusal("unknown_tool", `There is no tool named "${name}"`));
+  if (!args.ok) {
+    return refused(
+      refusal("invalid_arguments", `The arguments are not valid JSON: ${args.message}`),
+    );
+  }
+  const input = tool.input.safeParse(args.value);
+  if (!input.success) {
+    const [issue] = input.error.issues;
+    const path = fieldPath(issue.path);
+    return refused(
+      refusal("invalid_arguments", path ? `${path}: ${issue.message}` : issue.message),
+    );
+  }
+
+  const permission = resolvePermission(scope.grants, tool.permission);
+  const denied = grantRefusal(tool, permission);
+  if (denied) return refused(denied);
+  const decided = await policy(tool, permission!, input.data);
+  if (decided) return refused(decided);
+  if (scope.signal.aborted) return CANCELLED;
+
+  const { caller, sql } = scope;
+  try {
+    const result = await tool.run(input.data, {
+      caller,
+      db: (work) => asUser(sql, caller.claims, work),
+      progress,
+      signal: scope.signal,
+      permission: permission!,
+    });
+    if (scope.signal.aborted) return CANCELLED;
+    return { result, status: result.ok ? "ok" : "error" };
+  } catch (error) {
+    if (scope.signal.aborted) return CANCELLED;
+    // The caller gets a stable code; the details (SQL, stack) stay in the function's log.
+    console.error(`${scope.source}: tool ${tool.name} failed`, error);
+    return refused(refusal("internal_error", `${tool.name} failed unexpectedly`));
+  }
+}
