@@ -5,7 +5,7 @@
  * includes the HTTP round trip, token verification, body reading, validation and the
  * transaction. The client is this process (on the same two cores).
  */
-import { parseAppendInput } from "../../supabase/functions/_shared/history.ts";
+import { parseAppendInput } from "../../supabase/functions/_shared/history/input.ts";
 import { startFunctionWorker } from "../local/function_workers.ts";
 import { createUser, message } from "../../supabase/tests/db_helpers.ts";
 import { generateSigningKey, issueAccessToken, jwksOf } from "../local/signing_keys.ts";

@@ -4,7 +4,7 @@
  * running SQL as them through the same `asUser` the functions use.
  */
 import { asUser, connect, type JwtClaims, type Sql, type Tx } from "../functions/_shared/db.ts";
-import { type AppendedRow, callAppendMessages } from "../functions/_shared/history.ts";
+import { type AppendedRow, callAppendMessages } from "../functions/_shared/history/append.ts";
 
 export function testDatabaseUrl(): string {
   const url = Deno.env.get("SUPABASE_DB_URL");

@@ -11,17 +11,12 @@ import {
   type TestUser,
 } from "../../tests/db_helpers.ts";
 import type { Sql } from "./db.ts";
-import {
-  type AppendInput,
-  appendMessages,
-  deleteSession,
-  fieldPath,
-  type HistoryResult,
-  listMessages,
-  listSessions,
-  searchMessages,
-  type SessionSummary,
-} from "./history.ts";
+import { fieldPath } from "./field_path.ts";
+import { appendMessages } from "./history/append.ts";
+import type { AppendInput } from "./history/input.ts";
+import type { HistoryResult, SessionSummary } from "./history/protocol.ts";
+import { searchMessages } from "./history/search.ts";
+import { deleteSession, listMessages, listSessions } from "./history/sessions.ts";
 
 function ok<T>(result: HistoryResult<T>): T {
   if (!result.ok) {

@@ -8,7 +8,7 @@ import type {
   MessagesPage,
   SessionsPage,
   SessionSummary,
-} from "../../../supabase/functions/_shared/history.ts";
+} from "../../../supabase/functions/_shared/history/protocol.ts";
 import { SUPABASE_PUBLISHABLE_KEY, SUPABASE_URL } from "../config.ts";
 import { supabase } from "../supabase.ts";
 import { AppError } from "./app_error.ts";

@@ -4,18 +4,12 @@
  * for the order, so a Realtime update of the streaming row re-renders that row only.
  */
 import type { Database } from "../../../supabase/functions/_shared/database.types.ts";
+import type { StoredToolCall } from "../../../supabase/functions/_shared/history/protocol.ts";
 import type { HistoryMessage } from "../api/history_api.ts";
 
 type HistoryRow = Database["public"]["Tables"]["chat_history"]["Row"];
 
-/** One entry of `chat_history.tool_calls`. */
-export interface StoredToolCall {
-  id: string;
-  name: string;
-  arguments: unknown;
-  result?: unknown;
-  is_error?: boolean;
-}
+export type { StoredToolCall };
 
 export interface ChatRow {
   /** The client's id (chat_history.client_id): what the agent's frames call message ids. */

@@ -15,7 +15,7 @@ import { asServiceRole, asUser, type Sql } from "../db.ts";
 import { errorResponse } from "../http/errors.ts";
 import { createFunctionApp } from "../http/function_app.ts";
 import { requireUser, type UserEnv } from "../http/require_user.ts";
-import type { ToolDefinition } from "../tools/registry.ts";
+import type { ToolDefinition } from "../tools/types.ts";
 import { type AgentConfig, agentConfig } from "./config.ts";
 import { AgentConnection } from "./connection.ts";
 import { registerConnection, unregisterConnection } from "./connections.ts";

@@ -13,17 +13,14 @@
  */
 import type { ChatFrame } from "../agent_protocol.ts";
 import { type JwtClaims, queryAsUser, type Sql } from "../db.ts";
-import {
-  appendRow,
-  errorFromDatabase,
-  type HistoryError,
-  isConflict,
-  isRace,
-  parseAppendInput,
-} from "../history.ts";
+import { appendRow } from "../history/append.ts";
+import { errorFromDatabase, isConflict, isRace } from "../history/database_errors.ts";
+import { parseAppendInput } from "../history/input.ts";
+import type { HistoryError } from "../history/protocol.ts";
 import { inlineSql } from "./sql.ts";
 import type { PermissionGrant } from "../permissions.ts";
-import type { AgentConnection } from "./connection.ts";
+import type { AgentRuntime } from "./runtime.ts";
+import type { TurnClient } from "./turn_client.ts";
 import { reservationTokens } from "./limits.ts";
 import { LiveTurn } from "./live_turn.ts";
 import { buildMessages, type HistoryRow } from "./prompt.ts";
@@ -35,13 +32,17 @@ const TITLE_CHARACTERS = 80;
 /** How often a chat that lost a race to a concurrent attempt of itself reads again. */
 const RACE_RETRIES = 3;
 
-export async function handleChat(connection: AgentConnection, frame: ChatFrame): Promise<void> {
-  const { runtime, user } = connection;
+export async function handleChat(
+  runtime: AgentRuntime,
+  client: TurnClient,
+  frame: ChatFrame,
+): Promise<void> {
+  const { user } = client;
   const { sql, config, registry, llm } = runtime.deps;
 
   const unknown = (frame.tools ?? []).findIndex((name) => !registry.some((t) => t.name === name));
   if (unknown >= 0) {
-    return connection.sendError({
+    return client.sendError({
       code: "bad_request",
       message: `tools[${unknown}]: there is no tool named "${frame.tools![unknown]}"`,
       retryable: false,
@@ -66,7 +67,7 @@ export async function handleChat(connection: AgentConnection, frame: ChatFrame):
       if (
         existing.role !== "user" || (frame.session_id && frame.session_id !== existing.sessionId)
       ) {
-        return connection.sendError({
+        return client.sendError({
           code: "conflict",
           message: "This message id is already used by another message",
           retryable: false,
@@ -75,7 +76,7 @@ export async function handleChat(connection: AgentConnection, frame: ChatFrame):
       }
       // A retry of a chat that already started its turn.
       if (existing.hasTurn && existing.turnId) {
-        return await followTurn(connection, existing.turnId, 0);
+        return await followTurn(runtime, client, existing.turnId, 0);
       }
     }
 
@@ -100,7 +101,7 @@ export async function handleChat(connection: AgentConnection, frame: ChatFrame):
         },
       ],
     });
-    if (!input.ok) return refuseStorage(connection, frame.id, input);
+    if (!input.ok) return refuseStorage(client, frame.id, input);
 
     let started;
     try {
@@ -122,11 +123,11 @@ export async function handleChat(connection: AgentConnection, frame: ChatFrame):
       const lostRace = isRace(error) || (!continuing && isConflict(error));
       if (attempt < RACE_RETRIES && lostRace) continue;
       const refusal = errorFromDatabase(error);
-      if (refusal) return refuseStorage(connection, frame.id, refusal);
+      if (refusal) return refuseStorage(client, frame.id, refusal);
       throw error;
     }
     if (started.kind === "refused") {
-      return connection.sendError({
+      return client.sendError({
         code: "rate_limited",
         reason: started.reason,
         message: quotaMessage(started.reason, reserved),
@@ -135,7 +136,7 @@ export async function handleChat(connection: AgentConnection, frame: ChatFrame):
         ...(started.retryAfterMs === undefined ? {} : { retry_after_ms: started.retryAfterMs }),
       });
     }
-    if (started.kind === "exists") return await followTurn(connection, started.turnId, 0);
+    if (started.kind === "exists") return await followTurn(runtime, client, started.turnId, 0);
 
     const turn = new LiveTurn({
       turnId: started.turnId,
@@ -154,8 +155,8 @@ export async function handleChat(connection: AgentConnection, frame: ChatFrame):
       user_message_id: frame.id,
       model,
     });
-    const unsubscribe = turn.subscribe(0, (frame) => connection.send(frame));
-    connection.follow(turn.turnId, unsubscribe);
+    const unsubscribe = turn.subscribe(0, (frame) => client.send(frame));
+    client.follow(turn.turnId, unsubscribe);
     void runtime.launch(turn, {
       sql,
       claims: user.claims,
@@ -167,7 +168,7 @@ export async function handleChat(connection: AgentConnection, frame: ChatFrame):
       grants: context.grants,
       approvals: runtime.approvals,
       messages,
-    }).finally(() => connection.unfollow(turn.turnId, unsubscribe));
+    }).finally(() => client.unfollow(turn.turnId, unsubscribe));
     return;
   }
 }
@@ -243,14 +244,14 @@ function quotaMessage(reason: string, tokens: number): string {
   }
 }
 
-function refuseStorage(connection: AgentConnection, chatId: string, error: HistoryError): void {
+function refuseStorage(client: TurnClient, chatId: string, error: HistoryError): void {
   const code = error.code === "not_found"
     ? "not_found"
     : error.code === "conflict"
     ? "conflict"
     : "bad_request";
   const field = error.path?.startsWith("messages[0].") ? error.path.slice(12) : undefined;
-  connection.sendError({
+  client.sendError({
     code,
     message: error.code === "not_found" ? "No session of yours has this id" : error.message,
     retryable: false,

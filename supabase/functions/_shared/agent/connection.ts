@@ -16,8 +16,9 @@ import { handleChat } from "./chat.ts";
 import { frameRateWindow, type SlidingWindow } from "./limits.ts";
 import { followTurn } from "./resume.ts";
 import type { AgentRuntime, ConnectionHandle } from "./runtime.ts";
+import type { TurnClient } from "./turn_client.ts";
 
-export class AgentConnection implements ConnectionHandle {
+export class AgentConnection implements ConnectionHandle, TurnClient {
   readonly userId: string;
   readonly #window: SlidingWindow = frameRateWindow();
   /** Turns this connection follows, with how to stop following each. */
@@ -126,9 +127,9 @@ export class AgentConnection implements ConnectionHandle {
       case "ping":
         return this.send({ type: "pong" });
       case "chat":
-        return await handleChat(this, frame);
+        return await handleChat(this.runtime, this, frame);
       case "resume":
-        return await followTurn(this, frame.turn_id, frame.after_seq);
+        return await followTurn(this.runtime, this, frame.turn_id, frame.after_seq);
       case "cancel": {
         if (await this.runtime.cancel(this.userId, frame.turn_id)) return;
         return this.sendError({

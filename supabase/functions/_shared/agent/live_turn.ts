@@ -5,19 +5,11 @@
  * object only lets clients on this isolate follow the turn without polling.
  */
 import type { ErrorFrame, TurnFrame, UnnumberedTurnFrame } from "../agent_protocol.ts";
-import type { Database, Json } from "../database.types.ts";
+import type { Database } from "../database.types.ts";
+import type { StoredToolCall } from "../history/protocol.ts";
 
 export type TurnState = Database["public"]["Enums"]["turn_state"];
 export type MessageStatus = Database["public"]["Enums"]["message_status"];
-
-/** One entry of `chat_history.tool_calls` for an assistant message. */
-export interface StoredToolCall {
-  id: string;
-  name: string;
-  arguments: string;
-  result?: Json;
-  is_error?: boolean;
-}
 
 export interface LiveTurnInit {
   turnId: string;

@@ -6,7 +6,7 @@
  */
 import type { Json } from "../database.types.ts";
 import type { ChatMessage } from "../llm_client.ts";
-import type { StoredToolCall } from "./live_turn.ts";
+import type { StoredToolCall } from "../history/protocol.ts";
 
 /** Older messages are dropped first once the history passes this many characters. */
 const MAX_HISTORY_CHARACTERS = 200_000;

@@ -9,7 +9,8 @@
 import { abortableSleep } from "../abortable_sleep.ts";
 import { type ErrorFrame, isTerminalFrame } from "../agent_protocol.ts";
 import { asServiceRole, asUser } from "../db.ts";
-import type { AgentConnection } from "./connection.ts";
+import type { AgentRuntime } from "./runtime.ts";
+import type { TurnClient } from "./turn_client.ts";
 import {
   interruptStaleTurns,
   lastStoredFrame,
@@ -19,16 +20,17 @@ import {
 } from "./turn_store.ts";
 
 export async function followTurn(
-  connection: AgentConnection,
+  runtime: AgentRuntime,
+  client: TurnClient,
   turnId: string,
   afterSeq: number,
 ): Promise<void> {
-  if (followLocally(connection, turnId, afterSeq)) return;
-  const { sql, config } = connection.runtime.deps;
-  const claims = connection.user.claims;
+  if (followLocally(runtime, client, turnId, afterSeq)) return;
+  const { sql, config } = runtime.deps;
+  const claims = client.user.claims;
   await asServiceRole(
     sql,
-    (tx) => interruptStaleTurns(tx, connection.userId, config.staleAfterMs, { turnId }),
+    (tx) => interruptStaleTurns(tx, client.userId, config.staleAfterMs, { turnId }),
   );
   const turn = await asUser(
     sql,
@@ -36,7 +38,7 @@ export async function followTurn(
     (tx) => loadTurn(tx, turnId, config.staleAfterMs),
   );
   if (!turn) {
-    return connection.sendError({
+    return client.sendError({
       code: "not_found",
       message: "No turn of yours has this id",
       retryable: false,
@@ -44,47 +46,49 @@ export async function followTurn(
     });
   }
   // The turn may have started here between the first look and now.
-  if (followLocally(connection, turnId, afterSeq)) return;
-  await pollTurn(connection, turn, afterSeq);
+  if (followLocally(runtime, client, turnId, afterSeq)) return;
+  await pollTurn(runtime, client, turn, afterSeq);
 }
 
 function followLocally(
-  connection: AgentConnection,
+  runtime: AgentRuntime,
+  client: TurnClient,
   turnId: string,
   afterSeq: number,
 ): boolean {
-  const live = connection.runtime.turns.get(turnId);
-  if (!live || live.userId !== connection.userId) return false;
+  const live = runtime.turns.get(turnId);
+  if (!live || live.userId !== client.userId) return false;
   let stop: () => void = () => {};
   const unsubscribe = live.subscribe(afterSeq, (frame) => {
-    connection.send(frame);
-    if (isTerminalFrame(frame)) connection.unfollow(turnId, stop);
+    client.send(frame);
+    if (isTerminalFrame(frame)) client.unfollow(turnId, stop);
   });
   stop = unsubscribe;
-  connection.follow(turnId, stop);
+  client.follow(turnId, stop);
   return true;
 }
 
 async function pollTurn(
-  connection: AgentConnection,
+  runtime: AgentRuntime,
+  client: TurnClient,
   turn: StoredTurn,
   afterSeq: number,
 ): Promise<void> {
-  const { sql, config } = connection.runtime.deps;
-  const claims = connection.user.claims;
+  const { sql, config } = runtime.deps;
+  const claims = client.user.claims;
   const stopped = new AbortController();
   const stop = () => stopped.abort();
-  connection.follow(turn.id, stop);
+  client.follow(turn.id, stop);
   let last = afterSeq;
   try {
-    while (!stopped.signal.aborted && connection.isOpen) {
+    while (!stopped.signal.aborted && client.isOpen) {
       const { frames, current } = await asUser(sql, claims, async (tx) => ({
         frames: await readFrames(tx, turn.id, last),
         current: await loadTurn(tx, turn.id, config.staleAfterMs),
       }));
       for (const frame of frames) {
         if (stopped.signal.aborted) return;
-        connection.send(frame);
+        client.send(frame);
         last = frame.seq;
         if (isTerminalFrame(frame)) return;
       }
@@ -99,28 +103,27 @@ async function pollTurn(
           (tx) => lastStoredFrame(tx, turn.id),
         );
         if (!lastStored || !isTerminalFrame(lastStored)) {
-          connection.send(endingFrame(current));
+          client.send(endingFrame(current));
         }
         return;
       }
       if (current.stale) {
         await asServiceRole(
           sql,
-          (tx) =>
-            interruptStaleTurns(tx, connection.userId, config.staleAfterMs, { turnId: turn.id }),
+          (tx) => interruptStaleTurns(tx, client.userId, config.staleAfterMs, { turnId: turn.id }),
         );
         continue;
       }
       // Finished registering on this isolate meanwhile: follow it in memory from here.
-      if (connection.runtime.turns.has(turn.id)) {
-        connection.unfollow(turn.id, stop);
-        followLocally(connection, turn.id, last);
+      if (runtime.turns.has(turn.id)) {
+        client.unfollow(turn.id, stop);
+        followLocally(runtime, client, turn.id, last);
         return;
       }
       await abortableSleep(config.pollIntervalMs, stopped.signal);
     }
   } finally {
-    connection.unfollow(turn.id, stop);
+    client.unfollow(turn.id, stop);
   }
 }
 

@@ -7,7 +7,7 @@
  * objects only let this isolate serve its own clients without polling, and die with it.
  */
 import { asServiceRole, type Sql } from "../db.ts";
-import type { ToolDefinition } from "../tools/registry.ts";
+import type { ToolDefinition } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";
 import type { ApproveFrame } from "../agent_protocol.ts";

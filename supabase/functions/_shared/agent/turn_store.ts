@@ -18,7 +18,7 @@ import {
   type Sql,
   type Tx,
 } from "../db.ts";
-import type { AppendRow } from "../history.ts";
+import type { AppendRow } from "../history/append.ts";
 import { type Settlement, settlementStatement } from "./limits.ts";
 import type { FlushEntry, TurnState } from "./live_turn.ts";
 import { inlineSql, jsonText, run } from "./sql.ts";

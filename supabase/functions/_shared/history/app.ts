@@ -18,23 +18,17 @@
 import type { Context } from "hono";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import type { TokenVerifier } from "./auth.ts";
-import { asUser, type Sql, type Tx } from "./db.ts";
-import {
-  type AppendInput,
-  appendMessages,
-  deleteSession,
-  type HistoryError,
-  type HistoryErrorCode,
-  type HistoryResult,
-  listMessages,
-  listSessions,
-  searchMessages,
-} from "./history.ts";
-import { handleMethodNotAllowed, HttpError } from "./http/errors.ts";
-import { createFunctionApp } from "./http/function_app.ts";
-import { MAX_JSON_BODY_BYTES, readJsonBody } from "./http/json_body.ts";
-import { requireUser, type UserEnv } from "./http/require_user.ts";
+import type { TokenVerifier } from "../auth.ts";
+import { asUser, type Sql, type Tx } from "../db.ts";
+import { appendMessages } from "./append.ts";
+import type { AppendInput } from "./input.ts";
+import type { HistoryError, HistoryErrorCode, HistoryResult } from "./protocol.ts";
+import { searchMessages } from "./search.ts";
+import { deleteSession, listMessages, listSessions } from "./sessions.ts";
+import { handleMethodNotAllowed, HttpError } from "../http/errors.ts";
+import { createFunctionApp } from "../http/function_app.ts";
+import { MAX_JSON_BODY_BYTES, readJsonBody } from "../http/json_body.ts";
+import { requireUser, type UserEnv } from "../http/require_user.ts";
 
 export interface HistoryAppDependencies {
   sql: Sql;

@@ -1,0 +1,19 @@
+/**
+ * A client as a turn sees it: who it is, whether it is still there, how to send it frames, and
+ * which turns it follows. The socket connection implements it; `chat.ts` and `resume.ts` know
+ * nothing else of it, so unit tests hand them a fake.
+ */
+import type { ErrorFrame, ServerFrame } from "../agent_protocol.ts";
+import type { VerifiedUser } from "../auth.ts";
+
+export interface TurnClient {
+  readonly user: VerifiedUser;
+  readonly userId: string;
+  readonly isOpen: boolean;
+  send(frame: ServerFrame): void;
+  sendError(error: Omit<ErrorFrame, "type">): void;
+  /** Starts following a turn, replacing an earlier follow of the same turn. */
+  follow(turnId: string, stop: () => void): void;
+  /** Stops following it (only when `stop` is the current follow, if given). */
+  unfollow(turnId: string, stop?: () => void): void;
+}
