@@ -558,9 +558,9 @@ class ToolCallAccumulator {
   }
 }
 
-/** Aborts the request when the upstream stays silent for `ms` (headers or body bytes). */
 /**
- * Notices when nothing arrived for `ms`. Activity only notes the time (it comes with every
+ * Notices when the upstream stays silent for `ms` (headers or body bytes) and calls
+ * `onSilence`, which aborts the request. Activity only notes the time (it comes with every
  * network chunk, so it must cost next to nothing); one timer checks the note when it fires
  * and sleeps again for the rest of the window if something arrived meanwhile.
  */

@@ -1,23 +1,30 @@
 /**
- * Incremental Server-Sent-Events decoder (the WHATWG "event stream interpretation").
+ * Incremental Server-Sent-Events decoder: `eventsource-parser` (the WHATWG "event stream
+ * interpretation") over a streaming TextDecoder and a reused read buffer (`ChunkReader`).
  *
  * Network chunks split anywhere: inside a multi-byte UTF-8 character, inside a line, or
- * between the `\r` and `\n` of one line end. The decoder therefore keeps both a streaming
- * TextDecoder and a carry-over of the unterminated line, and remembers a trailing `\r` so a
- * `\n` at the start of the next chunk is not read as a second (blank) line, which would
- * dispatch an event too early.
+ * between the `\r` and `\n` of one line end. The TextDecoder (`stream: true`) keeps the bytes
+ * of an unfinished character for the next chunk; the parser keeps the unterminated line, and
+ * holds back a trailing `\r` until it knows whether a `\n` follows.
  *
  * One deliberate departure from the spec: an event still pending at end of stream is
  * dispatched instead of dropped, because some upstreams close without a final blank line and
- * the last event is often the one carrying usage or `[DONE]`.
+ * the last event is often the one carrying usage or `[DONE]`. (`reset({ consume: true })`
+ * only parses the unterminated line and then discards the pending event, so the end of the
+ * stream is fed as a blank line instead.)
  */
+
+import { createParser } from "eventsource-parser";
 
 export interface SseEvent {
   /** The `event:` field, when the event had one. */
   event?: string;
   /** The `data:` lines joined with `\n`. */
   data: string;
-  /** The last `id:` seen on the stream so far, when any. */
+  /**
+   * The last `id:` seen on the stream so far, when any. Only blocks that dispatch count: the
+   * parser drops an `id:` in a block without `data:`, which no upstream of ours sends.
+   */
   id?: string;
 }
 
@@ -35,8 +42,24 @@ export async function* readSseEvents(
 ): AsyncGenerator<SseEvent, void, undefined> {
   signal?.throwIfAborted();
   const reader = new ChunkReader(stream);
-  const parser = new SseLineParser();
   const decoder = new TextDecoder();
+  const completed: SseEvent[] = [];
+  // The parser forgets `id:` after each event; the spec's last event ID lasts the stream.
+  let lastEventId: string | undefined;
+  const parser = createParser({
+    onEvent({ event, data, id }) {
+      if (id !== undefined) lastEventId = id;
+      const completedEvent: SseEvent = { data };
+      if (event !== undefined) completedEvent.event = event;
+      if (lastEventId !== undefined) completedEvent.id = lastEventId;
+      completed.push(completedEvent);
+    },
+  });
+  function* feed(text: string): Generator<SseEvent> {
+    if (text !== "") parser.feed(text);
+    for (let i = 0; i < completed.length; i++) yield completed[i];
+    completed.length = 0;
+  }
   let sourceDone = false;
   const cancelOnAbort = () => {
     // Settles a pending read, so the loop below notices the abort without waiting for data.
@@ -50,11 +73,12 @@ export async function* readSseEvents(
       onChunk?.();
       if (chunk === undefined) {
         sourceDone = true;
-        yield* parser.push(decoder.decode());
-        yield* parser.end();
+        // The decoder's last bytes, then a blank line: ends an unterminated line and
+        // dispatches the pending event (a no-op when the stream ended on a blank line).
+        yield* feed(decoder.decode() + "\n\n");
         return;
       }
-      yield* parser.push(decoder.decode(chunk, { stream: true }));
+      yield* feed(decoder.decode(chunk, { stream: true }));
     }
   } finally {
     signal?.removeEventListener("abort", cancelOnAbort);
@@ -113,98 +137,4 @@ export class ChunkReader {
   releaseLock(): void {
     (this.#byob ?? this.#default)!.releaseLock();
   }
-}
-
-/** Turns decoded text into events; separate from the byte handling so it stays synchronous. */
-class SseLineParser {
-  private carry = "";
-  private skipLeadingLineFeed = false;
-  private dataLines: string[] = [];
-  private hasData = false;
-  private eventType: string | undefined;
-  private lastEventId: string | undefined;
-
-  *push(text: string): Generator<SseEvent> {
-    if (text === "") return;
-    if (this.skipLeadingLineFeed) {
-      this.skipLeadingLineFeed = false;
-      if (text.startsWith("\n")) text = text.slice(1);
-    }
-    let buffer = this.carry + text;
-    let start = 0;
-    while (start < buffer.length) {
-      const lineEnd = findLineEnd(buffer, start);
-      if (lineEnd === -1) break;
-      const line = buffer.slice(start, lineEnd);
-      if (buffer[lineEnd] === "\r") {
-        if (lineEnd + 1 === buffer.length) {
-          // The matching "\n" may be the first byte of the next chunk.
-          this.skipLeadingLineFeed = true;
-          start = lineEnd + 1;
-        } else {
-          start = buffer[lineEnd + 1] === "\n" ? lineEnd + 2 : lineEnd + 1;
-        }
-      } else {
-        start = lineEnd + 1;
-      }
-      const event = this.processLine(line);
-      if (event) yield event;
-    }
-    buffer = buffer.slice(start);
-    this.carry = buffer;
-  }
-
-  *end(): Generator<SseEvent> {
-    if (this.carry !== "") {
-      const event = this.processLine(this.carry);
-      this.carry = "";
-      if (event) yield event;
-    }
-    const event = this.dispatch();
-    if (event) yield event;
-  }
-
-  private processLine(line: string): SseEvent | undefined {
-    if (line === "") return this.dispatch();
-    if (line.startsWith(":")) return undefined;
-    const colon = line.indexOf(":");
-    const field = colon === -1 ? line : line.slice(0, colon);
-    let value = colon === -1 ? "" : line.slice(colon + 1);
-    if (value.startsWith(" ")) value = value.slice(1);
-    switch (field) {
-      case "data":
-        this.dataLines.push(value);
-        this.hasData = true;
-        break;
-      case "event":
-        this.eventType = value;
-        break;
-      case "id":
-        if (!value.includes("\0")) this.lastEventId = value;
-        break;
-      default:
-        // `retry` and unknown fields carry nothing a one-shot reader needs.
-        break;
-    }
-    return undefined;
-  }
-
-  private dispatch(): SseEvent | undefined {
-    const hasData = this.hasData;
-    const event: SseEvent = { data: this.dataLines.join("\n") };
-    if (this.eventType !== undefined && this.eventType !== "") event.event = this.eventType;
-    if (this.lastEventId !== undefined) event.id = this.lastEventId;
-    this.dataLines = [];
-    this.hasData = false;
-    this.eventType = undefined;
-    return hasData ? event : undefined;
-  }
-}
-
-function findLineEnd(text: string, from: number): number {
-  for (let i = from; i < text.length; i++) {
-    const char = text.charCodeAt(i);
-    if (char === 10 || char === 13) return i;
-  }
-  return -1;
 }

@@ -163,3 +163,29 @@ Deno.test("sse: events larger than the read buffer arrive whole from a byte stre
   for await (const event of readSseEvents(byteStream)) events.push(event);
   assert.deepEqual(events.map((event) => event.data), [big, "after"]);
 });
+
+Deno.test("sse: a multi-byte character split across chunks decodes whole", async () => {
+  const bytes = new TextEncoder().encode("data: ü👋\n\n");
+  // "ü" is bytes 6–7 and "👋" bytes 8–11: split inside each.
+  const events = await collect(streamOf([
+    bytes.subarray(0, 7),
+    bytes.subarray(7, 10),
+    bytes.subarray(10),
+  ]));
+  assert.deepEqual(events, [{ data: "ü👋" }]);
+});
+
+Deno.test("sse: an id lasts the stream, an empty event type is none, unknown fields and retry are ignored", async () => {
+  const events = await collect(
+    byteByByte(
+      "id: 1\nevent:\nretry: 10\nfoo: bar\ndata: a\n\nretry: x\ndata: b\n\nid:\ndata: c\n\n",
+    ),
+  );
+  assert.deepEqual(events, [{ id: "1", data: "a" }, { id: "1", data: "b" }, { id: "", data: "c" }]);
+});
+
+Deno.test("sse: the pending event at end of stream is dispatched after a trailing CR or a complete line", async () => {
+  assert.deepEqual(await collect(byteByByte("data: a\r")), [{ data: "a" }]);
+  assert.deepEqual(await collect(byteByByte("data: a\ndata: b\n")), [{ data: "a\nb" }]);
+  assert.deepEqual(await collect(byteByByte("event: x\ndata: a")), [{ event: "x", data: "a" }]);
+});
