@@ -21,7 +21,7 @@ import { AgentConnection } from "./connection.ts";
 import { registerConnection, unregisterConnection } from "./connections.ts";
 import { readLimits } from "./limits.ts";
 import { AgentRuntime } from "./runtime.ts";
-import type { LlmSettings } from "./turn.ts";
+import type { LlmSettings } from "./turn_scope.ts";
 import { interruptStaleTurns } from "./turn_store.ts";
 
 export interface AgentAppOptions {

@@ -158,15 +158,9 @@ export async function handleChat(
     const unsubscribe = turn.subscribe(0, (frame) => client.send(frame));
     client.follow(turn.turnId, unsubscribe);
     void runtime.launch(turn, {
-      sql,
-      claims: user.claims,
-      recordUsage: runtime.recordUsage,
-      llm,
-      config,
-      registry,
-      llmTools,
+      caller: { id: user.id, claims: user.claims },
       grants: context.grants,
-      approvals: runtime.approvals,
+      llmTools,
       messages,
     }).finally(() => client.unfollow(turn.turnId, unsubscribe));
     return;

@@ -16,7 +16,8 @@ import type { AgentConfig } from "./config.ts";
 import { heartbeatConnections, unregisterConnection } from "./connections.ts";
 import { Flusher } from "./flusher.ts";
 import type { LiveTurn } from "./live_turn.ts";
-import { aborted, type LlmSettings, runTurn, type TurnDependencies } from "./turn.ts";
+import { aborted, runTurn } from "./turn.ts";
+import type { LlmSettings, TurnInputs } from "./turn_scope.ts";
 import { requestCancel, writeFlush } from "./turn_store.ts";
 
 export interface RuntimeDependencies {
@@ -133,13 +134,23 @@ export class AgentRuntime {
    * Runs a turn that was just stored: streams it, then stores its ending and settles its
    * quota reservation. Resolves when all that is done.
    */
-  launch(turn: LiveTurn, deps: TurnDependencies): Promise<void> {
+  /** Runs `turn` with what this runtime owns, until it ends and its ending is stored. */
+  launch(turn: LiveTurn, inputs: TurnInputs): Promise<void> {
     this.turns.set(turn.turnId, turn);
     turn.onChange = (changed) => this.flusher.markDirty(changed);
     this.flusher.markDirty(turn);
     this.#startHeartbeat();
     const run = (async () => {
-      const ending = await runTurn(turn, deps);
+      const { sql, llm, config, registry } = this.deps;
+      const ending = await runTurn(turn, {
+        ...inputs,
+        sql,
+        llm,
+        config,
+        registry,
+        recordUsage: this.recordUsage,
+        approvals: this.approvals,
+      });
       await this.#finish(turn, ending);
     })();
     const settled = this.track(run.catch((error) => {

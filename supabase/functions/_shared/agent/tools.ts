@@ -12,23 +12,17 @@ import {
   type ResolvedPermission,
   resolvePermission,
 } from "../permissions.ts";
-import {
-  invokeTool,
-  refusal,
-  type ToolArguments,
-  type ToolRefusal,
-  type ToolScope,
-} from "../tools/invoke.ts";
+import { invokeTool, refusal, type ToolArguments, type ToolRefusal } from "../tools/invoke.ts";
 import type { ToolDefinition } from "../tools/types.ts";
 import {
   approvedForSession,
   awaitApproval,
-  type PendingApprovals,
   rememberAlways,
   rememberForSession,
   remoteAnswer,
 } from "./approvals.ts";
 import type { LiveTurn } from "./live_turn.ts";
+import type { TurnScope } from "./turn_scope.ts";
 
 /**
  * The tools a turn offers: those the client asked for (default: all), among those the user
@@ -62,17 +56,11 @@ export function llmToolDefinitions(
   });
 }
 
-/** What a turn's tool calls run within: the call's scope plus the agent's approval policy. */
-export interface AgentToolScope extends Omit<ToolScope, "signal" | "source" | "grants"> {
-  turn: LiveTurn;
-  registry: readonly ToolDefinition[];
-  /** The user's grants; "always" approvals update this copy too. */
-  grants: PermissionGrant[];
-  approvals: PendingApprovals;
-  approvalTimeoutMs: number;
-  /** How often a waiting approval looks for an answer given through another isolate. */
-  pollIntervalMs: number;
-}
+/** The part of a turn's scope its tool calls use. */
+export type AgentToolScope = Pick<
+  TurnScope,
+  "caller" | "sql" | "recordUsage" | "registry" | "grants" | "approvals" | "config"
+>;
 
 export interface ToolCallRequest {
   /** The server's id for the call (unique; the model sees it as tool_call_id). */
@@ -91,9 +79,9 @@ export interface ToolCallResult {
 /** Announces, runs (through `invokeTool`) and reports one call; never throws for what the model did. */
 export async function executeToolCall(
   scope: AgentToolScope,
+  turn: LiveTurn,
   call: ToolCallRequest,
 ): Promise<ToolCallResult> {
-  const { turn } = scope;
   const args = parseArguments(call.arguments);
   turn.emit({
     type: "tool_call",
@@ -110,7 +98,8 @@ export async function executeToolCall(
   }, {
     name: call.name,
     args,
-    policy: (tool, permission, input) => askWhenGrantSays(scope, call, tool, permission, input),
+    policy: (tool, permission, input) =>
+      askWhenGrantSays(scope, turn, call, tool, permission, input),
     progress: (progress, total, message) => {
       if (!turn.ended) {
         turn.emit({
@@ -162,13 +151,14 @@ function parseArguments(text: string): ToolArguments {
  */
 async function askWhenGrantSays(
   scope: AgentToolScope,
+  turn: LiveTurn,
   call: ToolCallRequest,
   tool: ToolDefinition,
   permission: ResolvedPermission,
   args: unknown,
 ): Promise<ToolRefusal | undefined> {
   if (permission.mode !== "ask") return undefined;
-  const { turn, sql, caller: { claims } } = scope;
+  const { sql, caller: { claims }, config } = scope;
   const remembered = await approvedForSession(sql, claims, turn.sessionId, tool.name);
   if (remembered) return undefined;
 
@@ -180,16 +170,16 @@ async function askWhenGrantSays(
     call_id: call.id,
     tool: tool.name,
     args,
-    timeout_ms: scope.approvalTimeoutMs,
+    timeout_ms: config.approvalTimeoutMs,
   });
   const decision = await scope.approvals.wait(
     turn.userId,
     call.id,
-    scope.approvalTimeoutMs,
+    config.approvalTimeoutMs,
     turn.signal,
     {
       check: () => remoteAnswer(sql, turn.turnId, call.id),
-      intervalMs: scope.pollIntervalMs,
+      intervalMs: config.pollIntervalMs,
     },
   );
   await awaitApproval(sql, turn.turnId, null);
@@ -199,7 +189,7 @@ async function askWhenGrantSays(
     case "timeout":
       return refusal(
         "approval_timeout",
-        `The user did not approve ${tool.name} within ${scope.approvalTimeoutMs} ms`,
+        `The user did not approve ${tool.name} within ${config.approvalTimeoutMs} ms`,
         "denied",
       );
     case "deny":

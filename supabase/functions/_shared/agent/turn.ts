@@ -4,43 +4,16 @@
  * returns how the turn ended; storing that ending is the runtime's job.
  */
 import type { UnnumberedTurnFrame, Usage } from "../agent_protocol.ts";
-import type { JwtClaims, Sql } from "../db.ts";
 import {
-  type ChatMessage,
-  type LlmConfig,
   type LlmErrorEvent,
   type LlmToolCall,
   type LlmUsage,
   streamChatCompletion,
-  type ToolDefinition as LlmToolDefinition,
 } from "../llm_client.ts";
-import type { PermissionGrant } from "../permissions.ts";
-import type { ToolDefinition } from "../tools/types.ts";
-import type { UsageStatus, UsageWriter } from "../usage.ts";
-import type { PendingApprovals } from "./approvals.ts";
-import type { AgentConfig } from "./config.ts";
+import type { UsageStatus } from "../usage.ts";
 import { errorFrame, type LiveTurn, type TurnOutcome } from "./live_turn.ts";
 import { executeToolCall } from "./tools.ts";
-
-export interface LlmSettings extends LlmConfig {
-  fetch?: typeof fetch;
-}
-
-export interface TurnDependencies {
-  sql: Sql;
-  claims: JwtClaims;
-  /** Where usage rows go: one per LLM call and per tool call. */
-  recordUsage: UsageWriter;
-  llm: LlmSettings;
-  config: AgentConfig;
-  registry: readonly ToolDefinition[];
-  /** Offered to the model. */
-  llmTools: LlmToolDefinition[];
-  grants: PermissionGrant[];
-  approvals: PendingApprovals;
-  /** The conversation so far, ending with the user's message; the loop appends to it. */
-  messages: ChatMessage[];
-}
+import type { TurnScope } from "./turn_scope.ts";
 
 export interface TurnEnding {
   outcome: TurnOutcome;
@@ -51,14 +24,14 @@ export interface TurnEnding {
 
 export async function runTurn(
   turn: LiveTurn,
-  deps: TurnDependencies,
+  scope: TurnScope,
 ): Promise<TurnEnding> {
   const usage: Usage = { prompt_tokens: 0, completion_tokens: 0, cost: 0 };
-  const { config } = deps;
+  const { config } = scope;
   try {
     for (let step = 1;; step++) {
       const lastStep = step >= config.maxSteps;
-      const result = await streamStep(turn, deps, lastStep);
+      const result = await streamStep(turn, scope, lastStep);
       turn.steps = step;
       usage.prompt_tokens += result.usage.promptTokens;
       usage.completion_tokens += result.usage.completionTokens;
@@ -76,7 +49,7 @@ export async function runTurn(
       }
 
       const calls = result.calls.map((call) => ({ ...call, id: newCallId() }));
-      deps.messages.push({
+      scope.messages.push({
         role: "assistant",
         content: result.text === "" ? null : result.text,
         tool_calls: calls.map((call) => ({
@@ -86,18 +59,8 @@ export async function runTurn(
         })),
       });
       for (const call of calls) {
-        const outcome = await executeToolCall({
-          sql: deps.sql,
-          caller: { id: turn.userId, claims: deps.claims },
-          recordUsage: deps.recordUsage,
-          turn,
-          registry: deps.registry,
-          grants: deps.grants,
-          approvals: deps.approvals,
-          approvalTimeoutMs: config.approvalTimeoutMs,
-          pollIntervalMs: config.pollIntervalMs,
-        }, call);
-        deps.messages.push({
+        const outcome = await executeToolCall(scope, turn, call);
+        scope.messages.push({
           role: "tool",
           tool_call_id: call.id,
           content: outcome.content,
@@ -127,10 +90,10 @@ interface StepResult {
 /** One LLM call, streamed into the turn; leaves one usage row. */
 async function streamStep(
   turn: LiveTurn,
-  deps: TurnDependencies,
+  scope: TurnScope,
   lastStep: boolean,
 ): Promise<StepResult> {
-  const { llm, llmTools } = deps;
+  const { llm, llmTools } = scope;
   const started = performance.now();
   const result: StepResult = {
     text: "",
@@ -139,18 +102,18 @@ async function streamStep(
   };
   let answeredModel = turn.model;
   const events = streamChatCompletion({
-    messages: deps.messages,
+    messages: scope.messages,
     ...(llmTools.length > 0 ? { tools: llmTools } : {}),
     // The last step must answer in words: its tool calls could not be fed back.
     ...(llmTools.length > 0 && lastStep ? { toolChoice: "none" as const } : {}),
-    maxTokens: deps.config.maxCompletionTokens,
+    maxTokens: scope.config.maxCompletionTokens,
   }, {
     baseUrl: llm.baseUrl,
     apiKey: llm.apiKey,
     model: turn.model,
     fallbackModels: turn.model === llm.model ? llm.fallbackModels : [],
     signal: turn.signal,
-    timeoutMs: deps.config.llmTimeoutMs,
+    timeoutMs: scope.config.llmTimeoutMs,
     fetch: llm.fetch,
     title: "Supabase agent",
   });
@@ -178,7 +141,7 @@ async function streamStep(
     ? (result.error.code === "aborted" ? "cancelled" : "error")
     : "ok";
   try {
-    await deps.recordUsage({
+    await scope.recordUsage({
       user_id: turn.userId,
       session_id: turn.sessionId,
       turn_id: turn.turnId,

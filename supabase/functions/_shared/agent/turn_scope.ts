@@ -1,0 +1,41 @@
+/**
+ * A turn's scope: what a chat hands the runtime for one turn, and what the runtime lends every
+ * turn it runs. One object goes from the runtime through the turn loop to each tool call, so
+ * nothing is unpacked and packed again on the way. Types only, imported by all of them.
+ */
+import type { Sql } from "../db.ts";
+import type { ChatMessage, LlmConfig, ToolDefinition as LlmToolDefinition } from "../llm_client.ts";
+import type { PermissionGrant } from "../permissions.ts";
+import type { ToolCaller, ToolDefinition } from "../tools/types.ts";
+import type { UsageWriter } from "../usage.ts";
+import type { PendingApprovals } from "./approvals.ts";
+import type { AgentConfig } from "./config.ts";
+
+export interface LlmSettings extends LlmConfig {
+  fetch?: typeof fetch;
+}
+
+/** What a chat hands the runtime for one turn: who asks, with which tools, about what. */
+export interface TurnInputs {
+  caller: ToolCaller;
+  /** The user's grants; "always" approvals update this copy too. */
+  grants: PermissionGrant[];
+  /** Offered to the model. */
+  llmTools: LlmToolDefinition[];
+  /** The conversation so far, ending with the user's message; the loop appends to it. */
+  messages: ChatMessage[];
+}
+
+/** What the runtime owns and lends every turn it runs. */
+export interface RuntimeServices {
+  sql: Sql;
+  /** Where usage rows go: one per LLM call and per tool call. */
+  recordUsage: UsageWriter;
+  llm: LlmSettings;
+  config: AgentConfig;
+  registry: readonly ToolDefinition[];
+  approvals: PendingApprovals;
+}
+
+/** Everything a running turn uses, from its first LLM call to its last tool call. */
+export type TurnScope = TurnInputs & RuntimeServices;
