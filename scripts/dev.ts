@@ -7,8 +7,8 @@
 import { parseArgs } from "node:util";
 import { createServer } from "vite";
 import { webConfig } from "../web/vite.config.ts";
-import { LocalDatabaseError } from "./local/postgres.ts";
-import { startStack } from "./local/stack.ts";
+import { LocalDatabaseError } from "./standin/postgres.ts";
+import { startStack } from "./standin/stack.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

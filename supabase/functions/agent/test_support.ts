@@ -9,13 +9,13 @@ import type { AgentConfig } from "../_shared/agent/config.ts";
 import { createTokenVerifier } from "../_shared/auth.ts";
 import { connect, type Sql } from "../_shared/db.ts";
 import { createToolRegistry, type ToolDefinition } from "../_shared/tools/registry.ts";
-import { type LlmFixture, startLlmFixture } from "../../../scripts/llm_fixture.ts";
+import { type LlmFixture, startLlmFixture } from "../../../scripts/standin/llm_fixture.ts";
 import {
   generateSigningKey,
   issueAccessToken,
   jwksOf,
   type SigningKey,
-} from "../../../scripts/local/signing_keys.ts";
+} from "../../../scripts/standin/signing_keys.ts";
 import {
   connectTestDatabase,
   createUser,

@@ -107,7 +107,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Runn
 /** Roles, schemas, `auth`, grants and publication that Supabase's database already has. */
 export async function applySupabaseShape(url: string): Promise<void> {
   const sqlText = await Deno.readTextFile(new URL("./supabase_shape.sql", import.meta.url));
-  await runSqlScript(url, sqlText, "scripts/local/supabase_shape.sql");
+  await runSqlScript(url, sqlText, "scripts/standin/supabase_shape.sql");
 }
 
 /** `supabase migration up` against the given database, as a user would run it. */

@@ -9,7 +9,7 @@ import { createTokenVerifier, type TokenVerifier } from "../../supabase/function
 import { connect } from "../../supabase/functions/_shared/db.ts";
 import { createAuthHandler } from "./auth_server.ts";
 import { createRealtimeHandler } from "./realtime/server.ts";
-import { type LlmFixture, OFFLINE_DEMO_MODEL, startLlmFixture } from "../llm_fixture.ts";
+import { type LlmFixture, OFFLINE_DEMO_MODEL, startLlmFixture } from "./llm_fixture.ts";
 import { createGateway, type Handler, ProxiedSockets } from "./gateway.ts";
 import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
 import { LOCAL_PUBLISHABLE_KEY, LOCAL_SECRET_KEY } from "./keys.ts";
