@@ -9,7 +9,7 @@
  * The API gateway in front of it (Kong on Supabase, `gateway.ts` here) hands it the path
  * unchanged, so every route is matched under `/auth/v1/`.
  */
-import { bearerToken, createTokenVerifier } from "../../supabase/functions/_shared/auth.ts";
+import { bearerToken, createTokenVerifier } from "./token_verifier.ts";
 import type { Sql } from "../../supabase/functions/_shared/db.ts";
 import {
   type Endpoint,

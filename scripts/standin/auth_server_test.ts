@@ -13,7 +13,7 @@ import {
   type Session,
   type SupabaseClient,
 } from "@supabase/supabase-js";
-import { createTokenVerifier } from "../../supabase/functions/_shared/auth.ts";
+import { createTokenVerifier } from "./token_verifier.ts";
 import type { Sql } from "../../supabase/functions/_shared/db.ts";
 import { connectTestDatabase } from "../../supabase/tests/db_helpers.ts";
 import { type AuthHandler, type AuthHandlerOptions, createAuthHandler } from "./auth_server.ts";

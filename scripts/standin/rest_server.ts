@@ -11,8 +11,7 @@
  * Anything else (embedding, writes, rpc, other schemas) is refused with a PostgREST-style
  * error that says so, never silently ignored.
  */
-import type { TokenVerifier } from "../../supabase/functions/_shared/auth.ts";
-import { bearerToken } from "../../supabase/functions/_shared/auth.ts";
+import { bearerToken, type TokenVerifier } from "./token_verifier.ts";
 import { asUser, type JwtClaims, type Sql } from "../../supabase/functions/_shared/db.ts";
 import { roleOfApiKey } from "./keys.ts";
 

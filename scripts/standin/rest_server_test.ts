@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
-import { createTokenVerifier } from "../../supabase/functions/_shared/auth.ts";
+import { createTokenVerifier } from "./token_verifier.ts";
 import { connectTestDatabase, createUser, type TestUser } from "../../supabase/tests/db_helpers.ts";
 import { LOCAL_PUBLISHABLE_KEY } from "./keys.ts";
 import { createRestHandler } from "./rest_server.ts";

@@ -5,7 +5,7 @@
  * end-to-end tests start their own on free ports.
  */
 import { join } from "node:path";
-import { createTokenVerifier, type TokenVerifier } from "../../supabase/functions/_shared/auth.ts";
+import { createTokenVerifier, type TokenVerifier } from "./token_verifier.ts";
 import { connect } from "../../supabase/functions/_shared/db.ts";
 import { createAuthHandler } from "./auth_server.ts";
 import { createRealtimeHandler } from "./realtime/server.ts";
@@ -161,7 +161,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       await startWorker(config.name, config.entrypoint);
     }
 
-    // One verifier (and one cache of verified tokens) for the gateway and every stand-in.
+    // One verifier (token_verifier.ts, not the product's) for the gateway and every stand-in.
     const verifier = createTokenVerifier({ jwks });
     let standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, verifier });
     cleanups.push(() => standIns.close());

@@ -4,7 +4,7 @@
  * handler in `../auth_server.ts`.
  */
 import { z } from "zod";
-import { bearerToken, type TokenVerifier } from "../../../supabase/functions/_shared/auth.ts";
+import { bearerToken, type TokenVerifier } from "../token_verifier.ts";
 import type { Sql, Tx } from "../../../supabase/functions/_shared/db.ts";
 import { issueAccessToken, jwksOf, type SigningKey } from "../signing_keys.ts";
 import {
