@@ -72,6 +72,15 @@ export function createRestHandler(options: RestHandlerOptions): RestHandler {
     let claims: JwtClaims | undefined;
     try {
       if (request.method === "OPTIONS") return preflight();
+      const path = new URL(request.url).pathname;
+      if (path === PREFIX || path.startsWith(`${PREFIX}rpc/`)) {
+        // PostgREST's own answer for a feature it lacks (PGRST127).
+        throw new RestError(400, "PGRST127", "Feature not implemented", {
+          details: `the local REST stand-in serves table reads only, not ${
+            path === PREFIX ? "the OpenAPI root" : "rpc()"
+          }`,
+        });
+      }
       if (request.method !== "GET" && request.method !== "HEAD") {
         throw new RestError(
           405,

@@ -302,6 +302,8 @@ Deno.test("malformed or unsupported filters are refused with PostgREST's error s
       "'chat_history' is not an embedded resource in this request",
     );
     // Media types the stand-in does not produce: PGRST107, not JSON in their place.
+    const rpc = await supabase.rpc("my_permissions");
+    assert.equal(rpc.error?.code, "PGRST127");
     const csv = await rows().csv();
     assert.equal(csv.status, 406);
     assert.equal(csv.error?.code, "PGRST107");
