@@ -21,6 +21,7 @@ try {
     reset: values.reset,
     seed: true,
     log: values.verbose ? (line) => console.error(line) : undefined,
+    verbose: values.verbose,
   });
   console.log(
     `Postgres 17 ${db.created ? "created" : "started"} in ${

@@ -31,6 +31,7 @@ try {
     apiPort: Number(values["api-port"]),
     dbPort: Number(values["db-port"]),
     reset: values.reset,
+    verbose: values.verbose,
     log: (line) => {
       if (values.verbose || !line.includes(" LOG: ")) console.error(line);
     },

@@ -49,6 +49,8 @@ export interface StackOptions {
   /** Extra environment for the functions (tests point them at doubles this way). */
   functionEnv?: Record<string, string>;
   log?: (line: string) => void;
+  /** Also log initdb's transcript and each function's `Listening on …` line. */
+  verbose?: boolean;
 }
 
 export interface RunningStack {
@@ -94,6 +96,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       reset: options.reset,
       seed: true,
       log: options.ephemeral ? undefined : log,
+      verbose: options.verbose,
     });
     cleanups.push(() => db.stop());
 
@@ -145,7 +148,13 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     const routes = new Map<string, string>();
     const verifyJwt = new Map(configs.map((c) => [c.name, c.verifyJwt]));
     const startWorker = async (name: string, entrypoint: string) => {
-      const worker = await startFunctionWorker({ name, entrypoint, env, log });
+      const worker = await startFunctionWorker({
+        name,
+        entrypoint,
+        env,
+        log,
+        verbose: options.verbose,
+      });
       workers.set(name, worker);
       routes.set(name, worker.origin);
       return worker;
