@@ -14,8 +14,8 @@ import { mcpBench } from "./bench/mcp_bench.ts";
 import { realtimeBench } from "./bench/realtime_bench.ts";
 import type { BenchContext, BenchResult } from "./bench/types.ts";
 import { webBench } from "./bench/web_bench.ts";
-import { createScratchDatabase } from "./local/scratch_database.ts";
-import { PROJECT_ROOT } from "./local/supabase_cli.ts";
+import { createScratchDatabase } from "./standin/scratch_database.ts";
+import { PROJECT_ROOT } from "./standin/supabase_cli.ts";
 
 const smoke = Deno.args.includes("--smoke");
 const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>][] = [

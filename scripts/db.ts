@@ -3,7 +3,7 @@
  * and migrated, until Ctrl-C. `deno task dev` starts it too, with the rest of the stack.
  */
 import { parseArgs } from "node:util";
-import { DEFAULT_DB_PORT, LocalDatabaseError, startPostgres } from "./local/postgres.ts";
+import { DEFAULT_DB_PORT, LocalDatabaseError, startPostgres } from "./standin/postgres.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -21,6 +21,7 @@ try {
     reset: values.reset,
     seed: true,
     log: values.verbose ? (line) => console.error(line) : undefined,
+    verbose: values.verbose,
   });
   console.log(
     `Postgres 17 ${db.created ? "created" : "started"} in ${

@@ -3,8 +3,8 @@
  * (`supabase db advisors`) on a fresh database migrated from supabase/migrations.
  * Fails on any warning or error; prints the informational findings too.
  */
-import { createScratchDatabase } from "./local/scratch_database.ts";
-import { remoteFlag, runSupabaseCli } from "./local/supabase_cli.ts";
+import { createScratchDatabase } from "./standin/scratch_database.ts";
+import { remoteFlag, runSupabaseCli } from "./standin/supabase_cli.ts";
 
 const db = await createScratchDatabase();
 let result;

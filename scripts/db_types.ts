@@ -4,8 +4,8 @@
  * `deno task db:types --check`: fail when the committed file has drifted from them.
  */
 import { join } from "node:path";
-import { createScratchDatabase } from "./local/scratch_database.ts";
-import { PROJECT_ROOT, remoteFlag, supabaseCli } from "./local/supabase_cli.ts";
+import { createScratchDatabase } from "./standin/scratch_database.ts";
+import { PROJECT_ROOT, remoteFlag, supabaseCli } from "./standin/supabase_cli.ts";
 
 const TYPES_FILE = join(PROJECT_ROOT, "supabase", "functions", "_shared", "database.types.ts");
 const check = Deno.args.includes("--check");

@@ -7,8 +7,8 @@
 import { parseArgs } from "node:util";
 import { createServer } from "vite";
 import { webConfig } from "../web/vite.config.ts";
-import { LocalDatabaseError } from "./local/postgres.ts";
-import { startStack } from "./local/stack.ts";
+import { LocalDatabaseError } from "./standin/postgres.ts";
+import { startStack } from "./standin/stack.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -31,6 +31,7 @@ try {
     apiPort: Number(values["api-port"]),
     dbPort: Number(values["db-port"]),
     reset: values.reset,
+    verbose: values.verbose,
     log: (line) => {
       if (values.verbose || !line.includes(" LOG: ")) console.error(line);
     },

@@ -5,8 +5,8 @@
  * mutant must make at least one test fail; a surviving mutant fails this check.
  */
 import postgres from "postgres";
-import { databaseUrl, freePort, startPostgres } from "./local/postgres.ts";
-import { PROJECT_ROOT } from "./local/supabase_cli.ts";
+import { databaseUrl, freePort, startPostgres } from "./standin/postgres.ts";
+import { PROJECT_ROOT } from "./standin/supabase_cli.ts";
 
 const DB_TESTS = "supabase/tests/";
 

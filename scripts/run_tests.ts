@@ -7,8 +7,8 @@
  * summary line `N passed, N failed`.
  */
 import { join } from "node:path";
-import { createScratchDatabase } from "./local/scratch_database.ts";
-import { PROJECT_ROOT } from "./local/supabase_cli.ts";
+import { createScratchDatabase } from "./standin/scratch_database.ts";
+import { PROJECT_ROOT } from "./standin/supabase_cli.ts";
 
 const ARTIFACTS = join(PROJECT_ROOT, "artifacts");
 const JUNIT_FILE = join(ARTIFACTS, "junit.xml");

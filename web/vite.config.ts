@@ -8,7 +8,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { defineConfig, type InlineConfig, loadEnv } from "vite";
-import { LOCAL_PUBLISHABLE_KEY } from "../scripts/local/keys.ts";
+import { LOCAL_PUBLISHABLE_KEY } from "../scripts/standin/keys.ts";
 
 export const WEB_ROOT = fileURLToPath(new URL(".", import.meta.url));
 const PROJECT_ROOT = fileURLToPath(new URL("..", import.meta.url));

@@ -32,15 +32,15 @@
 import { join } from "node:path";
 import type { ServerFrame } from "../../supabase/functions/_shared/agent_protocol.ts";
 import { ChunkReader } from "../../supabase/functions/_shared/sse.ts";
-import { startLlmFixture } from "../llm_fixture.ts";
-import { freePort } from "../local/postgres.ts";
+import { startLlmFixture } from "../standin/llm_fixture.ts";
+import { freePort } from "../standin/postgres.ts";
 import {
   generateSigningKey,
   issueAccessToken,
   jwksOf,
   type SigningKey,
-} from "../local/signing_keys.ts";
-import { PROJECT_ROOT } from "../local/supabase_cli.ts";
+} from "../standin/signing_keys.ts";
+import { PROJECT_ROOT } from "../standin/supabase_cli.ts";
 import { createUsers } from "../../supabase/tests/db_helpers.ts";
 import { percentile } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";

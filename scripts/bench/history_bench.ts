@@ -6,9 +6,9 @@
  * transaction. The client is this process (on the same two cores).
  */
 import { parseAppendInput } from "../../supabase/functions/_shared/history/input.ts";
-import { startFunctionWorker } from "../local/function_workers.ts";
+import { startFunctionWorker } from "../standin/function_workers.ts";
 import { createUser, message } from "../../supabase/tests/db_helpers.ts";
-import { generateSigningKey, issueAccessToken, jwksOf } from "../local/signing_keys.ts";
+import { generateSigningKey, issueAccessToken, jwksOf } from "../standin/signing_keys.ts";
 import { measure } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 

@@ -20,9 +20,9 @@ import { connect } from "../../supabase/functions/_shared/db.ts";
 import { createMcpApp } from "../../supabase/functions/_shared/mcp_app.ts";
 import { createToolRegistry } from "../../supabase/functions/_shared/tools/registry.ts";
 import { createUser } from "../../supabase/tests/db_helpers.ts";
-import { freePort } from "../local/postgres.ts";
-import { generateSigningKey, issueAccessToken, jwksOf } from "../local/signing_keys.ts";
-import { PROJECT_ROOT } from "../local/supabase_cli.ts";
+import { freePort } from "../standin/postgres.ts";
+import { generateSigningKey, issueAccessToken, jwksOf } from "../standin/signing_keys.ts";
+import { PROJECT_ROOT } from "../standin/supabase_cli.ts";
 import { type LatencySummary, measure } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 

@@ -17,7 +17,7 @@ import {
   type RunningRealtime,
   startRealtime,
   subscribe,
-} from "../local/realtime/testing.ts";
+} from "../standin/realtime/testing.ts";
 import { percentile } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 

@@ -4,7 +4,7 @@
  */
 import { join } from "node:path";
 import type { Browser, BrowserContext, Locator, Page } from "playwright-core";
-import { PROJECT_ROOT } from "../../scripts/local/supabase_cli.ts";
+import { PROJECT_ROOT } from "../../scripts/standin/supabase_cli.ts";
 
 export const ARTIFACTS_DIR = join(PROJECT_ROOT, "artifacts", "web");
 export const DEMO_PASSWORD = "password123";

@@ -5,8 +5,8 @@
  * serving that build.
  */
 import { build, preview, type PreviewServer } from "vite";
-import { freePort } from "../../scripts/local/postgres.ts";
-import { type RunningStack, startStack } from "../../scripts/local/stack.ts";
+import { freePort } from "../../scripts/standin/postgres.ts";
+import { type RunningStack, startStack } from "../../scripts/standin/stack.ts";
 import { webConfig } from "../vite.config.ts";
 
 export interface WebStack {

@@ -8,7 +8,7 @@ import {
   jwksOf,
   loadOrCreateSigningKey,
   type SigningKey,
-} from "../../../scripts/local/signing_keys.ts";
+} from "../../../scripts/standin/signing_keys.ts";
 
 const ISSUER = "http://127.0.0.1:54321/auth/v1";
 const USER_ID = "6f1c4a52-3a0e-4c1e-9a43-0b3b8f0c2d11";

@@ -9,7 +9,11 @@ import {
   type StreamChatOptions,
   type ToolDefinition,
 } from "./llm_client.ts";
-import { fixtureArg, type LlmFixture, startLlmFixture } from "../../../scripts/llm_fixture.ts";
+import {
+  fixtureArg,
+  type LlmFixture,
+  startLlmFixture,
+} from "../../../scripts/standin/llm_fixture.ts";
 
 const CALCULATOR: ToolDefinition = {
   type: "function",

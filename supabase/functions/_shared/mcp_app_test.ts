@@ -11,12 +11,12 @@ import {
   generateSigningKey,
   issueAccessToken,
   jwksOf,
-} from "../../../scripts/local/signing_keys.ts";
+} from "../../../scripts/standin/signing_keys.ts";
 import {
   startWebhookDouble,
   type WebhookCall,
   type WebhookDouble,
-} from "../../../scripts/webhook_double.ts";
+} from "../../../scripts/standin/webhook_double.ts";
 import {
   appendMessages,
   as,

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { importJWK, SignJWT } from "jose";
-import { generateSigningKey, issueAccessToken } from "../../../scripts/local/signing_keys.ts";
+import { generateSigningKey, issueAccessToken } from "../../../scripts/standin/signing_keys.ts";
 import { AgentClient, ISSUER, withWorld } from "./test_support.ts";
 
 function base64url(value: unknown): string {

@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import type { TurnFrame } from "../_shared/agent_protocol.ts";
-import { jwksOf } from "../../../scripts/local/signing_keys.ts";
-import { startFunctionWorker } from "../../../scripts/local/function_workers.ts";
+import { jwksOf } from "../../../scripts/standin/signing_keys.ts";
+import { startFunctionWorker } from "../../../scripts/standin/function_workers.ts";
 import { testDatabaseUrl } from "../../tests/db_helpers.ts";
 import { AgentClient, eventually, tokensOf, withWorld } from "./test_support.ts";
 

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { z } from "zod";
-import { fixtureArg } from "../../../scripts/llm_fixture.ts";
+import { fixtureArg } from "../../../scripts/standin/llm_fixture.ts";
 import type { ServerFrame, TurnFrame } from "../_shared/agent_protocol.ts";
 import { createToolRegistry } from "../_shared/tools/registry.ts";
 import type { ToolDefinition } from "../_shared/tools/types.ts";

@@ -3,7 +3,7 @@
  * usage, quota), idempotent retries, sessions, and LLM failures.
  */
 import assert from "node:assert/strict";
-import { fixtureArg } from "../../../scripts/llm_fixture.ts";
+import { fixtureArg } from "../../../scripts/standin/llm_fixture.ts";
 import type { TurnFrame } from "../_shared/agent_protocol.ts";
 import { decodeFrames } from "../_shared/agent/turn_store.ts";
 import { tokensOf, withWorld } from "./test_support.ts";

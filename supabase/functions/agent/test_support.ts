@@ -10,13 +10,13 @@ import { createTokenVerifier } from "../_shared/auth.ts";
 import { connect, type Sql } from "../_shared/db.ts";
 import { createToolRegistry } from "../_shared/tools/registry.ts";
 import type { ToolDefinition } from "../_shared/tools/types.ts";
-import { type LlmFixture, startLlmFixture } from "../../../scripts/llm_fixture.ts";
+import { type LlmFixture, startLlmFixture } from "../../../scripts/standin/llm_fixture.ts";
 import {
   generateSigningKey,
   issueAccessToken,
   jwksOf,
   type SigningKey,
-} from "../../../scripts/local/signing_keys.ts";
+} from "../../../scripts/standin/signing_keys.ts";
 import {
   connectTestDatabase,
   createUser,

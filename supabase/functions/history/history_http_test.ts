@@ -7,8 +7,8 @@ import {
   generateSigningKey,
   issueAccessToken,
   jwksOf,
-} from "../../../scripts/local/signing_keys.ts";
-import type { SigningKey } from "../../../scripts/local/signing_keys.ts";
+} from "../../../scripts/standin/signing_keys.ts";
+import type { SigningKey } from "../../../scripts/standin/signing_keys.ts";
 import { connectTestDatabase, createUser, message, type TestUser } from "../../tests/db_helpers.ts";
 import { createTokenVerifier } from "../_shared/auth.ts";
 import type { Sql } from "../_shared/db.ts";

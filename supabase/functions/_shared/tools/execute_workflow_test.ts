@@ -1,6 +1,9 @@
 /** execute_workflow called directly (no MCP): configuration, grants and webhook failures. */
 import assert from "node:assert/strict";
-import { startWebhookDouble, type WebhookHandler } from "../../../../scripts/webhook_double.ts";
+import {
+  startWebhookDouble,
+  type WebhookHandler,
+} from "../../../../scripts/standin/webhook_double.ts";
 import type { ResolvedPermission } from "../permissions.ts";
 import {
   allowedWorkflowIds,

@@ -5,11 +5,11 @@
  * end-to-end tests start their own on free ports.
  */
 import { join } from "node:path";
-import { createTokenVerifier, type TokenVerifier } from "../../supabase/functions/_shared/auth.ts";
+import { createTokenVerifier, type TokenVerifier } from "./token_verifier.ts";
 import { connect } from "../../supabase/functions/_shared/db.ts";
 import { createAuthHandler } from "./auth_server.ts";
 import { createRealtimeHandler } from "./realtime/server.ts";
-import { type LlmFixture, OFFLINE_DEMO_MODEL, startLlmFixture } from "../llm_fixture.ts";
+import { type LlmFixture, OFFLINE_DEMO_MODEL, startLlmFixture } from "./llm_fixture.ts";
 import { createGateway, type Handler, ProxiedSockets } from "./gateway.ts";
 import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
 import { LOCAL_PUBLISHABLE_KEY, LOCAL_SECRET_KEY } from "./keys.ts";
@@ -49,6 +49,8 @@ export interface StackOptions {
   /** Extra environment for the functions (tests point them at doubles this way). */
   functionEnv?: Record<string, string>;
   log?: (line: string) => void;
+  /** Also log initdb's transcript and each function's `Listening on …` line. */
+  verbose?: boolean;
 }
 
 export interface RunningStack {
@@ -94,6 +96,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       reset: options.reset,
       seed: true,
       log: options.ephemeral ? undefined : log,
+      verbose: options.verbose,
     });
     cleanups.push(() => db.stop());
 
@@ -145,7 +148,13 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     const routes = new Map<string, string>();
     const verifyJwt = new Map(configs.map((c) => [c.name, c.verifyJwt]));
     const startWorker = async (name: string, entrypoint: string) => {
-      const worker = await startFunctionWorker({ name, entrypoint, env, log });
+      const worker = await startFunctionWorker({
+        name,
+        entrypoint,
+        env,
+        log,
+        verbose: options.verbose,
+      });
       workers.set(name, worker);
       routes.set(name, worker.origin);
       return worker;
@@ -161,7 +170,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       await startWorker(config.name, config.entrypoint);
     }
 
-    // One verifier (and one cache of verified tokens) for the gateway and every stand-in.
+    // One verifier (token_verifier.ts, not the product's) for the gateway and every stand-in.
     const verifier = createTokenVerifier({ jwks });
     let standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, verifier });
     cleanups.push(() => standIns.close());

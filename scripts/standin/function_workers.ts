@@ -14,6 +14,11 @@ export interface FunctionWorkerOptions {
   entrypoint?: string;
   env: Record<string, string>;
   log?: (line: string) => void;
+  /**
+   * Also pass on the `Listening on …` line the function's own `Deno.serve` prints at start;
+   * by default it is dropped (the gateway's address is the one that matters).
+   */
+  verbose?: boolean;
 }
 
 export interface FunctionWorker {
@@ -39,8 +44,18 @@ export async function startFunctionWorker(options: FunctionWorkerOptions): Promi
     stderr: "piped",
   }).spawn();
   const log = options.log ?? ((line: string) => console.error(line));
-  pipeLines(child.stdout, (line) => log(`[${options.name}] ${line}`));
-  pipeLines(child.stderr, (line) => log(`[${options.name}] ${line}`));
+  // Deno.serve announces its address once, on stdout or stderr depending on the Deno version;
+  // only that first announcement is dropped, whatever the function logs later passes.
+  let announced = options.verbose === true;
+  const forward = (line: string) => {
+    if (!announced && LISTENING.test(line)) {
+      announced = true;
+      return;
+    }
+    log(`[${options.name}] ${line}`);
+  };
+  pipeLines(child.stdout, forward);
+  pipeLines(child.stderr, forward);
 
   const origin = `http://127.0.0.1:${port}`;
   const exited = child.status;
@@ -70,6 +85,9 @@ export async function startFunctionWorker(options: FunctionWorkerOptions): Promi
     },
   };
 }
+
+/** What `Deno.serve`'s default `onListen` prints, e.g. `Listening on http://127.0.0.1:41234/`. */
+const LISTENING = /^Listening on https?:\/\/\S+/;
 
 async function waitForPort(port: number, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

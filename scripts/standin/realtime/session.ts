@@ -4,7 +4,7 @@
  * answers them. Frames are handled one after another, in arrival order, like a Phoenix
  * channel process handles its mailbox.
  */
-import type { TokenVerifier } from "../../../supabase/functions/_shared/auth.ts";
+import type { TokenVerifier } from "../token_verifier.ts";
 import { compileBindings } from "./bindings.ts";
 import { fanOut } from "./broadcast.ts";
 import type { Catalog } from "./catalog.ts";

@@ -1,5 +1,5 @@
 -- What a hosted Supabase database already has before a project's first migration runs.
--- Applied by scripts/local/postgres.ts to the embedded Postgres, never to a Supabase project.
+-- Applied by scripts/standin/postgres.ts to the embedded Postgres, never to a Supabase project.
 -- Every statement is idempotent: it runs on every start and must leave an existing
 -- database untouched.
 

@@ -92,8 +92,17 @@ Deno.test("a failing migration is reported with its file and line", async () => 
 Deno.test("data persists across restarts; a live or stale postmaster.pid is handled", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "supabase-agent-pg-test-" });
   try {
-    const first = await startPostgres({ dataDir, port: freePort() });
+    const lines: string[] = [];
+    const first = await startPostgres({ dataDir, port: freePort(), log: (l) => lines.push(l) });
     assert.equal(first.created, true);
+    // initdb's transcript stays out of the log unless asked for (verbose) or initdb fails.
+    assert.ok(lines.some((line) => line.startsWith("initialised a new Postgres cluster")));
+    assert.equal(
+      lines.filter((line) => /database system will be owned|Success\. You can now/.test(line))
+        .length,
+      0,
+      lines.join("\n"),
+    );
     const sql = postgres(first.url, { max: 1, onnotice: () => {} });
     await sql`create table kept (note text)`;
     await sql`insert into kept values ('still here')`;

@@ -7,7 +7,7 @@
  *   POST /realtime/v1/api/broadcast                          202
  *   POST /realtime/v1/api/broadcast/<topic>/events/<event>   202
  */
-import type { TokenVerifier } from "../../../supabase/functions/_shared/auth.ts";
+import type { TokenVerifier } from "../token_verifier.ts";
 import { roleOfApiKey } from "../keys.ts";
 import { createAuthorizer } from "./authorize.ts";
 import { errorResponse, handleBroadcastBatch, handleBroadcastEvent } from "./broadcast.ts";

@@ -22,6 +22,8 @@ export interface PostgresOptions {
   /** Apply `supabase/seed.sql` (on a fresh data directory only; `reset` makes it fresh). */
   seed?: boolean;
   log?: (line: string) => void;
+  /** Log initdb's transcript too; otherwise it is logged only when initdb fails. */
+  verbose?: boolean;
 }
 
 export interface RunningPostgres {
@@ -54,6 +56,8 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Runn
   ensurePortFree(port);
   const created = !(await inspectDataDir(dataDir, log));
 
+  // While initdb runs, its output is held back here (see `verbose`).
+  let initdbTranscript: string[] | undefined;
   const isRoot = Deno.uid() === 0;
   const cluster = new EmbeddedPostgres({
     databaseDir: dataDir,
@@ -78,13 +82,26 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Runn
       "-c",
       "fsync=off",
     ],
-    onLog: (message: unknown) => log(String(message).trimEnd()),
+    onLog: (message: unknown) => {
+      const line = String(message).trimEnd();
+      if (initdbTranscript) initdbTranscript.push(line);
+      else log(line);
+    },
     onError: (error: unknown) =>
       log(`[postgres] ${error instanceof Error ? error.message : error}`),
   });
 
   if (created) {
-    await cluster.initialise();
+    initdbTranscript = options.verbose ? undefined : [];
+    try {
+      await cluster.initialise();
+    } catch (error) {
+      for (const line of initdbTranscript ?? []) log(line);
+      throw error;
+    } finally {
+      initdbTranscript = undefined;
+    }
+    log(`initialised a new Postgres cluster in ${dataDir}`);
     await Deno.writeTextFile(
       join(dataDir, OWNER_MARKER),
       JSON.stringify({ project: "supabase-agent", created_at: new Date().toISOString() }) + "\n",
@@ -107,7 +124,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Runn
 /** Roles, schemas, `auth`, grants and publication that Supabase's database already has. */
 export async function applySupabaseShape(url: string): Promise<void> {
   const sqlText = await Deno.readTextFile(new URL("./supabase_shape.sql", import.meta.url));
-  await runSqlScript(url, sqlText, "scripts/local/supabase_shape.sql");
+  await runSqlScript(url, sqlText, "scripts/standin/supabase_shape.sql");
 }
 
 /** `supabase migration up` against the given database, as a user would run it. */

@@ -7,8 +7,7 @@
  * Functions with `verify_jwt = true` in config.toml get their caller's JWT checked here, as
  * Supabase does; ours verify tokens themselves and set it to false.
  */
-import type { TokenVerifier } from "../../supabase/functions/_shared/auth.ts";
-import { bearerToken } from "../../supabase/functions/_shared/http/require_user.ts";
+import { bearerToken, type TokenVerifier } from "./token_verifier.ts";
 
 export type Handler = (request: Request) => Response | Promise<Response>;
 

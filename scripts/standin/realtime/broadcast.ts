@@ -9,8 +9,7 @@
  * stand-in does not have, so private messages are refused rather than silently dropped.
  */
 import { z } from "zod";
-import type { TokenVerifier } from "../../../supabase/functions/_shared/auth.ts";
-import { bearerToken } from "../../../supabase/functions/_shared/http/require_user.ts";
+import { bearerToken, type TokenVerifier } from "../token_verifier.ts";
 import { roleOfApiKey } from "../keys.ts";
 import type { Channel, ChannelRegistry } from "./channels.ts";
 import { apikeyIdentity, resolveIdentity, usesApikey } from "./identity.ts";

@@ -28,6 +28,15 @@ export const passwordGrantBody = z.object({
   password: z.string().nullish(),
 });
 
+/** `PUT /user` (auth-js `updateUser`); `nonce`, `channel` and PKCE fields are not used here. */
+export const userUpdateBody = z.object({
+  email: z.string().nullish(),
+  phone: z.string().nullish(),
+  password: z.string().nullish(),
+  data: z.record(z.string(), z.unknown()).nullish(),
+  app_metadata: z.record(z.string(), z.unknown()).nullish(),
+});
+
 export const refreshGrantBody = z.object({
   refresh_token: z.string().min(1, "refresh_token required"),
 });

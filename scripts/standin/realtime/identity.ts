@@ -4,7 +4,7 @@
  * key in its place, means "the socket's apikey" (anon for the publishable key,
  * service_role for the secret key), as Realtime does.
  */
-import type { TokenVerifier } from "../../../supabase/functions/_shared/auth.ts";
+import type { TokenVerifier } from "../token_verifier.ts";
 
 export interface Identity {
   role: string;

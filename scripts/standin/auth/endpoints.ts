@@ -4,17 +4,18 @@
  * handler in `../auth_server.ts`.
  */
 import { z } from "zod";
-import type { TokenVerifier } from "../../../supabase/functions/_shared/auth.ts";
-import { bearerToken } from "../../../supabase/functions/_shared/http/require_user.ts";
+import { bearerToken, type TokenVerifier } from "../token_verifier.ts";
 import type { Sql, Tx } from "../../../supabase/functions/_shared/db.ts";
 import { issueAccessToken, jwksOf, type SigningKey } from "../signing_keys.ts";
 import {
   checkNewPassword,
+  MIN_PASSWORD_LENGTH,
   normalizeEmail,
   passwordGrantBody,
   readBody,
   refreshGrantBody,
   signupBody,
+  userUpdateBody,
 } from "./requests.ts";
 import { AuthFailure, jsonResponse, noContent } from "./responses.ts";
 import {
@@ -29,9 +30,11 @@ import {
   checkPassword,
   emailTaken,
   findUser,
+  hasPassword,
   insertEmailUser,
   isBanned,
   recordSignIn,
+  updateUser,
   userJson,
   type UserRecord,
 } from "./users.ts";
@@ -230,6 +233,76 @@ export const getUser: Endpoint = async (context, request) => {
   const userObject = await inTransaction(context.sql, async (tx) => {
     const caller = await authenticate(context, tx, request);
     return await userJson(tx, caller.user);
+  });
+  return jsonResponse(userObject);
+};
+
+/**
+ * `PUT /user` (auth-js `updateUser`), as GoTrue's UserUpdate does it for what needs no
+ * confirmation: `data` is merged into the user metadata, `password` replaces the password
+ * (the same one again is 422 `same_password`) and signs out the user's other sessions.
+ * An email or phone change needs a confirmation message the stand-in cannot send, so it is
+ * refused before anything is written; `app_metadata` needs an admin, as on Supabase.
+ * Answers the user object, the same shape as `GET /user`.
+ */
+export const updateUserEndpoint: Endpoint = async (context, request) => {
+  const body = await readBody(request, userUpdateBody);
+  const email = body.email ? normalizeEmail(body.email) : undefined;
+  let password: string | undefined;
+  if (typeof body.password === "string") {
+    if (body.password === "") {
+      throw new AuthFailure(
+        422,
+        "weak_password",
+        `Password should be at least ${MIN_PASSWORD_LENGTH} characters.`,
+        { weak_password: { reasons: ["length"] } },
+      );
+    }
+    password = checkNewPassword(body.password);
+  }
+  const now = context.now();
+  const userObject = await inTransaction(context.sql, async (tx) => {
+    const caller = await authenticate(context, tx, request);
+    const { user } = caller;
+    if (body.app_metadata) {
+      throw new AuthFailure(403, "not_admin", "Updating app_metadata requires admin privileges");
+    }
+    if (email !== undefined && email !== (user.email ?? "")) {
+      if (await emailTaken(tx, email)) {
+        throw new AuthFailure(
+          422,
+          "email_exists",
+          "A user with this email address has already been registered",
+        );
+      }
+      throw new AuthFailure(
+        400,
+        "email_address_not_authorized",
+        `Email address "${email}" cannot be used as it is not authorized: an email change ` +
+          "must be confirmed by email, and the local Auth stand-in sends no email",
+      );
+    }
+    if (body.phone && body.phone !== (user.phone ?? "")) {
+      throw new AuthFailure(
+        422,
+        "phone_provider_disabled",
+        "Phone changes are disabled: the local Auth stand-in has no SMS provider",
+      );
+    }
+    if (password !== undefined && await hasPassword(tx, user.id, password)) {
+      throw new AuthFailure(
+        422,
+        "same_password",
+        "New password should be different from the old password.",
+      );
+    }
+    const updated = await updateUser(tx, user, {
+      password,
+      data: body.data ?? undefined,
+      now,
+    });
+    if (password !== undefined) await endSessions(tx, user.id, caller.sessionId, "others");
+    return await userJson(tx, updated);
   });
   return jsonResponse(userObject);
 };

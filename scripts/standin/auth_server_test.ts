@@ -13,7 +13,7 @@ import {
   type Session,
   type SupabaseClient,
 } from "@supabase/supabase-js";
-import { createTokenVerifier } from "../../supabase/functions/_shared/auth.ts";
+import { createTokenVerifier } from "./token_verifier.ts";
 import type { Sql } from "../../supabase/functions/_shared/db.ts";
 import { connectTestDatabase } from "../../supabase/tests/db_helpers.ts";
 import { type AuthHandler, type AuthHandlerOptions, createAuthHandler } from "./auth_server.ts";
@@ -655,5 +655,115 @@ Deno.test("answers carry the API version, CORS headers and GoTrue's error shape"
     assert.equal(health.status, 200);
     assert.equal(health.body.name, "GoTrue");
     assert.equal(health.headers.get("x-supabase-api-version"), "2024-01-01");
+  });
+});
+
+Deno.test("updateUser merges data into user_metadata and answers the user as GET /user does", async () => {
+  await withAuth({}, async ({ sql, client }) => {
+    const supabase = client();
+    const { data: signedUp, error: signUpError } = await supabase.auth.signUp({
+      email: newEmail("update"),
+      password: PASSWORD,
+      options: { data: { display_name: "Ada", theme: "dark" } },
+    });
+    assert.equal(signUpError, null);
+    const userId = signedUp.user!.id;
+
+    const { data, error } = await supabase.auth.updateUser({
+      data: { theme: "light", lang: "fr", display_name: null },
+    });
+    assert.equal(error, null);
+    const metadata = data.user!.user_metadata;
+    assert.equal(metadata.theme, "light");
+    assert.equal(metadata.lang, "fr");
+    assert.equal("display_name" in metadata, false, "a null value removes the key");
+    assert.equal(metadata.sub, userId, "the identity's claims stay");
+    assert.equal(metadata.email_verified, true);
+
+    const fetched = await supabase.auth.getUser();
+    assert.deepEqual(fetched.data.user, data.user);
+    const [row] = await sql<{ raw_user_meta_data: Record<string, unknown> }[]>`
+      select raw_user_meta_data from auth.users where id = ${userId}`;
+    assert.deepEqual(row.raw_user_meta_data, metadata);
+
+    // The next access token carries the new metadata, as GoTrue's would.
+    const refreshed = await supabase.auth.refreshSession();
+    assert.equal(refreshed.error, null);
+    const claims = claimsOf(refreshed.data.session!.access_token);
+    assert.equal((claims.user_metadata as Record<string, unknown>).theme, "light");
+  });
+});
+
+Deno.test("updateUser changes the password and signs out the user's other sessions", async () => {
+  await withAuth({}, async ({ sql, client, call }) => {
+    const email = newEmail("password");
+    const here = client();
+    const session = await signUp(here, email);
+    const elsewhere = client();
+    const other = await elsewhere.auth.signInWithPassword({ email, password: PASSWORD });
+    assert.equal(other.error, null);
+
+    const same = await here.auth.updateUser({ password: PASSWORD });
+    assertAuthError(same.error, 422, "same_password");
+    const weak = await here.auth.updateUser({ password: "abc" });
+    assertAuthError(weak.error, 422, "weak_password");
+
+    const changed = await here.auth.updateUser({ password: "a brand new password" });
+    assert.equal(changed.error, null);
+    assert.equal(changed.data.user!.id, session.user.id);
+    assert.deepEqual(await sessionIdsOf(sql, session.user.id), [
+      claimsOf(session.access_token)
+        .session_id as string,
+    ]);
+    const stale = await refreshWith(call, other.data.session!.refresh_token);
+    assert.equal(stale.status, 400);
+    assert.equal(stale.body.code, "refresh_token_not_found");
+
+    const old = await client().auth.signInWithPassword({ email, password: PASSWORD });
+    assertAuthError(old.error, 400, "invalid_credentials");
+    const fresh = await client().auth.signInWithPassword({
+      email,
+      password: "a brand new password",
+    });
+    assert.equal(fresh.error, null);
+    // The session that changed the password goes on.
+    assert.equal((await here.auth.getUser()).error, null);
+  });
+});
+
+Deno.test("updateUser refuses what needs confirming or an admin, and writes nothing", async () => {
+  await withAuth({}, async ({ sql, client, call }) => {
+    const supabase = client();
+    const email = newEmail("refused");
+    const session = await signUp(supabase, email);
+    const taken = (await signUp(client())).user.email!;
+
+    const unchanged = await supabase.auth.updateUser({ email, data: { kept: true } });
+    assert.equal(unchanged.error, null, "the current address is no change");
+    const newAddress = await supabase.auth.updateUser({
+      email: newEmail("moved"),
+      data: { lost: true },
+    });
+    assertAuthError(newAddress.error, 400, "email_address_not_authorized");
+    const duplicate = await supabase.auth.updateUser({ email: taken });
+    assertAuthError(duplicate.error, 422, "email_exists");
+    const phone = await supabase.auth.updateUser({ phone: "+15555550123" });
+    assertAuthError(phone.error, 422, "phone_provider_disabled");
+    const admin = await call("/user", {
+      method: "PUT",
+      bearer: session.access_token,
+      body: { app_metadata: { role: "admin" } },
+    });
+    assert.equal(admin.status, 403);
+    assert.equal(admin.body.code, "not_admin");
+    const anonymous = await call("/user", { method: "PUT", body: { data: { a: 1 } } });
+    assert.equal(anonymous.status, 401);
+    assert.equal(anonymous.body.code, "no_authorization");
+
+    const [row] = await sql<{ email: string; raw_user_meta_data: Record<string, unknown> }[]>`
+      select email, raw_user_meta_data from auth.users where id = ${session.user.id}`;
+    assert.equal(row.email, email);
+    assert.equal(row.raw_user_meta_data.kept, true);
+    assert.equal("lost" in row.raw_user_meta_data, false);
   });
 });

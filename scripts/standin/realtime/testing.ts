@@ -4,7 +4,7 @@
  * that fail after a generous timeout instead of asserting on timing.
  */
 import { createClient, type RealtimeChannel, type SupabaseClient } from "@supabase/supabase-js";
-import { createTokenVerifier } from "../../../supabase/functions/_shared/auth.ts";
+import { createTokenVerifier } from "../token_verifier.ts";
 import { LOCAL_PUBLISHABLE_KEY } from "../keys.ts";
 import { generateSigningKey, issueAccessToken, jwksOf, type SigningKey } from "../signing_keys.ts";
 import { createRealtimeHandler, type RealtimeHandler } from "./server.ts";

@@ -1,16 +1,16 @@
 /**
  * The `/auth/v1` part of the local stand-in for `supabase start`: enough of Supabase Auth
  * (GoTrue) for the unmodified `@supabase/supabase-js` — email sign-up (auto-confirmed),
- * password sign-in, rotating refresh tokens with reuse detection, the user, sign-out, and
- * the JWKS that Edge Functions verify access tokens against.
+ * password sign-in, rotating refresh tokens with reuse detection, the user and its update
+ * (metadata and password), sign-out, and the JWKS that Edge Functions verify access tokens
+ * against.
  *
  * State lives in the `auth` schema only (users, identities, sessions, refresh tokens), written
  * over the superuser connection, because this is Auth itself and not a user of the database.
  * The API gateway in front of it (Kong on Supabase, `gateway.ts` here) hands it the path
  * unchanged, so every route is matched under `/auth/v1/`.
  */
-import { createTokenVerifier } from "../../supabase/functions/_shared/auth.ts";
-import { bearerToken } from "../../supabase/functions/_shared/http/require_user.ts";
+import { bearerToken, createTokenVerifier } from "./token_verifier.ts";
 import type { Sql } from "../../supabase/functions/_shared/db.ts";
 import {
   type Endpoint,
@@ -22,6 +22,7 @@ import {
   settings,
   signup,
   token,
+  updateUserEndpoint,
 } from "./auth/endpoints.ts";
 import { AuthFailure, preflightResponse, unexpectedFailure } from "./auth/responses.ts";
 import { roleOfApiKey } from "./keys.ts";
@@ -58,7 +59,7 @@ interface Route {
 const ROUTES: Record<string, Route> = {
   "/signup": { methods: { POST: signup } },
   "/token": { methods: { POST: token } },
-  "/user": { methods: { GET: getUser } },
+  "/user": { methods: { GET: getUser, PUT: updateUserEndpoint } },
   "/logout": { methods: { POST: logout } },
   "/.well-known/jwks.json": { methods: { GET: jwks }, open: true },
   "/settings": { methods: { GET: settings } },

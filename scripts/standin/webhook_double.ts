@@ -3,7 +3,7 @@
  * JSON body, answered by a handler the caller supplies. Tests start it on port 0 and script
  * each workflow (slow, failing, not JSON…); run directly it echoes, for local development:
  *
- *   deno run -A scripts/webhook_double.ts [--port 5678]
+ *   deno run -A scripts/standin/webhook_double.ts [--port 5678]
  */
 
 export interface WebhookCall {

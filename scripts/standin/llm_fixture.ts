@@ -7,14 +7,14 @@
  * format: `data:` chunks with `model` and `id`, usage in the last chunk before `[DONE]`, an
  * `X-Generation-Id` header, `{error:{code,message,metadata}}` bodies for HTTP errors.
  *
- * Run directly: `deno run -A scripts/llm_fixture.ts [--port 54330] [--hostname 127.0.0.1]`.
+ * Run directly: `deno run -A scripts/standin/llm_fixture.ts [--port 54330] [--hostname 127.0.0.1]`.
  *
  * Arguments every script understands:
  *   fail_models=a,b fail_status=N   answer HTTP N (default 503) when the request's model is listed
  *   prompt_tokens= completion_tokens= cost=   override the reported usage
  *   eol=lf|crlf|cr   line ends of the SSE stream
  */
-import { abortableSleep } from "../supabase/functions/_shared/abortable_sleep.ts";
+import { abortableSleep } from "../../supabase/functions/_shared/abortable_sleep.ts";
 
 export interface RecordedRequest {
   method: string;

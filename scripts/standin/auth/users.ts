@@ -148,6 +148,63 @@ export async function findUser(tx: Tx, userId: string): Promise<UserRecord | und
   return user;
 }
 
+/** Whether `password` is the user's current one (GoTrue refuses to "change" to it). */
+export async function hasPassword(tx: Tx, userId: string, password: string): Promise<boolean> {
+  const [row] = await tx<{ matches: boolean }[]>`
+    select case when encrypted_password like '$2%'
+      then encrypted_password = extensions.crypt(${password}, encrypted_password)
+      else false end as matches
+    from auth.users where id = ${userId}`;
+  return row?.matches ?? false;
+}
+
+export interface UserChange {
+  /** A new password, stored as a bcrypt hash. */
+  password?: string;
+  /**
+   * Merged into `raw_user_meta_data` as GoTrue's `UpdateUserMetaData` does: each key is set,
+   * or removed when its value is null.
+   */
+  data?: Record<string, unknown>;
+  now: Date;
+}
+
+/** Applies `PUT /user`'s changes to `auth.users` and answers the updated row. */
+export async function updateUser(
+  tx: Tx,
+  user: UserRecord,
+  change: UserChange,
+): Promise<UserRecord> {
+  let current = user;
+  if (change.password !== undefined) {
+    // GoTrue's UpdatePassword also drops every pending token sent to the user.
+    [current] = await tx<UserRecord[]>`
+      update auth.users set
+        encrypted_password = extensions.crypt(${change.password},
+          extensions.gen_salt('bf', ${BCRYPT_COST})),
+        confirmation_token = '', confirmation_sent_at = null,
+        recovery_token = '', recovery_sent_at = null,
+        email_change_token_current = '', email_change_token_new = '', email_change_sent_at = null,
+        phone_change_token = '', phone_change_sent_at = null,
+        reauthentication_token = '', reauthentication_sent_at = null,
+        updated_at = ${change.now}
+      where id = ${user.id}
+      returning ${tx(USER_COLUMNS)}`;
+  }
+  if (change.data !== undefined) {
+    const metadata = { ...(current.raw_user_meta_data ?? {}) };
+    for (const [key, value] of Object.entries(change.data)) {
+      if (value === null) delete metadata[key];
+      else metadata[key] = value;
+    }
+    [current] = await tx<UserRecord[]>`
+      update auth.users set raw_user_meta_data = ${jsonb(tx, metadata)}, updated_at = ${change.now}
+      where id = ${user.id}
+      returning ${tx(USER_COLUMNS)}`;
+  }
+  return current;
+}
+
 export function isBanned(user: UserRecord, now: Date): boolean {
   return user.banned_until !== null && user.banned_until > now;
 }
