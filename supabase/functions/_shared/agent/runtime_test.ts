@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import type { Sql } from "../db.ts";
+import { agentConfig } from "./config.ts";
+import { newLiveTurn } from "./live_turn_testing.ts";
+import { AgentRuntime, type ConnectionHandle } from "./runtime.ts";
+
+/** A runtime whose database is never reached: every test here stays on this isolate. */
+function isolatedRuntime(): AgentRuntime {
+  const noDatabase = new Proxy({}, {
+    get() {
+      throw new Error("this test must not reach the database");
+    },
+  }) as Sql;
+  return new AgentRuntime({
+    sql: noDatabase,
+    llm: { baseUrl: "http://llm.invalid/v1", model: "m", fallbackModels: [] },
+    config: agentConfig(),
+    registry: [],
+  });
+}
+
+Deno.test("runtime: an approve for a call waiting here is answered here", async () => {
+  const runtime = isolatedRuntime();
+  const waiting = runtime.approvals.wait("alice", "call-1", 10_000, new AbortController().signal);
+  assert.equal(
+    await runtime.approve("alice", { type: "approve", call_id: "call-1", decision: "deny" }),
+    true,
+  );
+  assert.deepEqual(await waiting, { kind: "deny" });
+});
+
+Deno.test("runtime: a cancel of the user's own running turn aborts it here", async () => {
+  const runtime = isolatedRuntime();
+  const turn = newLiveTurn();
+  runtime.turns.set(turn.turnId, turn);
+  assert.equal(await runtime.cancel(turn.userId, turn.turnId), true);
+  assert.equal(turn.signal.aborted, true);
+});
+
+Deno.test("runtime: close aborts the turns, closes every socket with 1001, once", async () => {
+  const runtime = isolatedRuntime();
+  const turn = newLiveTurn();
+  runtime.turns.set(turn.turnId, turn);
+  const closed: number[] = [];
+  const socket: ConnectionHandle = {
+    id: "c1",
+    userId: "alice",
+    close: (code) => closed.push(code),
+  };
+  runtime.sockets.add(socket);
+
+  await runtime.close();
+  await runtime.close();
+
+  assert.equal(runtime.closed, true);
+  assert.equal(turn.signal.aborted, true);
+  assert.deepEqual(closed, [1001]);
+});

@@ -1,0 +1,84 @@
+import assert from "node:assert/strict";
+import type { TurnFrame } from "../agent_protocol.ts";
+import { newLiveTurn } from "./live_turn_testing.ts";
+import { runTurn } from "./turn.ts";
+import { fakeTurnScope, scriptedLlm, textAnswer, toolCallAnswer } from "./turn_testing.ts";
+
+function framesOf(turn: ReturnType<typeof newLiveTurn>): TurnFrame[] {
+  const frames: TurnFrame[] = [];
+  turn.subscribe(0, (frame) => frames.push(frame));
+  return frames;
+}
+
+Deno.test("turn: a text answer streams token by token and completes with its usage", async () => {
+  const llm = scriptedLlm(textAnswer("Hel", "lo"));
+  const { scope, usage } = fakeTurnScope(llm.fetch);
+  const turn = newLiveTurn();
+  const frames = framesOf(turn);
+
+  const ending = await runTurn(turn, scope);
+
+  assert.deepEqual(frames.map((f) => f.type === "token" ? f.delta : f.type), ["Hel", "lo"]);
+  assert.equal(turn.content, "Hello");
+  assert.deepEqual(ending.outcome, { state: "complete", messageStatus: "complete" });
+  assert.deepEqual(ending.closing.map((f) => f.type), ["response", "complete"]);
+  assert.deepEqual(ending.usage, { prompt_tokens: 10, completion_tokens: 2, cost: 0.001 });
+  assert.deepEqual(usage.map((row) => [row.kind, row.name, row.status]), [["llm", "m", "ok"]]);
+  assert.equal(usage[0].turn_id, turn.turnId);
+  assert.equal(llm.requests.length, 1);
+});
+
+Deno.test("turn: a tool call runs through the scope's tools and its result goes back to the model", async () => {
+  const llm = scriptedLlm(toolCallAnswer("doubler", { n: 21 }), textAnswer("42"));
+  const { scope, usage } = fakeTurnScope(llm.fetch);
+  const turn = newLiveTurn();
+  const frames = framesOf(turn);
+
+  const ending = await runTurn(turn, scope);
+
+  assert.deepEqual(frames.map((f) => f.type), ["tool_call", "progress", "tool_result", "token"]);
+  const result = frames.find((f) => f.type === "tool_result");
+  assert.deepEqual(result?.type === "tool_result" && result.result, { doubled: 42 });
+  assert.equal(ending.outcome.state, "complete");
+  assert.equal(turn.steps, 2);
+  // The second request carries the assistant's call and the tool's answer, in order.
+  const second = llm.requests[1].messages as { role: string; content: string | null }[];
+  assert.deepEqual(second.slice(-2).map((m) => m.role), ["assistant", "tool"]);
+  assert.equal(second.at(-1)?.content, '{"doubled":42}');
+  assert.deepEqual(usage.map((row) => [row.kind, row.status]), [
+    ["llm", "ok"],
+    ["tool", "ok"],
+    ["llm", "ok"],
+  ]);
+  assert.deepEqual(turn.toolCalls.map((call) => [call.name, call.is_error]), [
+    ["doubler", false],
+  ]);
+});
+
+Deno.test("turn: a model that keeps calling tools stops at the step limit", async () => {
+  const llm = scriptedLlm(toolCallAnswer("doubler", { n: 1 }), toolCallAnswer("doubler", { n: 2 }));
+  const { scope } = fakeTurnScope(llm.fetch, { maxSteps: 2 });
+  const turn = newLiveTurn();
+
+  const ending = await runTurn(turn, scope);
+
+  assert.equal(ending.outcome.state, "error");
+  const error = ending.closing.find((frame) => frame.type === "error");
+  assert.equal(error?.type === "error" && error.code, "step_limit");
+  // The last step may only answer in words.
+  assert.equal(llm.requests[1].tool_choice, "none");
+});
+
+Deno.test("turn: a cancelled turn ends as cancelled without another LLM call", async () => {
+  const llm = scriptedLlm(toolCallAnswer("doubler", { n: 1 }), textAnswer("never"));
+  const { scope } = fakeTurnScope(llm.fetch);
+  const turn = newLiveTurn();
+  turn.subscribe(0, (frame) => {
+    if (frame.type === "tool_result") turn.abort("cancelled");
+  });
+
+  const ending = await runTurn(turn, scope);
+
+  assert.equal(ending.outcome.state, "cancelled");
+  assert.equal(llm.requests.length, 1);
+});
