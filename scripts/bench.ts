@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import os from "node:os";
-import { connect } from "../supabase/functions/_shared/db.ts";
+import { connect } from "../supabase/functions/_shared/db/client.ts";
 import { agentBench } from "./bench/agent_bench.ts";
 import { agentFlushBench } from "./bench/agent_flush_bench.ts";
 import { databaseBench } from "./bench/database_bench.ts";

@@ -1,5 +1,5 @@
 /**
- * `deno task db:types`: regenerate supabase/functions/_shared/database.types.ts from the
+ * `deno task db:types`: regenerate supabase/functions/_shared/db/database.types.ts from the
  * migrations with `supabase gen types typescript`.
  * `deno task db:types --check`: fail when the committed file has drifted from them.
  */
@@ -7,7 +7,14 @@ import { join } from "node:path";
 import { createScratchDatabase } from "./standin/scratch_database.ts";
 import { PROJECT_ROOT, remoteFlag, supabaseCli } from "./standin/supabase_cli.ts";
 
-const TYPES_FILE = join(PROJECT_ROOT, "supabase", "functions", "_shared", "database.types.ts");
+const TYPES_FILE = join(
+  PROJECT_ROOT,
+  "supabase",
+  "functions",
+  "_shared",
+  "db",
+  "database.types.ts",
+);
 const check = Deno.args.includes("--check");
 
 const db = await createScratchDatabase();

@@ -8,12 +8,12 @@ import { parseArgs } from "node:util";
 import { createServer } from "vite";
 import { webConfig } from "../web/vite.config.ts";
 import { LocalDatabaseError } from "./standin/postgres.ts";
-import { startStack } from "./standin/stack.ts";
+import { DEFAULT_API_PORT, startStack } from "./standin/stack.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
-    "api-port": { type: "string", default: Deno.env.get("API_PORT") ?? "54321" },
+    "api-port": { type: "string", default: Deno.env.get("API_PORT") ?? String(DEFAULT_API_PORT) },
     "db-port": { type: "string", default: Deno.env.get("DB_PORT") ?? "54322" },
     "web-port": { type: "string", default: Deno.env.get("WEB_PORT") ?? "5173" },
     reset: { type: "boolean", default: false },

@@ -2,7 +2,7 @@
  * Database primitives the functions lean on: batched message append (target ≥ 20,000
  * rows/s), single-message append latency, and atomic quota consumption under concurrency.
  */
-import type { Sql } from "../../supabase/functions/_shared/db.ts";
+import type { Sql } from "../../supabase/functions/_shared/db/client.ts";
 import {
   appendMessages,
   as,

@@ -1,4 +1,4 @@
-import type { Sql } from "../../supabase/functions/_shared/db.ts";
+import type { Sql } from "../../supabase/functions/_shared/db/client.ts";
 
 export interface BenchContext {
   /** Superuser pool on a fresh migrated database. */

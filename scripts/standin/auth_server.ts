@@ -11,7 +11,7 @@
  * unchanged, so every route is matched under `/auth/v1/`.
  */
 import { bearerToken, createTokenVerifier } from "./token_verifier.ts";
-import type { Sql } from "../../supabase/functions/_shared/db.ts";
+import type { Sql } from "../../supabase/functions/_shared/db/client.ts";
 import {
   type Endpoint,
   type EndpointContext,

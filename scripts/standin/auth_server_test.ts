@@ -14,7 +14,7 @@ import {
   type SupabaseClient,
 } from "@supabase/supabase-js";
 import { createTokenVerifier } from "./token_verifier.ts";
-import type { Sql } from "../../supabase/functions/_shared/db.ts";
+import type { Sql } from "../../supabase/functions/_shared/db/client.ts";
 import { connectTestDatabase } from "../../supabase/tests/db_helpers.ts";
 import { type AuthHandler, type AuthHandlerOptions, createAuthHandler } from "./auth_server.ts";
 import { LOCAL_PUBLISHABLE_KEY, LOCAL_SECRET_KEY } from "./keys.ts";

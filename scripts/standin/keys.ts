@@ -11,5 +11,3 @@ export function roleOfApiKey(key: string | null | undefined): "anon" | "service_
   if (key === LOCAL_SECRET_KEY) return "service_role";
   return undefined;
 }
-
-export const DEFAULT_API_PORT = 54321;

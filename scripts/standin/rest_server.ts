@@ -17,7 +17,7 @@
  * never silently ignored.
  */
 import { bearerToken, type TokenVerifier } from "./token_verifier.ts";
-import { asUser, type JwtClaims, type Sql } from "../../supabase/functions/_shared/db.ts";
+import { asUser, type JwtClaims, type Sql } from "../../supabase/functions/_shared/db/client.ts";
 import { roleOfApiKey } from "./keys.ts";
 import { compileFilter, compileLogicTree, FilterError } from "./rest_filters.ts";
 

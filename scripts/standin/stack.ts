@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { createTokenVerifier, type TokenVerifier } from "./token_verifier.ts";
-import { connect } from "../../supabase/functions/_shared/db.ts";
+import { connect } from "../../supabase/functions/_shared/db/client.ts";
 import { createAuthHandler } from "./auth_server.ts";
 import { createRealtimeHandler } from "./realtime/server.ts";
 import { type LlmFixture, OFFLINE_DEMO_MODEL, startLlmFixture } from "./llm_fixture.ts";

@@ -7,7 +7,7 @@
  * only (signing_keys.ts), so that is the only algorithm accepted.
  */
 import { createLocalJWKSet, errors, type JSONWebKeySet, jwtVerify } from "jose";
-import type { JwtClaims } from "../../supabase/functions/_shared/db.ts";
+import type { JwtClaims } from "../../supabase/functions/_shared/db/client.ts";
 
 export interface VerifiedUser {
   /** The `sub` claim. */

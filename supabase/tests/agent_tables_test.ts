@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { startTurn, type TurnStart } from "../functions/_shared/agent/turn_store.ts";
-import type { Sql } from "../functions/_shared/db.ts";
+import type { Sql } from "../functions/_shared/db/client.ts";
 import {
   appendMessages,
   as,

@@ -12,8 +12,9 @@ const SHARED = "supabase/functions/_shared/";
 /** What the web client may take from `_shared/`: the wire protocols and the generated types. */
 const WEB_MAY_IMPORT = new Set([
   "supabase/functions/_shared/agent_protocol.ts",
-  "supabase/functions/_shared/database.types.ts",
+  "supabase/functions/_shared/db/database.types.ts",
   "supabase/functions/_shared/history/protocol.ts",
+  "supabase/functions/_shared/http/error_codes.ts",
 ]);
 
 /** Tests, their helpers and fakes: they may reach into the stand-in and the doubles. */

@@ -3,7 +3,13 @@
  * `deno task test` migrated, users created the way Auth creates them, and claims for
  * running SQL as them through the same `asUser` the functions use.
  */
-import { asUser, connect, type JwtClaims, type Sql, type Tx } from "../functions/_shared/db.ts";
+import {
+  asUser,
+  connect,
+  type JwtClaims,
+  type Sql,
+  type Tx,
+} from "../functions/_shared/db/client.ts";
 import { type AppendedRow, callAppendMessages } from "../functions/_shared/history/append.ts";
 
 export function testDatabaseUrl(): string {

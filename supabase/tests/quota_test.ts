@@ -3,7 +3,7 @@
  */
 import assert from "node:assert/strict";
 import { connectTestDatabase, createUser } from "./db_helpers.ts";
-import type { Sql } from "../functions/_shared/db.ts";
+import type { Sql } from "../functions/_shared/db/client.ts";
 
 interface QuotaDecision {
   allowed: boolean;

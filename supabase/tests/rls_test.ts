@@ -14,7 +14,7 @@ import {
   sqlState,
   type TestUser,
 } from "./db_helpers.ts";
-import type { Sql, Tx } from "../functions/_shared/db.ts";
+import type { Sql, Tx } from "../functions/_shared/db/client.ts";
 
 const OWNED_TABLES = [
   "chat_sessions",

@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { bearerToken, type TokenVerifier } from "../token_verifier.ts";
-import type { Sql, Tx } from "../../../supabase/functions/_shared/db.ts";
+import type { Sql, Tx } from "../../../supabase/functions/_shared/db/client.ts";
 import { issueAccessToken, jwksOf, type SigningKey } from "../signing_keys.ts";
 import {
   checkNewPassword,

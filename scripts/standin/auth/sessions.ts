@@ -8,7 +8,7 @@
  * of racing (and cannot deadlock against a family revocation).
  */
 import { base64url } from "jose";
-import type { Tx } from "../../../supabase/functions/_shared/db.ts";
+import type { Tx } from "../../../supabase/functions/_shared/db/client.ts";
 
 const INSTANCE_ID = "00000000-0000-0000-0000-000000000000";
 const REFRESH_TOKEN_BYTES = 24;

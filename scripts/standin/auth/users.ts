@@ -3,7 +3,7 @@
  * users. Passwords are bcrypt hashes made by pgcrypto (cost 10, GoTrue's default), so a row
  * written here is one GoTrue itself could sign in.
  */
-import type { Tx } from "../../../supabase/functions/_shared/db.ts";
+import type { Tx } from "../../../supabase/functions/_shared/db/client.ts";
 
 /** The `auth.users` columns the API shows (the generated types cover `public` only). */
 export interface UserRecord {

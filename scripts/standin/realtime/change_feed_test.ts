@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { connectTestDatabase, testDatabaseUrl } from "../../../supabase/tests/db_helpers.ts";
-import type { Sql } from "../../../supabase/functions/_shared/db.ts";
+import type { Sql } from "../../../supabase/functions/_shared/db/client.ts";
 import { Catalog, openRealtimePool } from "./catalog.ts";
 import { type Change, startChangeFeed } from "./change_feed.ts";
 import { changeData } from "./change_payload.ts";

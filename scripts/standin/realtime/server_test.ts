@@ -11,7 +11,7 @@ import {
   testDatabaseUrl,
   type TestUser,
 } from "../../../supabase/tests/db_helpers.ts";
-import type { Sql } from "../../../supabase/functions/_shared/db.ts";
+import type { Sql } from "../../../supabase/functions/_shared/db/client.ts";
 import {
   closeClient,
   Inbox,

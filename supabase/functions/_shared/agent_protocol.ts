@@ -69,6 +69,13 @@ export const ERROR_CODES = [
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
+/** What the server puts in an `error` frame: its code is always one of `ERROR_CODES`. */
+export type ServerError = Omit<ErrorFrame, "type" | "code"> & { code: ErrorCode };
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return (ERROR_CODES as readonly unknown[]).includes(value);
+}
+
 const uuid = () => z.guid("must be a uuid");
 const toolName = () => z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, "must be a tool name");
 const seq = () => z.int().min(1);
@@ -233,6 +240,7 @@ export const ErrorFrameSchema = z.object({
   /** Present when the error ends a turn. */
   turn_id: uuid().optional(),
   seq: seq().optional(),
+  /** One of `ERROR_CODES` from this server; a client keeps frames with codes it does not know. */
   code: z.string(),
   message: z.string(),
   retryable: z.boolean(),

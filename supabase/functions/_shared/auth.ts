@@ -14,7 +14,8 @@ import {
   jwtVerify,
   type JWTVerifyGetKey,
 } from "jose";
-import type { JwtClaims } from "./db.ts";
+import type { JwtClaims } from "./db/client.ts";
+import type { Env } from "./env.ts";
 
 export interface VerifiedUser {
   /** The `sub` claim: the user's id in `auth.users`. */
@@ -51,10 +52,6 @@ export interface TokenVerifier {
    * not a reason to tell the client its token is bad.
    */
   verify(token: string): Promise<AuthResult>;
-}
-
-export interface Env {
-  get(name: string): string | undefined;
 }
 
 const ACCEPTED_ALGORITHMS = ["ES256", "RS256"];

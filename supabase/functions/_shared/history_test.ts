@@ -10,7 +10,7 @@ import {
   message,
   type TestUser,
 } from "../../tests/db_helpers.ts";
-import type { Sql } from "./db.ts";
+import type { Sql } from "./db/client.ts";
 import { fieldPath } from "./field_path.ts";
 import { appendMessages } from "./history/append.ts";
 import type { AppendInput } from "./history/input.ts";

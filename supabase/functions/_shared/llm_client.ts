@@ -11,6 +11,7 @@
  */
 import { abortableSleep } from "./abortable_sleep.ts";
 import { readSseEvents, type SseEvent } from "./sse.ts";
+import type { Env } from "./env.ts";
 
 export type ChatMessage =
   | { role: "system"; content: string }
@@ -138,7 +139,7 @@ export const DEFAULT_LLM_MODEL = "openai/gpt-4o-mini";
 
 /** Reads the upstream configuration; empty variables count as unset. */
 export function llmConfigFromEnv(
-  env: { get(name: string): string | undefined } = Deno.env,
+  env: Env = Deno.env,
 ): LlmConfig {
   const read = (name: string) => {
     const value = env.get(name)?.trim();

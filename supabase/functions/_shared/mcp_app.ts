@@ -22,7 +22,7 @@ import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
 import { CallToolRequestSchema, type RequestId } from "@modelcontextprotocol/sdk/types.js";
 import type { TokenVerifier, VerifiedUser } from "./auth.ts";
-import type { Sql } from "./db.ts";
+import type { Sql } from "./db/client.ts";
 import { errorResponse, HttpError } from "./http/errors.ts";
 import { createFunctionApp } from "./http/function_app.ts";
 import { readJsonBody } from "./http/json_body.ts";

@@ -26,7 +26,7 @@ import {
   type TestUser,
 } from "../../tests/db_helpers.ts";
 import { createTokenVerifier } from "./auth.ts";
-import type { Sql } from "./db.ts";
+import type { Sql } from "./db/client.ts";
 import { createMcpApp } from "./mcp_app.ts";
 import { createToolRegistry } from "./tools/registry.ts";
 import { getUsageTool } from "./tools/get_usage.ts";

@@ -6,9 +6,9 @@
  * Grants are read as the user (RLS: he sees only his own), never as service_role: a bug here
  * then cannot hand one user another's grants.
  */
-import type { Database, Json } from "./database.types.ts";
-import { type JwtClaims, queryAsUser, type Sql } from "./db.ts";
-import { inlineSql } from "./inline_sql.ts";
+import type { Database, Json } from "./db/database.types.ts";
+import { type JwtClaims, queryAsUser, type Sql } from "./db/client.ts";
+import { inlineSql } from "./db/inline_sql.ts";
 
 export type ApprovalMode = Database["public"]["Enums"]["approval_mode"];
 

@@ -3,9 +3,9 @@
  * write it (they would erase what limits and bills are computed from), so rows are written as
  * service_role, the one place the functions step outside RLS for this.
  */
-import type { Database } from "./database.types.ts";
-import { queryAsServiceRole, type Sql } from "./db.ts";
-import { InlineSql, inlineSql } from "./inline_sql.ts";
+import type { Database } from "./db/database.types.ts";
+import { queryAsServiceRole, type Sql } from "./db/client.ts";
+import { InlineSql, inlineSql } from "./db/inline_sql.ts";
 
 export type UsageRecord = Database["public"]["Tables"]["usage_metrics"]["Insert"];
 export type UsageStatus = Database["public"]["Enums"]["usage_status"];

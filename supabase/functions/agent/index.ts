@@ -5,7 +5,7 @@
 import { createAgentApp } from "../_shared/agent/app.ts";
 import { agentConfigFromEnv } from "../_shared/agent/config.ts";
 import { tokenVerifierFromEnv } from "../_shared/auth.ts";
-import { connect } from "../_shared/db.ts";
+import { connect } from "../_shared/db/client.ts";
 import { llmConfigFromEnv } from "../_shared/llm_client.ts";
 import { workflowConfigFromEnv } from "../_shared/tools/execute_workflow.ts";
 import { createToolRegistry } from "../_shared/tools/registry.ts";

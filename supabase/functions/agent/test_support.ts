@@ -7,7 +7,7 @@ import { type ServerFrame, ServerFrameSchema, type TurnFrame } from "../_shared/
 import { type AgentApp, createAgentApp } from "../_shared/agent/app.ts";
 import type { AgentConfig } from "../_shared/agent/config.ts";
 import { createTokenVerifier } from "../_shared/auth.ts";
-import { connect, type Sql } from "../_shared/db.ts";
+import { connect, type Sql } from "../_shared/db/client.ts";
 import { createToolRegistry } from "../_shared/tools/registry.ts";
 import type { ToolDefinition } from "../_shared/tools/types.ts";
 import { type LlmFixture, startLlmFixture } from "../../../scripts/standin/llm_fixture.ts";

@@ -11,7 +11,7 @@ import {
 import type { SigningKey } from "../../../scripts/standin/signing_keys.ts";
 import { connectTestDatabase, createUser, message, type TestUser } from "../../tests/db_helpers.ts";
 import { createTokenVerifier } from "../_shared/auth.ts";
-import type { Sql } from "../_shared/db.ts";
+import type { Sql } from "../_shared/db/client.ts";
 import { createHistoryApp } from "../_shared/history/app.ts";
 
 const ISSUER = "http://127.0.0.1/auth/v1";

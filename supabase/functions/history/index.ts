@@ -3,7 +3,7 @@
  * Dependencies come from the environment Supabase gives every function.
  */
 import { tokenVerifierFromEnv } from "../_shared/auth.ts";
-import { connect } from "../_shared/db.ts";
+import { connect } from "../_shared/db/client.ts";
 import { createHistoryApp } from "../_shared/history/app.ts";
 
 const databaseUrl = Deno.env.get("SUPABASE_DB_URL");

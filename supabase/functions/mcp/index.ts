@@ -3,7 +3,7 @@
  * Everything lives in `_shared/mcp_app.ts`; this file only wires in the environment.
  */
 import { tokenVerifierFromEnv } from "../_shared/auth.ts";
-import { connect } from "../_shared/db.ts";
+import { connect } from "../_shared/db/client.ts";
 import { createMcpApp } from "../_shared/mcp_app.ts";
 
 function requiredEnv(name: string): string {

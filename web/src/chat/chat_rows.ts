@@ -3,7 +3,7 @@
  * Realtime: one shape for both sources, and a store with a subscription per message and one
  * for the order, so a Realtime update of the streaming row re-renders that row only.
  */
-import type { Database } from "../../../supabase/functions/_shared/database.types.ts";
+import type { Database } from "../../../supabase/functions/_shared/db/database.types.ts";
 import type { StoredToolCall } from "../../../supabase/functions/_shared/history/protocol.ts";
 import type { HistoryMessage } from "../api/history_api.ts";
 

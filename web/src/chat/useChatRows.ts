@@ -7,7 +7,7 @@ import { useEffect, useMemo, useState, useSyncExternalStore } from "react";
 import { type AppError, toAppError } from "../api/app_error.ts";
 import { listMessages } from "../api/history_api.ts";
 import { watchTable } from "../api/realtime.ts";
-import type { Database } from "../../../supabase/functions/_shared/database.types.ts";
+import type { Database } from "../../../supabase/functions/_shared/db/database.types.ts";
 import { type ChatRow, ChatRows, rowFromHistory, rowFromRecord } from "./chat_rows.ts";
 
 type HistoryRow = Database["public"]["Tables"]["chat_history"]["Row"];

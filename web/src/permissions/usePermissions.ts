@@ -2,7 +2,7 @@
  * The user's tool grants (`permissions`, read through PostgREST under RLS), live through
  * Realtime: answering an approval with "Always allow" turns a grant to `auto` here at once.
  */
-import type { Database } from "../../../supabase/functions/_shared/database.types.ts";
+import type { Database } from "../../../supabase/functions/_shared/db/database.types.ts";
 import { type AppError, toAppError } from "../api/app_error.ts";
 import { useLiveRows } from "../api/live_rows.ts";
 import { supabase } from "../supabase.ts";

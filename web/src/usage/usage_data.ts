@@ -3,7 +3,7 @@
  * tokens and cost per UTC day and per model, totals, and what is left of the quota computed
  * from `user_limits` the way `consume_quota` refills it.
  */
-import type { Database } from "../../../supabase/functions/_shared/database.types.ts";
+import type { Database } from "../../../supabase/functions/_shared/db/database.types.ts";
 
 type Tables = Database["public"]["Tables"];
 

@@ -11,7 +11,7 @@
  */
 import { TOKEN_SUBPROTOCOL_PREFIX } from "../agent_protocol.ts";
 import type { TokenVerifier, VerifiedUser } from "../auth.ts";
-import { asServiceRole, asUser, type Sql } from "../db.ts";
+import { asServiceRole, asUser, type Sql } from "../db/client.ts";
 import { errorResponse } from "../http/errors.ts";
 import { createFunctionApp } from "../http/function_app.ts";
 import { requireUser, type UserEnv } from "../http/require_user.ts";

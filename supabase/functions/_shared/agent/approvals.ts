@@ -5,9 +5,9 @@
  * or for good (the user's grant becomes `auto`, written as service_role like every grant).
  */
 import type { ApproveFrame } from "../agent_protocol.ts";
-import { type JwtClaims, queryAsServiceRole, queryAsUser, type Sql } from "../db.ts";
+import { type JwtClaims, queryAsServiceRole, queryAsUser, type Sql } from "../db/client.ts";
 import type { ResolvedPermission } from "../permissions.ts";
-import { inlineSql, jsonText } from "./sql.ts";
+import { inlineSql, jsonText } from "../db/inline_sql.ts";
 
 export type ApprovalOutcome =
   | { kind: "allow"; remember?: ApproveFrame["remember"] }

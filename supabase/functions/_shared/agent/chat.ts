@@ -12,12 +12,12 @@
  * the messages reads again and follows the winner's turn.
  */
 import type { ChatFrame } from "../agent_protocol.ts";
-import { type JwtClaims, queryAsUser, type Sql } from "../db.ts";
+import { type JwtClaims, queryAsUser, type Sql } from "../db/client.ts";
 import { appendRow } from "../history/append.ts";
 import { errorFromDatabase, isConflict, isRace } from "../history/database_errors.ts";
 import { parseAppendInput } from "../history/input.ts";
 import type { HistoryError } from "../history/protocol.ts";
-import { inlineSql } from "./sql.ts";
+import { inlineSql } from "../db/inline_sql.ts";
 import type { PermissionGrant } from "../permissions.ts";
 import type { AgentRuntime } from "./runtime.ts";
 import type { TurnClient } from "./turn_client.ts";

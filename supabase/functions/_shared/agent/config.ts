@@ -2,7 +2,7 @@
  * The agent's tunables, with their environment variables. Every interval is configurable so
  * tests can run the slow paths (approval timeouts, dead isolates) in milliseconds.
  */
-import type { Env } from "../auth.ts";
+import type { Env } from "../env.ts";
 
 export interface AgentConfig {
   /** `AGENT_MAX_STEPS`: LLM calls per turn. */

@@ -7,8 +7,8 @@
 import {
   type ClientFrame,
   decodeClientFrame,
-  type ErrorFrame,
   PROTOCOL_LIMITS,
+  type ServerError,
   type ServerFrame,
 } from "../agent_protocol.ts";
 import type { VerifiedUser } from "../auth.ts";
@@ -42,7 +42,7 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
     if (this.isOpen) this.socket.send(JSON.stringify(frame));
   }
 
-  sendError(error: Omit<ErrorFrame, "type">): void {
+  sendError(error: ServerError): void {
     this.send({ type: "error", ...error });
   }
 

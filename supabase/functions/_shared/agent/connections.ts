@@ -4,8 +4,8 @@
  * evicts the oldest live connections beyond the limit; each isolate learns of evictions of
  * its sockets from its heartbeat (or at once, when it registered the newcomer itself).
  */
-import { queryAsServiceRole, type Sql, type Tx } from "../db.ts";
-import { inlineSql, jsonText, run } from "./sql.ts";
+import { queryAsServiceRole, type Sql, type Tx } from "../db/client.ts";
+import { inlineSql, jsonText, run } from "../db/inline_sql.ts";
 
 export interface Registration {
   maxConnections: number;

@@ -5,9 +5,8 @@
  */
 import type { Limits } from "../agent_protocol.ts";
 import { PROTOCOL_LIMITS } from "../agent_protocol.ts";
-import type { Tx } from "../db.ts";
-import type { InlineSql } from "../inline_sql.ts";
-import { inlineSql, jsonText, run } from "./sql.ts";
+import type { Tx } from "../db/client.ts";
+import { type InlineSql, inlineSql, jsonText, run } from "../db/inline_sql.ts";
 import type { ChatMessage, ToolDefinition as LlmToolDefinition } from "../llm_client.ts";
 import type { AgentConfig } from "./config.ts";
 

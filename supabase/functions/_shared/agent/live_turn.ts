@@ -4,8 +4,8 @@
  * (`takeFlush`) and reports back (`flushed` / `flushFailed`). Postgres holds the truth; this
  * object only lets clients on this isolate follow the turn without polling.
  */
-import type { ErrorFrame, TurnFrame, UnnumberedTurnFrame } from "../agent_protocol.ts";
-import type { Database } from "../database.types.ts";
+import type { ErrorCode, ErrorFrame, TurnFrame, UnnumberedTurnFrame } from "../agent_protocol.ts";
+import type { Database } from "../db/database.types.ts";
 import type { StoredToolCall } from "../history/protocol.ts";
 
 export type TurnState = Database["public"]["Enums"]["turn_state"];
@@ -259,9 +259,9 @@ export class LiveTurn {
 
 /** An `error` turn frame without its number. */
 export function errorFrame(
-  code: string,
+  code: ErrorCode,
   message: string,
   retryable: boolean,
-): Omit<ErrorFrame, "turn_id" | "seq"> {
+): Omit<ErrorFrame, "turn_id" | "seq"> & { code: ErrorCode } {
   return { type: "error", code, message, retryable };
 }

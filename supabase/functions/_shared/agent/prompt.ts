@@ -4,7 +4,7 @@
  * with tool calls is replayed the way the model produced it: the calls, their results, then
  * the text.
  */
-import type { Json } from "../database.types.ts";
+import type { Json } from "../db/database.types.ts";
 import type { ChatMessage } from "../llm_client.ts";
 import type { StoredToolCall } from "../history/protocol.ts";
 

@@ -7,8 +7,8 @@
  * way, so the follower gets its final `error` frame instead of waiting forever.
  */
 import { abortableSleep } from "../abortable_sleep.ts";
-import { type ErrorFrame, isTerminalFrame } from "../agent_protocol.ts";
-import { asServiceRole, asUser } from "../db.ts";
+import { type ErrorFrame, isErrorCode, isTerminalFrame } from "../agent_protocol.ts";
+import { asServiceRole, asUser } from "../db/client.ts";
 import type { AgentRuntime } from "./runtime.ts";
 import type { TurnClient } from "./turn_client.ts";
 import {
@@ -129,10 +129,15 @@ async function pollTurn(
 
 function endingFrame(turn: StoredTurn): ErrorFrame {
   const error = (turn.error ?? {}) as { code?: string; message?: string };
+  const code = isErrorCode(error.code)
+    ? error.code
+    : isErrorCode(turn.state)
+    ? turn.state
+    : "internal_error";
   return {
     type: "error",
     turn_id: turn.id,
-    code: error.code ?? turn.state,
+    code,
     message: error.message ??
       `The turn ended (${turn.state}) but its last frames are missing`,
     retryable: turn.state !== "complete",

@@ -6,7 +6,7 @@
  * None of it is the truth: turns, frames, connections and quotas live in Postgres. These
  * objects only let this isolate serve its own clients without polling, and die with it.
  */
-import { asServiceRole, type Sql } from "../db.ts";
+import { asServiceRole, type Sql } from "../db/client.ts";
 import type { ToolDefinition } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Sql } from "../db.ts";
+import type { Sql } from "../db/client.ts";
 import { agentConfig } from "./config.ts";
 import { newLiveTurn } from "./live_turn_testing.ts";
 import { AgentRuntime, type ConnectionHandle } from "./runtime.ts";

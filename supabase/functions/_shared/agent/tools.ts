@@ -5,7 +5,7 @@
  * refusal is a tool error the model sees, so it can explain or try otherwise.
  */
 import { z } from "zod";
-import type { Json } from "../database.types.ts";
+import type { Json } from "../db/database.types.ts";
 import type { ToolDefinition as LlmToolDefinition } from "../llm_client.ts";
 import {
   type PermissionGrant,

@@ -3,7 +3,7 @@
  * again, at most `maxSteps` LLM calls. It emits the turn's frames as things happen and
  * returns how the turn ended; storing that ending is the runtime's job.
  */
-import type { UnnumberedTurnFrame, Usage } from "../agent_protocol.ts";
+import type { ErrorCode, UnnumberedTurnFrame, Usage } from "../agent_protocol.ts";
 import {
   type LlmErrorEvent,
   type LlmToolCall,
@@ -179,7 +179,7 @@ function completed(turn: LiveTurn, usage: Usage): TurnEnding {
 }
 
 function failed(
-  code: string,
+  code: ErrorCode,
   message: string,
   retryable: boolean,
   usage: Usage,
@@ -196,7 +196,8 @@ function failed(
 }
 
 function llmFailed(error: LlmErrorEvent, usage: Usage): TurnEnding {
-  const code = `llm_${error.code}`;
+  // The upstream request is aborted only when the turn is, and that ending is `aborted`'s.
+  const code: ErrorCode = error.code === "aborted" ? "cancelled" : `llm_${error.code}`;
   return failed(
     code,
     `The language model failed: ${error.message}`,

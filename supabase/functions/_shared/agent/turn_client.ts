@@ -3,7 +3,7 @@
  * which turns it follows. The socket connection implements it; `chat.ts` and `resume.ts` know
  * nothing else of it, so unit tests hand them a fake.
  */
-import type { ErrorFrame, ServerFrame } from "../agent_protocol.ts";
+import type { ServerError, ServerFrame } from "../agent_protocol.ts";
 import type { VerifiedUser } from "../auth.ts";
 
 export interface TurnClient {
@@ -11,7 +11,7 @@ export interface TurnClient {
   readonly userId: string;
   readonly isOpen: boolean;
   send(frame: ServerFrame): void;
-  sendError(error: Omit<ErrorFrame, "type">): void;
+  sendError(error: ServerError): void;
   /** Starts following a turn, replacing an earlier follow of the same turn. */
   follow(turnId: string, stop: () => void): void;
   /** Stops following it (only when `stop` is the current follow, if given). */

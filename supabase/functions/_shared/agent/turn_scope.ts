@@ -3,7 +3,7 @@
  * turn it runs. One object goes from the runtime through the turn loop to each tool call, so
  * nothing is unpacked and packed again on the way. Types only, imported by all of them.
  */
-import type { Sql } from "../db.ts";
+import type { Sql } from "../db/client.ts";
 import type { ChatMessage, LlmConfig, ToolDefinition as LlmToolDefinition } from "../llm_client.ts";
 import type { PermissionGrant } from "../permissions.ts";
 import type { ToolCaller, ToolDefinition } from "../tools/types.ts";

@@ -10,18 +10,18 @@
  * message row itself was created as the user.
  */
 import type { TurnFrame } from "../agent_protocol.ts";
-import type { Database, Json } from "../database.types.ts";
+import type { Database, Json } from "../db/database.types.ts";
 import {
   type JwtClaims,
   queryAsServiceRole,
   queryAsServiceRoleFor,
   type Sql,
   type Tx,
-} from "../db.ts";
+} from "../db/client.ts";
 import type { AppendRow } from "../history/append.ts";
 import { type Settlement, settlementStatement } from "./limits.ts";
 import type { FlushEntry, TurnState } from "./live_turn.ts";
-import { inlineSql, jsonText, run } from "./sql.ts";
+import { inlineSql, jsonText, run } from "../db/inline_sql.ts";
 
 type TurnRow = Database["public"]["Tables"]["agent_turns"]["Row"];
 

@@ -4,7 +4,7 @@
  * that needs no database, and a scope that records usage rows in memory.
  */
 import { z } from "zod";
-import type { Sql } from "../db.ts";
+import type { Sql } from "../db/client.ts";
 import type { PermissionGrant } from "../permissions.ts";
 import type { ToolDefinition } from "../tools/types.ts";
 import type { UsageRecord } from "../usage.ts";

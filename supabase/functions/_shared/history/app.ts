@@ -19,7 +19,7 @@ import type { Context } from "hono";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { TokenVerifier } from "../auth.ts";
-import { asUser, type Sql, type Tx } from "../db.ts";
+import { asUser, type Sql, type Tx } from "../db/client.ts";
 import { appendMessages } from "./append.ts";
 import type { AppendInput } from "./input.ts";
 import type { HistoryError, HistoryErrorCode, HistoryResult } from "./protocol.ts";

@@ -3,8 +3,8 @@
  * once) and all or nothing; a failed append runs inside a savepoint, so the caller's
  * transaction stays usable after an error value.
  */
-import type { Tx } from "../db.ts";
-import type { Json } from "../database.types.ts";
+import type { Tx } from "../db/client.ts";
+import type { Json } from "../db/database.types.ts";
 import { errorFromDatabase, isConflict, isRace } from "./database_errors.ts";
 import { type AppendInput, type NewMessage, parseAppendInput } from "./input.ts";
 import type { HistoryResult } from "./protocol.ts";

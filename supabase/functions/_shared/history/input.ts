@@ -1,6 +1,6 @@
 /** An append batch as the caller sends it: its zod schema and the checks that name the field. */
 import { z } from "zod";
-import { Constants } from "../database.types.ts";
+import { Constants } from "../db/database.types.ts";
 import { fieldPath } from "../field_path.ts";
 import { HISTORY_LIMITS, type HistoryError, type HistoryResult } from "./protocol.ts";
 

@@ -3,7 +3,7 @@
  * callers (the web client among them, as types) read. Every operation resolves to a value,
  * `{ ok: true, value }` or a `HistoryError` naming what the caller got wrong.
  */
-import type { Database, Json } from "../database.types.ts";
+import type { Database, Json } from "../db/database.types.ts";
 
 type Tables = Database["public"]["Tables"];
 type MessageRow = Tables["chat_history"]["Row"];

@@ -1,5 +1,5 @@
 /** Full-text search over the caller's own messages, with HTML-safe snippets. */
-import type { Tx } from "../db.ts";
+import type { Tx } from "../db/client.ts";
 import { checkLimit, invalid } from "./input.ts";
 import { HISTORY_LIMITS, type HistoryResult, type SearchHit } from "./protocol.ts";
 

@@ -3,7 +3,7 @@
  * deleting a session. RLS alone decides whose rows exist: another user's session is
  * indistinguishable from a missing one.
  */
-import type { Tx } from "../db.ts";
+import type { Tx } from "../db/client.ts";
 import { checkLimit, invalid } from "./input.ts";
 import {
   HISTORY_LIMITS,

@@ -7,10 +7,11 @@
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { HttpErrorCode } from "./error_codes.ts";
 
 export interface ErrorDetail {
   /** Stable, machine-readable: clients branch on it. */
-  code: string;
+  code: HttpErrorCode;
   /** For humans; may change between versions. */
   message: string;
   /** The offending input field, e.g. `messages[3].role` or `limit`. */
@@ -30,13 +31,13 @@ export interface HttpErrorOptions {
 /** An error the client caused (or may retry), with the status and code it is answered with. */
 export class HttpError extends Error {
   readonly status: ContentfulStatusCode;
-  readonly code: string;
+  readonly code: HttpErrorCode;
   readonly path?: string;
   readonly headers: Record<string, string>;
 
   constructor(
     status: ContentfulStatusCode,
-    code: string,
+    code: HttpErrorCode,
     message: string,
     options: HttpErrorOptions = {},
   ) {
@@ -72,7 +73,7 @@ export function errorResponse(
 }
 
 /** Codes for the statuses Hono's own middleware throws as `HTTPException`. */
-const CODE_OF_STATUS: Partial<Record<number, string>> = {
+const CODE_OF_STATUS: Partial<Record<number, HttpErrorCode>> = {
   400: "bad_request",
   401: "invalid_token",
   403: "forbidden",

@@ -3,7 +3,7 @@
  * hands a function is `/<name>/…`), the JSON error envelope for thrown errors and unknown
  * routes, and optionally CORS for browsers calling it with supabase-js.
  */
-import { type Env, Hono } from "hono";
+import { type Env as HonoEnv, Hono } from "hono";
 import { cors } from "hono/cors";
 import { handleError, handleNotFound } from "./errors.ts";
 
@@ -21,7 +21,7 @@ export interface FunctionAppOptions {
 /** What supabase-js sends with every call; the browser asks before sending them. */
 export const SUPABASE_JS_HEADERS = ["authorization", "x-client-info", "apikey", "content-type"];
 
-export function createFunctionApp<E extends Env = Env>(
+export function createFunctionApp<E extends HonoEnv = HonoEnv>(
   name: string,
   options: FunctionAppOptions = {},
 ) {

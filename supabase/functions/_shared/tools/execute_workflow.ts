@@ -10,7 +10,7 @@
  * with a request timeout that resets on progress keep waiting, and people see it is alive.
  */
 import { z } from "zod";
-import type { Env } from "../auth.ts";
+import type { Env } from "../env.ts";
 import type { ToolDefinition, ToolResult } from "./types.ts";
 
 export interface WorkflowConfig {

@@ -7,8 +7,8 @@
  * count only when they belong to today (UTC).
  */
 import { z } from "zod";
-import type { Database } from "../database.types.ts";
-import type { Tx } from "../db.ts";
+import type { Database } from "../db/database.types.ts";
+import type { Tx } from "../db/client.ts";
 import { READ_ONLY_ANNOTATIONS, type ToolDefinition } from "./types.ts";
 
 type UsageKind = Database["public"]["Enums"]["usage_kind"];

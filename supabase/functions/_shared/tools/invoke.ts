@@ -7,7 +7,7 @@
  * Every refusal is a tool error the caller sees; nothing here throws for what a caller sent.
  */
 import { fieldPath } from "../field_path.ts";
-import { asUser, type Sql } from "../db.ts";
+import { asUser, type Sql } from "../db/client.ts";
 import {
   type PermissionGrant,
   type ResolvedPermission,

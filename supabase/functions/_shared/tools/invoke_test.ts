@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
-import type { Sql } from "../db.ts";
+import type { Sql } from "../db/client.ts";
 import type { PermissionGrant } from "../permissions.ts";
 import type { UsageRecord } from "../usage.ts";
 import { invokeTool, refusal, type ToolInvocation, type ToolScope } from "./invoke.ts";

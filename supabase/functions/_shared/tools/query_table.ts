@@ -8,7 +8,7 @@
  * Values travel only as bind parameters.
  */
 import { z } from "zod";
-import type { Database } from "../database.types.ts";
+import type { Database } from "../db/database.types.ts";
 import { READ_ONLY_ANNOTATIONS, type ToolDefinition } from "./types.ts";
 
 type Tables = Database["public"]["Tables"];

@@ -4,7 +4,7 @@
  * runs as the caller, so RLS keeps it to his rows.
  */
 import { z } from "zod";
-import type { Database } from "../database.types.ts";
+import type { Database } from "../db/database.types.ts";
 import { HISTORY_LIMITS } from "../history/protocol.ts";
 import { searchMessages } from "../history/search.ts";
 import { READ_ONLY_ANNOTATIONS, type ToolDefinition } from "./types.ts";

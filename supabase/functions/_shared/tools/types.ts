@@ -3,7 +3,7 @@
  * both surfaces import these types, and none of them imports the others for it.
  */
 import type { z } from "zod";
-import type { JwtClaims, Tx } from "../db.ts";
+import type { JwtClaims, Tx } from "../db/client.ts";
 import type { ResolvedPermission } from "../permissions.ts";
 
 /** MCP's behaviour hints, in the registry's own type so the registry stays protocol-free. */

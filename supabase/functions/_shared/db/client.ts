@@ -3,6 +3,16 @@
  * of work is one transaction with `role` and `request.jwt.claims` set transaction-locally,
  * so RLS decides what the caller sees. Transaction-local settings are the only kind that
  * work behind Supavisor's transaction pooler (port 6543), which also needs `prepare: false`.
+ *
+ * The rule for SQL, everywhere in the functions:
+ * - A tagged template (`` tx`… ${value}` ``) is the default: postgres.js binds every value.
+ * - `inlineSql` (`./inline_sql.ts`, the only door to it) on hot paths, where one
+ *   simple-protocol message saves a round trip; every value becomes an escaped literal.
+ * - `unsafe` only for text built in code from fixed pieces, with its values still bound
+ *   (`tx.unsafe(text, params)`) or inlined by `inlineSql` — never with a request's value
+ *   written into the text.
+ * - As the caller (`asUser`, `queryAsUser`) unless a comment says why the service role is
+ *   needed (`asServiceRole`, `queryAsServiceRole`).
  */
 import postgres from "postgres";
 import { type InlineSql, sqlLiteral } from "./inline_sql.ts";

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
-import { connectTestDatabase, createUser, sqlState } from "../../tests/db_helpers.ts";
-import { asServiceRole, asUser, type JwtClaims, queryAsServiceRole, queryAsUser } from "./db.ts";
+import { connectTestDatabase, createUser, sqlState } from "../../../tests/db_helpers.ts";
+import {
+  asServiceRole,
+  asUser,
+  type JwtClaims,
+  queryAsServiceRole,
+  queryAsUser,
+} from "./client.ts";
 import { inlineSql } from "./inline_sql.ts";
 
 /** Claims with characters a hand-built SQL literal would get wrong. */

@@ -13,6 +13,7 @@
  * character can hide a quote). Postgres text cannot hold U+0000; such a string is refused
  * here, where a parameter would have been refused by the server.
  */
+import type postgres from "postgres";
 
 /**
  * SQL text ready to send. Build it with `inlineSql`, which writes every value as a literal;
@@ -55,4 +56,20 @@ export function sqlLiteral(value: Exclude<InlineValue, InlineSql>): string {
       return `E'${value.replaceAll("\\", "\\\\").replaceAll("'", "''")}'`;
   }
   throw new TypeError(`Cannot write a ${typeof value} as a SQL literal`);
+}
+
+/**
+ * Runs one statement built with `inlineSql` and returns its rows: one simple-protocol message,
+ * one round trip (the agent's hot paths — a turn's set-up, every flush, every heartbeat).
+ */
+export async function run<Row extends object = Record<string, unknown>>(
+  tx: postgres.TransactionSql | postgres.Sql,
+  statement: InlineSql,
+): Promise<Row[]> {
+  return [...await tx.unsafe(statement.text)] as Row[];
+}
+
+/** A value as JSON text, for an `inlineSql` literal cast with `::jsonb`. */
+export function jsonText(value: unknown): string {
+  return JSON.stringify(value);
 }
