@@ -41,7 +41,7 @@ import {
   type SigningKey,
 } from "../standin/signing_keys.ts";
 import { PROJECT_ROOT } from "../standin/supabase_cli.ts";
-import { createUsers } from "../../supabase/tests/db_helpers.ts";
+import { createUsers } from "../../supabase/tests/support/database.ts";
 import { percentile } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 

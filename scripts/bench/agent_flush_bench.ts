@@ -13,7 +13,7 @@
 import { LiveTurn } from "../../supabase/functions/_shared/agent/live_turn.ts";
 import { startTurn, writeFlush } from "../../supabase/functions/_shared/agent/turn_store.ts";
 import { connect, type Sql } from "../../supabase/functions/_shared/db/client.ts";
-import { createUsers, userClaims } from "../../supabase/tests/db_helpers.ts";
+import { createUsers, userClaims } from "../../supabase/tests/support/database.ts";
 import { percentile } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 

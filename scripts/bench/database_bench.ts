@@ -9,7 +9,7 @@ import {
   createUser,
   message,
   type TestUser,
-} from "../../supabase/tests/db_helpers.ts";
+} from "../../supabase/tests/support/database.ts";
 import { measure } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 

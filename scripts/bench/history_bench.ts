@@ -7,7 +7,7 @@
  */
 import { parseAppendInput } from "../../supabase/functions/_shared/history/input.ts";
 import { startFunctionWorker } from "../standin/function_workers.ts";
-import { createUser, message } from "../../supabase/tests/db_helpers.ts";
+import { createUser, message } from "../../supabase/tests/support/database.ts";
 import { generateSigningKey, issueAccessToken, jwksOf } from "../standin/signing_keys.ts";
 import { measure } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";

@@ -19,7 +19,7 @@ import { tokenVerifierFromEnv } from "../../supabase/functions/_shared/auth.ts";
 import { connect } from "../../supabase/functions/_shared/db/client.ts";
 import { createMcpApp } from "../../supabase/functions/_shared/mcp_app.ts";
 import { createToolRegistry } from "../../supabase/functions/_shared/tools/registry.ts";
-import { createUser } from "../../supabase/tests/db_helpers.ts";
+import { createUser } from "../../supabase/tests/support/database.ts";
 import { freePort } from "../standin/postgres.ts";
 import { generateSigningKey, issueAccessToken, jwksOf } from "../standin/signing_keys.ts";
 import { PROJECT_ROOT } from "../standin/supabase_cli.ts";

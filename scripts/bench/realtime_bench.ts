@@ -10,14 +10,14 @@
  * all in this process; inserts are paced so the numbers are latency, not queueing.
  */
 import type { SupabaseClient } from "@supabase/supabase-js";
-import { createUser, type TestUser } from "../../supabase/tests/db_helpers.ts";
+import { createUser, type TestUser } from "../../supabase/tests/support/database.ts";
 import {
   closeClient,
   realtimeClient,
   type RunningRealtime,
   startRealtime,
   subscribe,
-} from "../standin/realtime/testing.ts";
+} from "../../supabase/tests/support/realtime.ts";
 import { percentile } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 

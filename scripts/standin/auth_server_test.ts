@@ -15,7 +15,7 @@ import {
 } from "@supabase/supabase-js";
 import { createTokenVerifier } from "./token_verifier.ts";
 import type { Sql } from "../../supabase/functions/_shared/db/client.ts";
-import { connectTestDatabase } from "../../supabase/tests/db_helpers.ts";
+import { connectTestDatabase } from "../../supabase/tests/support/database.ts";
 import { type AuthHandler, type AuthHandlerOptions, createAuthHandler } from "./auth_server.ts";
 import { LOCAL_PUBLISHABLE_KEY, LOCAL_SECRET_KEY } from "./keys.ts";
 import { generateSigningKey, issueAccessToken } from "./signing_keys.ts";

@@ -6,7 +6,11 @@
 import assert from "node:assert/strict";
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
 import { createTokenVerifier } from "./token_verifier.ts";
-import { connectTestDatabase, createUser, type TestUser } from "../../supabase/tests/db_helpers.ts";
+import {
+  connectTestDatabase,
+  createUser,
+  type TestUser,
+} from "../../supabase/tests/support/database.ts";
 import { LOCAL_PUBLISHABLE_KEY } from "./keys.ts";
 import { createRestHandler } from "./rest_server.ts";
 import { generateSigningKey, issueAccessToken, jwksOf } from "./signing_keys.ts";

@@ -15,7 +15,7 @@ import {
   message,
   sqlState,
   type TestUser,
-} from "./db_helpers.ts";
+} from "./support/database.ts";
 
 interface Turn {
   sessionId: string;

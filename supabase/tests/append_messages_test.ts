@@ -10,7 +10,7 @@ import {
   createUser,
   message,
   sqlState,
-} from "./db_helpers.ts";
+} from "./support/database.ts";
 
 Deno.test("the same client id twice is stored once, with the same seq", async () => {
   const sql = connectTestDatabase();

@@ -17,9 +17,13 @@ const WEB_MAY_IMPORT = new Set([
   "supabase/functions/_shared/http/error_codes.ts",
 ]);
 
-/** Tests, their helpers and fakes: they may reach into the stand-in and the doubles. */
+/**
+ * Tests and their helpers (the shared ones in `supabase/tests/support/`, the web's own in
+ * `web/src/agent/test_support.ts`): they may reach into the stand-in and the doubles.
+ */
 export function isTestFile(path: string): boolean {
-  return /(_test|_testing|test_support)\.tsx?$/.test(path) || path.includes("/testdata/");
+  return /_test\.tsx?$/.test(path) || path.startsWith("supabase/tests/") ||
+    /\/test_support\.tsx?$/.test(path) || path.includes("/testdata/");
 }
 
 const IMPORT =

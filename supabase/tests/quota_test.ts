@@ -2,7 +2,7 @@
  * consume_quota / settle_quota: the token bucket and daily caps, exact under concurrency.
  */
 import assert from "node:assert/strict";
-import { connectTestDatabase, createUser } from "./db_helpers.ts";
+import { connectTestDatabase, createUser } from "./support/database.ts";
 import type { Sql } from "../functions/_shared/db/client.ts";
 
 interface QuotaDecision {

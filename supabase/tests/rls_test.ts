@@ -13,7 +13,7 @@ import {
   message,
   sqlState,
   type TestUser,
-} from "./db_helpers.ts";
+} from "./support/database.ts";
 import type { Sql, Tx } from "../functions/_shared/db/client.ts";
 
 const OWNED_TABLES = [

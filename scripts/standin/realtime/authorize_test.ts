@@ -4,7 +4,7 @@ import {
   createUser,
   testDatabaseUrl,
   type TestUser,
-} from "../../../supabase/tests/db_helpers.ts";
+} from "../../../supabase/tests/support/database.ts";
 import { createAuthorizer, type VisibilityCheck } from "./authorize.ts";
 import { Catalog, openRealtimePool, type TableInfo } from "./catalog.ts";
 

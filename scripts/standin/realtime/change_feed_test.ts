@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { connectTestDatabase, testDatabaseUrl } from "../../../supabase/tests/db_helpers.ts";
+import { connectTestDatabase, testDatabaseUrl } from "../../../supabase/tests/support/database.ts";
 import type { Sql } from "../../../supabase/functions/_shared/db/client.ts";
 import { Catalog, openRealtimePool } from "./catalog.ts";
 import { type Change, startChangeFeed } from "./change_feed.ts";
 import { changeData } from "./change_payload.ts";
-import { Inbox } from "./testing.ts";
+import { Inbox } from "../../../supabase/tests/support/realtime.ts";
 
 interface FeedContext {
   sql: Sql;

@@ -14,8 +14,14 @@ import {
   createUser,
   testDatabaseUrl,
   type TestUser,
-} from "../../../supabase/tests/db_helpers.ts";
-import { closeClient, Inbox, realtimeClient, startRealtime, subscribe } from "./testing.ts";
+} from "../../../supabase/tests/support/database.ts";
+import {
+  closeClient,
+  Inbox,
+  realtimeClient,
+  startRealtime,
+  subscribe,
+} from "../../../supabase/tests/support/realtime.ts";
 
 const USERS = 10;
 const SUBSCRIBERS_PER_USER = 5;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { testDatabaseUrl } from "../../../supabase/tests/db_helpers.ts";
+import { testDatabaseUrl } from "../../../supabase/tests/support/database.ts";
 import { Catalog, openRealtimePool } from "./catalog.ts";
 import { parseArrayLiteral, toJsonValue } from "./pg_values.ts";
 

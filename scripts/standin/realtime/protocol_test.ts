@@ -8,8 +8,12 @@ import {
   connectTestDatabase,
   createUser,
   testDatabaseUrl,
-} from "../../../supabase/tests/db_helpers.ts";
-import { type RunningRealtime, startRealtime, WAIT_MS } from "./testing.ts";
+} from "../../../supabase/tests/support/database.ts";
+import {
+  type RunningRealtime,
+  startRealtime,
+  WAIT_MS,
+} from "../../../supabase/tests/support/realtime.ts";
 
 type Frame = unknown[] | Record<string, unknown>;
 

@@ -10,7 +10,7 @@ import {
   createUser,
   testDatabaseUrl,
   type TestUser,
-} from "../../../supabase/tests/db_helpers.ts";
+} from "../../../supabase/tests/support/database.ts";
 import type { Sql } from "../../../supabase/functions/_shared/db/client.ts";
 import {
   closeClient,
@@ -20,7 +20,7 @@ import {
   startRealtime,
   StatusLog,
   subscribe,
-} from "./testing.ts";
+} from "../../../supabase/tests/support/realtime.ts";
 
 /** What a postgres_changes callback receives. */
 interface Change {

@@ -9,7 +9,7 @@ import {
   createUser,
   message,
   type TestUser,
-} from "../../tests/db_helpers.ts";
+} from "../../tests/support/database.ts";
 import type { Sql } from "./db/client.ts";
 import { fieldPath } from "./field_path.ts";
 import { appendMessages } from "./history/append.ts";

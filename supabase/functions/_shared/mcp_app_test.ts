@@ -24,7 +24,7 @@ import {
   createUser,
   message,
   type TestUser,
-} from "../../tests/db_helpers.ts";
+} from "../../tests/support/database.ts";
 import { createTokenVerifier } from "./auth.ts";
 import type { Sql } from "./db/client.ts";
 import { createMcpApp } from "./mcp_app.ts";

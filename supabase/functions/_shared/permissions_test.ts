@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { as, connectTestDatabase, createUser, sqlState } from "../../tests/db_helpers.ts";
+import { as, connectTestDatabase, createUser, sqlState } from "../../tests/support/database.ts";
 import {
   loadGrants,
   permissionFor,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { as, connectTestDatabase, createUser, sqlState } from "../../tests/db_helpers.ts";
+import { as, connectTestDatabase, createUser, sqlState } from "../../tests/support/database.ts";
 import { createUsageWriter, recordUsage } from "./usage.ts";
 
 Deno.test("recordUsage writes one row as service_role, with defaults and rounded latency", async () => {

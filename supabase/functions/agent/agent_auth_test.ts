@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { importJWK, SignJWT } from "jose";
 import { generateSigningKey, issueAccessToken } from "../../../scripts/standin/signing_keys.ts";
-import { AgentClient, ISSUER, withWorld } from "./test_support.ts";
+import { AgentClient, ISSUER, withWorld } from "../../tests/support/agent_world.ts";
 
 function base64url(value: unknown): string {
   return btoa(JSON.stringify(value)).replaceAll("+", "-").replaceAll("/", "_")

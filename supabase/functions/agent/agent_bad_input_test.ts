@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import type { ErrorFrame, ServerFrame } from "../_shared/agent_protocol.ts";
-import type { AgentClient } from "./test_support.ts";
-import { withWorld } from "./test_support.ts";
+import type { AgentClient } from "../../tests/support/agent_world.ts";
+import { withWorld } from "../../tests/support/agent_world.ts";
 
 async function errorFor(
   client: AgentClient,

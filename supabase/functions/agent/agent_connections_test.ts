@@ -3,7 +3,7 @@
  * user across isolates; a newer one closes the oldest with 4001.
  */
 import assert from "node:assert/strict";
-import { eventually, withWorld } from "./test_support.ts";
+import { eventually, withWorld } from "../../tests/support/agent_world.ts";
 
 Deno.test("a 4th connection closes the oldest with 4001 (same isolate)", async () => {
   await withWorld({}, async ({ sql, connect, user }) => {

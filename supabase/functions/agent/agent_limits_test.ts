@@ -8,7 +8,7 @@ import type { ErrorFrame, TurnFrame } from "../_shared/agent_protocol.ts";
 import { DEFAULT_AGENT_CONFIG } from "../_shared/agent/config.ts";
 import { reservationTokens } from "../_shared/agent/limits.ts";
 import { buildMessages } from "../_shared/agent/prompt.ts";
-import { withWorld } from "./test_support.ts";
+import { withWorld } from "../../tests/support/agent_world.ts";
 
 /** A chat whose usage, as the fixture reports it, equals what the agent reserves for it. */
 function chatCostingItsReservation(): { content: string; reserved: number } {

@@ -8,8 +8,8 @@ import assert from "node:assert/strict";
 import type { TurnFrame } from "../_shared/agent_protocol.ts";
 import { jwksOf } from "../../../scripts/standin/signing_keys.ts";
 import { startFunctionWorker } from "../../../scripts/standin/function_workers.ts";
-import { testDatabaseUrl } from "../../tests/db_helpers.ts";
-import { AgentClient, eventually, tokensOf, withWorld } from "./test_support.ts";
+import { testDatabaseUrl } from "../../tests/support/database.ts";
+import { AgentClient, eventually, tokensOf, withWorld } from "../../tests/support/agent_world.ts";
 
 type Start = Extract<TurnFrame, { type: "start" }>;
 

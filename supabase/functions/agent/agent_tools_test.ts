@@ -9,7 +9,7 @@ import { fixtureArg } from "../../../scripts/standin/llm_fixture.ts";
 import type { ServerFrame, TurnFrame } from "../_shared/agent_protocol.ts";
 import { createToolRegistry } from "../_shared/tools/registry.ts";
 import type { ToolDefinition } from "../_shared/tools/types.ts";
-import { type AgentClient, grant, tokensOf, withWorld } from "./test_support.ts";
+import { type AgentClient, grant, tokensOf, withWorld } from "../../tests/support/agent_world.ts";
 
 type Frame<T extends TurnFrame["type"]> = Extract<TurnFrame, { type: T }>;
 

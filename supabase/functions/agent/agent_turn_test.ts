@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { fixtureArg } from "../../../scripts/standin/llm_fixture.ts";
 import type { TurnFrame } from "../_shared/agent_protocol.ts";
 import { decodeFrames } from "../_shared/agent/turn_store.ts";
-import { tokensOf, withWorld } from "./test_support.ts";
+import { tokensOf, withWorld } from "../../tests/support/agent_world.ts";
 
 const FIXTURE_TEXT = "Hello from the LLM fixture: grüße 👋, and goodbye.";
 

@@ -9,7 +9,12 @@ import {
   jwksOf,
 } from "../../../scripts/standin/signing_keys.ts";
 import type { SigningKey } from "../../../scripts/standin/signing_keys.ts";
-import { connectTestDatabase, createUser, message, type TestUser } from "../../tests/db_helpers.ts";
+import {
+  connectTestDatabase,
+  createUser,
+  message,
+  type TestUser,
+} from "../../tests/support/database.ts";
 import { createTokenVerifier } from "../_shared/auth.ts";
 import type { Sql } from "../_shared/db/client.ts";
 import { createHistoryApp } from "../_shared/history/app.ts";

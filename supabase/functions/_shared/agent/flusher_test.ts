@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Flusher, type FlushWriter } from "./flusher.ts";
 import type { FlushEntry, LiveTurn } from "./live_turn.ts";
-import { newLiveTurn } from "./live_turn_testing.ts";
+import { newLiveTurn } from "../../../tests/support/live_turn.ts";
 
 const INTERVAL_MS = 40;
 

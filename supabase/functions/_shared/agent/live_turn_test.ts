@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { TurnFrame } from "../agent_protocol.ts";
-import { newLiveTurn } from "./live_turn_testing.ts";
+import { newLiveTurn } from "../../../tests/support/live_turn.ts";
 
 Deno.test("frames are numbered from 1 and a late subscriber gets the rest, then live ones", () => {
   const live = newLiveTurn();

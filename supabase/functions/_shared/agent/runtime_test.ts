@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { Sql } from "../db/client.ts";
 import { agentConfig } from "./config.ts";
-import { newLiveTurn } from "./live_turn_testing.ts";
+import { newLiveTurn } from "../../../tests/support/live_turn.ts";
 import { AgentRuntime, type ConnectionHandle } from "./runtime.ts";
 
 /** A runtime whose database is never reached: every test here stays on this isolate. */

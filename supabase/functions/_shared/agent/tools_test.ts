@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import type { TurnFrame } from "../agent_protocol.ts";
-import { newLiveTurn } from "./live_turn_testing.ts";
+import { newLiveTurn } from "../../../tests/support/live_turn.ts";
 import { executeToolCall, llmToolDefinitions, offeredTools } from "./tools.ts";
-import { doublerTool, fakeTurnScope, scriptedLlm } from "./turn_testing.ts";
+import { doublerTool, fakeTurnScope, scriptedLlm } from "../../../tests/support/turn_fakes.ts";
 
 Deno.test("agent tools: offered are the requested tools the user holds a non-deny grant for", () => {
   const other = { ...doublerTool, name: "other", permission: "other" };

@@ -1,8 +1,13 @@
 import assert from "node:assert/strict";
 import type { TurnFrame } from "../agent_protocol.ts";
-import { newLiveTurn } from "./live_turn_testing.ts";
+import { newLiveTurn } from "../../../tests/support/live_turn.ts";
 import { runTurn } from "./turn.ts";
-import { fakeTurnScope, scriptedLlm, textAnswer, toolCallAnswer } from "./turn_testing.ts";
+import {
+  fakeTurnScope,
+  scriptedLlm,
+  textAnswer,
+  toolCallAnswer,
+} from "../../../tests/support/turn_fakes.ts";
 
 function framesOf(turn: ReturnType<typeof newLiveTurn>): TurnFrame[] {
   const frames: TurnFrame[] = [];

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { connectTestDatabase } from "../../../tests/db_helpers.ts";
+import { connectTestDatabase } from "../../../tests/support/database.ts";
 import { InlineSql, inlineSql, sqlLiteral } from "./inline_sql.ts";
 
 Deno.test("sqlLiteral writes each kind of value", () => {

@@ -1,5 +1,5 @@
 /** A `LiveTurn` with fresh ids, for the unit tests of the turn and of what consumes it. */
-import { LiveTurn } from "./live_turn.ts";
+import { LiveTurn } from "../../functions/_shared/agent/live_turn.ts";
 
 export function newLiveTurn(): LiveTurn {
   return new LiveTurn({

@@ -3,13 +3,17 @@
  * stand for several isolates), the LLM fixture over HTTP, the test database, users with
  * tokens from a local ES256 key, and a small client that collects frames.
  */
-import { type ServerFrame, ServerFrameSchema, type TurnFrame } from "../_shared/agent_protocol.ts";
-import { type AgentApp, createAgentApp } from "../_shared/agent/app.ts";
-import type { AgentConfig } from "../_shared/agent/config.ts";
-import { createTokenVerifier } from "../_shared/auth.ts";
-import { connect, type Sql } from "../_shared/db/client.ts";
-import { createToolRegistry } from "../_shared/tools/registry.ts";
-import type { ToolDefinition } from "../_shared/tools/types.ts";
+import {
+  type ServerFrame,
+  ServerFrameSchema,
+  type TurnFrame,
+} from "../../functions/_shared/agent_protocol.ts";
+import { type AgentApp, createAgentApp } from "../../functions/_shared/agent/app.ts";
+import type { AgentConfig } from "../../functions/_shared/agent/config.ts";
+import { createTokenVerifier } from "../../functions/_shared/auth.ts";
+import { connect, type Sql } from "../../functions/_shared/db/client.ts";
+import { createToolRegistry } from "../../functions/_shared/tools/registry.ts";
+import type { ToolDefinition } from "../../functions/_shared/tools/types.ts";
 import { type LlmFixture, startLlmFixture } from "../../../scripts/standin/llm_fixture.ts";
 import {
   generateSigningKey,
@@ -17,12 +21,7 @@ import {
   jwksOf,
   type SigningKey,
 } from "../../../scripts/standin/signing_keys.ts";
-import {
-  connectTestDatabase,
-  createUser,
-  testDatabaseUrl,
-  type TestUser,
-} from "../../tests/db_helpers.ts";
+import { connectTestDatabase, createUser, testDatabaseUrl, type TestUser } from "./database.ts";
 
 export const ISSUER = "https://project-ref.supabase.test/auth/v1";
 const WAIT_MS = 15_000;

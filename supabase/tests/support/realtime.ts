@@ -4,10 +4,18 @@
  * that fail after a generous timeout instead of asserting on timing.
  */
 import { createClient, type RealtimeChannel, type SupabaseClient } from "@supabase/supabase-js";
-import { createTokenVerifier } from "../token_verifier.ts";
-import { LOCAL_PUBLISHABLE_KEY } from "../keys.ts";
-import { generateSigningKey, issueAccessToken, jwksOf, type SigningKey } from "../signing_keys.ts";
-import { createRealtimeHandler, type RealtimeHandler } from "./server.ts";
+import { createTokenVerifier } from "../../../scripts/standin/token_verifier.ts";
+import { LOCAL_PUBLISHABLE_KEY } from "../../../scripts/standin/keys.ts";
+import {
+  generateSigningKey,
+  issueAccessToken,
+  jwksOf,
+  type SigningKey,
+} from "../../../scripts/standin/signing_keys.ts";
+import {
+  createRealtimeHandler,
+  type RealtimeHandler,
+} from "../../../scripts/standin/realtime/server.ts";
 
 export const ISSUER = "http://127.0.0.1/auth/v1";
 export const WAIT_MS = 20_000;

@@ -9,8 +9,8 @@ import {
   type JwtClaims,
   type Sql,
   type Tx,
-} from "../functions/_shared/db/client.ts";
-import { type AppendedRow, callAppendMessages } from "../functions/_shared/history/append.ts";
+} from "../../functions/_shared/db/client.ts";
+import { type AppendedRow, callAppendMessages } from "../../functions/_shared/history/append.ts";
 
 export function testDatabaseUrl(): string {
   const url = Deno.env.get("SUPABASE_DB_URL");

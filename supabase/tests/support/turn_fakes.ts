@@ -4,13 +4,13 @@
  * that needs no database, and a scope that records usage rows in memory.
  */
 import { z } from "zod";
-import type { Sql } from "../db/client.ts";
-import type { PermissionGrant } from "../permissions.ts";
-import type { ToolDefinition } from "../tools/types.ts";
-import type { UsageRecord } from "../usage.ts";
-import { PendingApprovals } from "./approvals.ts";
-import { agentConfig } from "./config.ts";
-import type { TurnScope } from "./turn_scope.ts";
+import type { Sql } from "../../functions/_shared/db/client.ts";
+import type { PermissionGrant } from "../../functions/_shared/permissions.ts";
+import type { ToolDefinition } from "../../functions/_shared/tools/types.ts";
+import type { UsageRecord } from "../../functions/_shared/usage.ts";
+import { PendingApprovals } from "../../functions/_shared/agent/approvals.ts";
+import { agentConfig } from "../../functions/_shared/agent/config.ts";
+import type { TurnScope } from "../../functions/_shared/agent/turn_scope.ts";
 
 /** One streamed chunk of an OpenAI-compatible chat completion. */
 type Chunk = Record<string, unknown>;
