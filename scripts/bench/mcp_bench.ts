@@ -17,7 +17,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { tokenVerifierFromEnv } from "../../supabase/functions/_shared/auth.ts";
 import { connect } from "../../supabase/functions/_shared/db/client.ts";
-import { createMcpApp } from "../../supabase/functions/_shared/mcp_app.ts";
+import { createMcpApp } from "../../supabase/functions/_shared/mcp/app.ts";
 import { createToolRegistry } from "../../supabase/functions/_shared/tools/registry.ts";
 import { createUser } from "../../supabase/tests/support/database.ts";
 import { freePort } from "../standin/postgres.ts";

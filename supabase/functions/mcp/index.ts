@@ -1,10 +1,10 @@
 /**
  * The `mcp` Edge Function: the project's tools over MCP (Streamable HTTP, stateless).
- * Everything lives in `_shared/mcp_app.ts`; this file only wires in the environment.
+ * Everything lives in `_shared/mcp/app.ts`; this file only wires in the environment.
  */
 import { tokenVerifierFromEnv } from "../_shared/auth.ts";
 import { connect } from "../_shared/db/client.ts";
-import { createMcpApp } from "../_shared/mcp_app.ts";
+import { createMcpApp } from "../_shared/mcp/app.ts";
 
 function requiredEnv(name: string): string {
   const value = Deno.env.get(name);

@@ -11,12 +11,12 @@ import {
   generateSigningKey,
   issueAccessToken,
   jwksOf,
-} from "../../../scripts/standin/signing_keys.ts";
+} from "../../../../scripts/standin/signing_keys.ts";
 import {
   startWebhookDouble,
   type WebhookCall,
   type WebhookDouble,
-} from "../../../scripts/standin/webhook_double.ts";
+} from "../../../../scripts/standin/webhook_double.ts";
 import {
   appendMessages,
   as,
@@ -24,13 +24,13 @@ import {
   createUser,
   message,
   type TestUser,
-} from "../../tests/support/database.ts";
-import { createTokenVerifier } from "./auth.ts";
-import type { Sql } from "./db/client.ts";
-import { createMcpApp } from "./mcp_app.ts";
-import { createToolRegistry } from "./tools/registry.ts";
-import { getUsageTool } from "./tools/get_usage.ts";
-import type { WorkflowConfig } from "./tools/execute_workflow.ts";
+} from "../../../tests/support/database.ts";
+import { createTokenVerifier } from "../auth.ts";
+import type { Sql } from "../db/client.ts";
+import { createMcpApp } from "./app.ts";
+import { createToolRegistry } from "../tools/registry.ts";
+import { getUsageTool } from "../tools/get_usage.ts";
+import type { WorkflowConfig } from "../tools/execute_workflow.ts";
 
 const SUPABASE_URL = "https://project-ref.supabase.test";
 const FUNCTION_URL = `${SUPABASE_URL}/functions/v1/mcp`;

@@ -28,8 +28,14 @@ import {
 } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 import { type PermissionGrant, resolvePermission } from "../permissions.ts";
-import { grantRefusal, invokeTool, refusal, type ToolPolicy, type ToolScope } from "./invoke.ts";
-import type { ProgressReporter, ToolDefinition, ToolError, ToolResult } from "./types.ts";
+import {
+  grantRefusal,
+  invokeTool,
+  refusal,
+  type ToolPolicy,
+  type ToolScope,
+} from "../tools/invoke.ts";
+import type { ProgressReporter, ToolDefinition, ToolError, ToolResult } from "../tools/types.ts";
 
 type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 
