@@ -6,7 +6,7 @@
 import { z } from "zod";
 import type { Sql } from "../../functions/_shared/db/client.ts";
 import type { PermissionGrant } from "../../functions/_shared/permissions.ts";
-import type { ToolDefinition } from "../../functions/_shared/tools/types.ts";
+import { READ_ONLY_ANNOTATIONS, type ToolDefinition } from "../../functions/_shared/tools/types.ts";
 import type { UsageRecord } from "../../functions/_shared/usage.ts";
 import { PendingApprovals } from "../../functions/_shared/agent/approvals.ts";
 import { agentConfig } from "../../functions/_shared/agent/config.ts";
@@ -69,21 +69,21 @@ export function scriptedLlm(...answers: Chunk[][]) {
 const DoublerInput = z.object({ n: z.number().int() });
 const DoublerOutput = z.object({ doubled: z.number() });
 
-/** Doubles `n`, reporting progress once; touches no database. */
+/**
+ * Doubles `n`, reporting progress once; answers 13 with a tool error and throws on 666 (a bug,
+ * as far as its callers know). Touches no database.
+ */
 export const doublerTool: ToolDefinition<typeof DoublerInput, typeof DoublerOutput> = {
   name: "doubler",
   title: "Doubler",
   description: "Doubles n",
   input: DoublerInput,
   output: DoublerOutput,
-  annotations: {
-    readOnlyHint: true,
-    destructiveHint: false,
-    idempotentHint: true,
-    openWorldHint: false,
-  },
+  annotations: READ_ONLY_ANNOTATIONS,
   permission: "doubler",
   async run({ n }, { progress }) {
+    if (n === 666) throw new Error("the details stay in the log");
+    if (n === 13) return { ok: false, error: { code: "unlucky", message: "13" } };
     await progress(1, 1, "doubled");
     return { ok: true, output: { doubled: n * 2 } };
   },

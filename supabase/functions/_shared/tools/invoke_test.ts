@@ -1,36 +1,9 @@
 import assert from "node:assert/strict";
-import { z } from "zod";
 import type { Sql } from "../db/client.ts";
 import type { PermissionGrant } from "../permissions.ts";
 import type { UsageRecord } from "../usage.ts";
 import { invokeTool, refusal, type ToolInvocation, type ToolScope } from "./invoke.ts";
-import type { ToolDefinition } from "./types.ts";
-
-const DoublerInput = z.object({ n: z.number().int() });
-const DoublerOutput = z.object({ doubled: z.number() });
-
-/** A tool that answers `n` doubled, fails on 13 and throws on 666. */
-const doubler: ToolDefinition<typeof DoublerInput, typeof DoublerOutput> = {
-  name: "doubler",
-  title: "Doubler",
-  description: "Doubles n",
-  input: DoublerInput,
-  output: DoublerOutput,
-  annotations: {
-    readOnlyHint: true,
-    destructiveHint: false,
-    idempotentHint: true,
-    openWorldHint: false,
-  },
-  permission: "doubler",
-  run({ n }, { progress }) {
-    if (n === 666) throw new Error("the details stay in the log");
-    if (n === 13) {
-      return Promise.resolve({ ok: false as const, error: { code: "unlucky", message: "13" } });
-    }
-    return progress(1, 1).then(() => ({ ok: true as const, output: { doubled: n * 2 } }));
-  },
-};
+import { doublerTool as doubler } from "../../../tests/support/turn_fakes.ts";
 
 function setUp(grants: PermissionGrant[], signal = new AbortController().signal) {
   const usage: UsageRecord[] = [];
