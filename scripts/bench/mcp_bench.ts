@@ -6,7 +6,7 @@
  * Each server runs in its own process, so neither shares a CPU thread with the load generator
  * (the SDK clients here). Ours is the real thing per call: ES256 JWT verified against a JWKS,
  * the caller's grants read as him (RLS), the calculator run, one usage_metrics row written,
- * a new McpServer and transport per request (stateless). The reference keeps a session per
+ * a new MCP Server and transport per request (stateless). The reference keeps a session per
  * client, in memory, and does no auth and no database work.
  *
  * Run as `deno run -A scripts/bench/mcp_bench.ts --serve` it is the child serving our

@@ -1,9 +1,12 @@
 /**
  * The `mcp` Edge Function: the tool registry served over MCP Streamable HTTP, stateless.
  *
- * Every POST gets a new `McpServer` and a new transport (the SDK refuses to reuse either),
+ * Every POST gets a new low-level `Server` and a new transport (the SDK refuses to reuse either),
  * responses are SSE streams so progress notifications reach the client, and GET/DELETE answer
- * 405 because a stateless server has no stream to offer and no session to end.
+ * 405 because a stateless server has no stream to offer and no session to end. Its tools are
+ * `tools/list` and `tools/call` handlers (`./tools.ts`) running each call through `invokeTool`;
+ * the server declares `tools: {}` without `listChanged`, a notification a stateless server
+ * could never send.
  *
  * Auth: a Supabase user access token as `Authorization: Bearer`, verified against the JWKS.
  * Without one the answer is 401 with `WWW-Authenticate: Bearer resource_metadata=…` pointing

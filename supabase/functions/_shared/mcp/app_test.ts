@@ -790,3 +790,62 @@ Deno.test("a client that drops the response stream cancels its call", async () =
     assert.deepEqual(usage.map((u) => [u.name, u.status]), [["execute_workflow", "cancelled"]]);
   });
 });
+
+Deno.test("a call the SDK refuses before any handler still leaves a usage row", async () => {
+  await withMcp({}, async ({ sql, endpoint, tokenFor }) => {
+    const user = await createUser(sql, "mcp-refused-call");
+    const response = await fetch(endpoint, {
+      method: "POST",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "application/json, text/event-stream",
+        "Mcp-Protocol-Version": "2025-06-18",
+        Authorization: `Bearer ${await tokenFor(user)}`,
+      },
+      // `arguments` must be an object: the SDK answers an error without calling the tool.
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 7,
+        method: "tools/call",
+        params: { name: "calculator", arguments: "1+1" },
+      }),
+    });
+    assert.equal(response.status, 200);
+    const answer = await response.text();
+    assert.match(answer, /"error":\{"code":-326\d\d/);
+    assert.match(answer, /arguments/);
+    const usage = await usageOf(sql, user);
+    assert.deepEqual(usage.map((u) => [u.name, u.status, u.source]), [
+      ["calculator", "error", "mcp"],
+    ]);
+  });
+});
+
+Deno.test("a body that is not JSON or too large is a JSON-RPC error, after sign-in", async () => {
+  await withMcp({}, async ({ sql, endpoint, tokenFor }) => {
+    const user = await createUser(sql, "mcp-bad-body");
+    const headers = {
+      "Content-Type": "application/json",
+      Accept: "application/json, text/event-stream",
+      Authorization: `Bearer ${await tokenFor(user)}`,
+    };
+    const notJson = await fetch(endpoint, { method: "POST", headers, body: "{nope" });
+    assert.equal(notJson.status, 400);
+    assert.equal((await notJson.json()).error.code, -32700);
+
+    const tooLarge = await fetch(endpoint, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ padding: "x".repeat(4 * 1024 * 1024) }),
+    });
+    assert.equal(tooLarge.status, 413);
+    assert.equal((await tooLarge.json()).error.code, -32000);
+
+    const anonymous = await fetch(endpoint, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: "{nope",
+    });
+    assert.equal(anonymous.status, 401, "no body is read before the caller is known");
+  });
+});
