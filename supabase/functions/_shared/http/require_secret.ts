@@ -17,7 +17,7 @@ export interface RequireSecretOptions {
 
 export function requireSecret(options: RequireSecretOptions): MiddlewareHandler {
   const expected = options.secret ? digest(options.secret) : undefined;
-  return async (_c, next) => {
+  return async (c, next) => {
     if (!expected) {
       throw new HttpError(
         503,
@@ -25,7 +25,7 @@ export function requireSecret(options: RequireSecretOptions): MiddlewareHandler 
         `This route is disabled until ${options.settingName} is set`,
       );
     }
-    const given = bearerToken(_c.req.raw);
+    const given = bearerToken(c.req.raw);
     if (!given || !sameBytes(await digest(given), await expected)) {
       throw new HttpError(401, "invalid_secret", "Send Authorization: Bearer <secret>", {
         headers: { "WWW-Authenticate": "Bearer" },

@@ -109,14 +109,16 @@ export function createMcpApp(options: McpAppOptions) {
     const needsGrants = calls.length > 0 || messages.some((m) => methodOf(m) === "tools/list");
     const grants = needsGrants ? await readGrants(user.claims) : [];
     // A call the SDK refuses before any handler (malformed params) still counts as a call.
-    for (const call of calls.filter((call) => !call.wellFormed)) {
-      await recordToolUsage(
-        { caller: user, recordUsage: writeUsage, source: "mcp" },
-        call.name,
-        "error",
-        0,
-      );
-    }
+    await Promise.all(
+      calls.filter((call) => !call.wellFormed).map((call) =>
+        recordToolUsage(
+          { caller: user, recordUsage: writeUsage, source: "mcp" },
+          call.name,
+          "error",
+          0,
+        )
+      ),
+    );
     return await exchange({ request, body: body.value, user, token, calls, grants });
   });
 
@@ -126,6 +128,8 @@ export function createMcpApp(options: McpAppOptions) {
     const transport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: undefined,
     });
+    // Only calls that reach a handler settle, so only they are kept as running.
+    const handled = calls.filter((call) => call.wellFormed);
     const scope = (signal: AbortSignal): ToolScope => ({
       caller: { id: user.id, claims: user.claims },
       sql,
@@ -134,11 +138,12 @@ export function createMcpApp(options: McpAppOptions) {
       recordUsage: writeUsage,
       source: "mcp",
     });
-    const unsettled = new Set(calls.filter((call) => call.wellFormed).map((call) => call.id));
+    const unsettled = new Set(handled.map((call) => call.id));
     let cancelledAny = false;
     serveTools(server, {
       tools,
       listing,
+      grants,
       scope,
       onSettled: (requestId, cancelled) => {
         running.remove(callKey(user, requestId));
@@ -152,7 +157,7 @@ export function createMcpApp(options: McpAppOptions) {
     });
 
     await server.connect(transport);
-    for (const call of calls) {
+    for (const call of handled) {
       running.add(callKey(user, call.id), (reason) => {
         transport.onmessage?.({
           jsonrpc: "2.0",
@@ -173,7 +178,7 @@ export function createMcpApp(options: McpAppOptions) {
     });
     if (!response.headers.get("Content-Type")?.startsWith("text/event-stream")) {
       // Refused before any call ran (e.g. a bad protocol version): nothing is running.
-      for (const call of calls) running.remove(callKey(user, call.id));
+      for (const call of handled) running.remove(callKey(user, call.id));
       return response;
     }
     // A client that drops the stream cancels whatever it was waiting for.

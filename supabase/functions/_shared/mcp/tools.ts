@@ -28,13 +28,7 @@ import {
 } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 import { type PermissionGrant, resolvePermission } from "../permissions.ts";
-import {
-  grantRefusal,
-  invokeTool,
-  refusal,
-  type ToolPolicy,
-  type ToolScope,
-} from "../tools/invoke.ts";
+import { invokeTool, refusal, type ToolPolicy, type ToolScope } from "../tools/invoke.ts";
 import type { ProgressReporter, ToolDefinition, ToolError, ToolResult } from "../tools/types.ts";
 
 type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
@@ -53,10 +47,9 @@ export const mcpPolicy: ToolPolicy = (tool, permission) => {
 /** Whether MCP lists `tool` for a caller with these grants: an `auto` grant, nothing less. */
 export function mcpOffers(
   grants: readonly PermissionGrant[],
-  tool: Pick<ToolDefinition, "name" | "permission">,
+  tool: Pick<ToolDefinition, "permission">,
 ): boolean {
-  const permission = resolvePermission(grants, tool.permission);
-  return grantRefusal(tool, permission) === undefined && permission!.mode === "auto";
+  return resolvePermission(grants, tool.permission)?.mode === "auto";
 }
 
 /**
@@ -81,6 +74,8 @@ export function mcpToolListing(tools: readonly ToolDefinition[]): Map<string, To
 export interface McpToolsOptions {
   tools: readonly ToolDefinition[];
   listing: ReadonlyMap<string, Tool>;
+  /** The caller's grants: what `tools/list` shows and what each call is checked against. */
+  grants: readonly PermissionGrant[];
   /** The call's scope, given the request's abort signal. */
   scope(signal: AbortSignal): ToolScope;
   /** A call ended (`cancelled`: the SDK sends no response for it). */
@@ -89,11 +84,9 @@ export interface McpToolsOptions {
 
 /** Serves the registry's `tools/list` and `tools/call` on a low-level MCP `Server`. */
 export function serveTools(server: Server, options: McpToolsOptions): void {
-  const { tools, listing } = options;
-  const names = new Set(tools.map((tool) => tool.name));
+  const { tools, listing, grants } = options;
 
-  server.setRequestHandler(ListToolsRequestSchema, (_request: ListToolsRequest, extra: Extra) => {
-    const grants = options.scope(extra.signal).grants;
+  server.setRequestHandler(ListToolsRequestSchema, (_request: ListToolsRequest) => {
     return {
       tools: tools.filter((tool) => mcpOffers(grants, tool)).map((tool) => listing.get(tool.name)!),
     };
@@ -104,7 +97,7 @@ export function serveTools(server: Server, options: McpToolsOptions): void {
     async (request: CallToolRequest, extra: Extra) => {
       const { name, arguments: args } = request.params;
       // As the SDK's own server answers a name it does not know; no usage row for it.
-      if (!names.has(name)) {
+      if (!listing.has(name)) {
         return errorResult({ code: "unknown_tool", message: `Tool ${name} not found` });
       }
       try {

@@ -107,7 +107,7 @@ export async function recordToolUsage(
 }
 
 /** The refusal of a caller without a usable grant; undefined when the grant lets it run. */
-export function grantRefusal(
+function grantRefusal(
   tool: Pick<ToolDefinition, "name" | "permission">,
   permission: ResolvedPermission | null,
 ): ToolRefusal | undefined {
@@ -138,10 +138,12 @@ export function refusal(
   return { error: { code, message }, status };
 }
 
-const CANCELLED: ToolOutcome = {
-  result: { ok: false, error: { code: "cancelled", message: "The call was cancelled" } },
-  status: "cancelled",
-};
+function cancelled(): ToolOutcome {
+  return {
+    result: { ok: false, error: { code: "cancelled", message: "The call was cancelled" } },
+    status: "cancelled",
+  };
+}
 
 function refused({ error, status }: ToolRefusal): ToolOutcome {
   return { result: { ok: false, error }, status };
@@ -173,7 +175,7 @@ async function checkAndRun(
   if (denied) return refused(denied);
   const decided = await policy(tool, permission!, input.data);
   if (decided) return refused(decided);
-  if (scope.signal.aborted) return CANCELLED;
+  if (scope.signal.aborted) return cancelled();
 
   const { caller, sql } = scope;
   try {
@@ -184,10 +186,10 @@ async function checkAndRun(
       signal: scope.signal,
       permission: permission!,
     });
-    if (scope.signal.aborted) return CANCELLED;
+    if (scope.signal.aborted) return cancelled();
     return { result, status: result.ok ? "ok" : "error" };
   } catch (error) {
-    if (scope.signal.aborted) return CANCELLED;
+    if (scope.signal.aborted) return cancelled();
     // The caller gets a stable code; the details (SQL, stack) stay in the function's log.
     console.error(`${scope.source}: tool ${tool.name} failed`, error);
     return refused(refusal("internal_error", `${tool.name} failed unexpectedly`));
