@@ -19,7 +19,7 @@ export interface FunctionAppOptions {
 }
 
 /** What supabase-js sends with every call; the browser asks before sending them. */
-export const SUPABASE_JS_HEADERS = ["authorization", "x-client-info", "apikey", "content-type"];
+const SUPABASE_JS_HEADERS = ["authorization", "x-client-info", "apikey", "content-type"];
 
 export function createFunctionApp<E extends HonoEnv = HonoEnv>(
   name: string,

@@ -34,7 +34,7 @@ import type { ProgressReporter, ToolDefinition, ToolError, ToolResult } from "..
 type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 
 /** MCP cannot ask the user, so an `ask` grant refuses the call (see above). */
-export const mcpPolicy: ToolPolicy = (tool, permission) => {
+const mcpPolicy: ToolPolicy = (tool, permission) => {
   if (permission.mode !== "ask") return Promise.resolve(undefined);
   return Promise.resolve(refusal(
     "approval_required",
@@ -45,7 +45,7 @@ export const mcpPolicy: ToolPolicy = (tool, permission) => {
 };
 
 /** Whether MCP lists `tool` for a caller with these grants: an `auto` grant, nothing less. */
-export function mcpOffers(
+function mcpOffers(
   grants: readonly PermissionGrant[],
   tool: Pick<ToolDefinition, "permission">,
 ): boolean {
@@ -131,7 +131,7 @@ function progressReporter(extra: Extra): ProgressReporter {
     });
 }
 
-export function toCallToolResult(result: ToolResult<unknown>): CallToolResult {
+function toCallToolResult(result: ToolResult<unknown>): CallToolResult {
   if (!result.ok) return errorResult(result.error);
   const output = result.output as Record<string, unknown>;
   return { content: [{ type: "text", text: JSON.stringify(output) }], structuredContent: output };
