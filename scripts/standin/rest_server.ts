@@ -72,7 +72,8 @@ export function createRestHandler(options: RestHandlerOptions): RestHandler {
     let claims: JwtClaims | undefined;
     try {
       if (request.method === "OPTIONS") return preflight();
-      const path = new URL(request.url).pathname;
+      const url = new URL(request.url);
+      const path = url.pathname;
       if (path === PREFIX || path.startsWith(`${PREFIX}rpc/`)) {
         // PostgREST's own answer for a feature it lacks (PGRST127).
         throw new RestError(400, "PGRST127", "Feature not implemented", {
@@ -89,8 +90,7 @@ export function createRestHandler(options: RestHandlerOptions): RestHandler {
         );
       }
       claims = await callerClaims(request, options.verifier);
-      const url = new URL(request.url);
-      const table = url.pathname.slice(PREFIX.length);
+      const table = path.slice(PREFIX.length);
       const profile = request.headers.get("accept-profile");
       if (profile && profile !== "public") {
         throw new RestError(406, "PGRST106", `Invalid schema: ${profile}`, {
