@@ -30,7 +30,7 @@ export async function followTurn(
   const claims = client.user.claims;
   await asServiceRole(
     sql,
-    (tx) => interruptStaleTurns(tx, client.userId, config.staleAfterMs, { turnId }),
+    (tx) => interruptStaleTurns(tx, client.user.id, config.staleAfterMs, { turnId }),
   );
   const turn = await asUser(
     sql,
@@ -57,7 +57,7 @@ function followLocally(
   afterSeq: number,
 ): boolean {
   const live = runtime.turns.get(turnId);
-  if (!live || live.userId !== client.userId) return false;
+  if (!live || live.userId !== client.user.id) return false;
   let stop: () => void = () => {};
   const unsubscribe = live.subscribe(afterSeq, (frame) => {
     client.send(frame);
@@ -110,7 +110,7 @@ async function pollTurn(
       if (current.stale) {
         await asServiceRole(
           sql,
-          (tx) => interruptStaleTurns(tx, client.userId, config.staleAfterMs, { turnId: turn.id }),
+          (tx) => interruptStaleTurns(tx, client.user.id, config.staleAfterMs, { turnId: turn.id }),
         );
         continue;
       }

@@ -8,7 +8,6 @@ import type { VerifiedUser } from "../auth.ts";
 
 export interface TurnClient {
   readonly user: VerifiedUser;
-  readonly userId: string;
   readonly isOpen: boolean;
   send(frame: ServerFrame): void;
   sendError(error: ServerError): void;
