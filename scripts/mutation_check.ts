@@ -5,26 +5,31 @@
  * mutant must make at least one test fail; a surviving mutant fails this check.
  */
 import postgres from "postgres";
-import { databaseUrl, freePort, startPostgres } from "./standin/postgres.ts";
+import { ADMIN_ROLE, databaseUrl, freePort, startPostgres } from "./standin/postgres.ts";
+import { ADMIN_URL_VARIABLE } from "./standin/scratch_database.ts";
 import { PROJECT_ROOT } from "./standin/supabase_cli.ts";
 
 const DB_TESTS = "supabase/tests/";
 
 const dataDir = await Deno.makeTempDir({ prefix: "supabase-agent-mutants-" });
-const cluster = await startPostgres({ dataDir, port: freePort() });
-const admin = postgres(databaseUrl(cluster.port, "template1"), { max: 1, onnotice: () => {} });
+const cluster = await startPostgres({ dataDir, port: freePort(), durable: false });
+const admin = postgres(databaseUrl(cluster.port, "template1", ADMIN_ROLE), {
+  max: 1,
+  onnotice: () => {},
+});
 
 try {
-  const mutants = await listMutants(postgres(cluster.url, { max: 1 }));
+  const mutants = await listMutants(postgres(cluster.adminUrl, { max: 1 }));
   let survivors = 0;
   for (const [index, mutant] of mutants.entries()) {
     const name = `mutant_${index}`;
-    await admin.unsafe(`create database ${name} template postgres`);
+    await admin.unsafe(`create database ${name} owner postgres template postgres`);
     const url = databaseUrl(cluster.port, name);
-    const db = postgres(url, { max: 1, onnotice: () => {} });
+    const adminUrl = databaseUrl(cluster.port, name, ADMIN_ROLE);
+    const db = postgres(adminUrl, { max: 1, onnotice: () => {} });
     await db.unsafe(mutant.sql);
     await db.end();
-    const failedTests = await runDatabaseTests(url);
+    const failedTests = await runDatabaseTests(url, adminUrl);
     if (failedTests.length === 0) survivors++;
     console.log(
       failedTests.length > 0
@@ -68,11 +73,11 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
 }
 
 /** Runs the database tests against `url` and returns the names of those that failed. */
-async function runDatabaseTests(url: string): Promise<string[]> {
+async function runDatabaseTests(url: string, adminUrl: string): Promise<string[]> {
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["test", "-A", "--no-check", DB_TESTS],
     cwd: PROJECT_ROOT,
-    env: { SUPABASE_DB_URL: url, NO_COLOR: "1" },
+    env: { SUPABASE_DB_URL: url, [ADMIN_URL_VARIABLE]: adminUrl, NO_COLOR: "1" },
     stdout: "piped",
     stderr: "null",
   }).output();

@@ -2,12 +2,13 @@
  * `deno task test [deno test args…]`: every test, against a fresh migrated database.
  *
  * Starts a throwaway embedded Postgres on a free port (or creates a fresh database in the
- * server SUPABASE_DB_URL names), runs `deno test` over supabase/, scripts/ and web/ (the
- * browser tests start their own stack) with SUPABASE_DB_URL pointing at it, and ends with one
- * summary line `N passed, N failed`.
+ * server STANDIN_ADMIN_DB_URL names), runs `deno test` over supabase/, scripts/ and web/ (the
+ * browser tests start their own stack) with SUPABASE_DB_URL pointing at it as `postgres` (no
+ * superuser, as on hosted) and STANDIN_ADMIN_DB_URL as `supabase_admin` for the harness, and
+ * ends with one summary line `N passed, N failed`.
  */
 import { join } from "node:path";
-import { createScratchDatabase } from "./standin/scratch_database.ts";
+import { ADMIN_URL_VARIABLE, createScratchDatabase } from "./standin/scratch_database.ts";
 import { PROJECT_ROOT } from "./standin/supabase_cli.ts";
 
 const ARTIFACTS = join(PROJECT_ROOT, "artifacts");
@@ -25,7 +26,7 @@ try {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["test", "-A", "--no-check=remote", `--junit-path=${JUNIT_FILE}`, ...testArgs],
     cwd: PROJECT_ROOT,
-    env: { SUPABASE_DB_URL: db.url },
+    env: { SUPABASE_DB_URL: db.url, [ADMIN_URL_VARIABLE]: db.adminUrl },
     stdin: "null",
   }).spawn();
   const cleanUp = () => child.kill("SIGTERM");

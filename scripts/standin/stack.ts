@@ -13,7 +13,14 @@ import { type LlmFixture, OFFLINE_DEMO_MODEL, startLlmFixture } from "./llm_fixt
 import { createGateway, type Handler, ProxiedSockets } from "./gateway.ts";
 import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
 import { LOCAL_PUBLISHABLE_KEY, LOCAL_SECRET_KEY } from "./keys.ts";
-import { DEFAULT_DATA_DIR, DEFAULT_DB_PORT, freePort, startPostgres } from "./postgres.ts";
+import {
+  asRole,
+  AUTH_ROLE,
+  DEFAULT_DATA_DIR,
+  DEFAULT_DB_PORT,
+  freePort,
+  startPostgres,
+} from "./postgres.ts";
 import { readFunctionConfigs } from "./project_config.ts";
 import { createRestHandler } from "./rest_server.ts";
 import {
@@ -97,6 +104,8 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       seed: true,
       log: options.ephemeral ? undefined : log,
       verbose: options.verbose,
+      // The developer's own data is flushed to disk; a throwaway test stack need not be.
+      durable: !options.ephemeral,
     });
     cleanups.push(() => db.stop());
 
@@ -240,7 +249,8 @@ async function startStandIns(context: {
   apiUrl: string;
   verifier: TokenVerifier;
 }): Promise<StandIns> {
-  const authSql = connect(context.dbUrl, { max: 4 });
+  // Auth owns the `auth` schema and connects as its own role, as GoTrue does on hosted.
+  const authSql = connect(asRole(context.dbUrl, AUTH_ROLE), { max: 4 });
   const auth = createAuthHandler({
     sql: authSql,
     signingKey: context.signingKey,

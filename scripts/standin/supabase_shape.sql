@@ -4,8 +4,14 @@
 -- database untouched.
 
 -- Roles ----------------------------------------------------------------------------------
+-- Run as the bootstrap superuser `supabase_admin`. `postgres` is what Supabase's demote
+-- migration leaves: no superuser, but BYPASSRLS, CREATEROLE, CREATEDB and REPLICATION, a
+-- member of the API roles, owner of `public`, the database and the Realtime publication.
 do $$
 begin
+  if not exists (select from pg_roles where rolname = 'postgres') then
+    create role postgres login password 'postgres';
+  end if;
   if not exists (select from pg_roles where rolname = 'anon') then
     create role anon nologin noinherit;
   end if;
@@ -17,9 +23,6 @@ begin
   end if;
   if not exists (select from pg_roles where rolname = 'authenticator') then
     create role authenticator login noinherit password 'postgres';
-  end if;
-  if not exists (select from pg_roles where rolname = 'supabase_admin') then
-    create role supabase_admin login superuser createdb createrole replication bypassrls;
   end if;
   if not exists (select from pg_roles where rolname = 'supabase_auth_admin') then
     create role supabase_auth_admin login noinherit createrole password 'postgres';
@@ -33,20 +36,35 @@ begin
 end
 $$;
 
+alter role postgres nosuperuser createdb createrole replication bypassrls login;
 grant anon, authenticated, service_role to authenticator;
-grant anon, authenticated, service_role to postgres;
+grant anon, authenticated, service_role, supabase_auth_admin to postgres;
 alter role anon set statement_timeout = '3s';
 alter role authenticated set statement_timeout = '8s';
+alter role supabase_auth_admin set search_path = auth;
+
+do $$
+begin
+  execute format('alter database %I owner to postgres', current_database());
+end
+$$;
+alter schema public owner to postgres;
 
 -- Schemas and extensions -------------------------------------------------------------------
 create schema if not exists extensions;
 create extension if not exists pgcrypto with schema extensions;
 create extension if not exists "uuid-ossp" with schema extensions;
 grant usage on schema extensions to postgres, anon, authenticated, service_role;
+-- GoTrue hashes passwords in Go; the Auth stand-in asks pgcrypto instead.
+grant usage on schema extensions to supabase_auth_admin;
 
 alter role postgres set search_path = "$user", public, extensions;
 
--- Supabase's default grants: the API roles get everything in public and RLS decides.
+-- Data API privileges ---------------------------------------------------------------------
+-- The API roles may use `public`; what they may do with each object is the migrations' to
+-- grant. Supabase grants everything by default, but a project can switch "default privileges
+-- for new entities" off (announced as the default for new projects); this is that state,
+-- written as the Supabase CLI writes it, so a migration that forgets a grant fails here too.
 grant usage on schema public to postgres, anon, authenticated, service_role;
 alter default privileges for role postgres in schema public
   grant all on tables to postgres, anon, authenticated, service_role;
@@ -54,6 +72,12 @@ alter default privileges for role postgres in schema public
   grant all on functions to postgres, anon, authenticated, service_role;
 alter default privileges for role postgres in schema public
   grant all on sequences to postgres, anon, authenticated, service_role;
+alter default privileges for role postgres in schema public
+  revoke select, insert, update, delete on tables from anon, authenticated, service_role;
+alter default privileges for role postgres in schema public
+  revoke usage, select on sequences from anon, authenticated, service_role;
+alter default privileges for role postgres in schema public
+  revoke execute on functions from anon, authenticated, service_role;
 
 -- auth ------------------------------------------------------------------------------------
 create schema if not exists auth authorization supabase_auth_admin;
@@ -68,12 +92,12 @@ create table if not exists auth.users (
   encrypted_password varchar(255),
   email_confirmed_at timestamptz,
   invited_at timestamptz,
-  confirmation_token varchar(255) default '',
+  confirmation_token varchar(255),
   confirmation_sent_at timestamptz,
-  recovery_token varchar(255) default '',
+  recovery_token varchar(255),
   recovery_sent_at timestamptz,
-  email_change_token_new varchar(255) default '',
-  email_change varchar(255) default '',
+  email_change_token_new varchar(255),
+  email_change varchar(255),
   email_change_sent_at timestamptz,
   last_sign_in_at timestamptz,
   raw_app_meta_data jsonb,
@@ -81,7 +105,7 @@ create table if not exists auth.users (
   is_super_admin boolean,
   created_at timestamptz,
   updated_at timestamptz,
-  phone text unique default null,
+  phone text unique default null::character varying,
   phone_confirmed_at timestamptz,
   phone_change text default '',
   phone_change_token varchar(255) default '',
@@ -145,6 +169,10 @@ create index if not exists refresh_tokens_session_id_revoked_idx
   on auth.refresh_tokens (session_id, revoked);
 create index if not exists refresh_tokens_parent_idx on auth.refresh_tokens (parent);
 
+alter table auth.users owner to supabase_auth_admin;
+alter table auth.identities owner to supabase_auth_admin;
+alter table auth.sessions owner to supabase_auth_admin;
+alter table auth.refresh_tokens owner to supabase_auth_admin;
 alter table auth.users enable row level security;
 alter table auth.identities enable row level security;
 alter table auth.sessions enable row level security;
@@ -189,6 +217,10 @@ as $$
   )::jsonb
 $$;
 
+alter function auth.uid() owner to supabase_auth_admin;
+alter function auth.role() owner to supabase_auth_admin;
+alter function auth.email() owner to supabase_auth_admin;
+alter function auth.jwt() owner to supabase_auth_admin;
 grant execute on function auth.uid(), auth.role(), auth.email(), auth.jwt()
   to postgres, anon, authenticated, service_role, dashboard_user;
 
@@ -200,3 +232,4 @@ begin
   end if;
 end
 $$;
+alter publication supabase_realtime owner to postgres;

@@ -4,6 +4,7 @@
  * written here is one GoTrue itself could sign in.
  */
 import type { Tx } from "../../../supabase/functions/_shared/db/client.ts";
+import { AuthFailure } from "./responses.ts";
 
 /** The `auth.users` columns the API shows (the generated types cover `public` only). */
 export interface UserRecord {
@@ -54,6 +55,19 @@ const USER_COLUMNS = [
   "banned_until",
 ];
 
+/**
+ * Nullable in the table but read by GoTrue into non-null strings: a row with a NULL in any of
+ * them (a user inserted by hand without them) cannot be read, and every sign-in and token
+ * refresh of that user fails with 500 "Database error querying schema" (supabase/auth#1940).
+ * The stand-in reads them too, so a seed that would break real Auth breaks here.
+ */
+const GOTRUE_STRING_COLUMNS = [
+  "confirmation_token",
+  "recovery_token",
+  "email_change_token_new",
+  "email_change",
+];
+
 /** GoTrue leaves `instance_id` at the nil uuid on single-tenant installs. */
 const INSTANCE_ID = "00000000-0000-0000-0000-000000000000";
 const AUTHENTICATED = "authenticated";
@@ -83,11 +97,12 @@ export async function insertEmailUser(
   const [user] = await tx<UserRecord[]>`
     insert into auth.users (instance_id, id, aud, role, email, encrypted_password,
       email_confirmed_at, last_sign_in_at, raw_app_meta_data, raw_user_meta_data,
-      created_at, updated_at, is_sso_user, is_anonymous)
+      created_at, updated_at, is_sso_user, is_anonymous,
+      confirmation_token, recovery_token, email_change_token_new, email_change)
     values (${INSTANCE_ID}, ${id}, ${AUTHENTICATED}, ${AUTHENTICATED}, ${input.email},
       extensions.crypt(${input.password}, extensions.gen_salt('bf', ${BCRYPT_COST})),
       ${input.now}, ${input.now}, ${jsonb(tx, appMetadata)},
-      ${jsonb(tx, userMetadata)}, ${input.now}, ${input.now}, false, false)
+      ${jsonb(tx, userMetadata)}, ${input.now}, ${input.now}, false, false, '', '', '', '')
     on conflict (email) where is_sso_user = false do nothing
     returning ${tx(USER_COLUMNS)}`;
   if (!user) return undefined;
@@ -119,7 +134,7 @@ export async function checkPassword(
 ): Promise<PasswordCheck | undefined> {
   // The CASE keeps crypt() away from rows without a bcrypt hash (it raises on a bad salt).
   const [row] = await tx<(UserRecord & { password_matches: boolean })[]>`
-    select ${tx(USER_COLUMNS)},
+    select ${tx(USER_COLUMNS)}, ${tx(GOTRUE_STRING_COLUMNS)},
       case when encrypted_password like '$2%'
         then encrypted_password = extensions.crypt(${password}, encrypted_password)
         else false end as password_matches
@@ -127,7 +142,7 @@ export async function checkPassword(
     where lower(email) = ${email} and is_sso_user = false and deleted_at is null
     limit 1`;
   if (!row) return undefined;
-  const { password_matches, ...user } = row;
+  const { password_matches, ...user } = readAsGoTrue(row);
   return { user, passwordMatches: password_matches };
 }
 
@@ -144,8 +159,20 @@ export async function recordSignIn(tx: Tx, userId: string, now: Date): Promise<U
 
 export async function findUser(tx: Tx, userId: string): Promise<UserRecord | undefined> {
   const [user] = await tx<UserRecord[]>`
-    select ${tx(USER_COLUMNS)} from auth.users where id = ${userId} and deleted_at is null`;
-  return user;
+    select ${tx(USER_COLUMNS)}, ${tx(GOTRUE_STRING_COLUMNS)}
+    from auth.users where id = ${userId} and deleted_at is null`;
+  return user && readAsGoTrue(user);
+}
+
+/** The row without GoTrue's string columns, or GoTrue's failure when one of them is NULL. */
+function readAsGoTrue<T extends object>(row: T): T {
+  const values = row as Record<string, unknown>;
+  if (GOTRUE_STRING_COLUMNS.some((column) => values[column] === null)) {
+    throw new AuthFailure(500, "unexpected_failure", "Database error querying schema");
+  }
+  const user = { ...values };
+  for (const column of GOTRUE_STRING_COLUMNS) delete user[column];
+  return user as T;
 }
 
 /** Whether `password` is the user's current one (GoTrue refuses to "change" to it). */

@@ -37,10 +37,11 @@ export async function createUser(sql: Sql, label = "user"): Promise<TestUser> {
   const email = `${label}-${id.slice(0, 8)}@example.test`;
   await sql`
     insert into auth.users (instance_id, id, aud, role, email, encrypted_password,
-      email_confirmed_at, raw_app_meta_data, raw_user_meta_data, created_at, updated_at)
+      email_confirmed_at, raw_app_meta_data, raw_user_meta_data, created_at, updated_at,
+      confirmation_token, recovery_token, email_change_token_new, email_change)
     values ('00000000-0000-0000-0000-000000000000', ${id}, 'authenticated', 'authenticated',
       ${email}, extensions.crypt('password123', extensions.gen_salt('bf', 4)), now(),
-      '{"provider":"email","providers":["email"]}', '{}', now(), now())`;
+      '{"provider":"email","providers":["email"]}', '{}', now(), now(), '', '', '', '')`;
   return { id, email, claims: userClaims(id, email) };
 }
 
@@ -51,11 +52,13 @@ export async function createUser(sql: Sql, label = "user"): Promise<TestUser> {
 export async function createUsers(sql: Sql, count: number, label = "user"): Promise<string[]> {
   const rows = await sql<{ id: string }[]>`
     insert into auth.users (instance_id, id, aud, role, email, encrypted_password,
-      email_confirmed_at, raw_app_meta_data, raw_user_meta_data, created_at, updated_at)
+      email_confirmed_at, raw_app_meta_data, raw_user_meta_data, created_at, updated_at,
+      confirmation_token, recovery_token, email_change_token_new, email_change)
     select '00000000-0000-0000-0000-000000000000', gen_random_uuid(), 'authenticated',
       'authenticated', ${label} || '-' || n || '-' || substr(md5(random()::text), 1, 8)
         || '@example.test',
-      '', now(), '{"provider":"email","providers":["email"]}', '{}', now(), now()
+      '', now(), '{"provider":"email","providers":["email"]}', '{}', now(), now(),
+      '', '', '', ''
     from generate_series(1, ${count}) as n
     returning id`;
   return rows.map((row) => row.id);
