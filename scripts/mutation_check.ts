@@ -1,8 +1,12 @@
 /**
  * `deno task test:mutations`: proves the database tests guard the schema. For every RLS
- * policy, and for the row lock in consume_quota, it makes a copy of the migrated database
- * with that one safeguard removed and runs the database tests against it. Each such
- * mutant must make at least one test fail; a surviving mutant fails this check.
+ * policy, for the row lock in consume_quota, and for every grant an API role holds in
+ * `public` (one per object and role, as the migrations grant them), it makes a copy of the
+ * migrated database with that one piece removed and runs the database tests against it. Each
+ * such mutant must make at least one test fail; a surviving mutant fails this check.
+ *
+ * The privilege-matrix test is left out of those runs: it would kill every grant mutant by
+ * comparing tables, while the point is that some test does, as that role, what the code does.
  */
 import postgres from "postgres";
 import { ADMIN_ROLE, databaseUrl, freePort, startPostgres } from "./standin/postgres.ts";
@@ -10,6 +14,9 @@ import { ADMIN_URL_VARIABLE } from "./standin/scratch_database.ts";
 import { PROJECT_ROOT } from "./standin/supabase_cli.ts";
 
 const DB_TESTS = "supabase/tests/";
+const PRIVILEGE_MATRIX_TEST = "privileges_test.ts";
+/** Mutants run two at a time: each is one small database and one `deno test` process. */
+const CONCURRENCY = 2;
 
 const dataDir = await Deno.makeTempDir({ prefix: "supabase-agent-mutants-" });
 const cluster = await startPostgres({ dataDir, port: freePort(), durable: false });
@@ -20,32 +27,45 @@ const admin = postgres(databaseUrl(cluster.port, "template1", ADMIN_ROLE), {
 
 try {
   const mutants = await listMutants(postgres(cluster.adminUrl, { max: 1 }));
+  const testFiles = await databaseTestFiles();
   let survivors = 0;
-  for (const [index, mutant] of mutants.entries()) {
-    const name = `mutant_${index}`;
-    await admin.unsafe(`create database ${name} owner postgres template postgres`);
-    const url = databaseUrl(cluster.port, name);
-    const adminUrl = databaseUrl(cluster.port, name, ADMIN_ROLE);
-    const db = postgres(adminUrl, { max: 1, onnotice: () => {} });
-    await db.unsafe(mutant.sql);
-    await db.end();
-    const failedTests = await runDatabaseTests(url, adminUrl);
-    if (failedTests.length === 0) survivors++;
-    console.log(
-      failedTests.length > 0
-        ? `killed    ${mutant.label}\n            by: ${failedTests.slice(0, 2).join("; ")}${
-          failedTests.length > 2 ? ` and ${failedTests.length - 2} more` : ""
-        }`
-        : `SURVIVED  ${mutant.label}`,
-    );
-    await admin.unsafe(`drop database ${name} with (force)`);
-  }
+  let next = 0;
+  const runMutants = async () => {
+    while (next < mutants.length) {
+      const index = next++;
+      const failedTests = await runMutant(index, mutants[index], testFiles);
+      if (failedTests.length === 0) survivors++;
+      console.log(
+        failedTests.length > 0
+          ? `killed    ${mutants[index].label}\n            by: ${
+            failedTests.slice(0, 2).join("; ")
+          }${failedTests.length > 2 ? ` and ${failedTests.length - 2} more` : ""}`
+          : `SURVIVED  ${mutants[index].label}`,
+      );
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, runMutants));
   console.log(`${mutants.length - survivors} of ${mutants.length} mutants killed`);
   if (survivors > 0) Deno.exitCode = 1;
 } finally {
   await admin.end();
   await cluster.stop();
   await Deno.remove(dataDir, { recursive: true });
+}
+
+async function runMutant(index: number, mutant: Mutant, testFiles: string[]): Promise<string[]> {
+  const name = `mutant_${index}`;
+  await admin.unsafe(`create database ${name} owner postgres template postgres`);
+  try {
+    const url = databaseUrl(cluster.port, name);
+    const adminUrl = databaseUrl(cluster.port, name, ADMIN_ROLE);
+    const db = postgres(adminUrl, { max: 1, onnotice: () => {} });
+    await db.unsafe(mutant.sql);
+    await db.end();
+    return await runDatabaseTests(url, adminUrl, testFiles);
+  } finally {
+    await admin.unsafe(`drop database ${name} with (force)`);
+  }
 }
 
 interface Mutant {
@@ -66,6 +86,31 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
     const unlocked = (definition as string).replace(/\s+for update;/i, ";");
     if (unlocked === definition) throw new Error("consume_quota no longer takes a row lock");
     mutants.push({ label: "consume_quota without its row lock", sql: unlocked });
+    // Every privilege the migrations granted an API role, one object and role at a time.
+    const grants = await sql<{ object: string; kind: string; grantee: string }[]>`
+      select distinct format('%I.%I', n.nspname, c.relname) as object, 'table' as kind,
+        g.rolname as grantee
+      from pg_class c
+      join pg_namespace n on n.oid = c.relnamespace
+      cross join lateral aclexplode(c.relacl) a
+      join pg_roles g on g.oid = a.grantee
+      where n.nspname = 'public' and c.relkind in ('r', 'v', 'm', 'p', 'S')
+        and g.rolname in ('anon', 'authenticated', 'service_role')
+      union
+      select distinct p.oid::regprocedure::text, 'function', g.rolname
+      from pg_proc p
+      join pg_namespace n on n.oid = p.pronamespace
+      cross join lateral aclexplode(p.proacl) a
+      join pg_roles g on g.oid = a.grantee
+      where n.nspname = 'public' and g.rolname in ('anon', 'authenticated', 'service_role')
+      order by 2, 1, 3`;
+    for (const { object, kind, grantee } of grants) {
+      const target = kind === "function" ? `function ${object}` : object;
+      mutants.push({
+        label: `revoke ${grantee}'s privileges on ${target}`,
+        sql: `revoke all on ${target} from ${grantee}`,
+      });
+    }
     return mutants;
   } finally {
     await sql.end();
@@ -73,9 +118,13 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
 }
 
 /** Runs the database tests against `url` and returns the names of those that failed. */
-async function runDatabaseTests(url: string, adminUrl: string): Promise<string[]> {
+async function runDatabaseTests(
+  url: string,
+  adminUrl: string,
+  testFiles: string[],
+): Promise<string[]> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["test", "-A", "--no-check", DB_TESTS],
+    args: ["test", "-A", "--no-check", ...testFiles],
     cwd: PROJECT_ROOT,
     env: { SUPABASE_DB_URL: url, [ADMIN_URL_VARIABLE]: adminUrl, NO_COLOR: "1" },
     stdout: "piped",
@@ -85,4 +134,16 @@ async function runDatabaseTests(url: string, adminUrl: string): Promise<string[]
   const failed = [...report.matchAll(/^(.+?) \.\.\. FAILED/gm)].map((m) => m[1]);
   if (!output.success && failed.length === 0) failed.push("(the test run itself failed)");
   return failed;
+}
+
+/** The database tests, but for the privilege matrix (see the top of this file). */
+async function databaseTestFiles(): Promise<string[]> {
+  const files: string[] = [];
+  for await (const entry of Deno.readDir(`${PROJECT_ROOT}/${DB_TESTS}`)) {
+    if (entry.isFile && entry.name.endsWith("_test.ts") && entry.name !== PRIVILEGE_MATRIX_TEST) {
+      files.push(`${DB_TESTS}${entry.name}`);
+    }
+  }
+  if (files.length === 0) throw new Error(`no database tests in ${DB_TESTS}`);
+  return files.sort();
 }

@@ -15,7 +15,9 @@ import {
 } from "@supabase/supabase-js";
 import { createTokenVerifier } from "./token_verifier.ts";
 import type { Sql } from "../../supabase/functions/_shared/db/client.ts";
-import { connectTestDatabase } from "../../supabase/tests/support/database.ts";
+import { connect } from "../../supabase/functions/_shared/db/client.ts";
+import { connectTestDatabase, testDatabaseUrl } from "../../supabase/tests/support/database.ts";
+import { asRole, AUTH_ROLE } from "./postgres.ts";
 import { type AuthHandler, type AuthHandlerOptions, createAuthHandler } from "./auth_server.ts";
 import { LOCAL_PUBLISHABLE_KEY, LOCAL_SECRET_KEY } from "./keys.ts";
 import { generateSigningKey, issueAccessToken } from "./signing_keys.ts";
@@ -58,6 +60,8 @@ async function withAuth(
   test: (fixture: Fixture) => Promise<void>,
 ): Promise<void> {
   const sql = connectTestDatabase(5);
+  // Auth connects as its own role, as in the stack (and as GoTrue on hosted).
+  const authSql = connect(asRole(testDatabaseUrl(), AUTH_ROLE), { max: 5 });
   let offsetMs = 0;
   let handler: AuthHandler = () => Promise.resolve(new Response(null, { status: 503 }));
   const server = Deno.serve(
@@ -66,7 +70,7 @@ async function withAuth(
   );
   const url = `http://127.0.0.1:${server.addr.port}`;
   handler = createAuthHandler({
-    sql,
+    sql: authSql,
     signingKey,
     publicUrl: url,
     now: () => new Date(Date.now() + offsetMs),
@@ -116,6 +120,7 @@ async function withAuth(
       await client.removeAllChannels();
     }
     await server.shutdown();
+    await authSql.end();
     await sql.end();
   }
 }
@@ -330,6 +335,21 @@ Deno.test("signInWithPassword starts a new session and records the sign-in", asy
     assert.ok(signedInAt - Date.parse(first.user.last_sign_in_at!) >= 60_000);
     const [row] = await sql`select last_sign_in_at from auth.users where id = ${user.id}`;
     assert.equal(row.last_sign_in_at.getTime(), signedInAt);
+  });
+});
+
+Deno.test("a user whose GoTrue token columns are NULL cannot sign in, as with real GoTrue", async () => {
+  await withAuth({}, async ({ sql, client, call }) => {
+    const email = newEmail("hand-made");
+    const session = await signUp(client(), email);
+    // What a seed that leaves the columns out writes: GoTrue then fails to read the row.
+    await sql`update auth.users set confirmation_token = null where id = ${session.user.id}`;
+    const answer = await call("/token?grant_type=password", {
+      body: { email, password: PASSWORD },
+    });
+    assert.equal(answer.status, 500);
+    assert.equal(answer.body.error_code, "unexpected_failure");
+    assert.equal(answer.body.msg, "Database error querying schema");
   });
 });
 
