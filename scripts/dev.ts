@@ -1,5 +1,6 @@
 /**
- * `deno task dev [--api-port N] [--db-port N] [--web-port N] [--reset] [--verbose]`: the whole
+ * `deno task dev [--jwt es256|hs256|legacy] [--api-port N] [--db-port N] [--web-port N] [--reset]
+ * [--verbose]`: the whole
  * local stack on embedded defaults, a stand-in for `supabase start` on machines without Docker,
  * plus the web app on Vite's dev server pointed at it. Ctrl-C stops everything; a second run
  * reuses the data.
@@ -8,6 +9,7 @@ import { parseArgs } from "node:util";
 import { createServer } from "vite";
 import { webConfig } from "../web/vite.config.ts";
 import { LocalDatabaseError } from "./standin/postgres.ts";
+import { JWT_MODES, type JwtMode } from "./standin/signing_keys.ts";
 import { DEFAULT_API_PORT, startStack } from "./standin/stack.ts";
 
 const { values } = parseArgs({
@@ -16,10 +18,23 @@ const { values } = parseArgs({
     "api-port": { type: "string", default: Deno.env.get("API_PORT") ?? String(DEFAULT_API_PORT) },
     "db-port": { type: "string", default: Deno.env.get("DB_PORT") ?? "54322" },
     "web-port": { type: "string", default: Deno.env.get("WEB_PORT") ?? "5173" },
+    // Which kind of project to play: asymmetric keys, a shared HS256 secret, or the legacy secret.
+    jwt: { type: "string", default: "es256" },
     reset: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
   },
 });
+
+const TOKEN_KINDS: Record<JwtMode, string> = {
+  es256: "ES256, the public key in the JWKS (--jwt es256)",
+  hs256: "HS256 shared secret, in the functions' SUPABASE_JWKS only (--jwt hs256)",
+  legacy: "HS256 legacy JWT secret, no JWKS: functions ask Auth (--jwt legacy)",
+};
+const jwt = values.jwt as JwtMode;
+if (!JWT_MODES.includes(jwt)) {
+  console.error(`error[bad_jwt_mode]: --jwt takes ${JWT_MODES.join(", ")}, not "${values.jwt}"`);
+  Deno.exit(2);
+}
 
 console.log(
   "Local stand-in for `supabase start`: same migrations, same wire protocols, no Docker.",
@@ -28,6 +43,7 @@ const started = performance.now();
 let stack;
 try {
   stack = await startStack({
+    jwt,
     apiPort: Number(values["api-port"]),
     dbPort: Number(values["db-port"]),
     reset: values.reset,
@@ -61,6 +77,13 @@ console.log(`
   DB URL           ${stack.dbUrl}
   Publishable key  ${stack.publishableKey}
   Secret key       ${stack.secretKey}
+  Access tokens    ${TOKEN_KINDS[stack.jwt]}${
+  stack.legacyKeys
+    ? `
+  anon key         ${stack.legacyKeys.anon}
+  service_role key ${stack.legacyKeys.serviceRole}`
+    : ""
+}
   Demo users       alice@example.com / password123, bob@example.com / password123
 ${stack.notes.map((note) => `\n  ${note}`).join("")}
 

@@ -25,13 +25,16 @@ import {
   updateUserEndpoint,
 } from "./auth/endpoints.ts";
 import { AuthFailure, preflightResponse, unexpectedFailure } from "./auth/responses.ts";
-import { roleOfApiKey } from "./keys.ts";
-import { jwksOf, type SigningKey } from "./signing_keys.ts";
+import { type ApiKeys, roleOfApiKey, STANDARD_API_KEYS } from "./keys.ts";
+import { serverKeysOf, type SigningKey } from "./signing_keys.ts";
 
 export interface AuthHandlerOptions {
   /** A superuser pool: Auth writes the `auth` schema directly. */
   sql: Sql;
+  /** What it signs with: ES256, an HS256 secret with a kid, or the legacy secret. */
   signingKey: SigningKey;
+  /** Which `apikey`s open it; the `sb_` keys by default. */
+  apiKeys?: ApiKeys;
   /** The API's public origin, e.g. `http://127.0.0.1:54321`; tokens say `<it>/auth/v1`. */
   publicUrl: string;
   /** Access-token lifetime; Supabase's default is one hour. */
@@ -71,16 +74,17 @@ export function createAuthHandler(options: AuthHandlerOptions): AuthHandler {
   const context: EndpointContext = {
     sql: options.sql,
     signingKey: options.signingKey,
-    verifier: createTokenVerifier({ jwks: jwksOf(options.signingKey) }),
+    verifier: createTokenVerifier({ jwks: serverKeysOf(options.signingKey) }),
     issuer: `${publicUrl}${PREFIX}`,
     accessTokenTtlSeconds: options.accessTokenTtlSeconds ?? 3600,
     refreshTokenReuseIntervalSeconds: options.refreshTokenReuseIntervalSeconds ?? 10,
     now: options.now ?? (() => new Date()),
   };
 
+  const apiKeys = options.apiKeys ?? STANDARD_API_KEYS;
   return async (request) => {
     try {
-      return await route(context, request);
+      return await route(context, request, apiKeys);
     } catch (error) {
       if (error instanceof AuthFailure) return error.toResponse();
       console.error("auth: unexpected failure", error);
@@ -89,7 +93,11 @@ export function createAuthHandler(options: AuthHandlerOptions): AuthHandler {
   };
 }
 
-async function route(context: EndpointContext, request: Request): Promise<Response> {
+async function route(
+  context: EndpointContext,
+  request: Request,
+  apiKeys: ApiKeys,
+): Promise<Response> {
   const url = new URL(request.url);
   if (!url.pathname.startsWith(`${PREFIX}/`)) {
     throw new AuthFailure(404, "not_found", "Not found");
@@ -103,21 +111,22 @@ async function route(context: EndpointContext, request: Request): Promise<Respon
   if (!endpoint) {
     throw new AuthFailure(405, "method_not_allowed", `${request.method} is not allowed here`);
   }
-  if (!found.open) checkApiKey(request);
+  if (!found.open) checkApiKey(request, apiKeys);
   return await endpoint(context, request, url);
 }
 
 /**
- * The gateway's rule: a known project key in `apikey`, or (new-style `sb_` keys) as the
- * Bearer token. A user JWT in Authorization does not replace the key.
+ * The gateway's rule: a known project key in `apikey`, or an API key as the Bearer token. A
+ * user JWT in Authorization does not replace the key.
  */
-function checkApiKey(request: Request): void {
+function checkApiKey(request: Request, apiKeys: ApiKeys): void {
   const bearer = bearerToken(request);
-  const key = request.headers.get("apikey") ?? (bearer?.startsWith("sb_") ? bearer : undefined);
+  const bearerIsKey = bearer?.startsWith("sb_") || roleOfApiKey(bearer, apiKeys) !== undefined;
+  const key = request.headers.get("apikey") ?? (bearerIsKey ? bearer : undefined);
   if (key === undefined || key === "") {
     throw new AuthFailure(401, "no_api_key", "No API key found in request");
   }
-  if (roleOfApiKey(key) === undefined) {
+  if (roleOfApiKey(key, apiKeys) === undefined) {
     throw new AuthFailure(401, "invalid_api_key", "Invalid API key");
   }
 }

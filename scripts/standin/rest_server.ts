@@ -18,7 +18,7 @@
  */
 import { bearerToken, type TokenVerifier } from "./token_verifier.ts";
 import { asUser, type JwtClaims, type Sql } from "../../supabase/functions/_shared/db/client.ts";
-import { roleOfApiKey } from "./keys.ts";
+import { type ApiKeys, roleOfApiKey, STANDARD_API_KEYS } from "./keys.ts";
 import { compileFilter, compileLogicTree, FilterError } from "./rest_filters.ts";
 
 export type RestHandler = (request: Request) => Promise<Response>;
@@ -27,6 +27,8 @@ export interface RestHandlerOptions {
   /** A superuser pool; every query runs as the caller inside it. */
   sql: Sql;
   verifier: TokenVerifier;
+  /** Which `apikey`s open it; the `sb_` keys by default. */
+  apiKeys?: ApiKeys;
   /** PostgREST's `max_rows` (config.toml `[api] max_rows`). */
   maxRows?: number;
 }
@@ -89,7 +91,7 @@ export function createRestHandler(options: RestHandlerOptions): RestHandler {
           `${request.method} is not supported by the local REST stand-in, which only reads`,
         );
       }
-      claims = await callerClaims(request, options.verifier);
+      claims = await callerClaims(request, options.verifier, options.apiKeys ?? STANDARD_API_KEYS);
       const table = path.slice(PREFIX.length);
       const profile = request.headers.get("accept-profile");
       if (profile && profile !== "public") {
@@ -169,12 +171,19 @@ export function createRestHandler(options: RestHandlerOptions): RestHandler {
 }
 
 /** The caller: a verified user token, else the role of the apikey (anon or service_role). */
-async function callerClaims(request: Request, verifier: TokenVerifier): Promise<JwtClaims> {
+async function callerClaims(
+  request: Request,
+  verifier: TokenVerifier,
+  apiKeys: ApiKeys,
+): Promise<JwtClaims> {
   const bearer = bearerToken(request);
-  const apikey = request.headers.get("apikey") ?? (bearer?.startsWith("sb_") ? bearer : null);
-  const keyRole = roleOfApiKey(apikey);
+  // supabase-js sends the API key as the Bearer token too until a user signs in.
+  const bearerRole = roleOfApiKey(bearer, apiKeys);
+  const bearerIsKey = bearer?.startsWith("sb_") || bearerRole !== undefined;
+  const apikey = request.headers.get("apikey") ?? (bearerIsKey ? bearer : null);
+  const keyRole = roleOfApiKey(apikey, apiKeys);
   if (!keyRole) throw new RestError(401, "PGRST301", "No valid API key found in the request");
-  if (!bearer || bearer.startsWith("sb_")) return { role: keyRole };
+  if (!bearer || bearerIsKey) return { role: bearerRole ?? keyRole };
   const verdict = await verifier.verify(bearer);
   if (!verdict.ok) throw new RestError(401, "PGRST303", verdict.message);
   return verdict.user.claims;

@@ -12,7 +12,15 @@ import { createRealtimeHandler } from "./realtime/server.ts";
 import { type LlmFixture, OFFLINE_DEMO_MODEL, startLlmFixture } from "./llm_fixture.ts";
 import { createGateway, type Handler, ProxiedSockets } from "./gateway.ts";
 import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
-import { LOCAL_PUBLISHABLE_KEY, LOCAL_SECRET_KEY } from "./keys.ts";
+import {
+  type ApiKeys,
+  LEGACY_ANON_KEY,
+  LEGACY_API_KEYS,
+  LEGACY_SERVICE_ROLE_KEY,
+  LOCAL_PUBLISHABLE_KEY,
+  LOCAL_SECRET_KEY,
+  STANDARD_API_KEYS,
+} from "./keys.ts";
 import {
   asRole,
   AUTH_ROLE,
@@ -24,10 +32,13 @@ import {
 import { readFunctionConfigs } from "./project_config.ts";
 import { createRestHandler } from "./rest_server.ts";
 import {
-  generateSigningKey,
-  jwksOf,
+  functionJwksOf,
+  type JwtMode,
+  legacySigningKey,
   loadOrCreateSigningKey,
+  serverKeysOf,
   type SigningKey,
+  signingKeyFor,
 } from "./signing_keys.ts";
 
 export const DEFAULT_API_PORT = 54321;
@@ -46,6 +57,13 @@ const PASSED_THROUGH = [
 ];
 
 export interface StackOptions {
+  /**
+   * Which kind of project to play (signing_keys.ts): `es256` (default) an asymmetric signing
+   * key; `hs256` a shared-secret signing key, in the functions' SUPABASE_JWKS only; `legacy`
+   * the legacy JWT secret, no JWKS at all, and the JWT `anon`/`service_role` API keys beside
+   * the `sb_` ones.
+   */
+  jwt?: JwtMode;
   /** Postgres data directory; the signing key is kept beside it. */
   dataDir?: string;
   /** Throwaway stack (tests): data in a temp dir removed on stop, free ports, new key. */
@@ -65,6 +83,9 @@ export interface RunningStack {
   dbUrl: string;
   publishableKey: string;
   secretKey: string;
+  jwt: JwtMode;
+  /** In `legacy` mode, the JWT API keys beside the `sb_` ones. */
+  legacyKeys?: { anon: string; serviceRole: string };
   signingKey: SigningKey;
   /** The offline LLM when no API key was set. */
   llm?: LlmFixture;
@@ -109,9 +130,15 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     });
     cleanups.push(() => db.stop());
 
+    const mode = options.jwt ?? "es256";
     const signingKey = options.ephemeral
-      ? await generateSigningKey()
+      ? await signingKeyFor(mode)
+      : mode === "legacy"
+      ? legacySigningKey()
+      : mode === "hs256"
+      ? await loadOrCreateSigningKey(join(dataDir, "..", "signing-key-hs256.json"), "HS256")
       : await loadOrCreateSigningKey(join(dataDir, "..", "signing-key.json"));
+    const apiKeys = mode === "legacy" ? LEGACY_API_KEYS : STANDARD_API_KEYS;
     // The gateway binds before any worker asks for a free port, so no worker can be handed
     // the same port between a probe and the bind.
     let handler: Handler = () => new Response("starting", { status: 503 });
@@ -123,7 +150,6 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     const stopGateway = () => gatewayStopped ??= server.shutdown();
     cleanups.push(stopGateway);
     const apiUrl = `http://127.0.0.1:${server.addr.port}`;
-    const jwks = jwksOf(signingKey);
 
     const passedThrough = Object.fromEntries(
       PASSED_THROUGH.flatMap((name) => {
@@ -144,11 +170,12 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     const env: Record<string, string> = {
       SUPABASE_URL: apiUrl,
       SUPABASE_DB_URL: db.url,
-      SUPABASE_JWKS: JSON.stringify(jwks),
+      // A legacy project has no key a function could check a token with: none is handed over.
+      ...(mode === "legacy" ? {} : { SUPABASE_JWKS: JSON.stringify(functionJwksOf(signingKey)) }),
       SUPABASE_PUBLISHABLE_KEYS: JSON.stringify({ default: LOCAL_PUBLISHABLE_KEY }),
       SUPABASE_SECRET_KEYS: JSON.stringify({ default: LOCAL_SECRET_KEY }),
-      SUPABASE_ANON_KEY: LOCAL_PUBLISHABLE_KEY,
-      SUPABASE_SERVICE_ROLE_KEY: LOCAL_SECRET_KEY,
+      SUPABASE_ANON_KEY: mode === "legacy" ? LEGACY_ANON_KEY : LOCAL_PUBLISHABLE_KEY,
+      SUPABASE_SERVICE_ROLE_KEY: mode === "legacy" ? LEGACY_SERVICE_ROLE_KEY : LOCAL_SECRET_KEY,
       ...functionEnv,
     };
 
@@ -180,8 +207,9 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     }
 
     // One verifier (token_verifier.ts, not the product's) for the gateway and every stand-in.
-    const verifier = createTokenVerifier({ jwks });
-    let standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, verifier });
+    const verifier = createTokenVerifier({ jwks: serverKeysOf(signingKey) });
+    const standInContext = { dbUrl: db.url, signingKey, apiUrl, verifier, apiKeys };
+    let standIns = await startStandIns(standInContext);
     cleanups.push(() => standIns.close());
 
     const sockets = new ProxiedSockets();
@@ -203,6 +231,10 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       dbUrl: db.url,
       publishableKey: LOCAL_PUBLISHABLE_KEY,
       secretKey: LOCAL_SECRET_KEY,
+      jwt: mode,
+      ...(mode === "legacy"
+        ? { legacyKeys: { anon: LEGACY_ANON_KEY, serviceRole: LEGACY_SERVICE_ROLE_KEY } }
+        : {}),
       signingKey,
       llm,
       workers,
@@ -222,7 +254,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
         sockets.dropAll();
         await standIns.close(); // closes the Realtime sockets
         await stopGateway();
-        standIns = await startStandIns({ dbUrl: db.url, signingKey, apiUrl, verifier });
+        standIns = await startStandIns(standInContext);
         handler = gatewayOver(standIns);
         gatewayStopped = undefined;
         server = serveGateway(port);
@@ -248,22 +280,26 @@ async function startStandIns(context: {
   signingKey: SigningKey;
   apiUrl: string;
   verifier: TokenVerifier;
+  apiKeys: ApiKeys;
 }): Promise<StandIns> {
   // Auth owns the `auth` schema and connects as its own role, as GoTrue does on hosted.
   const authSql = connect(asRole(context.dbUrl, AUTH_ROLE), { max: 4 });
   const auth = createAuthHandler({
     sql: authSql,
     signingKey: context.signingKey,
+    apiKeys: context.apiKeys,
     publicUrl: context.apiUrl,
   });
   const realtime = await createRealtimeHandler({
     databaseUrl: context.dbUrl,
     verifier: context.verifier,
+    apiKeys: context.apiKeys,
   });
   const restSql = connect(context.dbUrl, { max: 4 });
   const rest = createRestHandler({
     sql: restSql,
     verifier: context.verifier,
+    apiKeys: context.apiKeys,
   });
   return {
     auth,

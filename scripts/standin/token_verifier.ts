@@ -3,10 +3,18 @@
  * Deliberately not the product's verifier (`supabase/functions/_shared/auth.ts`): the
  * stand-in plays Supabase's servers, and a bug in the product's verifier must not be hidden
  * by the stand-in sharing it. Supabase's servers accept a token when its signature matches a
- * project key, `aud` is "authenticated" and it has not expired; the stand-in signs with ES256
- * only (signing_keys.ts), so that is the only algorithm accepted.
+ * project key, `aud` is "authenticated" and it has not expired. They hold every key, secrets
+ * included, so this takes the signing keys themselves: ES256 and HS256 tokens by `kid`, and
+ * kid-less HS256 tokens by the legacy secret.
  */
-import { createLocalJWKSet, errors, type JSONWebKeySet, jwtVerify } from "jose";
+import {
+  createLocalJWKSet,
+  errors,
+  importJWK,
+  type JSONWebKeySet,
+  jwtVerify,
+  type JWTVerifyGetKey,
+} from "jose";
 import type { JwtClaims } from "../../supabase/functions/_shared/db/client.ts";
 
 export interface VerifiedUser {
@@ -25,17 +33,25 @@ export interface TokenVerifier {
 }
 
 export function createTokenVerifier(options: {
+  /**
+   * The project's keys as Auth holds them: asymmetric ones by their public JWK, shared secrets
+   * by their `oct` JWK (`serverKeysOf` in signing_keys.ts), the legacy one without `kid`.
+   */
   jwks: JSONWebKeySet;
   /** Checked only when given. */
   issuer?: string;
 }): TokenVerifier {
-  const keys = createLocalJWKSet(options.jwks);
+  const withKid = createLocalJWKSet({ keys: options.jwks.keys.filter((key) => key.kid) });
+  const legacy = options.jwks.keys.find((key) => key.kty === "oct" && !key.kid);
+  const legacySecret = legacy && importJWK(legacy, "HS256");
+  const keys: JWTVerifyGetKey = (header, token) =>
+    !header.kid && header.alg === "HS256" && legacySecret ? legacySecret : withKid(header, token);
   return {
     async verify(token) {
       if (!token) return { ok: false, code: "missing_token", message: "No access token" };
       try {
         const { payload } = await jwtVerify(token, keys, {
-          algorithms: ["ES256"],
+          algorithms: ["ES256", "HS256"],
           audience: "authenticated",
           issuer: options.issuer,
           requiredClaims: ["sub", "role", "exp"],

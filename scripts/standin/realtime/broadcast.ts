@@ -10,7 +10,7 @@
  */
 import { z } from "zod";
 import { bearerToken, type TokenVerifier } from "../token_verifier.ts";
-import { roleOfApiKey } from "../keys.ts";
+import { type ApiKeys, roleOfApiKey } from "../keys.ts";
 import type { Channel, ChannelRegistry } from "./channels.ts";
 import { apikeyIdentity, resolveIdentity, usesApikey } from "./identity.ts";
 import type { BroadcastEnvelope } from "./phoenix.ts";
@@ -44,6 +44,7 @@ const batchSchema = z.object({
 export interface BroadcastApiContext {
   registry: ChannelRegistry;
   verifier: TokenVerifier;
+  apiKeys: ApiKeys;
 }
 
 /** `POST /realtime/v1/api/broadcast`. */
@@ -51,7 +52,7 @@ export async function handleBroadcastBatch(
   request: Request,
   context: BroadcastApiContext,
 ): Promise<Response> {
-  const denied = await authenticate(request, context.verifier);
+  const denied = await authenticate(request, context);
   if (denied) return denied;
   const parsed = batchSchema.safeParse(await readJson(request));
   if (!parsed.success) {
@@ -77,7 +78,7 @@ export async function handleBroadcastEvent(
   event: string,
   context: BroadcastApiContext,
 ): Promise<Response> {
-  const denied = await authenticate(request, context.verifier);
+  const denied = await authenticate(request, context);
   if (denied) return denied;
   if (new URL(request.url).searchParams.get("private") === "true") return privateRefused();
   const contentType = request.headers.get("content-type") ?? "";
@@ -95,10 +96,10 @@ export async function handleBroadcastEvent(
 /** The apikey must be one of the local keys; a user token, when sent, must verify. */
 async function authenticate(
   request: Request,
-  verifier: TokenVerifier,
+  { verifier, apiKeys }: BroadcastApiContext,
 ): Promise<Response | undefined> {
   const apikey = request.headers.get("apikey") ?? new URL(request.url).searchParams.get("apikey");
-  const role = roleOfApiKey(apikey);
+  const role = roleOfApiKey(apikey, apiKeys);
   if (!role) return errorResponse(401, "invalid_apikey", "A valid apikey is required");
   const token = bearerToken(request);
   if (usesApikey(token)) return undefined;

@@ -8,7 +8,7 @@
  *   POST /realtime/v1/api/broadcast/<topic>/events/<event>   202
  */
 import type { TokenVerifier } from "../token_verifier.ts";
-import { roleOfApiKey } from "../keys.ts";
+import { type ApiKeys, roleOfApiKey, STANDARD_API_KEYS } from "../keys.ts";
 import { createAuthorizer } from "./authorize.ts";
 import { errorResponse, handleBroadcastBatch, handleBroadcastEvent } from "./broadcast.ts";
 import { Catalog, openRealtimePool } from "./catalog.ts";
@@ -23,6 +23,8 @@ export interface RealtimeHandlerOptions {
   /** Superuser URL of the database (SUPABASE_DB_URL): it opens a replication connection. */
   databaseUrl: string;
   verifier: TokenVerifier;
+  /** Which `apikey`s open it; the `sb_` keys by default. */
+  apiKeys?: ApiKeys;
   /** Defaults to `supabase_realtime`. */
   publication?: string;
 }
@@ -43,6 +45,7 @@ export async function createRealtimeHandler(
   options: RealtimeHandlerOptions,
 ): Promise<RealtimeHandler> {
   const publication = options.publication ?? "supabase_realtime";
+  const apiKeys = options.apiKeys ?? STANDARD_API_KEYS;
   const pool = openRealtimePool(options.databaseUrl, POOL_SIZE);
   const catalog = new Catalog(pool, publication);
   const registry = new ChannelRegistry();
@@ -82,7 +85,7 @@ export async function createRealtimeHandler(
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return errorResponse(400, "websocket_required", "Connect with a WebSocket upgrade");
     }
-    const role = roleOfApiKey(url.searchParams.get("apikey"));
+    const role = roleOfApiKey(url.searchParams.get("apikey"), apiKeys);
     if (!role) {
       return errorResponse(
         401,
@@ -119,7 +122,7 @@ export async function createRealtimeHandler(
       if (path === `${BASE_PATH}/websocket` && request.method === "GET") {
         return upgrade(request, url);
       }
-      const broadcastContext = { registry, verifier: options.verifier };
+      const broadcastContext = { registry, verifier: options.verifier, apiKeys };
       if (path === `${BASE_PATH}/api/broadcast` && request.method === "POST") {
         return handleBroadcastBatch(request, broadcastContext);
       }

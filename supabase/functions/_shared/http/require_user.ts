@@ -4,7 +4,7 @@
  * headers on a WebSocket) from a `<prefix><token>` entry of `Sec-WebSocket-Protocol` or a
  * `?jwt=` query parameter. It answers 401 with an RFC 6750 `WWW-Authenticate` challenge
  * (naming the RFC 9728 metadata where the function has it) and 503 `auth_unavailable` when the
- * keys cannot be had; otherwise the handler finds the caller in `c.var.user`.
+ * token cannot be judged (keys or, for a legacy project, Auth out of reach); otherwise the handler finds the caller in `c.var.user`.
  */
 import type { MiddlewareHandler } from "hono";
 import type { TokenVerifier, VerifiedUser } from "../auth.ts";
@@ -50,7 +50,7 @@ export function requireUser(options: RequireUserOptions): MiddlewareHandler<User
     try {
       result = await verifier.verify(credentials.token);
     } catch (error) {
-      // The verifier rejects only when the keys cannot be had: our fault, not the token's.
+      // The verifier rejects only when the keys or Auth cannot be had: our fault, not the token's.
       console.error(`${c.req.path}: cannot verify access tokens:`, error);
       throw new HttpError(
         503,
