@@ -1,12 +1,14 @@
 /**
- * `deno task dev [--api-port N] [--db-port N] [--web-port N] [--reset] [--verbose]`: the whole
- * local stack on embedded defaults, a stand-in for `supabase start` on machines without Docker,
- * plus the web app on Vite's dev server pointed at it. Ctrl-C stops everything; a second run
- * reuses the data.
+ * `deno task dev [--api-port N] [--db-port N] [--web-port N] [--reset] [--pooler] [--verbose]`:
+ * the whole local stack on embedded defaults, a stand-in for `supabase start` on machines
+ * without Docker, plus the web app on Vite's dev server pointed at it. `--pooler` runs the
+ * functions through PgBouncer in transaction mode (their `DATABASE_URL`), as with Supavisor.
+ * Ctrl-C stops everything; a second run reuses the data.
  */
 import { parseArgs } from "node:util";
 import { createServer } from "vite";
 import { webConfig } from "../web/vite.config.ts";
+import { PgBouncerError } from "./standin/pgbouncer.ts";
 import { LocalDatabaseError } from "./standin/postgres.ts";
 import { DEFAULT_API_PORT, startStack } from "./standin/stack.ts";
 
@@ -17,6 +19,7 @@ const { values } = parseArgs({
     "db-port": { type: "string", default: Deno.env.get("DB_PORT") ?? "54322" },
     "web-port": { type: "string", default: Deno.env.get("WEB_PORT") ?? "5173" },
     reset: { type: "boolean", default: false },
+    pooler: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
   },
 });
@@ -31,13 +34,14 @@ try {
     apiPort: Number(values["api-port"]),
     dbPort: Number(values["db-port"]),
     reset: values.reset,
+    pooler: values.pooler,
     verbose: values.verbose,
     log: (line) => {
       if (values.verbose || !line.includes(" LOG: ")) console.error(line);
     },
   });
 } catch (error) {
-  if (!(error instanceof LocalDatabaseError)) throw error;
+  if (!(error instanceof LocalDatabaseError || error instanceof PgBouncerError)) throw error;
   console.error(`error[${error.code}]: ${error.message}`);
   Deno.exit(1);
 }
@@ -58,7 +62,11 @@ console.log(`
   Auth             ${stack.apiUrl}/auth/v1
   Realtime         ${stack.apiUrl.replace("http", "ws")}/realtime/v1
   REST             ${stack.apiUrl}/rest/v1 (read-only stand-in for PostgREST)
-  DB URL           ${stack.dbUrl}
+  DB URL           ${stack.dbUrl}${
+  stack.pooler
+    ? `\n  Pooler URL       ${stack.pooler.url}   (PgBouncer, transaction mode, ${stack.pooler.poolSize} server connections: the functions' DATABASE_URL)`
+    : ""
+}
   Publishable key  ${stack.publishableKey}
   Secret key       ${stack.secretKey}
   Demo users       alice@example.com / password123, bob@example.com / password123

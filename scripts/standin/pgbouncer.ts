@@ -94,6 +94,9 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<Running
       "max_client_conn = 2000",
       "auth_type = scram-sha-256",
       `auth_file = ${join(dir, "userlist.txt")}`,
+      // Server connections then name their client (`supabase-agent - 127.0.0.1:port`): the
+      // way to tell, in pg_stat_activity, a function's pooled connection from a direct one.
+      "application_name_add_host = 1",
       "log_connections = 0",
       "log_disconnections = 0",
       "",

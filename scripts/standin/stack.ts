@@ -12,6 +12,7 @@ import { createRealtimeHandler } from "./realtime/server.ts";
 import { type LlmFixture, OFFLINE_DEMO_MODEL, startLlmFixture } from "./llm_fixture.ts";
 import { createGateway, type Handler, ProxiedSockets } from "./gateway.ts";
 import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
+import { startPgBouncer } from "./pgbouncer.ts";
 import { LOCAL_PUBLISHABLE_KEY, LOCAL_SECRET_KEY } from "./keys.ts";
 import { DEFAULT_DATA_DIR, DEFAULT_DB_PORT, freePort, startPostgres } from "./postgres.ts";
 import { readFunctionConfigs } from "./project_config.ts";
@@ -46,6 +47,11 @@ export interface StackOptions {
   dbPort?: number;
   apiPort?: number;
   reset?: boolean;
+  /**
+   * Put PgBouncer (transaction mode) between the functions and Postgres, as `DATABASE_URL`:
+   * the local Supavisor pooler. Auth, REST and Realtime stay direct, as on Supabase.
+   */
+  pooler?: boolean;
   /** Extra environment for the functions (tests point them at doubles this way). */
   functionEnv?: Record<string, string>;
   log?: (line: string) => void;
@@ -56,6 +62,8 @@ export interface StackOptions {
 export interface RunningStack {
   apiUrl: string;
   dbUrl: string;
+  /** PgBouncer, when started with `pooler`: its URL is the functions' `DATABASE_URL`. */
+  pooler?: { url: string; poolSize: number };
   publishableKey: string;
   secretKey: string;
   signingKey: SigningKey;
@@ -99,6 +107,10 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       verbose: options.verbose,
     });
     cleanups.push(() => db.stop());
+    const bouncer = options.pooler
+      ? await startPgBouncer({ upstreamUrl: db.url, log, verbose: options.verbose })
+      : undefined;
+    if (bouncer) cleanups.push(() => bouncer.stop());
 
     const signingKey = options.ephemeral
       ? await generateSigningKey()
@@ -135,6 +147,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     const env: Record<string, string> = {
       SUPABASE_URL: apiUrl,
       SUPABASE_DB_URL: db.url,
+      ...(bouncer ? { DATABASE_URL: bouncer.url } : {}),
       SUPABASE_JWKS: JSON.stringify(jwks),
       SUPABASE_PUBLISHABLE_KEYS: JSON.stringify({ default: LOCAL_PUBLISHABLE_KEY }),
       SUPABASE_SECRET_KEYS: JSON.stringify({ default: LOCAL_SECRET_KEY }),
@@ -192,6 +205,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     return {
       apiUrl,
       dbUrl: db.url,
+      pooler: bouncer && { url: bouncer.url, poolSize: bouncer.poolSize },
       publishableKey: LOCAL_PUBLISHABLE_KEY,
       secretKey: LOCAL_SECRET_KEY,
       signingKey,
