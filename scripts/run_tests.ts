@@ -26,7 +26,8 @@ const pooler = Deno.args.includes("--pooler");
 const args = Deno.args.filter((arg) => arg !== "--pooler");
 
 const ARTIFACTS = join(PROJECT_ROOT, "artifacts");
-const JUNIT_FILE = join(ARTIFACTS, "junit.xml");
+// The pooler run keeps its own report, so a CI run keeps both.
+const JUNIT_FILE = join(ARTIFACTS, pooler ? "junit-pooler.xml" : "junit.xml");
 await Deno.mkdir(ARTIFACTS, { recursive: true });
 await Deno.remove(JUNIT_FILE).catch(() => {});
 
