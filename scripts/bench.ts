@@ -6,34 +6,51 @@
 import { join } from "node:path";
 import os from "node:os";
 import { connect } from "../supabase/functions/_shared/db/client.ts";
+import { POOL_SIZES, poolSizeFromEnv } from "../supabase/functions/_shared/db/config.ts";
 import { agentBench } from "./bench/agent_bench.ts";
 import { agentFlushBench } from "./bench/agent_flush_bench.ts";
 import { databaseBench } from "./bench/database_bench.ts";
 import { historyBench } from "./bench/history_bench.ts";
 import { mcpBench } from "./bench/mcp_bench.ts";
 import { realtimeBench } from "./bench/realtime_bench.ts";
-import type { BenchContext, BenchResult } from "./bench/types.ts";
+import type { BenchContext, BenchResult, PoolSizes } from "./bench/types.ts";
 import { webBench } from "./bench/web_bench.ts";
 import { createScratchDatabase } from "./standin/scratch_database.ts";
 import { PROJECT_ROOT } from "./standin/supabase_cli.ts";
 
 const smoke = Deno.args.includes("--smoke");
-const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>][] = [
-  ["Database", databaseBench],
-  ["History", historyBench],
-  ["MCP", mcpBench],
+/** The benchmark's own pool: set-up, and the Database suite's concurrent clients. */
+const BENCH_POOL_SIZE = 40;
+// The functions' pools as deployed, or as the environment overrides them (POOL_SIZES).
+const pools = Object.fromEntries(
+  Object.entries(POOL_SIZES).map(([name, pool]) => [name, poolSizeFromEnv(pool)]),
+) as PoolSizes;
+/** Each suite, and the pools its numbers were measured with. */
+const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>, string?][] = [
+  ["Database", databaseBench, `the benchmark's own pool of ${BENCH_POOL_SIZE}`],
+  ["History", historyBench, `history isolate ${pools.history} (HISTORY_DB_POOL_SIZE)`],
+  ["MCP", mcpBench, `mcp isolate ${pools.mcp} (MCP_DB_POOL_SIZE)`],
   ["Realtime", realtimeBench],
-  ["Agent", async (ctx) => [...await agentFlushBench(ctx), ...await agentBench(ctx)]],
+  [
+    "Agent",
+    async (ctx) => [...await agentFlushBench(ctx), ...await agentBench(ctx)],
+    `agent isolate ${pools.agent} + flush ${pools.agentFlush} (AGENT_DB_POOL_SIZE, ` +
+    `AGENT_FLUSH_DB_POOL_SIZE)`,
+  ],
   ["Web", webBench],
 ];
+const poolSummary = `Database pools per isolate: agent ${pools.agent} + flush ` +
+  `${pools.agentFlush}, mcp ${pools.mcp}, history ${pools.history}; direct connections ` +
+  `(SUPABASE_DB_URL, prepared statements on).`;
+console.log(poolSummary);
 
 const db = await createScratchDatabase();
-const sql = connect(db.url, { max: 40 });
+const sql = connect(db.url, { max: BENCH_POOL_SIZE });
 const sections: string[] = [];
 try {
-  for (const [title, suite] of suites) {
-    const results = await suite({ sql, databaseUrl: db.url, smoke });
-    sections.push(renderSection(title, results));
+  for (const [title, suite, poolsUsed] of suites) {
+    const results = await suite({ sql, databaseUrl: db.url, pools, smoke });
+    sections.push(renderSection(title, results, poolsUsed));
     console.log(sections.at(-1));
   }
 } finally {
@@ -44,14 +61,13 @@ try {
 if (!smoke) {
   const file = join(PROJECT_ROOT, "BENCHMARKS.md");
   const existing = await Deno.readTextFile(file).catch(() => "# Benchmarks\n");
-  const entry = `\n## ${new Date().toISOString().slice(0, 10)} — ${machine()}\n\n${
-    sections.join("\n")
-  }`;
+  const entry = `\n## ${new Date().toISOString().slice(0, 10)} — ${machine()}\n\n` +
+    `${poolSummary}\n\n${sections.join("\n")}`;
   await Deno.writeTextFile(file, existing.trimEnd() + "\n" + entry);
   console.log(`appended to ${file}`);
 }
 
-function renderSection(title: string, results: BenchResult[]): string {
+function renderSection(title: string, results: BenchResult[], poolsUsed?: string): string {
   const rows = results.map((r) =>
     `| ${r.name} | ${formatNumber(r.value)} ${r.unit} | ${r.detail ?? ""} | ${
       r.target ? `${r.target} ${r.pass ? "✅" : "❌"}` : ""
@@ -60,6 +76,7 @@ function renderSection(title: string, results: BenchResult[]): string {
   return [
     `### ${title}${smoke ? " (smoke run, numbers not meaningful)" : ""}`,
     "",
+    ...(poolsUsed ? [`Database pool: ${poolsUsed}.`, ""] : []),
     "| benchmark | result | detail | target |",
     "| --- | --- | --- | --- |",
     ...rows,

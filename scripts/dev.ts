@@ -1,13 +1,14 @@
 /**
- * `deno task dev [--jwt es256|hs256|legacy] [--api-port N] [--db-port N] [--web-port N] [--reset]
- * [--verbose]`: the whole
- * local stack on embedded defaults, a stand-in for `supabase start` on machines without Docker,
- * plus the web app on Vite's dev server pointed at it. Ctrl-C stops everything; a second run
- * reuses the data.
+ * `deno task dev [--jwt es256|hs256|legacy] [--api-port N] [--db-port N] [--web-port N]
+ * [--reset] [--pooler] [--verbose]`: the whole local stack on embedded defaults, a stand-in for
+ * `supabase start` on machines without Docker, plus the web app on Vite's dev server pointed at
+ * it. `--pooler` runs the functions through PgBouncer in transaction mode (their
+ * `DATABASE_URL`), as with Supavisor. Ctrl-C stops everything; a second run reuses the data.
  */
 import { parseArgs } from "node:util";
 import { createServer } from "vite";
 import { webConfig } from "../web/vite.config.ts";
+import { PgBouncerError } from "./standin/pgbouncer.ts";
 import { LocalDatabaseError } from "./standin/postgres.ts";
 import { JWT_MODES, type JwtMode } from "./standin/signing_keys.ts";
 import { DEFAULT_API_PORT, startStack } from "./standin/stack.ts";
@@ -21,6 +22,7 @@ const { values } = parseArgs({
     // Which kind of project to play: asymmetric keys, a shared HS256 secret, or the legacy secret.
     jwt: { type: "string", default: "es256" },
     reset: { type: "boolean", default: false },
+    pooler: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
   },
 });
@@ -47,13 +49,14 @@ try {
     apiPort: Number(values["api-port"]),
     dbPort: Number(values["db-port"]),
     reset: values.reset,
+    pooler: values.pooler,
     verbose: values.verbose,
     log: (line) => {
       if (values.verbose || !line.includes(" LOG: ")) console.error(line);
     },
   });
 } catch (error) {
-  if (!(error instanceof LocalDatabaseError)) throw error;
+  if (!(error instanceof LocalDatabaseError || error instanceof PgBouncerError)) throw error;
   console.error(`error[${error.code}]: ${error.message}`);
   Deno.exit(1);
 }
@@ -74,7 +77,11 @@ console.log(`
   Auth             ${stack.apiUrl}/auth/v1
   Realtime         ${stack.apiUrl.replace("http", "ws")}/realtime/v1
   REST             ${stack.apiUrl}/rest/v1 (read-only stand-in for PostgREST)
-  DB URL           ${stack.dbUrl}
+  DB URL           ${stack.dbUrl}${
+  stack.pooler
+    ? `\n  Pooler URL       ${stack.pooler.url}   (PgBouncer, transaction mode, ${stack.pooler.poolSize} server connections: the functions' DATABASE_URL)`
+    : ""
+}
   Publishable key  ${stack.publishableKey}
   Secret key       ${stack.secretKey}
   Access tokens    ${TOKEN_KINDS[stack.jwt]}${

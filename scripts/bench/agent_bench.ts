@@ -708,6 +708,8 @@ async function startAgentWorker(
     cwd: PROJECT_ROOT,
     env: {
       SUPABASE_DB_URL: ctx.databaseUrl,
+      AGENT_DB_POOL_SIZE: String(ctx.pools.agent),
+      AGENT_FLUSH_DB_POOL_SIZE: String(ctx.pools.agentFlush),
       SUPABASE_JWKS: JSON.stringify(jwksOf(key)),
       LLM_BASE_URL: llmUrl,
       LLM_MODEL: "bench-model",

@@ -3,9 +3,9 @@
  * i.e. `public.agent_flush`), as the flusher sends it every 500 ms. Turns are started with
  * the agent's own `startTurn`; each flush carries ten new token frames and their text for
  * every turn; each batch of turns then ends, and a new batch starts on the pages the old one
- * left, as turns come and go under a steady load. Flushes go through a pool of one
- * connection, as in the agent. The time is the round trip from this process, so the Postgres
- * client is in it.
+ * left, as turns come and go under a steady load. Flushes go through the agent's flush pool
+ * (`AGENT_FLUSH_DB_POOL_SIZE`, one connection by default), as in the agent. The time is the
+ * round trip from this process, so the Postgres client is in it.
  *
  * The share of HOT updates (pg_stat_user_tables) says whether the rows a flush rewrites stay
  * on their pages; an update that does not adds entries to every index of its table.
@@ -24,7 +24,7 @@ const BATCHES = 3;
 export async function agentFlushBench(ctx: BenchContext): Promise<BenchResult[]> {
   const turnCount = ctx.smoke ? 50 : 1000;
   const users = await createUsers(ctx.sql, turnCount, "flush-bench");
-  const flushSql = connect(ctx.databaseUrl, { max: 1 });
+  const flushSql = connect(ctx.databaseUrl, { max: ctx.pools.agentFlush });
   try {
     return await measureFlushes(ctx.sql, flushSql, users, ctx.smoke ? 2 : 10);
   } finally {

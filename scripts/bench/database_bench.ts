@@ -1,8 +1,9 @@
 /**
  * Database primitives the functions lean on: batched message append (target ≥ 20,000
- * rows/s), single-message append latency, and atomic quota consumption under concurrency.
+ * rows/s), single-message append latency, atomic quota consumption under concurrency, and
+ * what turning prepared statements off (as behind a transaction pooler) costs a transaction.
  */
-import type { Sql } from "../../supabase/functions/_shared/db/client.ts";
+import { asUser, connect, type Sql } from "../../supabase/functions/_shared/db/client.ts";
 import {
   appendMessages,
   as,
@@ -82,6 +83,36 @@ export async function databaseBench(ctx: BenchContext): Promise<BenchResult[]> {
       unit: "calls/s",
       detail: `p50 ${quota.p50.toFixed(2)} ms, p99 ${quota.p99.toFixed(2)} ms`,
     });
+  }
+
+  // The same transaction on a connection of one's own, with prepared statements on (direct,
+  // SUPABASE_DB_URL) and off (as the functions run behind the pooler, DATABASE_URL).
+  const sessionId = crypto.randomUUID();
+  for (const transactionPooler of [false, true]) {
+    const sql = connect(ctx.databaseUrl, { max: 1, transactionPooler });
+    try {
+      const run = await measure(
+        ctx.smoke ? 32 : 3000,
+        1,
+        () =>
+          asUser(sql, user.claims, async (tx) => {
+            for (let i = 1; i <= 3; i++) {
+              await tx`select id from public.chat_history
+                     where user_id = ${user.id} and session_id = ${sessionId} limit ${i}`;
+            }
+          }),
+      );
+      results.push({
+        name: `asUser with three parameterised selects, prepared statements ${
+          transactionPooler ? "off (as through the pooler)" : "on (direct)"
+        }`,
+        value: run.p50,
+        unit: "ms",
+        detail: `p99 ${run.p99.toFixed(2)} ms, ${run.perSecond.toFixed(0)} transactions/s`,
+      });
+    } finally {
+      await sql.end();
+    }
   }
   return results;
 }

@@ -22,6 +22,7 @@ export async function historyBench(ctx: BenchContext): Promise<BenchResult[]> {
     name: "history",
     env: {
       SUPABASE_DB_URL: ctx.databaseUrl,
+      HISTORY_DB_POOL_SIZE: String(ctx.pools.history),
       SUPABASE_JWKS: JSON.stringify(jwksOf(key)),
       SUPABASE_URL: "http://127.0.0.1",
     },

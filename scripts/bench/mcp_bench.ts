@@ -10,13 +10,15 @@
  * client, in memory, and does no auth and no database work.
  *
  * Run as `deno run -A scripts/bench/mcp_bench.ts --serve` it is the child serving our
- * function (env: SUPABASE_DB_URL, SUPABASE_JWKS, SUPABASE_URL; prints {"port":n}).
+ * function (env: SUPABASE_DB_URL, MCP_DB_POOL_SIZE, SUPABASE_JWKS, SUPABASE_URL; prints
+ * {"port":n}).
  */
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { tokenVerifierFromEnv } from "../../supabase/functions/_shared/auth.ts";
 import { connect } from "../../supabase/functions/_shared/db/client.ts";
+import { POOL_SIZES, poolSizeFromEnv } from "../../supabase/functions/_shared/db/config.ts";
 import { createMcpApp } from "../../supabase/functions/_shared/mcp/app.ts";
 import { createToolRegistry } from "../../supabase/functions/_shared/tools/registry.ts";
 import { createUser } from "../../supabase/tests/support/database.ts";
@@ -29,8 +31,6 @@ import type { BenchContext, BenchResult } from "./types.ts";
 const REFERENCE_PACKAGE = "@modelcontextprotocol/server-everything";
 const REFERENCE_VERSION = "2026.8.31";
 const SUPABASE_URL = "http://127.0.0.1:54321";
-/** The pool one function isolate gets in the bench child. */
-const POOL_SIZE = 10;
 const CONCURRENCY = [1, 32];
 
 interface Target {
@@ -138,6 +138,7 @@ async function startOurs(ctx: BenchContext): Promise<Target> {
     cwd: PROJECT_ROOT,
     env: {
       SUPABASE_DB_URL: ctx.databaseUrl,
+      MCP_DB_POOL_SIZE: String(ctx.pools.mcp),
       SUPABASE_JWKS: JSON.stringify(jwksOf(key)),
       SUPABASE_URL,
     },
@@ -241,7 +242,7 @@ if (import.meta.main && Deno.args.includes("--serve")) {
   const supabaseUrl = Deno.env.get("SUPABASE_URL");
   if (!databaseUrl || !supabaseUrl) throw new Error("SUPABASE_DB_URL and SUPABASE_URL are needed");
   const app = createMcpApp({
-    sql: connect(databaseUrl, { max: POOL_SIZE }),
+    sql: connect(databaseUrl, { max: poolSizeFromEnv(POOL_SIZES.mcp) }),
     verifier: tokenVerifierFromEnv(),
     supabaseUrl,
     tools: createToolRegistry({ workflow: {} }),

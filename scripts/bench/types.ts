@@ -1,9 +1,14 @@
 import type { Sql } from "../../supabase/functions/_shared/db/client.ts";
+import type { POOL_SIZES } from "../../supabase/functions/_shared/db/config.ts";
+
+/** Connections per isolate the benchmarked functions get, by pool (`POOL_SIZES`). */
+export type PoolSizes = Record<keyof typeof POOL_SIZES, number>;
 
 export interface BenchContext {
-  /** Superuser pool on a fresh migrated database. */
+  /** The benchmark's own direct pool on a fresh migrated database (set-up, Database suite). */
   sql: Sql;
   databaseUrl: string;
+  pools: PoolSizes;
   /** Short runs that only prove the benchmark still works (CI). */
   smoke: boolean;
 }

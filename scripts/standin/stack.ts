@@ -12,6 +12,7 @@ import { createRealtimeHandler } from "./realtime/server.ts";
 import { type LlmFixture, OFFLINE_DEMO_MODEL, startLlmFixture } from "./llm_fixture.ts";
 import { createGateway, type Handler, ProxiedSockets } from "./gateway.ts";
 import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
+import { startPgBouncer } from "./pgbouncer.ts";
 import {
   type ApiKeys,
   LEGACY_ANON_KEY,
@@ -71,6 +72,11 @@ export interface StackOptions {
   dbPort?: number;
   apiPort?: number;
   reset?: boolean;
+  /**
+   * Put PgBouncer (transaction mode) between the functions and Postgres, as `DATABASE_URL`:
+   * the local Supavisor pooler. Auth, REST and Realtime stay direct, as on Supabase.
+   */
+  pooler?: boolean;
   /** Extra environment for the functions (tests point them at doubles this way). */
   functionEnv?: Record<string, string>;
   log?: (line: string) => void;
@@ -81,6 +87,8 @@ export interface StackOptions {
 export interface RunningStack {
   apiUrl: string;
   dbUrl: string;
+  /** PgBouncer, when started with `pooler`: its URL is the functions' `DATABASE_URL`. */
+  pooler?: { url: string; poolSize: number };
   publishableKey: string;
   secretKey: string;
   jwt: JwtMode;
@@ -129,6 +137,10 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       durable: !options.ephemeral,
     });
     cleanups.push(() => db.stop());
+    const bouncer = options.pooler
+      ? await startPgBouncer({ upstreamUrl: db.url, log, verbose: options.verbose })
+      : undefined;
+    if (bouncer) cleanups.push(() => bouncer.stop());
 
     const mode = options.jwt ?? "es256";
     const signingKey = options.ephemeral
@@ -170,6 +182,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     const env: Record<string, string> = {
       SUPABASE_URL: apiUrl,
       SUPABASE_DB_URL: db.url,
+      ...(bouncer ? { DATABASE_URL: bouncer.url } : {}),
       // A legacy project has no key a function could check a token with: none is handed over.
       ...(mode === "legacy" ? {} : { SUPABASE_JWKS: JSON.stringify(functionJwksOf(signingKey)) }),
       SUPABASE_PUBLISHABLE_KEYS: JSON.stringify({ default: LOCAL_PUBLISHABLE_KEY }),
@@ -229,6 +242,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     return {
       apiUrl,
       dbUrl: db.url,
+      pooler: bouncer && { url: bouncer.url, poolSize: bouncer.poolSize },
       publishableKey: LOCAL_PUBLISHABLE_KEY,
       secretKey: LOCAL_SECRET_KEY,
       jwt: mode,

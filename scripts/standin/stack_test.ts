@@ -4,10 +4,42 @@
  */
 import assert from "node:assert/strict";
 import { createClient } from "@supabase/supabase-js";
-import { startStack } from "./stack.ts";
+import postgres from "postgres";
+import { findLeftovers, findPgBouncer } from "./pgbouncer.ts";
+import { type RunningStack, startStack } from "./stack.ts";
 
 Deno.test("a seeded user signs in through the gateway and uses the functions", async () => {
   const stack = await startStack({ ephemeral: true, log: () => {} });
+  try {
+    await signInAndUseHistory(stack);
+  } finally {
+    await stack.stop();
+  }
+});
+
+Deno.test({
+  name: "with the pooler, the functions reach Postgres through PgBouncer",
+  // Under CI=true a missing pgbouncer fails this test (`.ci/run` installs it).
+  ignore: Deno.env.get("CI") !== "true" && !(await findPgBouncer()),
+  async fn() {
+    const stack = await startStack({ ephemeral: true, pooler: true, log: () => {} });
+    const sql = postgres(stack.dbUrl, { max: 1, onnotice: () => {} });
+    try {
+      await signInAndUseHistory(stack);
+      // PgBouncer appends its client's address to the application name it passes on.
+      const [{ pooled }] = await sql`
+        select count(*)::int as pooled from pg_stat_activity
+        where application_name like 'supabase-agent - 127.0.0.1:%'`;
+      assert.ok(pooled > 0, "no server connection of PgBouncer's in pg_stat_activity");
+      assert.deepEqual(await findLeftovers(stack.pooler!.url, stack.pooler!.poolSize), []);
+    } finally {
+      await sql.end();
+      await stack.stop();
+    }
+  },
+});
+
+async function signInAndUseHistory(stack: RunningStack): Promise<void> {
   const supabase = createClient(stack.apiUrl, stack.publishableKey, {
     auth: { persistSession: false, autoRefreshToken: false },
   });
@@ -42,9 +74,8 @@ Deno.test("a seeded user signs in through the gateway and uses the functions", a
     await anonymous.body?.cancel();
   } finally {
     await supabase.auth.signOut();
-    await stack.stop();
   }
-});
+}
 
 Deno.test("Realtime through the gateway delivers a user's own new messages", async () => {
   const stack = await startStack({ ephemeral: true, log: () => {} });

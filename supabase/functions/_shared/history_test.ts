@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import {
   as,
-  connectTestDatabase,
+  connectFunctionDatabase,
   createUser,
   message,
   type TestUser,
@@ -42,7 +42,7 @@ Deno.test("fieldPath writes zod paths the way a client reads them", () => {
 });
 
 Deno.test("appendMessages stores a batch in order and a retry gets the same seqs", async () => {
-  const sql = connectTestDatabase();
+  const sql = connectFunctionDatabase();
   try {
     const user = await createUser(sql);
     const batch = [message("one"), message("two", "assistant"), message("three")];
@@ -72,7 +72,7 @@ Deno.test("appendMessages stores a batch in order and a retry gets the same seqs
 });
 
 Deno.test("concurrent retries without a session id store the batch once", async () => {
-  const sql = connectTestDatabase(12);
+  const sql = connectFunctionDatabase(12);
   try {
     const user = await createUser(sql);
     const batch = [message("hello"), message("there")];
@@ -94,7 +94,7 @@ Deno.test("concurrent retries without a session id store the batch once", async 
 });
 
 Deno.test("tool calls and optional fields are stored, null ones as SQL NULL", async () => {
-  const sql = connectTestDatabase();
+  const sql = connectFunctionDatabase();
   try {
     const user = await createUser(sql);
     const toolCalls = [{ id: "call_1", name: "calculator", arguments: { expression: "1+1" } }];
@@ -124,7 +124,7 @@ Deno.test("tool calls and optional fields are stored, null ones as SQL NULL", as
 });
 
 Deno.test("invalid batches are error values naming the field, and store nothing", async () => {
-  const sql = connectTestDatabase();
+  const sql = connectFunctionDatabase();
   try {
     const user = await createUser(sql);
     const sessionId = crypto.randomUUID();
@@ -162,7 +162,7 @@ Deno.test("invalid batches are error values naming the field, and store nothing"
 });
 
 Deno.test("a reused client id is a conflict; the caller's transaction stays usable", async () => {
-  const sql = connectTestDatabase();
+  const sql = connectFunctionDatabase();
   try {
     const user = await createUser(sql);
     const reused = message("mine");
@@ -193,7 +193,7 @@ Deno.test("a reused client id is a conflict; the caller's transaction stays usab
 });
 
 Deno.test("another user's session does not exist for him", async () => {
-  const sql = connectTestDatabase();
+  const sql = connectFunctionDatabase();
   try {
     const alice = await createUser(sql, "alice");
     const bob = await createUser(sql, "bob");
@@ -213,7 +213,7 @@ Deno.test("another user's session does not exist for him", async () => {
 });
 
 Deno.test("listSessions walks every session exactly once, newest first", async () => {
-  const sql = connectTestDatabase();
+  const sql = connectFunctionDatabase();
   try {
     const user = await createUser(sql);
     const other = await createUser(sql);
@@ -262,7 +262,7 @@ Deno.test("listSessions walks every session exactly once, newest first", async (
 });
 
 Deno.test("listMessages pages by seq and says where to go on", async () => {
-  const sql = connectTestDatabase();
+  const sql = connectFunctionDatabase();
   try {
     const user = await createUser(sql);
     const batch = Array.from({ length: 7 }, (_, i) => message(`m${i}`));
@@ -289,7 +289,7 @@ Deno.test("listMessages pages by seq and says where to go on", async () => {
 });
 
 Deno.test("bad limits and cursors are invalid_request naming the parameter", async () => {
-  const sql = connectTestDatabase();
+  const sql = connectFunctionDatabase();
   try {
     const user = await createUser(sql);
     const sessionId = crypto.randomUUID();
@@ -315,7 +315,7 @@ Deno.test("bad limits and cursors are invalid_request naming the parameter", asy
 });
 
 Deno.test("searchMessages ranks the caller's own matches and escapes snippets", async () => {
-  const sql = connectTestDatabase();
+  const sql = connectFunctionDatabase();
   try {
     const user = await createUser(sql);
     const other = await createUser(sql);
@@ -352,7 +352,7 @@ Deno.test("searchMessages ranks the caller's own matches and escapes snippets", 
 });
 
 Deno.test("deleteSession removes the messages and turns, keeps usage rows", async () => {
-  const sql = connectTestDatabase();
+  const sql = connectFunctionDatabase();
   try {
     const user = await createUser(sql);
     const { session_id, messages } = ok(

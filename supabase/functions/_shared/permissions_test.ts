@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { as, connectTestDatabase, createUser, sqlState } from "../../tests/support/database.ts";
+import { as, connectFunctionDatabase, createUser, sqlState } from "../../tests/support/database.ts";
 import {
   loadGrants,
   permissionFor,
@@ -45,7 +45,7 @@ Deno.test("constraints that are not an object resolve to none", () => {
 });
 
 Deno.test("grants are read as the user: his own rows only, defaults included", async () => {
-  const sql = connectTestDatabase(2);
+  const sql = connectFunctionDatabase(2);
   try {
     const alice = await createUser(sql, "perm-alice");
     const bob = await createUser(sql, "perm-bob");

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { as, connectTestDatabase, createUser, sqlState } from "../../tests/support/database.ts";
+import { as, connectFunctionDatabase, createUser, sqlState } from "../../tests/support/database.ts";
 import { createUsageWriter, recordUsage } from "./usage.ts";
 
 Deno.test("recordUsage writes one row as service_role, with defaults and rounded latency", async () => {
-  const sql = connectTestDatabase(2);
+  const sql = connectFunctionDatabase(2);
   try {
     const user = await createUser(sql, "usage");
     await recordUsage(sql, {
@@ -65,7 +65,7 @@ Deno.test("recordUsage writes one row as service_role, with defaults and rounded
 });
 
 Deno.test("createUsageWriter: concurrent rows share inserts, each caller waits for its own", async () => {
-  const sql = connectTestDatabase(2);
+  const sql = connectFunctionDatabase(2);
   let statements = 0;
   // Counts the inserts that reach the database, through the same pool.
   const counted = new Proxy(sql, {

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import type { TurnFrame } from "../_shared/agent_protocol.ts";
 import { jwksOf } from "../../../scripts/standin/signing_keys.ts";
 import { startFunctionWorker } from "../../../scripts/standin/function_workers.ts";
-import { testDatabaseUrl } from "../../tests/support/database.ts";
+import { functionDatabaseEnv } from "../../tests/support/database.ts";
 import { AgentClient, eventually, tokensOf, withWorld } from "../../tests/support/agent_world.ts";
 
 type Start = Extract<TurnFrame, { type: "start" }>;
@@ -203,7 +203,7 @@ Deno.test("a killed isolate leaves an interrupted turn with its partial text", a
       const worker = await startFunctionWorker({
         name: "agent",
         env: {
-          SUPABASE_DB_URL: testDatabaseUrl(),
+          ...functionDatabaseEnv(),
           SUPABASE_JWKS: JSON.stringify(jwksOf(key)),
           LLM_BASE_URL: fixture.url,
           LLM_MODEL: "fixture-model",

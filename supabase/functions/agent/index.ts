@@ -5,17 +5,17 @@
 import { createAgentApp } from "../_shared/agent/app.ts";
 import { agentConfigFromEnv } from "../_shared/agent/config.ts";
 import { tokenVerifierFromEnv } from "../_shared/auth.ts";
-import { connect } from "../_shared/db/client.ts";
+import { connectTo } from "../_shared/db/client.ts";
+import { databaseConfigFromEnv, POOL_SIZES, poolSizeFromEnv } from "../_shared/db/config.ts";
 import { llmConfigFromEnv } from "../_shared/llm_client.ts";
 import { workflowConfigFromEnv } from "../_shared/tools/execute_workflow.ts";
 import { createToolRegistry } from "../_shared/tools/registry.ts";
 
-const databaseUrl = Deno.env.get("SUPABASE_DB_URL");
-if (!databaseUrl) throw new Error("SUPABASE_DB_URL is not set");
+const database = databaseConfigFromEnv();
 
 const agent = createAgentApp({
-  sql: connect(databaseUrl),
-  flushSql: connect(databaseUrl, { max: 1 }),
+  sql: connectTo(database, poolSizeFromEnv(POOL_SIZES.agent)),
+  flushSql: connectTo(database, poolSizeFromEnv(POOL_SIZES.agentFlush)),
   verifier: tokenVerifierFromEnv(),
   llm: llmConfigFromEnv(),
   tools: createToolRegistry({ workflow: workflowConfigFromEnv() }),

@@ -10,7 +10,7 @@ import {
 } from "../../../scripts/standin/signing_keys.ts";
 import type { SigningKey } from "../../../scripts/standin/signing_keys.ts";
 import {
-  connectTestDatabase,
+  connectFunctionDatabase,
   createUser,
   message,
   type TestUser,
@@ -29,7 +29,7 @@ interface Harness {
 }
 
 async function start(poolSize = 10): Promise<Harness> {
-  const sql = connectTestDatabase(poolSize);
+  const sql = connectFunctionDatabase(poolSize);
   const key = await generateSigningKey();
   const app = createHistoryApp({ sql, verifier: createTokenVerifier({ jwks: jwksOf(key) }) });
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, app.fetch);

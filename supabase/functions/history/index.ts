@@ -3,11 +3,12 @@
  * Dependencies come from the environment Supabase gives every function.
  */
 import { tokenVerifierFromEnv } from "../_shared/auth.ts";
-import { connect } from "../_shared/db/client.ts";
+import { connectTo } from "../_shared/db/client.ts";
+import { databaseConfigFromEnv, POOL_SIZES, poolSizeFromEnv } from "../_shared/db/config.ts";
 import { createHistoryApp } from "../_shared/history/app.ts";
 
-const databaseUrl = Deno.env.get("SUPABASE_DB_URL");
-if (!databaseUrl) throw new Error("SUPABASE_DB_URL is not set");
-
-const app = createHistoryApp({ sql: connect(databaseUrl), verifier: tokenVerifierFromEnv() });
+const app = createHistoryApp({
+  sql: connectTo(databaseConfigFromEnv(), poolSizeFromEnv(POOL_SIZES.history)),
+  verifier: tokenVerifierFromEnv(),
+});
 Deno.serve(app.fetch);

@@ -3,7 +3,8 @@
  * Everything lives in `_shared/mcp/app.ts`; this file only wires in the environment.
  */
 import { tokenVerifierFromEnv } from "../_shared/auth.ts";
-import { connect } from "../_shared/db/client.ts";
+import { connectTo } from "../_shared/db/client.ts";
+import { databaseConfigFromEnv, POOL_SIZES, poolSizeFromEnv } from "../_shared/db/config.ts";
 import { createMcpApp } from "../_shared/mcp/app.ts";
 
 function requiredEnv(name: string): string {
@@ -13,7 +14,7 @@ function requiredEnv(name: string): string {
 }
 
 const app = createMcpApp({
-  sql: connect(requiredEnv("SUPABASE_DB_URL")),
+  sql: connectTo(databaseConfigFromEnv(), poolSizeFromEnv(POOL_SIZES.mcp)),
   verifier: tokenVerifierFromEnv(),
   supabaseUrl: requiredEnv("SUPABASE_URL"),
   functionUrl: Deno.env.get("MCP_FUNCTION_URL") || undefined,

@@ -11,7 +11,7 @@ import {
 import { type AgentApp, createAgentApp } from "../../functions/_shared/agent/app.ts";
 import type { AgentConfig } from "../../functions/_shared/agent/config.ts";
 import { createTokenVerifier } from "../../functions/_shared/auth.ts";
-import { connect, type Sql } from "../../functions/_shared/db/client.ts";
+import type { Sql } from "../../functions/_shared/db/client.ts";
 import { createToolRegistry } from "../../functions/_shared/tools/registry.ts";
 import type { ToolDefinition } from "../../functions/_shared/tools/types.ts";
 import { type LlmFixture, startLlmFixture } from "../../../scripts/standin/llm_fixture.ts";
@@ -21,7 +21,13 @@ import {
   jwksOf,
   type SigningKey,
 } from "../../../scripts/standin/signing_keys.ts";
-import { connectTestDatabase, createUser, testDatabaseUrl, type TestUser } from "./database.ts";
+import { POOL_SIZES } from "../../functions/_shared/db/config.ts";
+import {
+  connectFunctionDatabase,
+  connectTestDatabase,
+  createUser,
+  type TestUser,
+} from "./database.ts";
 
 export const ISSUER = "https://project-ref.supabase.test/auth/v1";
 const WAIT_MS = 15_000;
@@ -128,8 +134,8 @@ export function serveAgent(options: {
   tools: readonly ToolDefinition[];
   config: Partial<AgentConfig>;
 }): Promise<AgentInstance> {
-  const pool = connect(testDatabaseUrl(), { max: 5 });
-  const flushPool = connect(testDatabaseUrl(), { max: 1 });
+  const pool = connectFunctionDatabase(POOL_SIZES.agent.defaultSize);
+  const flushPool = connectFunctionDatabase(POOL_SIZES.agentFlush.defaultSize);
   const app = createAgentApp({
     sql: pool,
     flushSql: flushPool,

@@ -6,10 +6,12 @@
 import {
   asUser,
   connect,
+  connectTo,
   type JwtClaims,
   type Sql,
   type Tx,
 } from "../../functions/_shared/db/client.ts";
+import { databaseConfigFromEnv } from "../../functions/_shared/db/config.ts";
 import { type AppendedRow, callAppendMessages } from "../../functions/_shared/history/append.ts";
 
 export function testDatabaseUrl(): string {
@@ -20,9 +22,24 @@ export function testDatabaseUrl(): string {
   return url;
 }
 
-/** A superuser pool on the test database; `max` sized for concurrency tests. */
+/** A direct pool on the test database, for set-up; `max` sized for concurrency tests. */
 export function connectTestDatabase(max = 10): Sql {
   return connect(testDatabaseUrl(), { max });
+}
+
+/**
+ * The database settings a function reads from its environment: the direct SUPABASE_DB_URL,
+ * and DATABASE_URL when `deno task test --pooler` runs the tests through PgBouncer.
+ */
+export function functionDatabaseEnv(): Record<string, string> {
+  const pooler = Deno.env.get("DATABASE_URL");
+  return { SUPABASE_DB_URL: testDatabaseUrl(), ...(pooler ? { DATABASE_URL: pooler } : {}) };
+}
+
+/** A pool as a function builds it from `functionDatabaseEnv()`: through the pooler if any. */
+export function connectFunctionDatabase(max = 10): Sql {
+  const env = functionDatabaseEnv();
+  return connectTo(databaseConfigFromEnv({ get: (name) => env[name] }), max);
 }
 
 export interface TestUser {

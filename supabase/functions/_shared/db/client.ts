@@ -2,7 +2,9 @@
  * Direct Postgres for the functions, scoped the way PostgREST scopes a request: every unit
  * of work is one transaction with `role` and `request.jwt.claims` set transaction-locally,
  * so RLS decides what the caller sees. Transaction-local settings are the only kind that
- * work behind Supavisor's transaction pooler (port 6543), which also needs `prepare: false`.
+ * work behind Supavisor's transaction pooler (port 6543), which also needs `prepare: false`
+ * (`transactionPooler`); nothing here keeps state on a connection between transactions: no
+ * session `set`, no LISTEN, no temporary tables, no advisory locks beyond a transaction.
  *
  * The rule for SQL, everywhere in the functions:
  * - A tagged template (`` tx`… ${value}` ``) is the default: postgres.js binds every value.
@@ -15,6 +17,7 @@
  *   needed (`asServiceRole`, `queryAsServiceRole`).
  */
 import postgres from "postgres";
+import type { DatabaseConfig } from "./config.ts";
 import { type InlineSql, sqlLiteral } from "./inline_sql.ts";
 
 export type Sql = postgres.Sql;
@@ -33,25 +36,38 @@ export interface JwtClaims {
 }
 
 export interface ConnectOptions {
-  /** Pool size; an Edge Function isolate needs few. */
+  /** Pool size; an Edge Function isolate needs few (`POOL_SIZES` in ./config.ts). */
   max?: number;
+  /**
+   * The URL is a transaction pooler (Supavisor, PgBouncer): no prepared statements, since the
+   * next transaction may run on a server connection that never saw them. On a direct
+   * connection they stay on: a parameterised statement then costs one round trip instead of
+   * two (parse and describe first), and is planned once per connection.
+   */
+  transactionPooler?: boolean;
 }
 
 export function connect(url: string, options: ConnectOptions = {}): Sql {
   return postgres(url, {
     max: options.max ?? 5,
-    prepare: false,
+    prepare: !options.transactionPooler,
     idle_timeout: 20,
     onnotice: () => {},
     connection: { application_name: "supabase-agent" },
   });
 }
 
+/** A function's pool of `max` connections to the database its environment names. */
+export function connectTo(database: DatabaseConfig, max: number): Sql {
+  return connect(database.url, { max, transactionPooler: database.transactionPooler });
+}
+
 /** Runs `work` in one transaction as the user the claims describe, exactly as PostgREST. */
 export function asUser<T>(sql: Sql, claims: JwtClaims, work: (tx: Tx) => Promise<T>): Promise<T> {
   return sql.begin(async (tx) => {
     // Literal settings go out in one round trip; as a parameterised statement postgres.js
-    // would first ask the server for its parameter types (prepare: false), costing two.
+    // would first ask the server for its parameter types (always with prepare: false, and
+    // on a connection's first use otherwise), costing two.
     await tx.unsafe(requestSettings(claims.role, claims));
     return await work(tx);
   }) as Promise<T>;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { connectTestDatabase, createUser, sqlState } from "../../../tests/support/database.ts";
+import { connectFunctionDatabase, createUser, sqlState } from "../../../tests/support/database.ts";
 import {
   asServiceRole,
   asUser,
@@ -24,7 +24,7 @@ const WHO_AM_I = inlineSql`
          current_setting('request.jwt.claims', true) as claims`;
 
 Deno.test("queryAsUser runs the statement as the user, with his claims verbatim", async () => {
-  const sql = connectTestDatabase(1);
+  const sql = connectFunctionDatabase(1);
   try {
     const user = await createUser(sql, "db");
     const claims = awkwardClaims(user.id);
@@ -49,7 +49,7 @@ Deno.test("queryAsUser runs the statement as the user, with his claims verbatim"
 });
 
 Deno.test("queryAsUser: RLS decides, and users cannot write what only service_role may", async () => {
-  const sql = connectTestDatabase(1);
+  const sql = connectFunctionDatabase(1);
   try {
     const alice = await createUser(sql, "alice");
     const bob = await createUser(sql, "bob");
@@ -74,7 +74,7 @@ Deno.test("queryAsUser: RLS decides, and users cannot write what only service_ro
 });
 
 Deno.test("a role that cannot be set runs nothing, rather than running as the connection", async () => {
-  const sql = connectTestDatabase(1);
+  const sql = connectFunctionDatabase(1);
   try {
     const user = await createUser(sql, "db");
     const sessionId = crypto.randomUUID();
@@ -95,7 +95,7 @@ Deno.test("a role that cannot be set runs nothing, rather than running as the co
 });
 
 Deno.test("asUser and asServiceRole set the same role and claims as queryAsUser", async () => {
-  const sql = connectTestDatabase(1);
+  const sql = connectFunctionDatabase(1);
   try {
     const user = await createUser(sql, "db");
     const claims = awkwardClaims(user.id);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { connectTestDatabase } from "../../../tests/support/database.ts";
+import { connectFunctionDatabase } from "../../../tests/support/database.ts";
 import { InlineSql, inlineSql, sqlLiteral } from "./inline_sql.ts";
 
 Deno.test("sqlLiteral writes each kind of value", () => {
@@ -29,7 +29,7 @@ Deno.test("inlineSql writes values as literals and fragments as they are", () =>
 });
 
 Deno.test("every string comes back from Postgres exactly as it went in", async () => {
-  const sql = connectTestDatabase(1);
+  const sql = connectFunctionDatabase(1);
   // Quotes, backslashes in every position, escapes E'' would interpret, comment and statement
   // breakers, multi-byte and astral characters, control characters.
   const hostile = [

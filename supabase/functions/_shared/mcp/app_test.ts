@@ -20,7 +20,7 @@ import {
 import {
   appendMessages,
   as,
-  connectTestDatabase,
+  connectFunctionDatabase,
   createUser,
   message,
   type TestUser,
@@ -56,7 +56,7 @@ async function withMcp(
   options: FixtureOptions,
   test: (fixture: Fixture) => Promise<void>,
 ): Promise<void> {
-  const sql = connectTestDatabase(10);
+  const sql = connectFunctionDatabase(10);
   const webhook = startWebhookDouble(
     options.webhook ?? ((call) => Response.json({ echoed: call.body })),
   );
