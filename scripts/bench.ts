@@ -1,7 +1,8 @@
 /**
- * `deno task bench [--smoke]`: every benchmark against a fresh migrated database.
- * A full run appends its results to BENCHMARKS.md with the machine and the date; `--smoke`
- * (what CI runs) only proves the benchmarks still work and writes nothing.
+ * `deno task bench [--smoke] [--only=Database,History]`: every benchmark (or the named suites)
+ * against a fresh migrated database. A full run appends its results to BENCHMARKS.md with the
+ * machine and the date (a run of some suites says which); `--smoke` (what CI runs) only proves
+ * the benchmarks still work and writes nothing.
  */
 import { join } from "node:path";
 import os from "node:os";
@@ -19,6 +20,8 @@ import { createScratchDatabase } from "./standin/scratch_database.ts";
 import { PROJECT_ROOT } from "./standin/supabase_cli.ts";
 
 const smoke = Deno.args.includes("--smoke");
+const only = Deno.args.find((arg) => arg.startsWith("--only="))?.slice("--only=".length)
+  .split(",").map((name) => name.trim().toLowerCase()).filter((name) => name !== "");
 /** The benchmark's own pool: set-up, and the Database suite's concurrent clients. */
 const BENCH_POOL_SIZE = 40;
 // The functions' pools as deployed, or as the environment overrides them (POOL_SIZES).
@@ -39,16 +42,26 @@ const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>, string?][]
   ],
   ["Web", webBench],
 ];
+const chosen = suites.filter(([title]) => !only || only.includes(title.toLowerCase()));
+if (only && chosen.length !== only.length) {
+  console.error(`--only names suites of: ${suites.map(([title]) => title).join(", ")}`);
+  Deno.exit(2);
+}
 const poolSummary = `Database pools per isolate: agent ${pools.agent} + flush ` +
   `${pools.agentFlush}, mcp ${pools.mcp}, history ${pools.history}; direct connections ` +
   `(SUPABASE_DB_URL, prepared statements on).`;
 console.log(poolSummary);
 
-const db = await createScratchDatabase();
+// Durable, as the developer's database and hosted Postgres are: the Database and History
+// numbers include the cost of flushing each commit to disk.
+const db = await createScratchDatabase({ durable: true });
 const sql = connect(db.url, { max: BENCH_POOL_SIZE });
+const [{ fsync }] = await sql<{ fsync: string }[]>`show fsync`;
+const durability = `Postgres fsync ${fsync} (every suite).`;
+console.log(durability);
 const sections: string[] = [];
 try {
-  for (const [title, suite, poolsUsed] of suites) {
+  for (const [title, suite, poolsUsed] of chosen) {
     const results = await suite({ sql, databaseUrl: db.url, pools, smoke });
     sections.push(renderSection(title, results, poolsUsed));
     console.log(sections.at(-1));
@@ -61,8 +74,9 @@ try {
 if (!smoke) {
   const file = join(PROJECT_ROOT, "BENCHMARKS.md");
   const existing = await Deno.readTextFile(file).catch(() => "# Benchmarks\n");
-  const entry = `\n## ${new Date().toISOString().slice(0, 10)} — ${machine()}\n\n` +
-    `${poolSummary}\n\n${sections.join("\n")}`;
+  const partial = only ? ` (only ${chosen.map(([title]) => title).join(", ")})` : "";
+  const entry = `\n## ${new Date().toISOString().slice(0, 10)} — ${machine()}${partial}\n\n` +
+    `${poolSummary} ${durability}\n\n${sections.join("\n")}`;
   await Deno.writeTextFile(file, existing.trimEnd() + "\n" + entry);
   console.log(`appended to ${file}`);
 }

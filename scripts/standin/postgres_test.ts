@@ -40,6 +40,24 @@ Deno.test("a taken port is named, and another is offered", async () => {
   }
 });
 
+Deno.test("a data directory of an older layout (postgres a superuser) must be reset", async () => {
+  const dataDir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(join(dataDir, "PG_VERSION"), "17\n");
+    await Deno.writeTextFile(
+      join(dataDir, "supabase-agent.json"),
+      JSON.stringify({ project: "supabase-agent", created_at: "2026-11-22T00:00:00Z" }),
+    );
+    await rejectsWith(
+      startPostgres({ dataDir, port: freePort() }),
+      "outdated_data_dir",
+      /older version of this project[\s\S]*--reset/,
+    );
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
 Deno.test("a foreign data directory is refused before anything starts", async () => {
   const cases: [string, Record<string, string>, RegExp][] = [
     ["not Postgres", { "notes.txt": "hello" }, /not a PostgreSQL data directory/],
@@ -104,6 +122,9 @@ Deno.test("data persists across restarts; a live or stale postmaster.pid is hand
       lines.join("\n"),
     );
     const sql = postgres(first.url, { max: 1, onnotice: () => {} });
+    // The developer's data is flushed to disk unless a caller opts out (throwaway clusters).
+    const [{ fsync }] = await sql`show fsync`;
+    assert.equal(fsync, "on");
     await sql`create table kept (note text)`;
     await sql`insert into kept values ('still here')`;
     await sql.end();

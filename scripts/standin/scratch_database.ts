@@ -26,8 +26,17 @@ export interface ScratchDatabase {
   dispose(): Promise<void>;
 }
 
+export interface ScratchOptions {
+  log?: (line: string) => void;
+  /**
+   * `fsync` on for a throwaway cluster (default off: losing it in a crash loses nothing). A
+   * database inside an existing server has that server's setting.
+   */
+  durable?: boolean;
+}
+
 export async function createScratchDatabase(
-  options: { log?: (line: string) => void } = {},
+  options: ScratchOptions = {},
 ): Promise<ScratchDatabase> {
   const serverAdminUrl = Deno.env.get(ADMIN_URL_VARIABLE);
   if (serverAdminUrl) return await createDatabaseIn(serverAdminUrl);
@@ -35,12 +44,11 @@ export async function createScratchDatabase(
   const dataDir = await Deno.makeTempDir({ prefix: "supabase-agent-pg-" });
   let running: RunningPostgres;
   try {
-    // A throwaway cluster: losing it in a crash loses nothing, so spare the disk flushes.
     running = await startPostgres({
       dataDir,
       port: freePort(),
       log: options.log,
-      durable: false,
+      durable: options.durable ?? false,
     });
   } catch (error) {
     await Deno.remove(dataDir, { recursive: true });

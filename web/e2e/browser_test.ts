@@ -266,3 +266,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "web app in Chromium on a project with the legacy JWT secret",
+  ignore: skipBrowserTests(),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const browser = await launchChromium();
+    // Tokens are HS256 without a kid, the public JWKS is empty: the functions ask Auth.
+    const web = await startWebStack({ jwt: "legacy" }).catch(async (error) => {
+      await browser.close();
+      throw error;
+    });
+    try {
+      const alice = await openApp(browser, web.webUrl);
+      await signIn(alice.page, "alice@example.com");
+      await send(alice.page, "what is 6*7?");
+      await alice.page.waitForURL(SESSION_URL);
+      await waitForAnswerState(alice.page, "complete");
+      assert.match(await lastAnswer(alice.page).innerText(), /The calculator tool returned/);
+      // The session list is live through Realtime, which checks the same legacy token.
+      await alice.page.getByTestId("session-list").getByText("what is 6*7?").waitFor();
+      await screenshot(alice.page, "legacy-01-chat");
+      assert.deepEqual(alice.problems, []);
+    } finally {
+      await browser.close();
+      await web.stop();
+    }
+  },
+});

@@ -6,6 +6,7 @@
  */
 import { build, preview, type PreviewServer } from "vite";
 import { freePort } from "../../scripts/standin/postgres.ts";
+import type { JwtMode } from "../../scripts/standin/signing_keys.ts";
 import { type RunningStack, startStack } from "../../scripts/standin/stack.ts";
 import { webConfig } from "../vite.config.ts";
 
@@ -20,9 +21,14 @@ export interface WebStack {
   stop(): Promise<void>;
 }
 
-export async function startWebStack(): Promise<WebStack> {
+/** `jwt`: the kind of project the stack plays (see `deno task dev --jwt`); es256 by default. */
+export async function startWebStack(options: { jwt?: JwtMode } = {}): Promise<WebStack> {
   const logs: string[] = [];
-  const stack = await startStack({ ephemeral: true, log: (line) => logs.push(line) });
+  const stack = await startStack({
+    ephemeral: true,
+    jwt: options.jwt,
+    log: (line) => logs.push(line),
+  });
   let server: PreviewServer | undefined;
   const distDir = await Deno.makeTempDir({ prefix: "supabase-agent-web-" });
   try {
