@@ -51,6 +51,11 @@ try {
     reset: values.reset,
     pooler: values.pooler,
     verbose: values.verbose,
+    // The web app's pages may call the functions (MCP checks a browser's Origin).
+    functionEnv: {
+      ALLOWED_ORIGINS: Deno.env.get("ALLOWED_ORIGINS") ??
+        `http://localhost:${values["web-port"]},http://127.0.0.1:${values["web-port"]}`,
+    },
     log: (line) => {
       if (values.verbose || !line.includes(" LOG: ")) console.error(line);
     },

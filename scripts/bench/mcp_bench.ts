@@ -244,7 +244,6 @@ if (import.meta.main && Deno.args.includes("--serve")) {
   const app = createMcpApp({
     sql: connect(databaseUrl, { max: poolSizeFromEnv(POOL_SIZES.mcp) }),
     verifier: tokenVerifierFromEnv(),
-    supabaseUrl,
     tools: createToolRegistry({ workflow: {} }),
   });
   Deno.serve({

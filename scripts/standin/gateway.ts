@@ -199,6 +199,12 @@ function fitCloseReason(text: string): string {
 function forwardedHeaders(incoming: Headers): Headers {
   const headers = new Headers(incoming);
   for (const name of HOP_BY_HOP) headers.delete(name);
+  // As Supabase's gateway (and Kong) do: the function learns the host and scheme the client
+  // used, set here whatever the client sent in these headers.
+  const host = incoming.get("host");
+  if (host) headers.set("x-forwarded-host", host);
+  else headers.delete("x-forwarded-host");
+  headers.set("x-forwarded-proto", "http");
   headers.delete("host");
   return headers;
 }

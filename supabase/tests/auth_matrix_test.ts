@@ -83,7 +83,6 @@ function surfaces(
   const mcp = createMcpApp({
     sql,
     verifier: tokenVerifierFromEnv(env),
-    supabaseUrl: "https://project-ref.supabase.test",
     tools: createToolRegistry({ workflow: {} }),
   });
   const agent = createAgentApp({
@@ -99,7 +98,7 @@ function surfaces(
       name: "history",
       passed: 200,
       request: (token) =>
-        new Request("http://fn.test/history/sessions", { headers: bearer(token) }),
+        new Request("http://localhost/history/sessions", { headers: bearer(token) }),
       fetch: history.fetch,
       close: () => Promise.resolve(),
     },
@@ -107,7 +106,7 @@ function surfaces(
       name: "mcp",
       passed: 200,
       request: (token) =>
-        new Request("http://fn.test/mcp", {
+        new Request("http://localhost/mcp", {
           method: "POST",
           headers: {
             ...bearer(token),
@@ -124,7 +123,7 @@ function surfaces(
       // A plain GET that passed sign-in is told to upgrade; the token rides as the subprotocol.
       passed: 426,
       request: (token) =>
-        new Request("http://fn.test/agent", {
+        new Request("http://localhost/agent", {
           headers: token ? { "Sec-WebSocket-Protocol": `jwt-${token}` } : {},
         }),
       fetch: agent.fetch,

@@ -5,6 +5,7 @@
 import { createAgentApp } from "../_shared/agent/app.ts";
 import { agentConfigFromEnv } from "../_shared/agent/config.ts";
 import { tokenVerifierFromEnv } from "../_shared/auth.ts";
+import { hostPolicyFromEnv } from "../_shared/http/host_policy.ts";
 import { connectTo } from "../_shared/db/client.ts";
 import { databaseConfigFromEnv, POOL_SIZES, poolSizeFromEnv } from "../_shared/db/config.ts";
 import { llmConfigFromEnv } from "../_shared/llm_client.ts";
@@ -20,6 +21,7 @@ const agent = createAgentApp({
   llm: llmConfigFromEnv(),
   tools: createToolRegistry({ workflow: workflowConfigFromEnv() }),
   config: agentConfigFromEnv(),
+  hostPolicy: hostPolicyFromEnv(),
 });
 
 // Supabase announces the end of a worker: end its turns as interrupted while it still can.

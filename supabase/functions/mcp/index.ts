@@ -5,19 +5,15 @@
 import { tokenVerifierFromEnv } from "../_shared/auth.ts";
 import { connectTo } from "../_shared/db/client.ts";
 import { databaseConfigFromEnv, POOL_SIZES, poolSizeFromEnv } from "../_shared/db/config.ts";
+import { hostPolicyFromEnv } from "../_shared/http/host_policy.ts";
 import { createMcpApp } from "../_shared/mcp/app.ts";
-
-function requiredEnv(name: string): string {
-  const value = Deno.env.get(name);
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-}
 
 const app = createMcpApp({
   sql: connectTo(databaseConfigFromEnv(), poolSizeFromEnv(POOL_SIZES.mcp)),
   verifier: tokenVerifierFromEnv(),
-  supabaseUrl: requiredEnv("SUPABASE_URL"),
   functionUrl: Deno.env.get("MCP_FUNCTION_URL") || undefined,
+  authIssuerUrl: Deno.env.get("AUTH_ISSUER_URL") || undefined,
+  hostPolicy: hostPolicyFromEnv(),
 });
 
 Deno.serve(app.fetch);

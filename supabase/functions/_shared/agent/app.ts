@@ -14,6 +14,7 @@ import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import { asServiceRole, asUser, type Sql } from "../db/client.ts";
 import { errorResponse } from "../http/errors.ts";
 import { createFunctionApp } from "../http/function_app.ts";
+import type { HostPolicy } from "../http/host_policy.ts";
 import { requireUser, type UserEnv } from "../http/require_user.ts";
 import type { ToolDefinition } from "../tools/types.ts";
 import { type AgentConfig, agentConfig } from "./config.ts";
@@ -32,6 +33,8 @@ export interface AgentAppOptions {
   llm: LlmSettings;
   tools: readonly ToolDefinition[];
   config?: Partial<AgentConfig>;
+  /** The hosts answered; loopback only unless given (`hostPolicyFromEnv`). */
+  hostPolicy?: HostPolicy;
 }
 
 export interface AgentApp {
@@ -53,7 +56,10 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     config,
     registry: options.tools,
   });
-  const app = createFunctionApp<UserEnv>(FUNCTION_NAME, { trailingSlashAgnostic: true });
+  const app = createFunctionApp<UserEnv>(FUNCTION_NAME, {
+    trailingSlashAgnostic: true,
+    hostPolicy: options.hostPolicy,
+  });
   const signedIn = requireUser({
     verifier: options.verifier,
     subprotocolPrefix: TOKEN_SUBPROTOCOL_PREFIX,

@@ -44,9 +44,17 @@ export const DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant inside a chat 
   "tools you are given when they help (for arithmetic, always use the calculator). Answer " +
   "concisely.";
 
+/**
+ * How long a socket opened on a fresh isolate is sure to live on Supabase's Free plan: the
+ * isolate's 150 s wall clock, retired at half. Every wait a turn holds its socket for (the
+ * LLM's silence, an approval, a webhook) defaults to less, so a default never outlasts it.
+ */
+export const FREE_SOCKET_GUARANTEE_MS = 75_000;
+
 export const DEFAULT_AGENT_CONFIG: AgentConfig = {
   maxSteps: 8,
-  approvalTimeoutMs: 120_000,
+  // Until a parked approval survives its isolate, an answer must come while the socket lives.
+  approvalTimeoutMs: 60_000,
   maxCompletionTokens: 2048,
   flushIntervalMs: 250,
   heartbeatIntervalMs: 5_000,
@@ -54,7 +62,7 @@ export const DEFAULT_AGENT_CONFIG: AgentConfig = {
   pollIntervalMs: 250,
   historyMessages: 40,
   startConcurrency: 2,
-  llmTimeoutMs: 120_000,
+  llmTimeoutMs: 60_000,
   systemPrompt: DEFAULT_SYSTEM_PROMPT,
 };
 

@@ -1,17 +1,34 @@
 import assert from "node:assert/strict";
-import { agentConfig, agentConfigFromEnv, DEFAULT_AGENT_CONFIG } from "./config.ts";
+import {
+  agentConfig,
+  agentConfigFromEnv,
+  DEFAULT_AGENT_CONFIG,
+  FREE_SOCKET_GUARANTEE_MS,
+} from "./config.ts";
+import { DEFAULT_WORKFLOW_TIMEOUT_MS } from "../tools/execute_workflow.ts";
 
 function env(values: Record<string, string>) {
   return { get: (name: string) => values[name] };
 }
 
-Deno.test("defaults: 8 steps, 120 s approvals, stale after three heartbeats", () => {
+Deno.test("defaults: 8 steps, 60 s approvals, stale after three heartbeats", () => {
   const config = agentConfigFromEnv(env({}));
   assert.deepEqual(config, DEFAULT_AGENT_CONFIG);
   assert.equal(config.maxSteps, 8);
-  assert.equal(config.approvalTimeoutMs, 120_000);
-  assert.equal(config.llmTimeoutMs, 120_000);
+  assert.equal(config.approvalTimeoutMs, 60_000);
+  assert.equal(config.llmTimeoutMs, 60_000);
   assert.equal(config.staleAfterMs, 3 * config.heartbeatIntervalMs);
+});
+
+Deno.test("every default wait a socket holds ends inside what a Free isolate guarantees", () => {
+  const waits = {
+    approval: DEFAULT_AGENT_CONFIG.approvalTimeoutMs,
+    "LLM silence": DEFAULT_AGENT_CONFIG.llmTimeoutMs,
+    webhook: DEFAULT_WORKFLOW_TIMEOUT_MS,
+  };
+  for (const [wait, ms] of Object.entries(waits)) {
+    assert.ok(ms < FREE_SOCKET_GUARANTEE_MS, `${wait} waits ${ms} ms by default`);
+  }
 });
 
 Deno.test("the environment overrides, and the stale threshold follows the heartbeat", () => {

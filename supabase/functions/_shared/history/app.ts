@@ -27,12 +27,15 @@ import { searchMessages } from "./search.ts";
 import { deleteSession, listMessages, listSessions } from "./sessions.ts";
 import { handleMethodNotAllowed, HttpError } from "../http/errors.ts";
 import { createFunctionApp } from "../http/function_app.ts";
+import type { HostPolicy } from "../http/host_policy.ts";
 import { MAX_JSON_BODY_BYTES, readJsonBody } from "../http/json_body.ts";
 import { requireUser, type UserEnv } from "../http/require_user.ts";
 
 export interface HistoryAppDependencies {
   sql: Sql;
   verifier: TokenVerifier;
+  /** The hosts answered; loopback only unless given (`hostPolicyFromEnv`). */
+  hostPolicy?: HostPolicy;
 }
 
 const STATUS_OF: Record<HistoryErrorCode, ContentfulStatusCode> = {
@@ -42,9 +45,10 @@ const STATUS_OF: Record<HistoryErrorCode, ContentfulStatusCode> = {
   forbidden: 403,
 };
 
-export function createHistoryApp({ sql, verifier }: HistoryAppDependencies) {
+export function createHistoryApp({ sql, verifier, hostPolicy }: HistoryAppDependencies) {
   const app = createFunctionApp<UserEnv>("history", {
     corsMethods: ["GET", "HEAD", "POST", "DELETE"],
+    hostPolicy,
   });
   app.use(methodNotAllowed({ app, onMethodNotAllowed: handleMethodNotAllowed }));
   const signedIn = requireUser({ verifier });

@@ -21,6 +21,8 @@ export const HTTP_ERROR_CODES = [
   "expired_token",
   "invalid_secret",
   "forbidden",
+  "forbidden_host",
+  "forbidden_origin",
   // What the request asked for
   "conflict",
   "rate_limited",

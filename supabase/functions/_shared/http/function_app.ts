@@ -1,11 +1,13 @@
 /**
  * The Hono app every function starts from: routes under `/<function name>` (the path Supabase
- * hands a function is `/<name>/…`), the JSON error envelope for thrown errors and unknown
- * routes, and optionally CORS for browsers calling it with supabase-js.
+ * hands a function is `/<name>/…`), the `Host` check (`./host_policy.ts`), the JSON error
+ * envelope for thrown errors and unknown routes, and optionally CORS for browsers calling it
+ * with supabase-js.
  */
 import { type Env as HonoEnv, Hono } from "hono";
 import { cors } from "hono/cors";
 import { handleError, handleNotFound } from "./errors.ts";
+import { checkHost, type HostPolicy, LOOPBACK_ONLY } from "./host_policy.ts";
 
 export interface FunctionAppOptions {
   /** Treat `/name` and `/name/` as one route (the WebSocket endpoint is reached both ways). */
@@ -16,6 +18,8 @@ export interface FunctionAppOptions {
   corsHeaders?: readonly string[];
   /** Response headers a browser script may read. */
   corsExposeHeaders?: readonly string[];
+  /** The hosts answered (`hostPolicyFromEnv` in production); loopback only by default. */
+  hostPolicy?: HostPolicy;
 }
 
 /** What supabase-js sends with every call; the browser asks before sending them. */
@@ -28,6 +32,7 @@ export function createFunctionApp<E extends HonoEnv = HonoEnv>(
   const app = new Hono<E>({ strict: !options.trailingSlashAgnostic }).basePath(`/${name}`);
   app.onError(handleError);
   app.notFound(handleNotFound);
+  app.use(checkHost(options.hostPolicy ?? LOOPBACK_ONLY));
   if (options.corsMethods) {
     app.use(cors({
       origin: "*",

@@ -19,8 +19,11 @@ export interface RequireUserOptions {
   subprotocolPrefix?: string;
   /** Also accept `?jwt=<token>` (it ends up in access logs, so only where nothing else works). */
   queryParameter?: boolean;
-  /** The RFC 9728 protected-resource metadata URL, named in every 401 challenge. */
-  resourceMetadataUrl?: string;
+  /**
+   * The RFC 9728 protected-resource metadata URL, named in every 401 challenge; a function of
+   * the request where the URL depends on the host the client used.
+   */
+  resourceMetadataUrl?: string | ((request: Request) => string);
 }
 
 /** What `requireUser` leaves for the handlers after it. */
@@ -36,10 +39,13 @@ export type UserEnv = { Variables: UserVariables };
 
 export function requireUser(options: RequireUserOptions): MiddlewareHandler<UserEnv> {
   const { verifier, resourceMetadataUrl } = options;
-  const metadata = resourceMetadataUrl ? `resource_metadata="${resourceMetadataUrl}"` : "";
   const missingMessage = howToSendToken(options);
 
   return async (c, next) => {
+    const metadataUrl = typeof resourceMetadataUrl === "function"
+      ? resourceMetadataUrl(c.req.raw)
+      : resourceMetadataUrl;
+    const metadata = metadataUrl ? `resource_metadata="${metadataUrl}"` : "";
     const credentials = credentialsOf(c.req.raw, options);
     if (!credentials.token) {
       throw new HttpError(401, "missing_token", missingMessage, {

@@ -11,7 +11,14 @@
  * Auth: a Supabase user access token as `Authorization: Bearer`, verified against the JWKS.
  * Without one the answer is 401 with `WWW-Authenticate: Bearer resource_metadata=…` pointing
  * at the RFC 9728 document this function serves under its own path (Edge Functions cannot
- * serve the root `/.well-known`).
+ * serve the root `/.well-known`). The document names this function's public URL
+ * (`MCP_FUNCTION_URL`, else the host the client used: `SUPABASE_URL` can be an internal
+ * address such as `http://kong:8000`), and an authorization server only when
+ * `AUTH_ISSUER_URL` names one that publishes RFC 8414 metadata: Supabase Auth issues
+ * tokens, but unless its OAuth server is enabled no client can be sent there to get one.
+ *
+ * Origin: a browser page may call only from the project's own origin or `ALLOWED_ORIGINS`
+ * (403 `forbidden_origin`), so a hostile page cannot drive a local server (DNS rebinding).
  *
  * Cancellation: a client cancels with a `notifications/cancelled` POST, which in stateless
  * mode reaches a new server that knows nothing of the call. Calls still running in this
@@ -28,6 +35,8 @@ import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import type { Sql } from "../db/client.ts";
 import { errorResponse, HttpError } from "../http/errors.ts";
 import { createFunctionApp } from "../http/function_app.ts";
+import { checkOrigin, type HostPolicy, LOOPBACK_ONLY, publicOrigin } from "../http/host_policy.ts";
+import { authorizationServerOf } from "./authorization_server.ts";
 import { readJsonBody } from "../http/json_body.ts";
 import { requireUser, type UserEnv } from "../http/require_user.ts";
 import { createGrantsReader, type PermissionGrant } from "../permissions.ts";
@@ -41,10 +50,12 @@ import { createUsageWriter } from "../usage.ts";
 export interface McpAppOptions {
   sql: Sql;
   verifier: TokenVerifier;
-  /** The project URL clients use (`SUPABASE_URL`); Auth lives at `<it>/auth/v1`. */
-  supabaseUrl: string;
-  /** This function's public URL; defaults to `<supabaseUrl>/functions/v1/mcp`. */
+  /** This function's public URL; defaults to `<origin the client used>/functions/v1/mcp`. */
   functionUrl?: string;
+  /** `AUTH_ISSUER_URL`: named as authorization server when it serves RFC 8414 metadata. */
+  authIssuerUrl?: string;
+  /** The hosts answered and the browser origins accepted; loopback only by default. */
+  hostPolicy?: HostPolicy;
   /** Defaults to the registry with workflow settings from the environment. */
   tools?: readonly ToolDefinition[];
   serverInfo?: { name: string; version: string };
@@ -57,10 +68,10 @@ const DEFAULT_SERVER_INFO = { name: "supabase-agent-tools", version: "1.0.0" };
 
 export function createMcpApp(options: McpAppOptions) {
   const { sql, verifier } = options;
-  const supabaseUrl = options.supabaseUrl.replace(/\/+$/, "");
-  const functionUrl = (options.functionUrl ?? `${supabaseUrl}/functions/v1/${FUNCTION_NAME}`)
-    .replace(/\/+$/, "");
-  const metadataUrl = functionUrl + METADATA_PATH;
+  const fixedFunctionUrl = options.functionUrl?.replace(/\/+$/, "");
+  const functionUrlFor = (request: Request) =>
+    fixedFunctionUrl ?? `${publicOrigin(request)}/functions/v1/${FUNCTION_NAME}`;
+  const hostPolicy = options.hostPolicy ?? LOOPBACK_ONLY;
   const tools = options.tools ?? createToolRegistry({ workflow: workflowConfigFromEnv() });
   const toolNames = new Set(tools.map((tool) => tool.name));
   const listing = mcpToolListing(tools);
@@ -78,21 +89,33 @@ export function createMcpApp(options: McpAppOptions) {
     corsMethods: ["POST", "GET", "DELETE"],
     corsHeaders: ["Accept", "Mcp-Protocol-Version", "Mcp-Session-Id", "Last-Event-ID"],
     corsExposeHeaders: ["WWW-Authenticate", "Mcp-Session-Id"],
+    hostPolicy,
   });
-  const signedIn = requireUser({ verifier, resourceMetadataUrl: metadataUrl });
+  const signedIn = requireUser({
+    verifier,
+    resourceMetadataUrl: (request) => functionUrlFor(request) + METADATA_PATH,
+  });
+  app.use("/", checkOrigin(hostPolicy));
 
-  // RFC 9728 protected resource metadata: where a client gets tokens for this resource.
-  app.get(METADATA_PATH, (c) =>
-    c.json(
+  // RFC 9728 protected resource metadata: what this resource is and who issues its tokens.
+  app.get(METADATA_PATH, async (c) => {
+    const authorizationServer = options.authIssuerUrl
+      ? await authorizationServerOf(options.authIssuerUrl)
+      : undefined;
+    return c.json(
       {
-        resource: functionUrl,
-        authorization_servers: [`${supabaseUrl}/auth/v1`],
+        resource: functionUrlFor(c.req.raw),
+        ...(authorizationServer ? { authorization_servers: [authorizationServer] } : {}),
         bearer_methods_supported: ["header"],
         resource_name: "Supabase agent tools (MCP)",
       },
       200,
-      { "Cache-Control": "public, max-age=3600" },
-    ));
+      // Built from the request's host unless MCP_FUNCTION_URL fixes it: no shared caching.
+      fixedFunctionUrl
+        ? { "Cache-Control": "public, max-age=3600" }
+        : { "Cache-Control": "private, max-age=3600", Vary: "Host, X-Forwarded-Host" },
+    );
+  });
 
   app.post("/", signedIn, async (c) => {
     const request = c.req.raw;

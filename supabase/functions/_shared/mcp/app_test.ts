@@ -63,7 +63,7 @@ async function withMcp(
   const app = createMcpApp({
     sql,
     verifier: createTokenVerifier({ jwks: jwksOf(signingKey) }),
-    supabaseUrl: SUPABASE_URL,
+    functionUrl: FUNCTION_URL,
     tools: createToolRegistry({
       workflow: { baseUrl: webhook.url, progressIntervalMs: 20, ...options.workflow },
     }),
@@ -702,9 +702,9 @@ Deno.test("the protected resource metadata document (RFC 9728)", async () => {
   await withMcp({}, async ({ endpoint }) => {
     const response = await fetch(`${endpoint}/.well-known/oauth-protected-resource`);
     assert.equal(response.status, 200);
+    // No AUTH_ISSUER_URL: no authorization server to send a client to, bearer tokens only.
     assert.deepEqual(await response.json(), {
       resource: FUNCTION_URL,
-      authorization_servers: [`${SUPABASE_URL}/auth/v1`],
       bearer_methods_supported: ["header"],
       resource_name: "Supabase agent tools (MCP)",
     });
