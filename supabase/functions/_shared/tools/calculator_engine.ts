@@ -34,7 +34,8 @@ export type CalculationErrorCode =
   | "non_integer_exponent"
   | "result_too_large"
   | "expression_too_long"
-  | "too_deeply_nested";
+  | "too_deeply_nested"
+  | "too_much_work";
 
 export type CalculationResult =
   | { ok: true; value: Rational; decimal: string; fraction: string; exact: boolean }
@@ -54,6 +55,12 @@ export const CALCULATOR_LIMITS = {
   maxDigits: 10_000,
   /** Significant digits shown when the decimal expansion does not terminate. */
   significantDigits: 30,
+  /**
+   * The most big-number work one expression may need, in units of a gcd of two 1,024-bit
+   * numbers (its cost grows with the product of the widths): about two reductions of fractions
+   * at the digit limit, some 100–200 ms of CPU, so no expression can hold a worker for long.
+   */
+  maxWorkUnits: 2_048,
 } as const;
 
 const DIGIT_LIMIT = 10n ** BigInt(CALCULATOR_LIMITS.maxDigits);
@@ -114,8 +121,16 @@ export function formatDecimal(value: Rational): { decimal: string; exact: boolea
   return { decimal: sign + placePoint(digits, places), exact: false };
 }
 
+/**
+ * Counts the arithmetic an evaluation did on numbers wider than a machine word (the costly
+ * kind: BigInt products and gcds); for tests and benchmarks.
+ */
+export interface CalculationMeter {
+  bigOperations: number;
+}
+
 /** Evaluates `expression` exactly. Never throws: every failure is a `{ ok: false }` value. */
-export function evaluate(expression: string): CalculationResult {
+export function evaluate(expression: string, meter?: CalculationMeter): CalculationResult {
   try {
     if (expression.length > CALCULATOR_LIMITS.maxExpressionLength) {
       throw new CalculationFailure(
@@ -128,7 +143,9 @@ export function evaluate(expression: string): CalculationResult {
       throw new CalculationFailure("empty_expression", "The expression is empty.");
     }
     const tree = new Parser(tokenize(expression), expression.length).parse();
-    const value = evaluateNode(tree);
+    // Sizes and work are bounded from the tree before any big number is computed.
+    checkWork(tree);
+    const value = evaluateNode(tree, meter ?? { bigOperations: 0 });
     return { ok: true, value, fraction: formatFraction(value), ...formatDecimal(value) };
   } catch (error) {
     if (!(error instanceof CalculationFailure)) throw error;
@@ -409,21 +426,168 @@ class Parser {
   }
 }
 
-function evaluateNode(node: Node): Rational {
+/**
+ * Upper bounds of log2 of a node's numerator and denominator before any reduction (a gcd only
+ * makes them smaller), and its exact value while that fits a machine word (exponents and the
+ * bases 0, 1 and -1 need it; computing it is free).
+ */
+interface SizeBound {
+  numLog2: number;
+  denLog2: number;
+  value?: Rational;
+}
+
+const LOG2_10 = Math.log2(10);
+/** log2(10^maxDigits): a part at or above it has too many digits. */
+const DIGIT_LIMIT_LOG2 = CALCULATOR_LIMITS.maxDigits * LOG2_10;
+/** Room for rounding in the bounds; the exact limit is enforced on the evaluated values. */
+const BOUND_SLACK_LOG2 = 2;
+const SMALL_LOG2 = 63;
+const WORK_UNIT_LOG2 = 1024;
+
+/**
+ * Refuses, before evaluating, an expression whose any intermediate result could exceed the
+ * digit limit unreduced (`result_too_large`), or whose big-number work adds up to more than
+ * `maxWorkUnits` (`too_much_work`). The bounds are safe (never below the real sizes), so an
+ * expression that passes cannot make the evaluation costlier than the budget; the price is
+ * that a sum whose unreduced form is too large is refused even if it would reduce.
+ */
+function checkWork(tree: Node): void {
+  let work = 0;
+  const visit = (node: Node): SizeBound => {
+    switch (node.kind) {
+      case "number":
+        return literalBound(node.literal);
+      case "negate": {
+        const operand = visit(node.operand);
+        const value = operand.value && { num: -operand.value.num, den: operand.value.den };
+        return { ...operand, value };
+      }
+      case "binary": {
+        const bound = operatorBound(node.operator, visit(node.left), visit(node.right));
+        const width = Math.max(bound.numLog2, bound.denLog2);
+        if (width > DIGIT_LIMIT_LOG2 + BOUND_SLACK_LOG2) {
+          throw tooLarge(
+            `The result of "${node.operator}" at position ${node.position}`,
+            node.position,
+          );
+        }
+        // The gcd that reduces the result dominates: its cost grows with the product of the
+        // parts' widths (an integer's is trivial); products and sums are linear by comparison.
+        if (width > SMALL_LOG2) {
+          work += (bound.numLog2 / WORK_UNIT_LOG2) * (bound.denLog2 / WORK_UNIT_LOG2) +
+            width / (16 * WORK_UNIT_LOG2);
+        }
+        if (work > CALCULATOR_LIMITS.maxWorkUnits) {
+          throw new CalculationFailure(
+            "too_much_work",
+            `The expression needs more big-number arithmetic than one calculation may do ` +
+              `(at "${node.operator}", position ${node.position}); split it into smaller parts.`,
+            node.position,
+          );
+        }
+        return bound;
+      }
+    }
+  };
+  visit(tree);
+}
+
+/** log2 of |value|, rounded up a little; 0 for 0 and 1. */
+function log2Of(value: bigint): number {
+  const magnitude = abs(value);
+  if (magnitude <= 1n) return 0;
+  const bits = magnitude.toString(2).length;
+  if (bits > 1000) return bits;
+  return Math.log2(Number(magnitude)) * (1 + 1e-12);
+}
+
+function exactBound(value: Rational): SizeBound {
+  return { numLog2: log2Of(value.num), denLog2: log2Of(value.den), value };
+}
+
+function literalBound(literal: NumberLiteral): SizeBound {
+  const scale = Number(literal.scale);
+  // Literals too large for the limit are refused at evaluation, before any work.
+  if (Math.abs(scale) > CALCULATOR_LIMITS.maxDigits * 2) return { numLog2: 0, denLog2: 0 };
+  const mantissaLog2 = log2Of(literal.mantissa);
+  const bound = scale >= 0
+    ? { numLog2: mantissaLog2 + scale * LOG2_10, denLog2: 0 }
+    : { numLog2: mantissaLog2, denLog2: -scale * LOG2_10 };
+  if (Math.max(bound.numLog2, bound.denLog2) > SMALL_LOG2) return bound;
+  return exactBound(literalValue(literal, 0));
+}
+
+function operatorBound(op: Operator, a: SizeBound, b: SizeBound): SizeBound {
+  let bound: SizeBound;
+  switch (op) {
+    case "+":
+    case "-":
+      bound = {
+        numLog2: Math.max(a.numLog2 + b.denLog2, b.numLog2 + a.denLog2) + 1,
+        denLog2: a.denLog2 + b.denLog2,
+      };
+      break;
+    case "*":
+      bound = { numLog2: a.numLog2 + b.numLog2, denLog2: a.denLog2 + b.denLog2 };
+      break;
+    case "/":
+      if (b.value?.num === 0n) return { numLog2: 0, denLog2: 0 }; // refused at evaluation
+      bound = { numLog2: a.numLog2 + b.denLog2, denLog2: a.denLog2 + b.numLog2 };
+      break;
+    case "^":
+      return powerBound(a, b);
+  }
+  if (a.value && b.value && Math.max(bound.numLog2, bound.denLog2) <= SMALL_LOG2) {
+    return exactBound(applyOperator(op, a.value, b.value, 0));
+  }
+  return bound;
+}
+
+function powerBound(base: SizeBound, exponent: SizeBound): SizeBound {
+  const e = exponent.value;
+  const b = base.value;
+  // A non-integer or too large exponent, or 0 to a negative power, is refused at evaluation.
+  if (e && (e.den !== 1n || abs(e.num) > BigInt(CALCULATOR_LIMITS.maxExponent))) {
+    return { numLog2: 0, denLog2: 0 };
+  }
+  if (b && b.num === 0n) return e && e.num < 0n ? { numLog2: 0, denLog2: 0 } : exactBound(b);
+  if (b && b.den === 1n && abs(b.num) === 1n) {
+    return e ? exactBound(power(b, e, "", 0)) : { numLog2: 0, denLog2: 0 };
+  }
+  // Without the exponent's value, assume the largest one allowed.
+  const magnitude = e ? Number(abs(e.num)) : CALCULATOR_LIMITS.maxExponent;
+  const [top, bottom] = e && e.num < 0n
+    ? [base.denLog2, base.numLog2]
+    : [base.numLog2, base.denLog2];
+  const bound = { numLog2: top * magnitude, denLog2: bottom * magnitude };
+  if (b && e && Math.max(bound.numLog2, bound.denLog2) <= SMALL_LOG2) {
+    return exactBound(power(b, e, "", 0));
+  }
+  return bound;
+}
+
+function evaluateNode(node: Node, meter: CalculationMeter): Rational {
   switch (node.kind) {
     case "number":
       return literalValue(node.literal, node.position);
     case "negate": {
-      const operand = evaluateNode(node.operand);
+      const operand = evaluateNode(node.operand, meter);
       return { num: -operand.num, den: operand.den };
     }
     case "binary": {
-      const left = evaluateNode(node.left);
-      const right = evaluateNode(node.right);
+      const left = evaluateNode(node.left, meter);
+      const right = evaluateNode(node.right, meter);
+      if ([left.num, left.den, right.num, right.den].some((part) => abs(part) > WORD)) {
+        meter.bigOperations++;
+      }
       return applyOperator(node.operator, left, right, node.position);
     }
   }
 }
+
+/** Numbers up to this fit a machine word: arithmetic on them is cheap whatever it does. */
+const WORD = 2n ** 64n;
 
 function literalValue(literal: NumberLiteral, position: number): Rational {
   const { mantissa, scale } = literal;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   type CalculationErrorCode,
+  type CalculationMeter,
   type CalculationResult,
   CALCULATOR_LIMITS,
   evaluate,
@@ -472,4 +473,46 @@ Deno.test("property: arbitrary strings never make evaluate throw", () => {
     }
   }
   assert.ok(codes.has("unexpected_character") && codes.has("unexpected_token"));
+});
+
+/**
+ * Fractions over one large denominator: the running sum stays within the digit limit once
+ * reduced, but each `+`/`-` used to reduce a ~7,000-digit fraction with a BigInt gcd first
+ * (seconds of CPU for one call, within every documented limit).
+ */
+function heavyExpression(): string {
+  const numerators = [3, 5, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73];
+  let text = "";
+  for (let i = 0; text.length < 960; i++) {
+    text += `${i === 0 ? "" : i % 2 ? "+" : "-"}${numerators[i % numerators.length]}^4000/7^4000`;
+  }
+  return text;
+}
+
+Deno.test("a heavy expression is refused before any big-number operation runs", () => {
+  const expression = heavyExpression();
+  assert.ok(expression.length <= CALCULATOR_LIMITS.maxExpressionLength);
+  const meter: CalculationMeter = { bigOperations: 0 };
+  const result = evaluate(expression, meter);
+  assert.equal(result.ok, false);
+  assert.equal(meter.bigOperations, 0);
+});
+
+Deno.test("a heavy expression is refused quickly and says why", () => {
+  const result = evaluate(heavyExpression());
+  assert.equal(result.ok, false);
+  if (!result.ok) assert.equal(result.code, "result_too_large");
+});
+
+Deno.test("big-number work has a budget per expression; within it, results are exact", () => {
+  // Each term reduces a 9,500-bit by 16,800-bit fraction (then ^0 makes it 1): small results,
+  // but each reduction is a costly gcd. A dozen fit the budget; twenty do not.
+  const terms = (count: number) => Array(count).fill("(3^6000/7^6000)^0").join("+");
+  const within = evaluate(terms(10));
+  assert.deepEqual(within.ok && within.fraction, "10");
+  const meter: CalculationMeter = { bigOperations: 0 };
+  const over = evaluate(terms(20), meter);
+  assert.equal(over.ok, false);
+  if (!over.ok) assert.equal(over.code, "too_much_work");
+  assert.equal(meter.bigOperations, 0, "refused before any big-number operation");
 });
