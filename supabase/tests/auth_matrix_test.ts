@@ -172,6 +172,9 @@ async function badTokens(mode: JwtMode, key: SigningKey): Promise<[string, strin
     ],
     ["tampered", `${header}.${b64({ ...claims, role: "service_role" })}.${signature}`],
     ["wrong audience", await signed(key, { ...claims, aud: "someone-else" })],
+    // Validly signed, but for a role that would bypass RLS: user-facing functions refuse it.
+    ["service_role token", await signed(key, { ...claims, role: "service_role" })],
+    ["postgres role token", await signed(key, { ...claims, role: "postgres" })],
     ["wrong issuer", await signed(key, { ...claims, iss: "https://evil.test/auth/v1" })],
     ["unknown kid", await signed(key, claims, { kid: "retired-key" })],
     ["algorithm confusion", confusion],
@@ -221,9 +224,10 @@ for (const mode of ["es256", "hs256", "legacy"] as const) {
         }
       }
       // Legacy tokens Auth must judge (those whose claims pass): tampered, unknown kid,
-      // confusion. Sent again, each surface answers from its cache.
+      // confusion, and the two validly signed for other roles. Sent again, each surface
+      // answers from its cache.
       const asked = auth.state.userCalls - goodCalls;
-      assert.equal(asked, mode === "legacy" ? 3 * all.length : 0);
+      assert.equal(asked, mode === "legacy" ? 5 * all.length : 0);
       for (const surface of all) {
         for (const [label, bad, code = "invalid_token"] of cases) {
           await expectError(surface, bad, 401, code, `${label}, again`);

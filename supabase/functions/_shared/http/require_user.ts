@@ -37,6 +37,9 @@ export interface UserVariables {
 
 export type UserEnv = { Variables: UserVariables };
 
+/** The only role a user-facing function accepts from a token. */
+const USER_ROLE = "authenticated";
+
 export function requireUser(options: RequireUserOptions): MiddlewareHandler<UserEnv> {
   const { verifier, resourceMetadataUrl } = options;
   const missingMessage = howToSendToken(options);
@@ -72,6 +75,20 @@ export function requireUser(options: RequireUserOptions): MiddlewareHandler<User
       if (metadata) challenge.push(metadata);
       throw new HttpError(401, result.code, result.message, {
         headers: { "WWW-Authenticate": `Bearer ${challenge.join(", ")}` },
+      });
+    }
+    // Functions scope every query by the token's role (`set local role`). A token the project
+    // signed for another role (service_role, or any role its issuer names) would bypass RLS:
+    // user-facing functions take signed-in users only.
+    if (result.user.role !== USER_ROLE) {
+      const message = `This function takes a signed-in user's access token (role ` +
+        `"${USER_ROLE}"), not a token for the role "${result.user.role}"`;
+      throw new HttpError(401, "invalid_token", message, {
+        headers: {
+          "WWW-Authenticate": `Bearer error="invalid_token", error_description="${
+            message.replace(/["\\]/g, "'")
+          }"${metadata ? `, ${metadata}` : ""}`,
+        },
       });
     }
     c.set("user", result.user);

@@ -16,6 +16,20 @@ const fakeVerifier: TokenVerifier = {
         user: { id: "user-1", role: "authenticated", claims: { sub: "user-1" } as never },
       });
     }
+    if (token === "service" || token === "postgres") {
+      // Signed by the project's keys, but not a user's token.
+      return Promise.resolve({
+        ok: true,
+        user: {
+          id: "user-1",
+          role: token === "service" ? "service_role" : "postgres",
+          claims: {
+            sub: "user-1",
+            role: token === "service" ? "service_role" : "postgres",
+          } as never,
+        },
+      });
+    }
     if (token === EXPIRED) {
       return Promise.resolve({
         ok: false,
@@ -127,5 +141,14 @@ Deno.test("requireUser: keys that cannot be had are 503 auth_unavailable, not th
     assert.equal(response.headers.get("WWW-Authenticate"), null);
   } finally {
     console.error = originalError;
+  }
+});
+
+Deno.test("requireUser: a valid token of any role but authenticated is 401 (no RLS bypass)", async () => {
+  for (const token of ["service", "postgres"]) {
+    const { response, body } = await call(appWith({}), "/", { Authorization: `Bearer ${token}` });
+    assert.equal(response.status, 401, token);
+    assert.equal(body.error.code, "invalid_token");
+    assert.match(body.error.message, /signed-in user/);
   }
 });
