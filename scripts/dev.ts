@@ -1,9 +1,11 @@
 /**
- * `deno task dev [--jwt es256|hs256|legacy] [--api-port N] [--db-port N] [--web-port N]
- * [--reset] [--pooler] [--verbose]`: the whole local stack on embedded defaults, a stand-in for
- * `supabase start` on machines without Docker, plus the web app on Vite's dev server pointed at
- * it. `--pooler` runs the functions through PgBouncer in transaction mode (their
- * `DATABASE_URL`), as with Supavisor. Ctrl-C stops everything; a second run reuses the data.
+ * `deno task dev [--jwt es256|hs256|legacy] [--plan free|paid] [--no-limits] [--api-port N]
+ * [--db-port N] [--web-port N] [--reset] [--pooler] [--verbose]`: the whole local stack on
+ * embedded defaults, a stand-in for `supabase start` on machines without Docker, plus the web
+ * app on Vite's dev server pointed at it. `--pooler` runs the functions through PgBouncer in
+ * transaction mode (their `DATABASE_URL`), as with Supavisor. The functions run under the Edge
+ * Runtime's limits of the Free plan unless `--plan paid` (runtime_limits.ts); `--no-limits`
+ * lifts them, for debugging only. Ctrl-C stops everything; a second run reuses the data.
  */
 import { parseArgs } from "node:util";
 import { createServer } from "vite";
@@ -11,6 +13,7 @@ import { webConfig } from "../web/vite.config.ts";
 import { PgBouncerError } from "./standin/pgbouncer.ts";
 import { LocalDatabaseError } from "./standin/postgres.ts";
 import { JWT_MODES, type JwtMode } from "./standin/signing_keys.ts";
+import { type Plan, PLANS } from "./standin/runtime_limits.ts";
 import { DEFAULT_API_PORT, startStack } from "./standin/stack.ts";
 
 const { values } = parseArgs({
@@ -21,6 +24,9 @@ const { values } = parseArgs({
     "web-port": { type: "string", default: Deno.env.get("WEB_PORT") ?? "5173" },
     // Which kind of project to play: asymmetric keys, a shared HS256 secret, or the legacy secret.
     jwt: { type: "string", default: "es256" },
+    // Whose Edge Runtime limits the functions run under; Free, the stricter, by default.
+    plan: { type: "string", default: "free" },
+    "no-limits": { type: "boolean", default: false },
     reset: { type: "boolean", default: false },
     pooler: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
@@ -38,6 +44,12 @@ if (!JWT_MODES.includes(jwt)) {
   Deno.exit(2);
 }
 
+const plan = values.plan as Plan;
+if (!PLANS.includes(plan)) {
+  console.error(`error[bad_plan]: --plan takes ${PLANS.join(", ")}, not "${values.plan}"`);
+  Deno.exit(2);
+}
+
 console.log(
   "Local stand-in for `supabase start`: same migrations, same wire protocols, no Docker.",
 );
@@ -50,6 +62,7 @@ try {
     dbPort: Number(values["db-port"]),
     reset: values.reset,
     pooler: values.pooler,
+    limits: values["no-limits"] ? "off" : { plan },
     verbose: values.verbose,
     // The web app's pages may call the functions (MCP checks a browser's Origin).
     functionEnv: {
@@ -74,7 +87,7 @@ const web = await createServer(webConfig({
 await web.listen();
 const webUrl = web.resolvedUrls?.local[0] ?? `http://127.0.0.1:${values["web-port"]}/`;
 
-const functions = [...stack.workers.keys()].map((name) => `${stack.apiUrl}/functions/v1/${name}`);
+const functions = [...stack.functions.keys()].map((name) => `${stack.apiUrl}/functions/v1/${name}`);
 console.log(`
   Web app          ${webUrl}   ← open this, sign in as alice@example.com / password123
   API URL          ${stack.apiUrl}

@@ -11,9 +11,18 @@ import { bearerToken, type TokenVerifier } from "./token_verifier.ts";
 
 export type Handler = (request: Request) => Response | Promise<Response>;
 
+/**
+ * Function name → the origin (http://127.0.0.1:port) of a worker that takes this request: a
+ * plain map, or the stack's worker pools (worker_pool.ts), which may start a worker first or
+ * say why none can be had.
+ */
+export interface FunctionDirectory {
+  has(name: string): boolean;
+  get(name: string): string | undefined | Promise<string | { unavailable: string } | undefined>;
+}
+
 export interface GatewayRoutes {
-  /** Function name → worker origin (http://127.0.0.1:port). */
-  functions: Map<string, string>;
+  functions: FunctionDirectory;
   /** Function name → verify_jwt from config.toml (default true, as on Supabase). */
   verifyJwt: Map<string, boolean>;
   verifier: TokenVerifier;
@@ -78,13 +87,25 @@ async function routeToFunction(request: Request, routes: GatewayRoutes): Promise
   const url = new URL(request.url);
   const functionPath = url.pathname.slice(FUNCTIONS_PREFIX.length - 1); // "/<name>/…"
   const name = functionPath.split("/")[1];
-  const origin = routes.functions.get(name);
-  if (!origin) return gatewayError(404, "Requested function was not found");
+  if (!routes.functions.has(name)) {
+    return gatewayError(404, "Requested function was not found");
+  }
 
   if (request.method !== "OPTIONS" && (routes.verifyJwt.get(name) ?? true)) {
     const token = bearerToken(request);
     const verdict = token ? await routes.verifier.verify(token) : undefined;
     if (!verdict?.ok) return gatewayError(401, "Invalid JWT");
+  }
+  // Only now, after the JWT check, is a worker taken: a refused request costs it nothing.
+  const origin = await routes.functions.get(name);
+  if (!origin) return gatewayError(404, "Requested function was not found");
+  if (typeof origin !== "string") {
+    // The Edge Runtime's answer when a worker cannot boot.
+    console.error(`gateway: ${origin.unavailable}`);
+    return Response.json(
+      { code: "BOOT_ERROR", message: "Worker failed to boot (please check logs)" },
+      { status: 503 },
+    );
   }
 
   const target = new URL(functionPath + url.search, origin);

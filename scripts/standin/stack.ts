@@ -11,7 +11,14 @@ import { createAuthHandler } from "./auth_server.ts";
 import { createRealtimeHandler } from "./realtime/server.ts";
 import { type LlmFixture, OFFLINE_DEMO_MODEL, startLlmFixture } from "./llm_fixture.ts";
 import { createGateway, type Handler, ProxiedSockets } from "./gateway.ts";
-import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
+import type { FunctionWorker } from "./function_workers.ts";
+import {
+  describeLimits,
+  type LimitsChoice,
+  resolveLimits,
+  type RuntimeLimits,
+} from "./runtime_limits.ts";
+import { FunctionPool } from "./worker_pool.ts";
 import { startPgBouncer } from "./pgbouncer.ts";
 import {
   type ApiKeys,
@@ -81,6 +88,12 @@ export interface StackOptions {
    * the local Supavisor pooler. Auth, REST and Realtime stay direct, as on Supabase.
    */
   pooler?: boolean;
+  /**
+   * The Edge Runtime's limits on the function workers (runtime_limits.ts): a plan's figures,
+   * optionally stricter, or "off" (debugging only). Default: the paid plan, which test stacks
+   * run on; `deno task dev` passes its `--plan` (free by default).
+   */
+  limits?: LimitsChoice;
   /** Extra environment for the functions (tests point them at doubles this way). */
   functionEnv?: Record<string, string>;
   log?: (line: string) => void;
@@ -101,8 +114,11 @@ export interface RunningStack {
   signingKey: SigningKey;
   /** The offline LLM when no API key was set. */
   llm?: LlmFixture;
-  workers: Map<string, FunctionWorker>;
-  /** Kills a function's worker and starts a fresh one (a new isolate). */
+  /** Each function's workers under the runtime's limits (`current`, `events`, …). */
+  functions: Map<string, FunctionPool>;
+  /** The limits they run under; null with `limits: "off"`. */
+  limits: RuntimeLimits | null;
+  /** Kills a function's current worker (a crash) and starts a fresh one (a new isolate). */
   restartFunction(name: string): Promise<FunctionWorker>;
   /** Cuts every function WebSocket at the gateway, both sides (tests of reconnecting). */
   dropFunctionWebSockets(): number;
@@ -196,32 +212,35 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       ...functionEnv,
     };
 
-    const workers = new Map<string, FunctionWorker>();
+    const limits = resolveLimits(options.limits ?? { plan: "paid" });
+    notes.push(`Edge Runtime limits: ${describeLimits(limits)}`);
+    const pools = new Map<string, FunctionPool>();
     const configs = await readFunctionConfigs();
-    const routes = new Map<string, string>();
     const verifyJwt = new Map(configs.map((c) => [c.name, c.verifyJwt]));
-    const startWorker = async (name: string, entrypoint: string) => {
-      const worker = await startFunctionWorker({
-        name,
-        entrypoint,
-        env,
-        log,
-        verbose: options.verbose,
-      });
-      workers.set(name, worker);
-      routes.set(name, worker.origin);
-      return worker;
-    };
     cleanups.push(async () => {
-      for (const worker of workers.values()) await worker.stop();
+      await Promise.all([...pools.values()].map((pool) => pool.stop()));
     });
     for (const config of configs) {
       if (!(await exists(config.entrypoint))) {
         notes.push(`function ${config.name}: not built yet (${config.entrypoint} is missing)`);
         continue;
       }
-      await startWorker(config.name, config.entrypoint);
+      const pool = new FunctionPool({
+        name: config.name,
+        entrypoint: config.entrypoint,
+        env,
+        limits,
+        log,
+        verbose: options.verbose,
+      });
+      pools.set(config.name, pool);
     }
+    // Every function boots at once, as `supabase start` has them ready.
+    await Promise.all([...pools.values()].map((pool) => pool.start()));
+    const routes = {
+      has: (name: string) => pools.has(name),
+      get: (name: string) => pools.get(name)?.acquire(),
+    };
 
     // One verifier (token_verifier.ts, not the product's) for the gateway and every stand-in.
     const verifier = createTokenVerifier({ jwks: serverKeysOf(signingKey) });
@@ -255,15 +274,18 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
         : {}),
       signingKey,
       llm,
-      workers,
+      functions: pools,
+      limits,
       notes,
-      restartFunction: async (name) => {
-        const old = workers.get(name);
-        const config = configs.find((c) => c.name === name);
-        if (!old || !config) throw new Error(`no function ${name}`);
-        old.kill("SIGKILL");
-        await old.exited;
-        return await startWorker(name, config.entrypoint);
+      restartFunction: async (name): Promise<FunctionWorker> => {
+        const pool = pools.get(name);
+        if (!pool) throw new Error(`no function ${name}`);
+        const old = pool.current;
+        if (old) {
+          old.kill("SIGKILL");
+          await old.exited;
+        }
+        return await pool.start();
       },
       dropFunctionWebSockets: () => sockets.dropAll(),
       restartGateway: async () => {

@@ -1,0 +1,21 @@
+/**
+ * Preloaded (`deno run --preload`) into every local function worker, never deployed. The Edge
+ * Runtime ends a worker by dispatching `beforeunload` in its isolate and closing it a moment
+ * later; a local worker is a Deno process, so the stand-in sends SIGTERM and this turns it into
+ * the same event, then exits after the grace the gateway chose. The function's own code keeps
+ * listening only for `beforeunload`, as on Supabase.
+ */
+const GRACE_VARIABLE = "STANDIN_UNLOAD_GRACE_MS";
+const graceMs = Number(Deno.env.get(GRACE_VARIABLE) ?? "1000");
+// The function sees the environment Supabase gives it, not the stand-in's knob.
+Deno.env.delete(GRACE_VARIABLE);
+
+let unloading = false;
+Deno.addSignalListener("SIGTERM", () => {
+  if (unloading) return;
+  unloading = true;
+  // Marks the moment in the worker's log, as the runtime's own log does.
+  console.error("[runtime] beforeunload: the worker is shutting down");
+  dispatchEvent(new Event("beforeunload"));
+  setTimeout(() => Deno.exit(0), Number.isFinite(graceMs) ? graceMs : 1000);
+});
