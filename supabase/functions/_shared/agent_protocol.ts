@@ -12,6 +12,7 @@
  *
  * Unknown fields are ignored, so either side may add fields without breaking the other.
  */
+import { nestsDeeperThan, tooDeepMessage } from "./json_depth.ts";
 import { z } from "zod";
 import { fieldPath } from "./field_path.ts";
 
@@ -331,6 +332,9 @@ export type DecodedClientFrame = { ok: true; frame: ClientFrame } | {
 
 /** Parses and validates one client text frame; the error names the field at fault. */
 export function decodeClientFrame(text: string): DecodedClientFrame {
+  if (nestsDeeperThan(text)) {
+    return { ok: false, error: { code: "bad_request", message: tooDeepMessage("The frame") } };
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);

@@ -424,6 +424,22 @@ Deno.test("a body that is not JSON is 400 bad_json", async () => {
   }
 });
 
+Deno.test("JSON nested deeper than the limit is 400 before any schema runs", async () => {
+  const h = await start();
+  try {
+    const alice = await caller(h);
+    const deep = "[".repeat(5000) + "]".repeat(5000);
+    const body =
+      `{"session_id":"${crypto.randomUUID()}","messages":[{"id":"${crypto.randomUUID()}",` +
+      `"role":"assistant","content":"x","tool_calls":${deep}}]}`;
+    const reply = await call(h, alice, "POST", "/messages", body);
+    assertError(reply, 400, "bad_json");
+    assert.match(reply.body.error.message, /nests deeper than 64 levels/);
+  } finally {
+    await h.close();
+  }
+});
+
 Deno.test("schema violations are 422 invalid_request naming the field", async () => {
   const h = await start();
   try {

@@ -4,6 +4,7 @@
  * agent's policy (an `ask` grant waits for the user's approval) and reported back. Every
  * refusal is a tool error the model sees, so it can explain or try otherwise.
  */
+import { nestsDeeperThan, tooDeepMessage } from "../json_depth.ts";
 import { z } from "zod";
 import type { Json } from "../db/database.types.ts";
 import type { ToolDefinition as LlmToolDefinition } from "../llm_client.ts";
@@ -137,6 +138,8 @@ export async function executeToolCall(
 
 function parseArguments(text: string): ToolArguments {
   if (text.trim() === "") return { ok: true, value: {} };
+  // The model writes these: validating a deeply nested value would overflow the stack.
+  if (nestsDeeperThan(text)) return { ok: false, message: tooDeepMessage("The arguments") };
   try {
     return { ok: true, value: JSON.parse(text) };
   } catch (error) {

@@ -2,6 +2,7 @@
  * Request bodies as JSON, read with a size limit: "too large" and "not JSON" are the first two
  * errors every JSON endpoint answers, and both must be the same everywhere.
  */
+import { nestsDeeperThan, tooDeepMessage } from "../json_depth.ts";
 import { HttpError } from "./errors.ts";
 
 export const MAX_JSON_BODY_BYTES = 1024 * 1024;
@@ -11,7 +12,8 @@ export const MAX_JSON_BODY_BYTES = 1024 * 1024;
  * the limit is refused before reading; a chunked body (no Content-Length) is counted as it
  * arrives and abandoned as soon as it passes the limit, so an endless body costs nothing.
  *
- * Throws `HttpError` 413 `payload_too_large` or 400 `bad_json`.
+ * Throws `HttpError` 413 `payload_too_large` or 400 `bad_json` (also for JSON nested deeper
+ * than `MAX_JSON_DEPTH`, refused before parsing).
  */
 export async function readJsonBody(
   request: Request,
@@ -31,6 +33,9 @@ export async function readJsonBody(
   } catch (error) {
     if (!(error instanceof TypeError)) throw error;
     throw new HttpError(400, "bad_json", "The request body is not valid UTF-8");
+  }
+  if (nestsDeeperThan(text)) {
+    throw new HttpError(400, "bad_json", tooDeepMessage("The request body"));
   }
   try {
     return JSON.parse(text);

@@ -64,6 +64,8 @@ export interface McpAppOptions {
 const FUNCTION_NAME = "mcp";
 const METADATA_PATH = "/.well-known/oauth-protected-resource";
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
+/** Messages per POST: each may be a tool call, so one request's work stays small. */
+export const MCP_MAX_BATCH = 20;
 const DEFAULT_SERVER_INFO = { name: "supabase-agent-tools", version: "1.0.0" };
 
 export function createMcpApp(options: McpAppOptions) {
@@ -123,6 +125,16 @@ export function createMcpApp(options: McpAppOptions) {
 
     const body = await readJsonRpcBody(request);
     if (!body.ok) return body.response;
+    if (Array.isArray(body.value) && body.value.length === 0) {
+      return jsonRpcError(400, -32600, "Invalid Request: the batch is empty");
+    }
+    if (Array.isArray(body.value) && body.value.length > MCP_MAX_BATCH) {
+      return jsonRpcError(
+        400,
+        -32600,
+        `Invalid Request: at most ${MCP_MAX_BATCH} messages per batch, got ${body.value.length}`,
+      );
+    }
     const messages = (Array.isArray(body.value) ? body.value : [body.value]) as unknown[];
 
     for (const requestId of cancelledRequestIds(messages)) {

@@ -27,7 +27,7 @@ import {
 } from "../../../tests/support/database.ts";
 import { createTokenVerifier } from "../auth.ts";
 import type { Sql } from "../db/client.ts";
-import { createMcpApp } from "./app.ts";
+import { createMcpApp, MCP_MAX_BATCH } from "./app.ts";
 import { createToolRegistry } from "../tools/registry.ts";
 import { getUsageTool } from "../tools/get_usage.ts";
 import type { WorkflowConfig } from "../tools/execute_workflow.ts";
@@ -847,5 +847,38 @@ Deno.test("a body that is not JSON or too large is a JSON-RPC error, after sign-
       body: "{nope",
     });
     assert.equal(anonymous.status, 401, "no body is read before the caller is known");
+  });
+});
+
+Deno.test("an empty batch and a batch over the cap are 400 Invalid Request; nothing runs", async () => {
+  await withMcp({}, async ({ sql, endpoint, tokenFor }) => {
+    const user = await createUser(sql, "mcp-batch");
+    const headers = {
+      "Content-Type": "application/json",
+      Accept: "application/json, text/event-stream",
+      Authorization: `Bearer ${await tokenFor(user)}`,
+    };
+    const empty = await fetch(endpoint, { method: "POST", headers, body: "[]" });
+    assert.equal(empty.status, 400);
+    assert.equal((await empty.json()).error.code, -32600);
+
+    const call = (id: number) => ({
+      jsonrpc: "2.0",
+      id,
+      method: "tools/call",
+      params: { name: "calculator", arguments: { expression: "1+1" } },
+    });
+    const tooMany = await fetch(endpoint, {
+      method: "POST",
+      headers,
+      body: JSON.stringify(Array.from({ length: MCP_MAX_BATCH + 1 }, (_, i) => call(i))),
+    });
+    assert.equal(tooMany.status, 400);
+    const error = (await tooMany.json()).error;
+    assert.equal(error.code, -32600);
+    assert.match(error.message, new RegExp(`at most ${MCP_MAX_BATCH}`));
+    const [{ n }] = await sql`select count(*)::int as n from public.usage_metrics
+                              where user_id = ${user.id}`;
+    assert.equal(n, 0, "no call of a refused batch ran");
   });
 });

@@ -160,6 +160,10 @@ export function planQuery(args: QueryTableInput): QueryPlan {
   for (const [name, value] of Object.entries(args.filters ?? {})) {
     const found = lookUp(name, "compare");
     if (!found.ok) return found;
+    if (typeof value === "string" && value.includes("\u0000")) {
+      // Postgres text cannot hold NUL; no row can match, and the error would be a server's.
+      return failure("invalid_filter_value", `The filter on "${name}" contains a NUL character`);
+    }
     if (value === null) {
       conditions.push(`${found.column} is null`);
     } else {
@@ -215,6 +219,8 @@ const BAD_VALUE_STATES = new Set([
   "22003", // numeric value out of range
   "42883", // operator does not exist (e.g. boolean compared to a text column)
   "42804", // datatype mismatch
+  "22021", // character not in repertoire (e.g. NUL in text)
+  "22P05", // untranslatable character
 ]);
 
 export const queryTableTool: ToolDefinition<typeof input, typeof output> = {

@@ -156,3 +156,13 @@ Deno.test("limit outside 1..100 is refused by the schema and the planner", () =>
   const parsed = queryTableTool.input.parse({ table: "chat_history" });
   assert.equal(parsed.limit, 20);
 });
+
+Deno.test("a NUL character in a filter value is refused as a bad value, not sent to Postgres", () => {
+  const plan = planQuery({
+    table: "chat_history",
+    filters: { content: "before\u0000after" },
+    limit: 20,
+  });
+  assert.equal(plan.ok, false);
+  if (!plan.ok) assert.equal(plan.error.code, "invalid_filter_value");
+});
