@@ -16,15 +16,22 @@ export interface CliResult {
   stderr: string;
 }
 
-/** `workdir` is the folder holding `supabase/` (this project unless a test says otherwise). */
-export async function runSupabaseCli(args: string[], workdir = PROJECT_ROOT): Promise<CliResult> {
+/**
+ * `workdir` is the folder holding `supabase/` (this project unless a test says otherwise);
+ * `env` adds to the environment (the deploy rehearsal passes its access token this way).
+ */
+export async function runSupabaseCli(
+  args: string[],
+  workdir = PROJECT_ROOT,
+  env: Record<string, string> = {},
+): Promise<CliResult> {
   const command = new Deno.Command("npx", {
     args: ["--yes", `supabase@${SUPABASE_CLI_VERSION}`, ...args, "--workdir", workdir],
     cwd: workdir,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1", NO_COLOR: "1" },
+    env: { SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1", NO_COLOR: "1", ...env },
   });
   const output = await command.output();
   const decoder = new TextDecoder();

@@ -155,49 +155,5 @@ Deno.test("architecture: the checker itself finds imports and cycles", () => {
   assert.deepEqual(cyclesAmong(toy, new Set(["a", "b", "d"])), []);
 });
 
-/** The imports of `entry` that its function's own deno.json (what deploy reads) cannot resolve. */
-async function unresolvedImports(functionName: string): Promise<string[]> {
-  const folder = join(ROOT, FUNCTIONS, functionName);
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "info",
-      "--json",
-      "--no-lock",
-      "--config",
-      join(folder, "deno.json"),
-      join(folder, "index.ts"),
-    ],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(output.success, new TextDecoder().decode(output.stderr));
-  const graph = JSON.parse(new TextDecoder().decode(output.stdout)) as {
-    modules: {
-      specifier: string;
-      dependencies?: {
-        specifier: string;
-        code?: { error?: string };
-        type?: { error?: string };
-      }[];
-    }[];
-  };
-  return graph.modules.flatMap((module) =>
-    (module.dependencies ?? [])
-      .filter((dependency) => dependency.code?.error ?? dependency.type?.error)
-      .map((dependency) =>
-        `${relative(ROOT, new URL(module.specifier).pathname)}: ${dependency.specifier}`
-      )
-  );
-}
-
-Deno.test("architecture: each function resolves every import with its own deno.json", async () => {
-  const functions: string[] = [];
-  for await (const entry of Deno.readDir(join(ROOT, FUNCTIONS))) {
-    if (entry.isDirectory && !entry.name.startsWith("_")) functions.push(entry.name);
-  }
-  assert.ok(functions.length >= 3);
-  for (const name of functions.sort()) {
-    assert.deepEqual(await unresolvedImports(name), [], `supabase/functions/${name}/deno.json`);
-  }
-});
+// Rule 6 (each function resolves with its own deno.json) is the import-map contract:
+// supabase/tests/import_map_contract_test.ts.

@@ -27,9 +27,16 @@
  * lands on another isolate cannot reach the call; the call then still ends when its client
  * drops the response stream, or at the tool's own timeout.
  */
+// The SDK's wildcard export gives `<path>.js` the types `<path>.js.d.ts`, which it does not ship;
+// Deno 2.1.4 (the hosted Edge Runtime's) then fails the type check. Each import therefore takes
+// its types from `<path>` without `.js`, which the same export maps to `<path>.d.ts`.
+// @ts-types="@modelcontextprotocol/sdk/server/index"
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
+// @ts-types="@modelcontextprotocol/sdk/validation/ajv-provider"
 import { AjvJsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/ajv-provider.js";
+// @ts-types="@modelcontextprotocol/sdk/server/webStandardStreamableHttp"
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
+// @ts-types="@modelcontextprotocol/sdk/types"
 import { CallToolRequestSchema, type RequestId } from "@modelcontextprotocol/sdk/types.js";
 import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import type { Sql } from "../db/client.ts";

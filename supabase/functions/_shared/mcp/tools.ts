@@ -13,8 +13,14 @@
  * stateless function spread over isolates cannot promise. Failing closed keeps `ask` meaning
  * "a person approves every call"; the agent, which can ask, serves those tools.
  */
+// The SDK's wildcard export gives `<path>.js` the types `<path>.js.d.ts`, which it does not ship;
+// Deno 2.1.4 (the hosted Edge Runtime's) then fails the type check. Each import therefore takes
+// its types from `<path>` without `.js`, which the same export maps to `<path>.d.ts`.
+// @ts-types="@modelcontextprotocol/sdk/server/index"
 import type { Server } from "@modelcontextprotocol/sdk/server/index.js";
+// @ts-types="@modelcontextprotocol/sdk/shared/protocol"
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
+// @ts-types="@modelcontextprotocol/sdk/types"
 import {
   type CallToolRequest,
   CallToolRequestSchema,
