@@ -717,6 +717,11 @@ async function startAgentWorker(
       "-A",
       "--config",
       join(PROJECT_ROOT, "deno.json"),
+      // As deploy resolves it (and the stand-in's workers): the function's own import map.
+      "--import-map",
+      join(PROJECT_ROOT, "supabase", "functions", "agent", "deno.json"),
+      `--lock=${join(PROJECT_ROOT, "deno.lock")}`,
+      "--frozen",
       join(PROJECT_ROOT, "supabase", "functions", "agent", "index.ts"),
     ],
     cwd: PROJECT_ROOT,
