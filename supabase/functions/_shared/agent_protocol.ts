@@ -32,6 +32,8 @@ export const CLOSE_CODES = {
   tooManyConnections: 4001,
   /** The server is shutting down; reconnect and `resume`. */
   goingAway: 1001,
+  /** A frame was over `maxFrameBytes` (after an `error` frame_too_large); do not resend it. */
+  frameTooLarge: 1009,
 } as const;
 
 /** The Sec-WebSocket-Protocol prefix that carries the access token (`jwt-<token>`). */

@@ -6,6 +6,7 @@
  */
 import {
   type ClientFrame,
+  CLOSE_CODES,
   decodeClientFrame,
   PROTOCOL_LIMITS,
   type ServerError,
@@ -164,12 +165,20 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
     return false;
   }
 
+  /**
+   * Deno hands over a message only once it has read all of it, so a size check cannot spare
+   * the memory of the frame at hand; closing at the first one spares the next ones (a client
+   * could otherwise make the isolate buffer megabytes twenty times a second). The frame still
+   * counts against the rate.
+   */
   #tooLarge(): void {
+    this.#window.admit();
     this.sendError({
       code: "frame_too_large",
-      message: `frames may be at most ${PROTOCOL_LIMITS.maxFrameBytes} bytes`,
+      message: `frames may be at most ${PROTOCOL_LIMITS.maxFrameBytes} bytes; closing`,
       retryable: false,
     });
+    this.close(CLOSE_CODES.frameTooLarge, "frame too large");
   }
 }
 
