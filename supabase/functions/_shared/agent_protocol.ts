@@ -32,6 +32,8 @@ export const CLOSE_CODES = {
   tooManyConnections: 4001,
   /** The server is shutting down; reconnect and `resume`. */
   goingAway: 1001,
+  /** The access token expired and no `auth` frame renewed it; reconnect with a fresh one. */
+  tokenExpired: 4002,
   /** A frame was over `maxFrameBytes` (after an `error` frame_too_large); do not resend it. */
   frameTooLarge: 1009,
 } as const;
@@ -67,6 +69,9 @@ export const ERROR_CODES = [
   "llm_connection_lost",
   "llm_timeout",
   "llm_upstream_http_error",
+  /** An `auth` frame's token is not valid, has expired, or is another user's (`ref: "auth"`). */
+  "invalid_token",
+  "expired_token",
   /** Anything else; details are in the server's log. */
   "internal_error",
 ] as const;
@@ -124,12 +129,24 @@ export const ResumeFrameSchema = z.object({
 
 export const PingFrameSchema = z.object({ type: z.literal("ping") });
 
+/**
+ * A renewed access token for the same user (send it whenever supabase-js refreshes the
+ * session): later turns, tool calls and approvals run with its claims, and the socket lives
+ * until its `exp` instead of the old one's. Failures come back as an `error` frame with
+ * `ref: "auth"`.
+ */
+export const AuthFrameSchema = z.object({
+  type: z.literal("auth"),
+  access_token: z.string().min(1).max(16 * 1024),
+});
+
 export const ClientFrameSchema = z.discriminatedUnion("type", [
   ChatFrameSchema,
   CancelFrameSchema,
   ApproveFrameSchema,
   ResumeFrameSchema,
   PingFrameSchema,
+  AuthFrameSchema,
 ]);
 
 export type ChatFrame = z.infer<typeof ChatFrameSchema>;
@@ -137,6 +154,7 @@ export type CancelFrame = z.infer<typeof CancelFrameSchema>;
 export type ApproveFrame = z.infer<typeof ApproveFrameSchema>;
 export type ResumeFrame = z.infer<typeof ResumeFrameSchema>;
 export type PingFrame = z.infer<typeof PingFrameSchema>;
+export type AuthFrame = z.infer<typeof AuthFrameSchema>;
 export type ClientFrame = z.infer<typeof ClientFrameSchema>;
 export type ClientFrameType = ClientFrame["type"];
 

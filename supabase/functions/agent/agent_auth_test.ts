@@ -1,10 +1,12 @@
 /**
  * Authentication before the upgrade: the three ways to send the token, and every kind of bad
- * token answered 401 with a JSON error instead of a socket.
+ * token answered 401 with a JSON error instead of a socket; after it, a socket lives as long as
+ * its (renewed) token.
  */
 import assert from "node:assert/strict";
 import { importJWK, SignJWT } from "jose";
 import { generateSigningKey, issueAccessToken } from "../../../scripts/standin/signing_keys.ts";
+import { CLOSE_CODES } from "../_shared/agent_protocol.ts";
 import { AgentClient, ISSUER, withWorld } from "../../tests/support/agent_world.ts";
 
 function base64url(value: unknown): string {
@@ -134,5 +136,46 @@ Deno.test("a plain GET with a good token is told to upgrade", async () => {
     const missing = await fetch(`${agent.httpUrl}/elsewhere`);
     assert.equal(missing.status, 404);
     await missing.body?.cancel();
+  });
+});
+
+Deno.test("a socket closes at its token's exp (4002) unless an auth frame renewed it", async () => {
+  await withWorld({}, async ({ agent, key, user }) => {
+    const caller = await user("expiring");
+    const shortToken = (seconds: number) =>
+      issueAccessToken(key, {
+        userId: caller.id,
+        email: caller.email,
+        issuer: ISSUER,
+        expiresIn: seconds,
+      });
+    const open = async (token: string) => {
+      const client = await AgentClient.open(agent.url, {
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      await client.take((frame) => frame.type === "ready");
+      return client;
+    };
+
+    const unrenewed = await open(await shortToken(2));
+    const renewed = await open(await shortToken(2));
+    // Another user's token cannot take over a socket.
+    const stranger = await user("stranger");
+    renewed.send({
+      type: "auth",
+      access_token: await issueAccessToken(key, { userId: stranger.id, issuer: ISSUER }),
+    });
+    const refused = await renewed.takeType("error");
+    assert.equal(refused.code, "invalid_token");
+    assert.equal(refused.ref, "auth");
+    renewed.send({ type: "auth", access_token: await shortToken(60) });
+
+    const closed = await unrenewed.closed;
+    assert.equal(closed.code, CLOSE_CODES.tokenExpired);
+    // Past the first token's exp, the renewed socket still serves.
+    renewed.send({ type: "ping" });
+    assert.equal((await renewed.takeType("pong")).type, "pong");
+    renewed.close();
+    await renewed.closed;
   });
 });

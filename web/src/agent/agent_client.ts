@@ -56,6 +56,15 @@ export class AgentClient {
     this.#connection.reconnect();
   }
 
+  /**
+   * supabase-js refreshed the session: the open socket takes the new token (the server
+   * closes a socket whose token expired, 4002). Not connected, nothing is sent: the next
+   * connect asks for the current token anyway.
+   */
+  renewToken(accessToken: string): void {
+    this.#connection.send({ type: "auth", access_token: accessToken });
+  }
+
   /** Shows the message at once and sends it; returns its id (the user message's client id). */
   sendChat(request: ChatRequest): string {
     const chat: PendingChat = {

@@ -183,3 +183,14 @@ Deno.test("the end of a turn is notified at once, to the message and the session
   assert.deepEqual(heard, ["message", "session"]);
   assert.equal(store.runningTurnIn(s.sessionId), undefined);
 });
+
+Deno.test("a refreshed token goes to the open socket as an auth frame; closed, it waits", async () => {
+  const h = harness();
+  h.client.renewToken("refreshed-before-open");
+  h.client.start();
+  await settle();
+  h.last().accept();
+  assert.deepEqual(h.last().sent, [], "the next connect carries the fresh token itself");
+  h.client.renewToken("refreshed");
+  assert.deepEqual(h.last().sent, [{ type: "auth", access_token: "refreshed" }]);
+});

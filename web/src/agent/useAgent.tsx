@@ -36,7 +36,13 @@ export function AgentProvider({ userId, children }: { userId: string; children: 
   );
   useEffect(() => {
     client.start();
-    return () => client.stop();
+    const { data } = supabase.auth.onAuthStateChange((event, session) => {
+      if (event === "TOKEN_REFRESHED" && session) client.renewToken(session.access_token);
+    });
+    return () => {
+      data.subscription.unsubscribe();
+      client.stop();
+    };
   }, [client]);
   return <AgentContext.Provider value={client}>{children}</AgentContext.Provider>;
 }

@@ -82,7 +82,7 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     }
     const protocol = c.var.tokenProtocol;
     const { socket, response } = Deno.upgradeWebSocket(request, protocol ? { protocol } : {});
-    serveSocket(runtime, c.var.user, socket);
+    serveSocket(runtime, c.var.user, socket, options.verifier);
     return response;
   });
 
@@ -93,12 +93,14 @@ function serveSocket(
   runtime: AgentRuntime,
   user: VerifiedUser,
   socket: WebSocket,
+  verifier: TokenVerifier,
 ): void {
   const connection = new AgentConnection(
     crypto.randomUUID(),
     user,
     socket,
     runtime,
+    verifier,
   );
   const { sql, config } = runtime.deps;
   let markClosed: () => void = () => {};

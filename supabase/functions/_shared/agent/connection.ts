@@ -12,7 +12,7 @@ import {
   type ServerError,
   type ServerFrame,
 } from "../agent_protocol.ts";
-import type { VerifiedUser } from "../auth.ts";
+import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import { handleChat } from "./chat.ts";
 import { frameRateWindow, type SlidingWindow } from "./limits.ts";
 import { followTurn } from "./resume.ts";
@@ -21,6 +21,8 @@ import type { TurnClient } from "./turn_client.ts";
 
 export class AgentConnection implements ConnectionHandle, TurnClient {
   readonly userId: string;
+  #user: VerifiedUser;
+  #expiry: ReturnType<typeof setTimeout> | undefined;
   readonly #window: SlidingWindow = frameRateWindow();
   /** Turns this connection follows, with how to stop following each. */
   readonly #following = new Map<string, () => void>();
@@ -28,11 +30,63 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
 
   constructor(
     readonly id: string,
-    readonly user: VerifiedUser,
+    user: VerifiedUser,
     readonly socket: WebSocket,
     readonly runtime: AgentRuntime,
+    readonly verifier?: TokenVerifier,
   ) {
     this.userId = user.id;
+    this.#user = user;
+    this.#closeAtExpiry();
+  }
+
+  /** The caller as the latest token says; a turn keeps the claims it started with. */
+  get user(): VerifiedUser {
+    return this.#user;
+  }
+
+  /**
+   * A socket may not outlive its token: at `exp`, unless an `auth` frame renewed it, it
+   * closes (4002). New turns, approvals and renewals thus always come with a valid token.
+   */
+  #closeAtExpiry(): void {
+    if (this.#expiry !== undefined) clearTimeout(this.#expiry);
+    const exp = this.#user.claims.exp;
+    if (typeof exp !== "number") return;
+    // setTimeout's delay is a 32-bit integer; a later expiry is re-armed when it comes.
+    const delay = Math.min(exp * 1000 - Date.now(), 2 ** 31 - 1);
+    this.#expiry = setTimeout(() => {
+      if (this.#user.claims.exp !== exp) return;
+      if (exp * 1000 > Date.now()) return this.#closeAtExpiry();
+      this.sendError({
+        code: "expired_token",
+        message: "The access token expired; reconnect with a fresh one",
+        retryable: true,
+        ref: "auth",
+      });
+      this.close(CLOSE_CODES.tokenExpired, "access token expired");
+    }, Math.max(0, delay));
+  }
+
+  async #renew(token: string): Promise<void> {
+    const refuse = (code: "invalid_token" | "expired_token", message: string) =>
+      this.sendError({ code, message, retryable: false, ref: "auth" });
+    if (!this.verifier) return refuse("invalid_token", "This server cannot renew tokens");
+    const result = await this.verifier.verify(token);
+    if (!result.ok) {
+      return refuse(
+        result.code === "expired_token" ? "expired_token" : "invalid_token",
+        result.message,
+      );
+    }
+    if (result.user.id !== this.userId) {
+      return refuse("invalid_token", "The token is another user's; a socket keeps its user");
+    }
+    if (result.user.role !== "authenticated") {
+      return refuse("invalid_token", "Only a signed-in user's token can renew this socket");
+    }
+    this.#user = result.user;
+    this.#closeAtExpiry();
   }
 
   get isOpen(): boolean {
@@ -76,6 +130,7 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
   async closed(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#expiry !== undefined) clearTimeout(this.#expiry);
     for (const stop of this.#following.values()) stop();
     this.#following.clear();
     await this.runtime.removeConnection(this.id);
@@ -127,6 +182,8 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
     switch (frame.type) {
       case "ping":
         return this.send({ type: "pong" });
+      case "auth":
+        return await this.#renew(frame.access_token);
       case "chat":
         return await handleChat(this.runtime, this, frame);
       case "resume":
