@@ -28,6 +28,7 @@ Deno.test("every client frame type decodes", () => {
     },
     { type: "resume", turn_id: id, after_seq: 0 },
     { type: "ping" },
+    { type: "auth", access_token: "eyJ.renewed.token" },
   ];
   for (const frame of frames) {
     const decoded = decodeClientFrame(JSON.stringify(frame));
@@ -40,6 +41,7 @@ Deno.test("every client frame type decodes", () => {
     "approve",
     "resume",
     "ping",
+    "auth",
   ]);
 });
 
@@ -73,7 +75,7 @@ Deno.test("a bad client frame names the field at fault", () => {
   assert.equal(unknown.path, "type");
   assert.equal(
     unknown.message,
-    "type: must be one of chat, cancel, approve, resume, ping",
+    "type: must be one of chat, cancel, approve, resume, ping, auth",
   );
 });
 
