@@ -340,7 +340,7 @@ Deno.test("agent_start_turn stores reservation, messages and turn as one; the me
           },
         ],
         owner: "isolate-test",
-        model: "m",
+        model: "openai/gpt-4o-mini",
         reservedTokens: 500,
         ...overrides,
       };

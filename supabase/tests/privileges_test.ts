@@ -32,6 +32,7 @@ const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
   chat_history: { authenticated: "SELECT INSERT UPDATE DELETE", service_role: "SELECT UPDATE" },
   chat_sessions: { authenticated: "SELECT INSERT UPDATE DELETE", service_role: "SELECT" },
   default_permissions: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
+  models: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   permissions: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   tool_approvals: { authenticated: "SELECT INSERT DELETE" },
   usage_metrics: { authenticated: "SELECT", service_role: "SELECT INSERT" },

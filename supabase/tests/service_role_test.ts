@@ -81,7 +81,7 @@ Deno.test("the agent starts, flushes and interrupts turns as service role", asyn
         },
       ],
       owner: "isolate-a",
-      model: "m",
+      model: "openai/gpt-4o-mini",
       reservedTokens: 100,
     };
     const started = await startTurn(sql, user.claims, start);

@@ -91,3 +91,35 @@ Deno.test("a chat larger than the whole bucket is refused as not retryable", asy
     assert.equal(answer.retryable, false);
   });
 });
+
+Deno.test("a chat naming a model the catalogue does not offer is refused, nothing stored", async () => {
+  await withWorld({}, async ({ sql, connect, user }) => {
+    const alice = await user();
+    const client = await connect(alice);
+    const id = crypto.randomUUID();
+    client.send({
+      type: "chat",
+      id,
+      content: "hi",
+      model: "openai/o1-pro",
+      tools: [],
+    });
+    const answer = await client.take((frame) =>
+      (frame.type === "error" && frame.ref === id) || frame.type === "start"
+    );
+    assert.equal(answer.type, "error");
+    const error = answer as ErrorFrame;
+    assert.deepEqual([error.code, error.retryable, error.path], [
+      "model_not_allowed",
+      false,
+      "model",
+    ]);
+    assert.equal(error.turn_id, undefined);
+    const [{ stored }] = await sql`select count(*)::int as stored from public.chat_history
+                                   where client_id = ${id}`;
+    assert.equal(stored, 0);
+    const [{ usage }] = await sql`select count(*)::int as usage from public.usage_metrics
+                                  where user_id = ${alice.id}`;
+    assert.equal(usage, 0, "no LLM call was made");
+  });
+});

@@ -126,6 +126,15 @@ export async function handleChat(
       if (refusal) return refuseStorage(client, frame.id, refusal);
       throw error;
     }
+    if (started.kind === "refused" && started.reason === "model_not_allowed") {
+      return client.sendError({
+        code: "model_not_allowed",
+        message: `The model "${model}" is not offered by this server`,
+        retryable: false,
+        ref: frame.id,
+        path: "model",
+      });
+    }
     if (started.kind === "refused") {
       return client.sendError({
         code: "rate_limited",

@@ -251,6 +251,37 @@ export type Database = {
         };
         Relationships: [];
       };
+      "models": {
+        Row: {
+          "completion_usd_per_token": number;
+          "created_at": string;
+          "display_name": string | null;
+          "enabled": boolean;
+          "id": string;
+          "prompt_usd_per_token": number;
+          "updated_at": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "completion_usd_per_token": number;
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "enabled"?: boolean;
+          "id": string;
+          "prompt_usd_per_token": number;
+          "updated_at"?: string;
+        };
+        Update: {
+          "completion_usd_per_token"?: number;
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "enabled"?: boolean;
+          "id"?: string;
+          "prompt_usd_per_token"?: number;
+          "updated_at"?: string;
+        };
+        Relationships: [];
+      };
       "permissions": {
         Row: {
           "approval_mode": Database["public"]["Enums"]["approval_mode"];
