@@ -1,6 +1,7 @@
 /**
  * `deno task test:mutations`: proves the database tests guard the schema. For every RLS
- * policy, for the row lock in consume_quota, and for every grant an API role holds in
+ * policy, for the row lock and the cost reservation in consume_quota, for the per-step re-check
+ * in agent_reserve_step, and for every grant an API role holds in
  * `public` (one per object and role, as the migrations grant them), it makes a copy of the
  * migrated database with that one piece removed and runs the database tests against it. Each
  * such mutant must make at least one test fail; a surviving mutant fails this check.
@@ -90,11 +91,32 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       label: `drop policy "${p.policyname}"`,
       sql: `drop policy "${p.policyname}" on public.${p.tablename}`,
     }));
-    const [{ definition }] = await sql`
-      select pg_get_functiondef('public.consume_quota(uuid, integer)'::regprocedure) as definition`;
-    const unlocked = (definition as string).replace(/\s+for update;/i, ";");
-    if (unlocked === definition) throw new Error("consume_quota no longer takes a row lock");
-    mutants.push({ label: "consume_quota without its row lock", sql: unlocked });
+    const definitionOf = async (fn: string) =>
+      (await sql`select pg_get_functiondef(${fn}::regprocedure) as definition`)[0]
+        .definition as string;
+    /** A mutant of a function: each pattern replaced, which must be there to replace. */
+    const mutate = (label: string, definition: string, edits: [RegExp, string][]) => {
+      let mutated = definition;
+      for (const [pattern, replacement] of edits) {
+        const next = mutated.replace(pattern, replacement);
+        if (next === mutated) throw new Error(`no longer found for "${label}": ${pattern}`);
+        mutated = next;
+      }
+      mutants.push({ label, sql: mutated });
+    };
+    const consume = await definitionOf("public.consume_quota(uuid, integer, numeric)");
+    mutate("consume_quota without its row lock", consume, [[/\s+for update;/i, ";"]]);
+    // A reservation's cost neither checked against the daily cost cap nor counted in the day.
+    mutate("consume_quota without its cost reservation", consume, [
+      [/\s+or v_limits\.day_cost_usd \+ p_cost_usd > v_limits\.daily_cost_cap_usd then/i, " then"],
+      [/v_limits\.day_cost_usd := v_limits\.day_cost_usd \+ p_cost_usd;/i, ""],
+    ]);
+    // A turn's further LLM calls made whatever the user's limits say.
+    mutate(
+      "agent_reserve_step without its re-check",
+      await definitionOf("public.agent_reserve_step(uuid, integer, integer)"),
+      [[/if not v_quota\.allowed then/i, "if false then"]],
+    );
     // Every privilege the migrations granted an API role, one object and role at a time.
     const grants = await sql<{ object: string; kind: string; grantee: string }[]>`
       select distinct format('%I.%I', n.nspname, c.relname) as object, 'table' as kind,

@@ -30,7 +30,8 @@ function chat(model: string): TurnStart {
     ],
     owner: "isolate-test",
     model,
-    reservedTokens: 500,
+    promptTokens: 0,
+    completionTokens: 500,
   };
 }
 

@@ -45,11 +45,12 @@ const EXPECTED_FUNCTIONS: Record<string, ApiRole[]> = {
   "agent_flush(text,jsonb,jsonb,jsonb)": ["service_role"],
   "agent_interrupt_stale_turns(uuid,integer,uuid,uuid)": ["service_role"],
   "agent_register_connection(uuid,uuid,text,integer)": ["service_role"],
-  "agent_start_turn(uuid,uuid,text,jsonb,text,text,integer,integer)": ["service_role"],
+  "agent_reserve_step(uuid,integer,integer)": ["service_role"],
+  "agent_start_turn(uuid,uuid,text,jsonb,text,text,integer,integer,integer)": ["service_role"],
   "append_messages(uuid,jsonb,text)": ["authenticated"],
-  "consume_quota(uuid,integer)": ["service_role"],
+  "consume_quota(uuid,integer,numeric)": ["service_role"],
   "my_permissions()": ["authenticated"],
-  "settle_quota(uuid,integer,integer,numeric)": ["service_role"],
+  "settle_quota(uuid,integer,integer,numeric,numeric)": ["service_role"],
 };
 
 Deno.test("the functions' database role is hosted's postgres: no superuser, BYPASSRLS", async () => {

@@ -82,7 +82,8 @@ Deno.test("the agent starts, flushes and interrupts turns as service role", asyn
       ],
       owner: "isolate-a",
       model: "openai/gpt-4o-mini",
-      reservedTokens: 100,
+      promptTokens: 0,
+      completionTokens: 100,
     };
     const started = await startTurn(sql, user.claims, start);
     assert.equal(started.kind, "started");

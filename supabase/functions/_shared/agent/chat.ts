@@ -21,7 +21,7 @@ import { inlineSql } from "../db/inline_sql.ts";
 import type { PermissionGrant } from "../permissions.ts";
 import type { AgentRuntime } from "./runtime.ts";
 import type { TurnClient } from "./turn_client.ts";
-import { reservationTokens } from "./limits.ts";
+import { estimatePromptTokens } from "./limits.ts";
 import { LiveTurn } from "./live_turn.ts";
 import { buildMessages, type HistoryRow } from "./prompt.ts";
 import { followTurn } from "./resume.ts";
@@ -84,7 +84,9 @@ export async function handleChat(
     const continuing = existing !== undefined || frame.session_id !== undefined;
     const messages = buildMessages(config.systemPrompt, context.history, frame.content);
     const llmTools = llmToolDefinitions(offeredTools(registry, context.grants, frame.tools));
-    const reserved = reservationTokens(messages, llmTools, config.maxCompletionTokens);
+    // The first LLM call's worst case; each further call is reserved before it is made.
+    const promptTokens = estimatePromptTokens(messages, llmTools);
+    const reserved = promptTokens + config.maxCompletionTokens;
     const proposedTurnId = existing?.turnId ?? crypto.randomUUID();
     const input = parseAppendInput({
       session_id: sessionId,
@@ -113,7 +115,8 @@ export async function handleChat(
           messages: [appendRow(input.value.messages[0]), appendRow(input.value.messages[1])],
           owner: runtime.isolateId,
           model,
-          reservedTokens: reserved,
+          promptTokens,
+          completionTokens: config.maxCompletionTokens,
           ...(continuing ? { staleAfterMs: config.staleAfterMs } : {}),
         })
       );
@@ -155,7 +158,8 @@ export async function handleChat(
       assistantMessageId: assistantId,
       userMessageId: frame.id,
       model,
-      reservedTokens: reserved,
+      reservedTokens: started.reservedTokens,
+      reservedCostUsd: started.reservedCostUsd,
     });
     turn.emit({
       type: "start",

@@ -75,6 +75,7 @@ export type Database = {
           "assistant_message_id": string | null;
           "awaiting_call_id": string | null;
           "cancel_requested_at": string | null;
+          "completion_usd_per_token": number;
           "created_at": string;
           "error": Json | null;
           "finished_at": string | null;
@@ -82,6 +83,8 @@ export type Database = {
           "id": string;
           "model": string | null;
           "owner": string;
+          "prompt_usd_per_token": number;
+          "reserved_cost_usd": number;
           "reserved_tokens": number;
           "session_id": string;
           "state": Database["public"]["Enums"]["turn_state"];
@@ -95,6 +98,7 @@ export type Database = {
           "assistant_message_id"?: string | null;
           "awaiting_call_id"?: string | null;
           "cancel_requested_at"?: string | null;
+          "completion_usd_per_token"?: number;
           "created_at"?: string;
           "error"?: Json | null;
           "finished_at"?: string | null;
@@ -102,6 +106,8 @@ export type Database = {
           "id"?: string;
           "model"?: string | null;
           "owner": string;
+          "prompt_usd_per_token"?: number;
+          "reserved_cost_usd"?: number;
           "reserved_tokens"?: number;
           "session_id": string;
           "state"?: Database["public"]["Enums"]["turn_state"];
@@ -114,6 +120,7 @@ export type Database = {
           "assistant_message_id"?: string | null;
           "awaiting_call_id"?: string | null;
           "cancel_requested_at"?: string | null;
+          "completion_usd_per_token"?: number;
           "created_at"?: string;
           "error"?: Json | null;
           "finished_at"?: string | null;
@@ -121,6 +128,8 @@ export type Database = {
           "id"?: string;
           "model"?: string | null;
           "owner"?: string;
+          "prompt_usd_per_token"?: number;
+          "reserved_cost_usd"?: number;
           "reserved_tokens"?: number;
           "session_id"?: string;
           "state"?: Database["public"]["Enums"]["turn_state"];
@@ -493,12 +502,17 @@ export type Database = {
           "max_connections": number;
         }[];
       };
+      "agent_reserve_step": {
+        Args: { "p_completion_tokens": number; "p_prompt_tokens": number; "p_turn_id": string };
+        Returns: Json;
+      };
       "agent_start_turn": {
         Args: {
+          "p_completion_tokens": number;
           "p_messages": Json;
           "p_model": string;
           "p_owner": string;
-          "p_reserved_tokens": number;
+          "p_prompt_tokens": number;
           "p_session_id": string;
           "p_stale_ms": number;
           "p_title": string;
@@ -517,7 +531,7 @@ export type Database = {
         }[];
       };
       "consume_quota": {
-        Args: { "p_tokens": number; "p_user_id": string };
+        Args: { "p_cost_usd"?: number; "p_tokens": number; "p_user_id": string };
         Returns: {
           "allowed": boolean;
           "reason": string;
@@ -536,6 +550,7 @@ export type Database = {
       "settle_quota": {
         Args: {
           "p_cost_usd": number;
+          "p_reserved_cost_usd"?: number;
           "p_reserved_tokens": number;
           "p_used_tokens": number;
           "p_user_id": string;
