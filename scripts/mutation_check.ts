@@ -1,7 +1,7 @@
 /**
  * `deno task test:mutations`: proves the database tests guard the schema. For every RLS
  * policy, for the row lock and the cost reservation in consume_quota, for the per-step re-check
- * in agent_reserve_step, and for every grant an API role holds in
+ * in agent_reserve_step, for the concurrent-turn lock in agent_start_turn, and for every grant an API role holds in
  * `public` (one per object and role, as the migrations grant them), it makes a copy of the
  * migrated database with that one piece removed and runs the database tests against it. Each
  * such mutant must make at least one test fail; a surviving mutant fails this check.
@@ -116,6 +116,14 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       "agent_reserve_step without its re-check",
       await definitionOf("public.agent_reserve_step(uuid, integer, integer)"),
       [[/if not v_quota\.allowed then/i, "if false then"]],
+    );
+    // Concurrent starts no longer count one after the other.
+    mutate(
+      "agent_start_turn without its concurrent-turn lock",
+      await definitionOf(
+        "public.agent_start_turn(uuid, uuid, text, jsonb, text, text, integer, integer, integer)",
+      ),
+      [[/where l\.user_id = v_user for update;/i, "where l.user_id = v_user;"]],
     );
     // Every privilege the migrations granted an API role, one object and role at a time.
     const grants = await sql<{ object: string; kind: string; grantee: string }[]>`

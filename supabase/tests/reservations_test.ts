@@ -186,3 +186,60 @@ Deno.test("a step of a turn no longer running is refused and reserves nothing", 
     await sql.end();
   }
 });
+
+Deno.test("parallel chats run at most max_concurrent_turns turns; dead isolates' do not count", async () => {
+  const chats = 10;
+  const sql = connectTestDatabase(chats + 2);
+  try {
+    const alice = await createUser(sql, "concurrent");
+    await sql`update public.user_limits set max_concurrent_turns = 3 where user_id = ${alice.id}`;
+    await Promise.all(Array.from({ length: chats + 2 }, () => sql`select 1`));
+    const start = () => {
+      const turnId = crypto.randomUUID();
+      return startTurn(sql, alice.claims, {
+        turnId,
+        sessionId: crypto.randomUUID(),
+        title: null,
+        messages: [
+          { id: crypto.randomUUID(), role: "user", content: "hello", turn_id: turnId },
+          {
+            id: crypto.randomUUID(),
+            role: "assistant",
+            content: "",
+            status: "streaming",
+            turn_id: turnId,
+          },
+        ],
+        owner: "isolate-test",
+        model: "openai/gpt-4o-mini",
+        promptTokens: 0,
+        completionTokens: 100,
+        staleAfterMs: 15_000,
+      });
+    };
+
+    const outcomes = await Promise.all(Array.from({ length: chats }, start));
+    const started = outcomes.filter((o) => o.kind === "started");
+    const refused = outcomes.filter((o) => o.kind === "refused");
+    console.log(`${chats} parallel chats, max_concurrent_turns 3: ${started.length} started`);
+    assert.equal(started.length, 3);
+    assert.deepEqual(
+      [...new Set(refused.map((o) => o.kind === "refused" && o.reason))],
+      ["concurrent_turns"],
+    );
+    const [limits] = await sql`select day_tokens from public.user_limits
+                               where user_id = ${alice.id}`;
+    assert.equal(Number(limits.day_tokens), 300, "a refused chat reserves nothing");
+
+    // One ends: room for one more. One's isolate dies (its heartbeat stops): room for another.
+    const [first, second] = started.map((o) => o.kind === "started" ? o.turnId : "");
+    await sql`update public.agent_turns set state = 'complete' where id = ${first}`;
+    await sql`update public.agent_turns set heartbeat_at = now() - interval '1 minute'
+              where id = ${second}`;
+    assert.equal((await start()).kind, "started");
+    assert.equal((await start()).kind, "started");
+    assert.equal((await start()).kind, "refused");
+  } finally {
+    await sql.end();
+  }
+});

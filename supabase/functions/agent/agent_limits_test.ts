@@ -30,7 +30,8 @@ Deno.test("a bucket sized for K turns admits exactly K of 2K parallel chats", as
     const { content, reserved } = chatCostingItsReservation();
     await sql`update public.user_limits
               set bucket_capacity = ${K * reserved}, bucket_tokens = ${K * reserved},
-                  refill_per_minute = 1, bucket_updated_at = now()
+                  refill_per_minute = 1, bucket_updated_at = now(),
+                  max_concurrent_turns = ${2 * K}
               where user_id = ${alice.id}`;
     const clients = await Promise.all([connect(alice), connect(alice)]);
     const ids = Array.from({ length: 2 * K }, () => crypto.randomUUID());

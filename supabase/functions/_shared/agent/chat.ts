@@ -117,7 +117,9 @@ export async function handleChat(
           model,
           promptTokens,
           completionTokens: config.maxCompletionTokens,
-          ...(continuing ? { staleAfterMs: config.staleAfterMs } : {}),
+          // Always given: it also tells live turns from dead isolates' for the concurrent-turn
+          // cap (for a new session, there is nothing of it to interrupt).
+          staleAfterMs: config.staleAfterMs,
         })
       );
     } catch (error) {
@@ -246,6 +248,8 @@ function quotaMessage(reason: string, tokens: number): string {
       return "Your daily token allowance is used up";
     case "daily_cost_cap":
       return "Your daily cost allowance is used up";
+    case "concurrent_turns":
+      return "You already have as many turns running as you may; wait for one to end";
     default:
       return `Your token bucket does not hold the ${tokens} tokens this chat reserves yet`;
   }

@@ -421,6 +421,7 @@ export type Database = {
           "daily_token_cap": number;
           "day_cost_usd": number;
           "day_tokens": number;
+          "max_concurrent_turns": number;
           "max_connections": number;
           "refill_per_minute": number;
           "updated_at": string;
@@ -436,6 +437,7 @@ export type Database = {
           "daily_token_cap"?: number;
           "day_cost_usd"?: number;
           "day_tokens"?: number;
+          "max_concurrent_turns"?: number;
           "max_connections"?: number;
           "refill_per_minute"?: number;
           "updated_at"?: string;
@@ -450,6 +452,7 @@ export type Database = {
           "daily_token_cap"?: number;
           "day_cost_usd"?: number;
           "day_tokens"?: number;
+          "max_concurrent_turns"?: number;
           "max_connections"?: number;
           "refill_per_minute"?: number;
           "updated_at"?: string;
