@@ -1,9 +1,10 @@
 /**
  * `deno task test:mutations`: proves the database tests guard the schema. For every RLS
- * policy, for the row lock and the cost reservation in consume_quota, for the per-step re-check
- * in agent_reserve_step, for the concurrent-turn lock in agent_start_turn, and for every grant an API role holds in
- * `public` (one per object and role, as the migrations grant them), it makes a copy of the
- * migrated database with that one piece removed and runs the database tests against it. Each
+ * policy, for the row locks of consume_quota, consume_tool_calls and agent_start_turn's
+ * concurrent-turn count, for consume_quota's cost reservation and agent_reserve_step's per-step
+ * re-check, and for every grant an API role holds in `public` (one per object and role, as the
+ * migrations grant them), it makes a copy of the migrated database with that one piece removed
+ * and runs the database tests against it. Each
  * such mutant must make at least one test fail; a surviving mutant fails this check.
  *
  * The privilege-matrix test is left out of those runs: it would kill every grant mutant by
@@ -124,6 +125,11 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
         "public.agent_start_turn(uuid, uuid, text, jsonb, text, text, integer, integer, integer)",
       ),
       [[/where l\.user_id = v_user for update;/i, "where l.user_id = v_user;"]],
+    );
+    mutate(
+      "consume_tool_calls without its row lock",
+      await definitionOf("public.consume_tool_calls(uuid, integer)"),
+      [[/\s+for update;/i, ";"]],
     );
     // Every privilege the migrations granted an API role, one object and role at a time.
     const grants = await sql<{ object: string; kind: string; grantee: string }[]>`

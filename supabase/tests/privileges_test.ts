@@ -49,6 +49,7 @@ const EXPECTED_FUNCTIONS: Record<string, ApiRole[]> = {
   "agent_start_turn(uuid,uuid,text,jsonb,text,text,integer,integer,integer)": ["service_role"],
   "append_messages(uuid,jsonb,text)": ["authenticated"],
   "consume_quota(uuid,integer,numeric)": ["service_role"],
+  "consume_tool_calls(uuid,integer)": ["service_role"],
   "my_permissions()": ["authenticated"],
   "settle_quota(uuid,integer,integer,numeric,numeric)": ["service_role"],
 };

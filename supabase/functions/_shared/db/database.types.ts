@@ -424,6 +424,11 @@ export type Database = {
           "max_concurrent_turns": number;
           "max_connections": number;
           "refill_per_minute": number;
+          "tool_call_capacity": number;
+          "tool_call_token_cost": number;
+          "tool_call_tokens": number;
+          "tool_call_updated_at": string;
+          "tool_calls_per_minute": number;
           "updated_at": string;
           "usage_day": string;
           "user_id": string;
@@ -440,6 +445,11 @@ export type Database = {
           "max_concurrent_turns"?: number;
           "max_connections"?: number;
           "refill_per_minute"?: number;
+          "tool_call_capacity"?: number;
+          "tool_call_token_cost"?: number;
+          "tool_call_tokens"?: number;
+          "tool_call_updated_at"?: string;
+          "tool_calls_per_minute"?: number;
           "updated_at"?: string;
           "usage_day"?: string;
           "user_id": string;
@@ -455,6 +465,11 @@ export type Database = {
           "max_concurrent_turns"?: number;
           "max_connections"?: number;
           "refill_per_minute"?: number;
+          "tool_call_capacity"?: number;
+          "tool_call_token_cost"?: number;
+          "tool_call_tokens"?: number;
+          "tool_call_updated_at"?: string;
+          "tool_calls_per_minute"?: number;
           "updated_at"?: string;
           "usage_day"?: string;
           "user_id"?: string;
@@ -539,6 +554,14 @@ export type Database = {
           "allowed": boolean;
           "reason": string;
           "remaining_tokens": number;
+          "retry_after_ms": number;
+        }[];
+      };
+      "consume_tool_calls": {
+        Args: { "p_calls": number; "p_user_id": string };
+        Returns: {
+          "allowed": boolean;
+          "reason": string;
           "retry_after_ms": number;
         }[];
       };
