@@ -1,8 +1,10 @@
 /**
  * `deno task test:mutations`: proves the database tests guard the schema. For every RLS
- * policy, for the row lock in consume_quota, and for every grant an API role holds in
- * `public` (one per object and role, as the migrations grant them), it makes a copy of the
- * migrated database with that one piece removed and runs the database tests against it. Each
+ * policy, for the row locks of consume_quota, consume_tool_calls and agent_start_turn's
+ * concurrent-turn count, for consume_quota's cost reservation and agent_reserve_step's per-step
+ * re-check, and for every grant an API role holds in `public` (one per object and role, as the
+ * migrations grant them), it makes a copy of the migrated database with that one piece removed
+ * and runs the database tests against it. Each
  * such mutant must make at least one test fail; a surviving mutant fails this check.
  *
  * The privilege-matrix test is left out of those runs: it would kill every grant mutant by
@@ -90,11 +92,45 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       label: `drop policy "${p.policyname}"`,
       sql: `drop policy "${p.policyname}" on public.${p.tablename}`,
     }));
-    const [{ definition }] = await sql`
-      select pg_get_functiondef('public.consume_quota(uuid, integer)'::regprocedure) as definition`;
-    const unlocked = (definition as string).replace(/\s+for update;/i, ";");
-    if (unlocked === definition) throw new Error("consume_quota no longer takes a row lock");
-    mutants.push({ label: "consume_quota without its row lock", sql: unlocked });
+    const definitionOf = async (fn: string) =>
+      (await sql`select pg_get_functiondef(${fn}::regprocedure) as definition`)[0]
+        .definition as string;
+    /** A mutant of a function: each pattern replaced, which must be there to replace. */
+    const mutate = (label: string, definition: string, edits: [RegExp, string][]) => {
+      let mutated = definition;
+      for (const [pattern, replacement] of edits) {
+        const next = mutated.replace(pattern, replacement);
+        if (next === mutated) throw new Error(`no longer found for "${label}": ${pattern}`);
+        mutated = next;
+      }
+      mutants.push({ label, sql: mutated });
+    };
+    const consume = await definitionOf("public.consume_quota(uuid, integer, numeric)");
+    mutate("consume_quota without its row lock", consume, [[/\s+for update;/i, ";"]]);
+    // A reservation's cost neither checked against the daily cost cap nor counted in the day.
+    mutate("consume_quota without its cost reservation", consume, [
+      [/\s+or v_limits\.day_cost_usd \+ p_cost_usd > v_limits\.daily_cost_cap_usd then/i, " then"],
+      [/v_limits\.day_cost_usd := v_limits\.day_cost_usd \+ p_cost_usd;/i, ""],
+    ]);
+    // A turn's further LLM calls made whatever the user's limits say.
+    mutate(
+      "agent_reserve_step without its re-check",
+      await definitionOf("public.agent_reserve_step(uuid, integer, integer)"),
+      [[/if not v_quota\.allowed then/i, "if false then"]],
+    );
+    // Concurrent starts no longer count one after the other.
+    mutate(
+      "agent_start_turn without its concurrent-turn lock",
+      await definitionOf(
+        "public.agent_start_turn(uuid, uuid, text, jsonb, text, text, integer, integer, integer)",
+      ),
+      [[/where l\.user_id = v_user for update;/i, "where l.user_id = v_user;"]],
+    );
+    mutate(
+      "consume_tool_calls without its row lock",
+      await definitionOf("public.consume_tool_calls(uuid, integer)"),
+      [[/\s+for update;/i, ";"]],
+    );
     // Every privilege the migrations granted an API role, one object and role at a time.
     const grants = await sql<{ object: string; kind: string; grantee: string }[]>`
       select distinct format('%I.%I', n.nspname, c.relname) as object, 'table' as kind,

@@ -49,7 +49,6 @@ export function webConfig(options: WebConfigOptions = {}): InlineConfig {
     define: {
       "import.meta.env.VITE_SUPABASE_URL": JSON.stringify(supabaseUrl),
       "import.meta.env.VITE_SUPABASE_PUBLISHABLE_KEY": JSON.stringify(publishableKey),
-      "import.meta.env.VITE_AGENT_MODELS": JSON.stringify(env.VITE_AGENT_MODELS ?? ""),
     },
     server: {
       host: "127.0.0.1",

@@ -85,6 +85,9 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
 
   const key = await generateSigningKey();
   const users = await createUsers(ctx.sql, userCount, "agent-bench");
+  // The agent refuses models its catalogue does not offer: offer the fixture's, for free.
+  await ctx.sql`insert into public.models (id, prompt_usd_per_token, completion_usd_per_token)
+                values ('bench-model', 0, 0) on conflict (id) do nothing`;
   const tokens = await Promise.all(
     users.map((id) => issueAccessToken(key, { userId: id, issuer: ISSUER, expiresIn: 7200 })),
   );

@@ -86,8 +86,9 @@ async function startTurns(sql: Sql, users: string[]): Promise<LiveTurn[]> {
       sessionId: crypto.randomUUID(),
       title: "flush bench",
       owner: OWNER,
-      model: "bench-model",
-      reservedTokens: 100,
+      model: "openai/gpt-4o-mini",
+      promptTokens: 0,
+      completionTokens: 100,
       messages: [
         { id: userMessageId, role: "user", content: "What is (2+3)*4?", turn_id: turnId },
         {
@@ -95,7 +96,7 @@ async function startTurns(sql: Sql, users: string[]): Promise<LiveTurn[]> {
           role: "assistant",
           content: "",
           status: "streaming",
-          model: "bench-model",
+          model: "openai/gpt-4o-mini",
           turn_id: turnId,
         },
       ],
@@ -109,8 +110,9 @@ async function startTurns(sql: Sql, users: string[]): Promise<LiveTurn[]> {
         assistantRowId: started.assistantRowId,
         assistantMessageId,
         userMessageId,
-        model: "bench-model",
-        reservedTokens: 100,
+        model: "openai/gpt-4o-mini",
+        reservedTokens: started.reservedTokens,
+        reservedCostUsd: started.reservedCostUsd,
       }),
     );
   }

@@ -132,7 +132,9 @@ export interface RunningStack {
   stop(): Promise<void>;
 }
 
-export async function startStack(options: StackOptions = {}): Promise<RunningStack> {
+export async function startStack(
+  options: StackOptions = {},
+): Promise<RunningStack> {
   const log = options.log ?? ((line: string) => console.error(line));
   const cleanups: (() => Promise<void>)[] = [];
   const notes: string[] = [];
@@ -144,11 +146,14 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     const dataDir = options.ephemeral
       ? await Deno.makeTempDir({ prefix: "supabase-agent-stack-" })
       : options.dataDir ?? DEFAULT_DATA_DIR;
-    if (options.ephemeral) cleanups.push(() => Deno.remove(dataDir, { recursive: true }));
+    if (options.ephemeral) {
+      cleanups.push(() => Deno.remove(dataDir, { recursive: true }));
+    }
 
     const db = await startPostgres({
       dataDir,
-      port: options.dbPort ?? (options.ephemeral ? freePort() : DEFAULT_DB_PORT),
+      port: options.dbPort ??
+        (options.ephemeral ? freePort() : DEFAULT_DB_PORT),
       reset: options.reset,
       seed: true,
       log: options.ephemeral ? undefined : log,
@@ -158,7 +163,11 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     });
     cleanups.push(() => db.stop());
     const bouncer = options.pooler
-      ? await startPgBouncer({ upstreamUrl: db.url, log, verbose: options.verbose })
+      ? await startPgBouncer({
+        upstreamUrl: db.url,
+        log,
+        verbose: options.verbose,
+      })
       : undefined;
     if (bouncer) cleanups.push(() => bouncer.stop());
 
@@ -168,15 +177,23 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       : mode === "legacy"
       ? legacySigningKey()
       : mode === "hs256"
-      ? await loadOrCreateSigningKey(join(dataDir, "..", "signing-key-hs256.json"), "HS256")
+      ? await loadOrCreateSigningKey(
+        join(dataDir, "..", "signing-key-hs256.json"),
+        "HS256",
+      )
       : await loadOrCreateSigningKey(join(dataDir, "..", "signing-key.json"));
     const apiKeys = mode === "legacy" ? LEGACY_API_KEYS : STANDARD_API_KEYS;
     // The gateway binds before any worker asks for a free port, so no worker can be handed
     // the same port between a probe and the bind.
     let handler: Handler = () => new Response("starting", { status: 503 });
     const serveGateway = (port: number) =>
-      Deno.serve({ port, hostname: "127.0.0.1", onListen() {} }, (request) => handler(request));
-    let server = serveGateway(options.apiPort ?? (options.ephemeral ? 0 : DEFAULT_API_PORT));
+      Deno.serve(
+        { port, hostname: "127.0.0.1", onListen() {} },
+        (request) => handler(request),
+      );
+    let server = serveGateway(
+      options.apiPort ?? (options.ephemeral ? 0 : DEFAULT_API_PORT),
+    );
     // Shut the gateway first when stopping, but also when start-up fails halfway.
     let gatewayStopped: Promise<void> | undefined;
     const stopGateway = () => gatewayStopped ??= server.shutdown();
@@ -189,14 +206,35 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
         return value ? [[name, value]] : [];
       }),
     );
-    const functionEnv: Record<string, string> = { ...passedThrough, ...options.functionEnv };
+    const functionEnv: Record<string, string> = {
+      ...passedThrough,
+      ...options.functionEnv,
+    };
     let llm: LlmFixture | undefined;
-    if (!functionEnv.OPENROUTER_API_KEY && !functionEnv.LLM_API_KEY && !functionEnv.LLM_BASE_URL) {
-      llm = await startLlmFixture({ port: 0, demoDelayMs: options.ephemeral ? 0 : 40 });
+    if (
+      !functionEnv.OPENROUTER_API_KEY && !functionEnv.LLM_API_KEY &&
+      !functionEnv.LLM_BASE_URL
+    ) {
+      llm = await startLlmFixture({
+        port: 0,
+        demoDelayMs: options.ephemeral ? 0 : 40,
+      });
       cleanups.push(() => llm!.close());
       functionEnv.LLM_BASE_URL = llm.url;
       functionEnv.LLM_MODEL = OFFLINE_DEMO_MODEL;
-      notes.push(`No OPENROUTER_API_KEY: the agent talks to the offline demo model at ${llm.url}`);
+      // The agent refuses models its catalogue does not offer; the fixture's is offered free.
+      const seed = connect(db.url, { max: 1 });
+      try {
+        await seed`insert into public.models (id, display_name, prompt_usd_per_token,
+                     completion_usd_per_token)
+                   values (${OFFLINE_DEMO_MODEL}, 'Offline demo', 0, 0)
+                   on conflict (id) do nothing`;
+      } finally {
+        await seed.end();
+      }
+      notes.push(
+        `No OPENROUTER_API_KEY: the agent talks to the offline demo model at ${llm.url}`,
+      );
     }
 
     const env: Record<string, string> = {
@@ -205,7 +243,9 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       ...(bouncer ? { DATABASE_URL: bouncer.url } : {}),
       // A legacy project has no key a function could check a token with: none is handed over.
       ...(mode === "legacy" ? {} : { SUPABASE_JWKS: JSON.stringify(functionJwksOf(signingKey)) }),
-      SUPABASE_PUBLISHABLE_KEYS: JSON.stringify({ default: LOCAL_PUBLISHABLE_KEY }),
+      SUPABASE_PUBLISHABLE_KEYS: JSON.stringify({
+        default: LOCAL_PUBLISHABLE_KEY,
+      }),
       SUPABASE_SECRET_KEYS: JSON.stringify({ default: LOCAL_SECRET_KEY }),
       SUPABASE_ANON_KEY: mode === "legacy" ? LEGACY_ANON_KEY : LOCAL_PUBLISHABLE_KEY,
       SUPABASE_SERVICE_ROLE_KEY: mode === "legacy" ? LEGACY_SERVICE_ROLE_KEY : LOCAL_SECRET_KEY,
@@ -222,7 +262,9 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     });
     for (const config of configs) {
       if (!(await exists(config.entrypoint))) {
-        notes.push(`function ${config.name}: not built yet (${config.entrypoint} is missing)`);
+        notes.push(
+          `function ${config.name}: not built yet (${config.entrypoint} is missing)`,
+        );
         continue;
       }
       const pool = new FunctionPool({
@@ -244,7 +286,13 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
 
     // One verifier (token_verifier.ts, not the product's) for the gateway and every stand-in.
     const verifier = createTokenVerifier({ jwks: serverKeysOf(signingKey) });
-    const standInContext = { dbUrl: db.url, signingKey, apiUrl, verifier, apiKeys };
+    const standInContext = {
+      dbUrl: db.url,
+      signingKey,
+      apiUrl,
+      verifier,
+      apiKeys,
+    };
     let standIns = await startStandIns(standInContext);
     cleanups.push(() => standIns.close());
 
@@ -270,7 +318,12 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       secretKey: LOCAL_SECRET_KEY,
       jwt: mode,
       ...(mode === "legacy"
-        ? { legacyKeys: { anon: LEGACY_ANON_KEY, serviceRole: LEGACY_SERVICE_ROLE_KEY } }
+        ? {
+          legacyKeys: {
+            anon: LEGACY_ANON_KEY,
+            serviceRole: LEGACY_SERVICE_ROLE_KEY,
+          },
+        }
         : {}),
       signingKey,
       llm,

@@ -157,7 +157,9 @@ Deno.test("users cannot write turn frames or connections", async () => {
           tx`select * from public.agent_interrupt_stale_turns(${alice.id}, 1000)`,
         (tx: Parameters<Parameters<typeof as>[2]>[0]) =>
           tx`select public.agent_start_turn(${crypto.randomUUID()}, ${crypto.randomUUID()},
-             null, '[]', 'x', 'm', 1, null)`,
+             null, '[]', 'x', 'm', 0, 1, null)`,
+        (tx: Parameters<Parameters<typeof as>[2]>[0]) =>
+          tx`select public.agent_reserve_step(${turn.turnId}, 0, 1)`,
       ]
     ) {
       assert.equal(await sqlState(as(sql, alice, call)), "42501");
@@ -340,8 +342,9 @@ Deno.test("agent_start_turn stores reservation, messages and turn as one; the me
           },
         ],
         owner: "isolate-test",
-        model: "m",
-        reservedTokens: 500,
+        model: "openai/gpt-4o-mini",
+        promptTokens: 0,
+        completionTokens: 500,
         ...overrides,
       };
     };
@@ -398,7 +401,7 @@ Deno.test("agent_start_turn stores reservation, messages and turn as one; the me
     assert.equal(n, 0);
 
     // A refused reservation stores nothing.
-    const greedy = chat({ reservedTokens: 10_000_000 });
+    const greedy = chat({ promptTokens: 0, completionTokens: 10_000_000 });
     assert.deepEqual(await startTurn(sql, alice.claims, greedy), {
       kind: "refused",
       reason: "exceeds_capacity",

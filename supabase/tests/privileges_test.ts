@@ -32,6 +32,7 @@ const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
   chat_history: { authenticated: "SELECT INSERT UPDATE DELETE", service_role: "SELECT UPDATE" },
   chat_sessions: { authenticated: "SELECT INSERT UPDATE DELETE", service_role: "SELECT" },
   default_permissions: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
+  models: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   permissions: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   tool_approvals: { authenticated: "SELECT INSERT DELETE" },
   usage_metrics: { authenticated: "SELECT", service_role: "SELECT INSERT" },
@@ -44,11 +45,13 @@ const EXPECTED_FUNCTIONS: Record<string, ApiRole[]> = {
   "agent_flush(text,jsonb,jsonb,jsonb)": ["service_role"],
   "agent_interrupt_stale_turns(uuid,integer,uuid,uuid)": ["service_role"],
   "agent_register_connection(uuid,uuid,text,integer)": ["service_role"],
-  "agent_start_turn(uuid,uuid,text,jsonb,text,text,integer,integer)": ["service_role"],
+  "agent_reserve_step(uuid,integer,integer)": ["service_role"],
+  "agent_start_turn(uuid,uuid,text,jsonb,text,text,integer,integer,integer)": ["service_role"],
   "append_messages(uuid,jsonb,text)": ["authenticated"],
-  "consume_quota(uuid,integer)": ["service_role"],
+  "consume_quota(uuid,integer,numeric)": ["service_role"],
+  "consume_tool_calls(uuid,integer)": ["service_role"],
   "my_permissions()": ["authenticated"],
-  "settle_quota(uuid,integer,integer,numeric)": ["service_role"],
+  "settle_quota(uuid,integer,integer,numeric,numeric)": ["service_role"],
 };
 
 Deno.test("the functions' database role is hosted's postgres: no superuser, BYPASSRLS", async () => {

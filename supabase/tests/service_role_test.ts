@@ -81,8 +81,9 @@ Deno.test("the agent starts, flushes and interrupts turns as service role", asyn
         },
       ],
       owner: "isolate-a",
-      model: "m",
-      reservedTokens: 100,
+      model: "openai/gpt-4o-mini",
+      promptTokens: 0,
+      completionTokens: 100,
     };
     const started = await startTurn(sql, user.claims, start);
     assert.equal(started.kind, "started");

@@ -1,6 +1,6 @@
 /**
  * The app's configuration, fixed at build time by Vite (see web/vite.config.ts): which
- * Supabase project to talk to, and which models the picker offers.
+ * Supabase project to talk to. (The model picker offers the server's model catalogue.)
  */
 
 /** Vite replaces these at build time; Deno's type of `import.meta` does not know `env`. */
@@ -11,16 +11,3 @@ export const SUPABASE_PUBLISHABLE_KEY = env.VITE_SUPABASE_PUBLISHABLE_KEY ?? "";
 
 /** The agent's WebSocket: the function URL with ws(s) instead of http(s). */
 export const AGENT_URL = `${SUPABASE_URL.replace(/^http/, "ws")}/functions/v1/agent`;
-
-/** The model picker's choices; "" means the server's default (LLM_MODEL). */
-export const MODEL_CHOICES: readonly string[] = [
-  "",
-  ...(env.VITE_AGENT_MODELS
-    ? env.VITE_AGENT_MODELS.split(",").map((model) => model.trim()).filter(Boolean)
-    : [
-      "openai/gpt-4o-mini",
-      "anthropic/claude-3.5-haiku",
-      "google/gemini-2.0-flash-001",
-      "meta-llama/llama-3.3-70b-instruct",
-    ]),
-];

@@ -49,6 +49,8 @@ export const ERROR_CODES = [
   "frame_too_large",
   /** Too many frames per second, or the user's token quota refused a chat (see `reason`). */
   "rate_limited",
+  /** The chat names a model the server's catalogue (`public.models`) does not offer. */
+  "model_not_allowed",
   /** No such turn or pending approval for this user. */
   "not_found",
   /** `cancel` for a turn that already ended. */

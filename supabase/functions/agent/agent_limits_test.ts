@@ -30,7 +30,8 @@ Deno.test("a bucket sized for K turns admits exactly K of 2K parallel chats", as
     const { content, reserved } = chatCostingItsReservation();
     await sql`update public.user_limits
               set bucket_capacity = ${K * reserved}, bucket_tokens = ${K * reserved},
-                  refill_per_minute = 1, bucket_updated_at = now()
+                  refill_per_minute = 1, bucket_updated_at = now(),
+                  max_concurrent_turns = ${2 * K}
               where user_id = ${alice.id}`;
     const clients = await Promise.all([connect(alice), connect(alice)]);
     const ids = Array.from({ length: 2 * K }, () => crypto.randomUUID());
@@ -89,5 +90,37 @@ Deno.test("a chat larger than the whole bucket is refused as not retryable", asy
     assert.equal(answer.code, "rate_limited");
     assert.equal(answer.reason, "exceeds_capacity");
     assert.equal(answer.retryable, false);
+  });
+});
+
+Deno.test("a chat naming a model the catalogue does not offer is refused, nothing stored", async () => {
+  await withWorld({}, async ({ sql, connect, user }) => {
+    const alice = await user();
+    const client = await connect(alice);
+    const id = crypto.randomUUID();
+    client.send({
+      type: "chat",
+      id,
+      content: "hi",
+      model: "openai/o1-pro",
+      tools: [],
+    });
+    const answer = await client.take((frame) =>
+      (frame.type === "error" && frame.ref === id) || frame.type === "start"
+    );
+    assert.equal(answer.type, "error");
+    const error = answer as ErrorFrame;
+    assert.deepEqual([error.code, error.retryable, error.path], [
+      "model_not_allowed",
+      false,
+      "model",
+    ]);
+    assert.equal(error.turn_id, undefined);
+    const [{ stored }] = await sql`select count(*)::int as stored from public.chat_history
+                                   where client_id = ${id}`;
+    assert.equal(stored, 0);
+    const [{ usage }] = await sql`select count(*)::int as usage from public.usage_metrics
+                                  where user_id = ${alice.id}`;
+    assert.equal(usage, 0, "no LLM call was made");
   });
 });

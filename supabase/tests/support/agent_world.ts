@@ -79,6 +79,9 @@ export async function withWorld(
   test: (world: World) => Promise<void>,
 ): Promise<void> {
   const sql = connectTestDatabase(10);
+  // The agent refuses models its catalogue does not offer: offer the fixture's, for free.
+  await sql`insert into public.models (id, prompt_usd_per_token, completion_usd_per_token)
+            values ('fixture-model', 0, 0) on conflict (id) do nothing`;
   const fixture = await startLlmFixture({ port: 0 });
   const key = await generateSigningKey();
   const instances: AgentInstance[] = [];

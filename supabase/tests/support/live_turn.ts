@@ -11,5 +11,6 @@ export function newLiveTurn(): LiveTurn {
     userMessageId: crypto.randomUUID(),
     model: "m",
     reservedTokens: 10,
+    reservedCostUsd: 0,
   });
 }

@@ -108,6 +108,8 @@ export function fakeTurnScope(
       usage.push(row);
       return Promise.resolve();
     },
+    // Every step admitted: the limits are the database's, tested in supabase/tests.
+    reserveStep: () => Promise.resolve({ allowed: true, reservedTokens: 0, reservedCostUsd: 0 }),
     llm: { baseUrl: "http://llm.invalid/v1", model: "m", fallbackModels: [], fetch: llmFetch },
     config: agentConfig({ maxSteps: options.maxSteps ?? 4 }),
     registry: [doublerTool],

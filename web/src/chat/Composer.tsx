@@ -18,7 +18,7 @@ export function Composer({ sessionId, onSend }: ComposerProps) {
   const agent = useAgent();
   const running = useRunningTurn(sessionId);
   const [text, setText] = useState("");
-  const [model, setModel] = useModelChoice();
+  const [model, setModel, modelChoices] = useModelChoice();
   const id = useId();
   const canSend = text.trim() !== "" && !running;
 
@@ -44,7 +44,7 @@ export function Composer({ sessionId, onSend }: ComposerProps) {
         onKeyDown={onKeyDown}
       />
       <div className="composer-actions">
-        <ModelPicker value={model} onChange={setModel} />
+        <ModelPicker value={model} choices={modelChoices} onChange={setModel} />
         {running && (
           <button
             type="button"

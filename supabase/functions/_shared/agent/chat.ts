@@ -21,7 +21,7 @@ import { inlineSql } from "../db/inline_sql.ts";
 import type { PermissionGrant } from "../permissions.ts";
 import type { AgentRuntime } from "./runtime.ts";
 import type { TurnClient } from "./turn_client.ts";
-import { reservationTokens } from "./limits.ts";
+import { estimatePromptTokens } from "./limits.ts";
 import { LiveTurn } from "./live_turn.ts";
 import { buildMessages, type HistoryRow } from "./prompt.ts";
 import { followTurn } from "./resume.ts";
@@ -84,7 +84,9 @@ export async function handleChat(
     const continuing = existing !== undefined || frame.session_id !== undefined;
     const messages = buildMessages(config.systemPrompt, context.history, frame.content);
     const llmTools = llmToolDefinitions(offeredTools(registry, context.grants, frame.tools));
-    const reserved = reservationTokens(messages, llmTools, config.maxCompletionTokens);
+    // The first LLM call's worst case; each further call is reserved before it is made.
+    const promptTokens = estimatePromptTokens(messages, llmTools);
+    const reserved = promptTokens + config.maxCompletionTokens;
     const proposedTurnId = existing?.turnId ?? crypto.randomUUID();
     const input = parseAppendInput({
       session_id: sessionId,
@@ -113,8 +115,11 @@ export async function handleChat(
           messages: [appendRow(input.value.messages[0]), appendRow(input.value.messages[1])],
           owner: runtime.isolateId,
           model,
-          reservedTokens: reserved,
-          ...(continuing ? { staleAfterMs: config.staleAfterMs } : {}),
+          promptTokens,
+          completionTokens: config.maxCompletionTokens,
+          // Always given: it also tells live turns from dead isolates' for the concurrent-turn
+          // cap (for a new session, there is nothing of it to interrupt).
+          staleAfterMs: config.staleAfterMs,
         })
       );
     } catch (error) {
@@ -125,6 +130,15 @@ export async function handleChat(
       const refusal = errorFromDatabase(error);
       if (refusal) return refuseStorage(client, frame.id, refusal);
       throw error;
+    }
+    if (started.kind === "refused" && started.reason === "model_not_allowed") {
+      return client.sendError({
+        code: "model_not_allowed",
+        message: `The model "${model}" is not offered by this server`,
+        retryable: false,
+        ref: frame.id,
+        path: "model",
+      });
     }
     if (started.kind === "refused") {
       return client.sendError({
@@ -146,7 +160,8 @@ export async function handleChat(
       assistantMessageId: assistantId,
       userMessageId: frame.id,
       model,
-      reservedTokens: reserved,
+      reservedTokens: started.reservedTokens,
+      reservedCostUsd: started.reservedCostUsd,
     });
     turn.emit({
       type: "start",
@@ -233,6 +248,8 @@ function quotaMessage(reason: string, tokens: number): string {
       return "Your daily token allowance is used up";
     case "daily_cost_cap":
       return "Your daily cost allowance is used up";
+    case "concurrent_turns":
+      return "You already have as many turns running as you may; wait for one to end";
     default:
       return `Your token bucket does not hold the ${tokens} tokens this chat reserves yet`;
   }

@@ -1,7 +1,9 @@
 /**
  * Limits: the per-connection frame rate (connection state, so in memory), and the user's
- * token quota (user state, so in Postgres: reserved with `consume_quota` before the first LLM
- * call of a turn and settled with `settle_quota` against what the turn really used).
+ * token and cost quota (user state, so in Postgres: each LLM call of a turn reserved at its
+ * worst case before it is made, the first by `agent_start_turn`, the others by
+ * `agent_reserve_step`, and the whole settled with `settle_quota` against what the turn
+ * really used).
  */
 import type { Limits } from "../agent_protocol.ts";
 import { PROTOCOL_LIMITS } from "../agent_protocol.ts";
@@ -63,6 +65,8 @@ export function reservationTokens(
 export interface Settlement {
   userId: string;
   reservedTokens: number;
+  /** The cost reserved with the tokens, counted against the day until given back here. */
+  reservedCostUsd: number;
   usedTokens: number;
   costUsd: number;
 }
@@ -77,12 +81,13 @@ export function settlementStatement(settlements: readonly Settlement[]): InlineS
     reserved: s.reservedTokens,
     used: Math.max(0, Math.round(s.usedTokens)),
     cost: Math.max(0, s.costUsd),
+    reserved_cost: Math.max(0, s.reservedCostUsd),
   }));
   return inlineSql`
-    select public.settle_quota(x.user_id, x.reserved, x.used, x.cost)
+    select public.settle_quota(x.user_id, x.reserved, x.used, x.cost, x.reserved_cost)
     from (
       select * from jsonb_to_recordset(${jsonText(rows)}::jsonb)
-        as r(user_id uuid, reserved integer, used integer, cost numeric)
+        as r(user_id uuid, reserved integer, used integer, cost numeric, reserved_cost numeric)
       -- Users' limits rows locked in one order: concurrent settlements cannot deadlock.
       order by r.user_id
     ) x`;

@@ -22,6 +22,7 @@ export interface LiveTurnInit {
   userMessageId: string;
   model: string;
   reservedTokens: number;
+  reservedCostUsd: number;
 }
 
 /** How a turn ended, as it is stored. */
@@ -72,7 +73,9 @@ export class LiveTurn {
   readonly assistantRowId: string;
   readonly assistantMessageId: string;
   readonly userMessageId: string;
-  readonly reservedTokens: number;
+  /** What the turn has reserved so far; grows with each step (`reserveStep`). */
+  reservedTokens: number;
+  reservedCostUsd: number;
   model: string;
   steps = 0;
   content = "";
@@ -107,6 +110,7 @@ export class LiveTurn {
     this.userMessageId = init.userMessageId;
     this.model = init.model;
     this.reservedTokens = init.reservedTokens;
+    this.reservedCostUsd = init.reservedCostUsd;
   }
 
   get signal(): AbortSignal {

@@ -18,7 +18,7 @@ import { Flusher } from "./flusher.ts";
 import type { LiveTurn } from "./live_turn.ts";
 import { aborted, runTurn } from "./turn.ts";
 import type { LlmSettings, TurnInputs } from "./turn_scope.ts";
-import { requestCancel, writeFlush } from "./turn_store.ts";
+import { requestCancel, reserveStep, writeFlush } from "./turn_store.ts";
 
 export interface RuntimeDependencies {
   sql: Sql;
@@ -149,6 +149,8 @@ export class AgentRuntime {
         config,
         registry,
         recordUsage: this.recordUsage,
+        reserveStep: (turnId, promptTokens, completionTokens) =>
+          reserveStep(sql, turnId, promptTokens, completionTokens),
         approvals: this.approvals,
       });
       await this.#finish(turn, ending);

@@ -12,6 +12,7 @@ import {
 } from "../llm_client.ts";
 import type { UsageStatus } from "../usage.ts";
 import { errorFrame, type LiveTurn, type TurnOutcome } from "./live_turn.ts";
+import { estimatePromptTokens } from "./limits.ts";
 import { executeToolCall } from "./tools.ts";
 import type { TurnScope } from "./turn_scope.ts";
 
@@ -31,6 +32,13 @@ export async function runTurn(
   try {
     for (let step = 1;; step++) {
       const lastStep = step >= config.maxSteps;
+      // The first call was reserved when the turn started; each further one is reserved at its
+      // worst case before it is made, so parallel turns cannot spend past the user's limits.
+      if (step > 1) {
+        const refusal = await reserveNextStep(turn, scope);
+        if (turn.signal.aborted) return aborted(turn, usage);
+        if (refusal) return refused(refusal, usage);
+      }
       const result = await streamStep(turn, scope, lastStep);
       turn.steps = step;
       usage.prompt_tokens += result.usage.promptTokens;
@@ -78,6 +86,22 @@ export async function runTurn(
       usage,
     );
   }
+}
+
+/** Reserves the next LLM call; returns the refusal, or undefined when it may be made. */
+async function reserveNextStep(
+  turn: LiveTurn,
+  scope: TurnScope,
+): Promise<{ reason: string; retryAfterMs?: number } | undefined> {
+  const reservation = await scope.reserveStep(
+    turn.turnId,
+    estimatePromptTokens(scope.messages, scope.llmTools),
+    scope.config.maxCompletionTokens,
+  );
+  if (!reservation.allowed) return reservation;
+  turn.reservedTokens = reservation.reservedTokens;
+  turn.reservedCostUsd = reservation.reservedCostUsd;
+  return undefined;
 }
 
 interface StepResult {
@@ -192,6 +216,34 @@ function failed(
     },
     closing: [errorFrame(code, message, retryable)],
     usage,
+  };
+}
+
+/**
+ * The user's limits refused the turn's next LLM call: the turn ends with what it has so far,
+ * as a `rate_limited` error with consume_quota's `reason` (as a refused chat has).
+ */
+function refused(
+  refusal: { reason: string; retryAfterMs?: number },
+  usage: Usage,
+): TurnEnding {
+  if (refusal.reason === "not_running") {
+    // Ended elsewhere (another isolate took it over as dead): as an interruption.
+    const ending = failed("interrupted", "The turn stopped running on this server", true, usage);
+    return {
+      ...ending,
+      outcome: { ...ending.outcome, state: "interrupted", messageStatus: "interrupted" },
+    };
+  }
+  const message = `Your limits do not hold this turn's next model call (${refusal.reason})`;
+  const ending = failed("rate_limited", message, refusal.reason !== "exceeds_capacity", usage);
+  return {
+    ...ending,
+    closing: [{
+      ...errorFrame("rate_limited", message, refusal.reason !== "exceeds_capacity"),
+      reason: refusal.reason,
+      ...(refusal.retryAfterMs === undefined ? {} : { retry_after_ms: refusal.retryAfterMs }),
+    }],
   };
 }
 

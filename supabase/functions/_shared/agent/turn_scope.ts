@@ -10,6 +10,7 @@ import type { ToolCaller, ToolDefinition } from "../tools/types.ts";
 import type { UsageWriter } from "../usage.ts";
 import type { PendingApprovals } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
+import type { StepReservation } from "./turn_store.ts";
 
 export interface LlmSettings extends LlmConfig {
   fetch?: typeof fetch;
@@ -31,6 +32,10 @@ export interface RuntimeServices {
   sql: Sql;
   /** Where usage rows go: one per LLM call and per tool call. */
   recordUsage: UsageWriter;
+  /** Reserves a turn's next LLM call before it is made (`reserveStep` in turn_store.ts). */
+  reserveStep(turnId: string, promptTokens: number, completionTokens: number): Promise<
+    StepReservation
+  >;
   llm: LlmSettings;
   config: AgentConfig;
   registry: readonly ToolDefinition[];

@@ -43,7 +43,9 @@ export interface TurnStart {
   /** The isolate that runs the turn. */
   owner: string;
   model: string;
-  reservedTokens: number;
+  /** The first LLM call's worst case: its prompt (estimated) and a full completion. */
+  promptTokens: number;
+  completionTokens: number;
   /** Set when continuing a session: its turns of dead isolates are marked interrupted first. */
   staleAfterMs?: number;
 }
@@ -59,6 +61,9 @@ export type TurnStartOutcome =
     /** `chat_history.id` of the two messages. */
     userRowId: string;
     assistantRowId: string;
+    /** What the start reserved: the first call's tokens and cost, at the model's prices. */
+    reservedTokens: number;
+    reservedCostUsd: number;
   };
 
 /**
@@ -78,7 +83,8 @@ export async function startTurn(
     inlineSql`
       select public.agent_start_turn(${start.turnId}::uuid, ${start.sessionId}::uuid,
         ${start.title}, ${jsonText(start.messages)}::jsonb, ${start.owner}, ${start.model},
-        ${start.reservedTokens}, ${start.staleAfterMs ?? null}::integer) as outcome`,
+        ${start.promptTokens}, ${start.completionTokens}, ${start.staleAfterMs ?? null}::integer)
+        as outcome`,
   );
   const outcome = row.outcome;
   switch (outcome.kind) {
@@ -97,6 +103,8 @@ export async function startTurn(
         sessionId: outcome.session_id,
         userRowId: outcome.user_row_id,
         assistantRowId: outcome.assistant_row_id,
+        reservedTokens: outcome.reserved_tokens,
+        reservedCostUsd: Number(outcome.reserved_cost_usd),
       };
   }
 }
@@ -111,7 +119,54 @@ type StartRow =
     session_id: string;
     user_row_id: string;
     assistant_row_id: string;
+    reserved_tokens: number;
+    /** numeric: a number in JSON. */
+    reserved_cost_usd: number | string;
   };
+
+export type StepReservation =
+  /** The turn's reservation, with this step's. */
+  | { allowed: true; reservedTokens: number; reservedCostUsd: number }
+  /** `reason` is consume_quota's, or `not_running` for a turn no longer running. */
+  | { allowed: false; reason: string; retryAfterMs?: number };
+
+/**
+ * Reserves a running turn's next LLM call at its worst case, in tokens and cost
+ * (`public.agent_reserve_step`, under the user's limits row lock), before it is made: parallel
+ * multi-step turns cannot together spend more than the bucket and the daily caps hold.
+ */
+export async function reserveStep(
+  sql: Sql,
+  turnId: string,
+  promptTokens: number,
+  completionTokens: number,
+): Promise<StepReservation> {
+  const [{ outcome }] = await queryAsServiceRole<{
+    outcome: {
+      allowed: boolean;
+      reason?: string;
+      retry_after_ms?: number | null;
+      reserved_tokens?: number;
+      reserved_cost_usd?: number | string;
+    };
+  }>(
+    sql,
+    inlineSql`select public.agent_reserve_step(${turnId}::uuid, ${promptTokens},
+      ${completionTokens}) as outcome`,
+  );
+  if (outcome.allowed) {
+    return {
+      allowed: true,
+      reservedTokens: outcome.reserved_tokens ?? 0,
+      reservedCostUsd: Number(outcome.reserved_cost_usd ?? 0),
+    };
+  }
+  return {
+    allowed: false,
+    reason: outcome.reason ?? "quota",
+    ...(outcome.retry_after_ms == null ? {} : { retryAfterMs: outcome.retry_after_ms }),
+  };
+}
 
 /** A turn of the caller's, or undefined (also for another user's turn: RLS hides it). */
 export async function loadTurn(
@@ -281,6 +336,7 @@ export async function writeFlush(
       settlements.push({
         userId: turn.userId,
         reservedTokens: turn.reservedTokens,
+        reservedCostUsd: turn.reservedCostUsd,
         usedTokens: outcome.used.tokens,
         costUsd: outcome.used.costUsd,
       });

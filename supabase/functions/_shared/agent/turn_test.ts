@@ -74,6 +74,31 @@ Deno.test("turn: a model that keeps calling tools stops at the step limit", asyn
   assert.equal(llm.requests[1].tool_choice, "none");
 });
 
+Deno.test("turn: a further LLM call the user's limits refuse is not made; the turn ends rate_limited", async () => {
+  const llm = scriptedLlm(toolCallAnswer("doubler", { n: 21 }), textAnswer("never"));
+  const { scope } = fakeTurnScope(llm.fetch);
+  const asked: [string, number, number][] = [];
+  scope.reserveStep = (turnId, promptTokens, completionTokens) => {
+    asked.push([turnId, promptTokens, completionTokens]);
+    return Promise.resolve({ allowed: false, reason: "daily_cost_cap", retryAfterMs: 1000 });
+  };
+  const turn = newLiveTurn();
+
+  const ending = await runTurn(turn, scope);
+
+  assert.equal(llm.requests.length, 1, "only the call reserved at the start");
+  assert.equal(asked.length, 1);
+  assert.equal(asked[0][0], turn.turnId);
+  assert.equal(asked[0][2], scope.config.maxCompletionTokens, "a full completion is reserved");
+  assert.ok(asked[0][1] > 0, "and the grown prompt");
+  assert.equal(ending.outcome.state, "error");
+  const error = ending.closing.find((frame) => frame.type === "error");
+  assert.deepEqual(
+    error?.type === "error" && [error.code, error.reason, error.retry_after_ms, error.retryable],
+    ["rate_limited", "daily_cost_cap", 1000, true],
+  );
+});
+
 Deno.test("turn: a cancelled turn ends as cancelled without another LLM call", async () => {
   const llm = scriptedLlm(toolCallAnswer("doubler", { n: 1 }), textAnswer("never"));
   const { scope } = fakeTurnScope(llm.fetch);

@@ -75,6 +75,7 @@ export type Database = {
           "assistant_message_id": string | null;
           "awaiting_call_id": string | null;
           "cancel_requested_at": string | null;
+          "completion_usd_per_token": number;
           "created_at": string;
           "error": Json | null;
           "finished_at": string | null;
@@ -82,6 +83,8 @@ export type Database = {
           "id": string;
           "model": string | null;
           "owner": string;
+          "prompt_usd_per_token": number;
+          "reserved_cost_usd": number;
           "reserved_tokens": number;
           "session_id": string;
           "state": Database["public"]["Enums"]["turn_state"];
@@ -95,6 +98,7 @@ export type Database = {
           "assistant_message_id"?: string | null;
           "awaiting_call_id"?: string | null;
           "cancel_requested_at"?: string | null;
+          "completion_usd_per_token"?: number;
           "created_at"?: string;
           "error"?: Json | null;
           "finished_at"?: string | null;
@@ -102,6 +106,8 @@ export type Database = {
           "id"?: string;
           "model"?: string | null;
           "owner": string;
+          "prompt_usd_per_token"?: number;
+          "reserved_cost_usd"?: number;
           "reserved_tokens"?: number;
           "session_id": string;
           "state"?: Database["public"]["Enums"]["turn_state"];
@@ -114,6 +120,7 @@ export type Database = {
           "assistant_message_id"?: string | null;
           "awaiting_call_id"?: string | null;
           "cancel_requested_at"?: string | null;
+          "completion_usd_per_token"?: number;
           "created_at"?: string;
           "error"?: Json | null;
           "finished_at"?: string | null;
@@ -121,6 +128,8 @@ export type Database = {
           "id"?: string;
           "model"?: string | null;
           "owner"?: string;
+          "prompt_usd_per_token"?: number;
+          "reserved_cost_usd"?: number;
           "reserved_tokens"?: number;
           "session_id"?: string;
           "state"?: Database["public"]["Enums"]["turn_state"];
@@ -248,6 +257,37 @@ export type Database = {
           "approval_mode"?: Database["public"]["Enums"]["approval_mode"];
           "constraints"?: NonNullable<Json>;
           "tool"?: string;
+        };
+        Relationships: [];
+      };
+      "models": {
+        Row: {
+          "completion_usd_per_token": number;
+          "created_at": string;
+          "display_name": string | null;
+          "enabled": boolean;
+          "id": string;
+          "prompt_usd_per_token": number;
+          "updated_at": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "completion_usd_per_token": number;
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "enabled"?: boolean;
+          "id": string;
+          "prompt_usd_per_token": number;
+          "updated_at"?: string;
+        };
+        Update: {
+          "completion_usd_per_token"?: number;
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "enabled"?: boolean;
+          "id"?: string;
+          "prompt_usd_per_token"?: number;
+          "updated_at"?: string;
         };
         Relationships: [];
       };
@@ -381,8 +421,14 @@ export type Database = {
           "daily_token_cap": number;
           "day_cost_usd": number;
           "day_tokens": number;
+          "max_concurrent_turns": number;
           "max_connections": number;
           "refill_per_minute": number;
+          "tool_call_capacity": number;
+          "tool_call_token_cost": number;
+          "tool_call_tokens": number;
+          "tool_call_updated_at": string;
+          "tool_calls_per_minute": number;
           "updated_at": string;
           "usage_day": string;
           "user_id": string;
@@ -396,8 +442,14 @@ export type Database = {
           "daily_token_cap"?: number;
           "day_cost_usd"?: number;
           "day_tokens"?: number;
+          "max_concurrent_turns"?: number;
           "max_connections"?: number;
           "refill_per_minute"?: number;
+          "tool_call_capacity"?: number;
+          "tool_call_token_cost"?: number;
+          "tool_call_tokens"?: number;
+          "tool_call_updated_at"?: string;
+          "tool_calls_per_minute"?: number;
           "updated_at"?: string;
           "usage_day"?: string;
           "user_id": string;
@@ -410,8 +462,14 @@ export type Database = {
           "daily_token_cap"?: number;
           "day_cost_usd"?: number;
           "day_tokens"?: number;
+          "max_concurrent_turns"?: number;
           "max_connections"?: number;
           "refill_per_minute"?: number;
+          "tool_call_capacity"?: number;
+          "tool_call_token_cost"?: number;
+          "tool_call_tokens"?: number;
+          "tool_call_updated_at"?: string;
+          "tool_calls_per_minute"?: number;
           "updated_at"?: string;
           "usage_day"?: string;
           "user_id"?: string;
@@ -462,12 +520,17 @@ export type Database = {
           "max_connections": number;
         }[];
       };
+      "agent_reserve_step": {
+        Args: { "p_completion_tokens": number; "p_prompt_tokens": number; "p_turn_id": string };
+        Returns: Json;
+      };
       "agent_start_turn": {
         Args: {
+          "p_completion_tokens": number;
           "p_messages": Json;
           "p_model": string;
           "p_owner": string;
-          "p_reserved_tokens": number;
+          "p_prompt_tokens": number;
           "p_session_id": string;
           "p_stale_ms": number;
           "p_title": string;
@@ -486,11 +549,19 @@ export type Database = {
         }[];
       };
       "consume_quota": {
-        Args: { "p_tokens": number; "p_user_id": string };
+        Args: { "p_cost_usd"?: number; "p_tokens": number; "p_user_id": string };
         Returns: {
           "allowed": boolean;
           "reason": string;
           "remaining_tokens": number;
+          "retry_after_ms": number;
+        }[];
+      };
+      "consume_tool_calls": {
+        Args: { "p_calls": number; "p_user_id": string };
+        Returns: {
+          "allowed": boolean;
+          "reason": string;
           "retry_after_ms": number;
         }[];
       };
@@ -505,6 +576,7 @@ export type Database = {
       "settle_quota": {
         Args: {
           "p_cost_usd": number;
+          "p_reserved_cost_usd"?: number;
           "p_reserved_tokens": number;
           "p_used_tokens": number;
           "p_user_id": string;

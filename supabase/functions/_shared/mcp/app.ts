@@ -53,6 +53,7 @@ import { createToolRegistry } from "../tools/registry.ts";
 import type { ToolDefinition } from "../tools/types.ts";
 import { workflowConfigFromEnv } from "../tools/execute_workflow.ts";
 import { createUsageWriter } from "../usage.ts";
+import { consumeToolCalls } from "../tool_limits.ts";
 
 export interface McpAppOptions {
   sql: Sql;
@@ -146,6 +147,13 @@ export function createMcpApp(options: McpAppOptions) {
 
     for (const requestId of cancelledRequestIds(messages)) {
       running.cancel(callKey(user, requestId), "Cancelled by the client");
+    }
+    // Every tool call of the request counts against the caller's request rate and token quota,
+    // all admitted or none: a refused request runs nothing.
+    const callCount = toolCallsIn(messages).length;
+    if (callCount > 0) {
+      const decision = await consumeToolCalls(sql, user.id, callCount);
+      if (!decision.allowed) return toolCallsRefused(decision.reason, decision.retryAfterMs);
     }
     const calls = toolCallsIn(messages).filter((call) => toolNames.has(call.name));
     const needsGrants = calls.length > 0 || messages.some((m) => methodOf(m) === "tools/list");
@@ -353,6 +361,20 @@ async function readJsonRpcBody(request: Request): Promise<JsonRpcBody> {
 }
 
 /** Errors about the JSON-RPC envelope itself, answered the way the SDK transport does. */
+/** 429 `rate_limited`, with `Retry-After` (whole seconds) when the limit says when to retry. */
+function toolCallsRefused(reason: string, retryAfterMs: number | undefined): Response {
+  const message = reason === "request_rate"
+    ? "Too many tool calls: your request rate is used up"
+    : `Your quota does not hold these tool calls (${reason})`;
+  return errorResponse(
+    429,
+    { code: "rate_limited", message },
+    retryAfterMs === undefined
+      ? {}
+      : { "Retry-After": String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
+  );
+}
+
 function jsonRpcError(status: number, code: number, message: string): Response {
   return Response.json({ jsonrpc: "2.0", error: { code, message }, id: null }, { status });
 }

@@ -357,10 +357,11 @@ Deno.test("get_usage sums the caller's usage by day and name and computes the qu
     assert.equal(usage.by_name[0].latency_ms_avg, 500);
     assert.equal(usage.totals.calls, 3);
     assert.equal(usage.totals.prompt_tokens, 111);
-    // 1000 tokens + 10 minutes × 60 per minute, under the capacity.
+    // 1000 tokens + 10 minutes × 60 per minute, under the capacity, less the 100 tokens this
+    // very tool call cost.
     const quota = usage.quota!;
-    assert.ok(quota.bucket_tokens >= 1600 && quota.bucket_tokens < 1700, `${quota.bucket_tokens}`);
-    assert.equal(quota.daily_tokens_left, 3800);
+    assert.ok(quota.bucket_tokens >= 1500 && quota.bucket_tokens < 1600, `${quota.bucket_tokens}`);
+    assert.equal(quota.daily_tokens_left, 3700);
     assert.equal(quota.daily_cost_left_usd, 1.25);
 
     const month = await call(client, "get_usage", {
@@ -880,5 +881,43 @@ Deno.test("an empty batch and a batch over the cap are 400 Invalid Request; noth
     const [{ n }] = await sql`select count(*)::int as n from public.usage_metrics
                               where user_id = ${user.id}`;
     assert.equal(n, 0, "no call of a refused batch ran");
+  });
+});
+
+Deno.test("tool calls over the caller's request rate are 429 with Retry-After; none of them runs", async () => {
+  await withMcp({}, async ({ sql, endpoint, tokenFor }) => {
+    const user = await createUser(sql, "mcp-rate");
+    await sql`update public.user_limits
+              set tool_call_capacity = 3, tool_call_tokens = 3, tool_calls_per_minute = 1,
+                  tool_call_updated_at = now()
+              where user_id = ${user.id}`;
+    const headers = {
+      "Content-Type": "application/json",
+      Accept: "application/json, text/event-stream",
+      Authorization: `Bearer ${await tokenFor(user)}`,
+    };
+    const calls = (ids: number[]) =>
+      JSON.stringify(ids.map((id) => ({
+        jsonrpc: "2.0",
+        id,
+        method: "tools/call",
+        params: { name: "calculator", arguments: { expression: "1+1" } },
+      })));
+    const admitted = await fetch(endpoint, { method: "POST", headers, body: calls([1, 2, 3]) });
+    assert.equal(admitted.status, 200);
+    await admitted.text();
+
+    const refused = await fetch(endpoint, { method: "POST", headers, body: calls([4]) });
+    assert.equal(refused.status, 429);
+    const retryAfter = Number(refused.headers.get("Retry-After"));
+    assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After ${retryAfter}`);
+    assert.equal((await refused.json()).error.code, "rate_limited");
+
+    const [{ n }] = await sql`select count(*)::int as n from public.usage_metrics
+                              where user_id = ${user.id} and source = 'mcp'`;
+    assert.equal(n, 3, "only the admitted calls ran");
+    const [limits] = await sql`select day_tokens from public.user_limits
+                               where user_id = ${user.id}`;
+    assert.equal(Number(limits.day_tokens), 300, "each admitted call cost its tokens");
   });
 });
