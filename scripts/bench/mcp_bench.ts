@@ -127,6 +127,11 @@ async function connectClient(target: Target): Promise<Client> {
 async function startOurs(ctx: BenchContext): Promise<Target> {
   const key = await generateSigningKey();
   const user = await createUser(ctx.sql, "mcp-bench");
+  // The benchmark measures the server, not the caller's quota: an operator lifts this user's
+  // tool-call limits as one would for a load test.
+  await ctx.sql`update public.user_limits set tool_call_capacity = 1000000000,
+    tool_calls_per_minute = 1000000000, tool_call_tokens = 1000000000, tool_call_token_cost = 0
+    where user_id = ${user.id}`;
   const token = await issueAccessToken(key, {
     userId: user.id,
     email: user.email,
