@@ -13,6 +13,7 @@ import {
   type ServerFrame,
 } from "../agent_protocol.ts";
 import type { TokenVerifier, VerifiedUser } from "../auth.ts";
+import { USER_ROLE } from "../http/require_user.ts";
 import { handleChat } from "./chat.ts";
 import { frameRateWindow, type SlidingWindow } from "./limits.ts";
 import { followTurn } from "./resume.ts";
@@ -82,7 +83,7 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
     if (result.user.id !== this.userId) {
       return refuse("invalid_token", "The token is another user's; a socket keeps its user");
     }
-    if (result.user.role !== "authenticated") {
+    if (result.user.role !== USER_ROLE) {
       return refuse("invalid_token", "Only a signed-in user's token can renew this socket");
     }
     this.#user = result.user;

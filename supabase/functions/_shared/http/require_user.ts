@@ -7,7 +7,7 @@
  * token cannot be judged (keys or, for a legacy project, Auth out of reach); otherwise the handler finds the caller in `c.var.user`.
  */
 import type { MiddlewareHandler } from "hono";
-import type { TokenVerifier, VerifiedUser } from "../auth.ts";
+import type { AuthErrorCode, TokenVerifier, VerifiedUser } from "../auth.ts";
 import { HttpError } from "./errors.ts";
 
 export interface RequireUserOptions {
@@ -38,7 +38,7 @@ export interface UserVariables {
 export type UserEnv = { Variables: UserVariables };
 
 /** The only role a user-facing function accepts from a token. */
-const USER_ROLE = "authenticated";
+export const USER_ROLE = "authenticated";
 
 export function requireUser(options: RequireUserOptions): MiddlewareHandler<UserEnv> {
   const { verifier, resourceMetadataUrl } = options;
@@ -68,28 +68,25 @@ export function requireUser(options: RequireUserOptions): MiddlewareHandler<User
         { cause: error },
       );
     }
-    if (!result.ok) {
-      // RFC 6750 §3: a bad token is "invalid_token"; the description must be a quoted-string.
-      const description = result.message.replace(/["\\]/g, "'");
+    // RFC 6750 §3: a bad token is "invalid_token"; the description must be a quoted-string.
+    const refuse = (code: AuthErrorCode, message: string) => {
+      const description = message.replace(/["\\]/g, "'");
       const challenge = [`error="invalid_token"`, `error_description="${description}"`];
       if (metadata) challenge.push(metadata);
-      throw new HttpError(401, result.code, result.message, {
+      return new HttpError(401, code, message, {
         headers: { "WWW-Authenticate": `Bearer ${challenge.join(", ")}` },
       });
-    }
+    };
+    if (!result.ok) throw refuse(result.code, result.message);
     // Functions scope every query by the token's role (`set local role`). A token the project
     // signed for another role (service_role, or any role its issuer names) would bypass RLS:
     // user-facing functions take signed-in users only.
     if (result.user.role !== USER_ROLE) {
-      const message = `This function takes a signed-in user's access token (role ` +
-        `"${USER_ROLE}"), not a token for the role "${result.user.role}"`;
-      throw new HttpError(401, "invalid_token", message, {
-        headers: {
-          "WWW-Authenticate": `Bearer error="invalid_token", error_description="${
-            message.replace(/["\\]/g, "'")
-          }"${metadata ? `, ${metadata}` : ""}`,
-        },
-      });
+      throw refuse(
+        "invalid_token",
+        `This function takes a signed-in user's access token (role "${USER_ROLE}"), not a ` +
+          `token for the role "${result.user.role}"`,
+      );
     }
     c.set("user", result.user);
     c.set("accessToken", credentials.token);
