@@ -89,7 +89,10 @@ export async function agentBench(ctx: BenchContext): Promise<BenchResult[]> {
   await ctx.sql`insert into public.models (id, prompt_usd_per_token, completion_usd_per_token)
                 values ('bench-model', 0, 0) on conflict (id) do nothing`;
   const tokens = await Promise.all(
-    users.map((id) => issueAccessToken(key, { userId: id, issuer: ISSUER, expiresIn: 7200 })),
+    // createUsers signs each in with a session whose id is the user's.
+    users.map((id) =>
+      issueAccessToken(key, { userId: id, sessionId: id, issuer: ISSUER, expiresIn: 7200 })
+    ),
   );
   const upstream = await startUpstream();
   const relay = await startRelay(upstream.url);

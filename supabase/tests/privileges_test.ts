@@ -34,6 +34,7 @@ const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
   default_permissions: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   models: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   permissions: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
+  request_buckets: { service_role: "SELECT INSERT UPDATE" },
   tool_approvals: { authenticated: "SELECT INSERT DELETE" },
   usage_metrics: { authenticated: "SELECT", service_role: "SELECT INSERT" },
   user_limits: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE" },
@@ -41,6 +42,7 @@ const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
 
 /** Per function in `public`, the roles that may execute it (through PUBLIC too). */
 const EXPECTED_FUNCTIONS: Record<string, ApiRole[]> = {
+  "account_refusal(uuid,uuid)": ["service_role"],
   "agent_chat_context(uuid,uuid,integer,uuid[])": ["authenticated"],
   "agent_flush(text,jsonb,jsonb,jsonb)": ["service_role"],
   "agent_interrupt_stale_turns(uuid,integer,uuid,uuid)": ["service_role"],
@@ -48,7 +50,9 @@ const EXPECTED_FUNCTIONS: Record<string, ApiRole[]> = {
   "agent_reserve_step(uuid,integer,integer)": ["service_role"],
   "agent_start_turn(uuid,uuid,text,jsonb,text,text,integer,integer,integer)": ["service_role"],
   "append_messages(uuid,jsonb,text)": ["authenticated"],
+  "caller_account_refusal()": ["authenticated"],
   "consume_quota(uuid,integer,numeric)": ["service_role"],
+  "consume_request(uuid,text)": ["service_role"],
   "consume_tool_calls(uuid,integer)": ["service_role"],
   "my_permissions()": ["authenticated"],
   "settle_quota(uuid,integer,integer,numeric,numeric)": ["service_role"],

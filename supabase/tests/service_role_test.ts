@@ -49,11 +49,11 @@ Deno.test("the agent registers, heartbeats and unregisters connections as servic
         }),
     );
     assert.deepEqual(registration.evicted, []);
-    const evicted = await asServiceRole(
+    const beat = await asServiceRole(
       sql,
-      (tx) => heartbeatConnections(tx, "isolate-a", [{ id, user_id: user.id }]),
+      (tx) => heartbeatConnections(tx, "isolate-a", [{ id, userId: user.id }]),
     );
-    assert.deepEqual(evicted, []);
+    assert.deepEqual(beat, { evicted: [], revoked: new Map() });
     const seen = await as(sql, user, (tx) => tx`select id from public.agent_connections`);
     assert.deepEqual(seen.map((row) => row.id), [id]);
 

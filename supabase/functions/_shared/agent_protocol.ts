@@ -36,6 +36,11 @@ export const CLOSE_CODES = {
   tokenExpired: 4002,
   /** A frame was over `maxFrameBytes` (after an `error` frame_too_large); do not resend it. */
   frameTooLarge: 1009,
+  /**
+   * The user was deleted or banned, or his session signed out (after an `error`
+   * access_revoked naming which): do not reconnect with this session's tokens.
+   */
+  accessRevoked: 4003,
 } as const;
 
 /** The Sec-WebSocket-Protocol prefix that carries the access token (`jwt-<token>`). */
@@ -74,6 +79,11 @@ export const ERROR_CODES = [
   /** An `auth` frame's token is not valid, has expired, or is another user's (`ref: "auth"`). */
   "invalid_token",
   "expired_token",
+  /**
+   * The user was deleted or banned, or the token's session signed out (`reason`:
+   * `user_deleted`, `user_banned`, `session_ended`); the socket closes with 4003.
+   */
+  "access_revoked",
   /** Anything else; details are in the server's log. */
   "internal_error",
 ] as const;

@@ -1,7 +1,8 @@
 /**
- * The caller's limits in front of MCP tool calls (`public.consume_tool_calls`): a request
- * bucket against call floods, and a fixed token cost per call from the same token quota LLM
- * calls draw on. Run as service_role: users must not meter themselves.
+ * The caller's limits in front of tool calls, from MCP and the agent alike
+ * (`public.consume_tool_calls`): a request bucket against call floods, and a fixed token cost
+ * per call from the same token quota LLM calls draw on. Run as service_role: users must not
+ * meter themselves.
  */
 import { queryAsServiceRole, type Sql } from "./db/client.ts";
 import { inlineSql } from "./db/inline_sql.ts";

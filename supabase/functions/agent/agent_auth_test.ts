@@ -146,6 +146,7 @@ Deno.test("a socket closes at its token's exp (4002) unless an auth frame renewe
       issueAccessToken(key, {
         userId: caller.id,
         email: caller.email,
+        sessionId: caller.sessionId,
         issuer: ISSUER,
         expiresIn: seconds,
       });
@@ -178,4 +179,66 @@ Deno.test("a socket closes at its token's exp (4002) unless an auth frame renewe
     renewed.close();
     await renewed.closed;
   });
+});
+
+Deno.test("a deleted, banned or signed-out user's socket closes (4003) at the next heartbeat", async () => {
+  await withWorld({}, async ({ sql, connect, user }) => {
+    const [deleted, banned, signedOut, bystander] = await Promise.all(
+      ["deleted", "banned", "signed-out", "bystander"].map((label) => user(label)),
+    );
+    const clients = await Promise.all(
+      [deleted, banned, signedOut, bystander].map((who) => connect(who)),
+    );
+    await sql`delete from auth.users where id = ${deleted.id}`;
+    await sql`update auth.users set banned_until = now() + interval '1 day'
+              where id = ${banned.id}`;
+    // Sign-out everywhere: GoTrue deletes the user's sessions.
+    await sql`delete from auth.sessions where user_id = ${signedOut.id}`;
+
+    const expected = ["user_deleted", "user_banned", "session_ended"];
+    for (const [index, reason] of expected.entries()) {
+      const error = await clients[index].takeType("error");
+      assert.equal(error.code, "access_revoked");
+      assert.equal(error.reason, reason);
+      const closed = await clients[index].closed;
+      assert.deepEqual(closed, { code: CLOSE_CODES.accessRevoked, reason });
+    }
+    // The others' heartbeats go on: the bystander still serves, and his row is kept alive.
+    clients[3].send({ type: "ping" });
+    assert.equal((await clients[3].takeType("pong")).type, "pong");
+    const rows = await sql`select user_id from public.agent_connections
+                           where user_id in ${sql([banned.id, signedOut.id, bystander.id])}`;
+    assert.deepEqual(rows.map((row) => row.user_id), [bystander.id]);
+  });
+});
+
+Deno.test("a signed-out session's token gets no socket and starts no turn", async () => {
+  // No heartbeat within the test: the check before a turn must stand on its own.
+  await withWorld(
+    { config: { heartbeatIntervalMs: 60_000, staleAfterMs: 180_000 } },
+    async ({ sql, agent, connect, user, tokenFor }) => {
+      const alice = await user("signed-out");
+      const open = await connect(alice);
+      await sql`delete from auth.sessions where user_id = ${alice.id}`;
+
+      open.send({ type: "chat", id: crypto.randomUUID(), content: "still there?" });
+      const refused = await open.takeType("error");
+      assert.equal(refused.code, "access_revoked");
+      assert.equal(refused.reason, "session_ended");
+      assert.equal((await open.closed).code, CLOSE_CODES.accessRevoked);
+
+      const late = await AgentClient.open(agent.url, {
+        headers: { Authorization: `Bearer ${await tokenFor(alice)}` },
+      });
+      const error = await late.takeType("error");
+      assert.equal(error.reason, "session_ended");
+      assert.equal((await late.closed).code, CLOSE_CODES.accessRevoked);
+      assert.equal(late.frames.some((frame) => frame.type === "ready"), false);
+
+      const [limits] = await sql`select day_tokens from public.user_limits
+                                 where user_id = ${alice.id}`;
+      const turns = await sql`select id from public.agent_turns where user_id = ${alice.id}`;
+      assert.deepEqual([Number(limits.day_tokens), turns.length], [0, 0], "nothing billed");
+    },
+  );
 });

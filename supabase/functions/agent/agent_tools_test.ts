@@ -438,3 +438,40 @@ Deno.test("an approval sent through another isolate reaches the waiting turn", a
     },
   );
 });
+
+Deno.test("the agent's tool calls count against the user's tool-call rate and token quota", async () => {
+  // Two parallel calls in each of the first two steps: four calls.
+  await withWorld({ tools: TOOLS, config: { maxSteps: 3 } }, async ({ sql, connect, user }) => {
+    const alice = await user("metered");
+    // Room for three calls, no refill: the fourth of two parallel steps is refused.
+    await sql`update public.user_limits
+              set tool_call_capacity = 3, tool_call_tokens = 3, tool_calls_per_minute = 0,
+                  tool_call_updated_at = now()
+              where user_id = ${alice.id}`;
+    const client = await connect(alice);
+    const before = await sql`select day_tokens from public.user_limits
+                             where user_id = ${alice.id}`;
+    const frames = await client.chat("[[fixture:parallel_tools]] twice");
+    const results = ofType(frames, "tool_result");
+    assert.equal(results.length, 4);
+    const refused = results.filter((r) => r.is_error);
+    assert.equal(refused.length, 1, JSON.stringify(results));
+    assert.equal((refused[0].result as { code: string }).code, "rate_limited");
+
+    const [limits] = await sql`select tool_call_tokens, day_tokens from public.user_limits
+                               where user_id = ${alice.id}`;
+    assert.ok(limits.tool_call_tokens < 1, "the three admitted calls took the bucket");
+    const llmTokens = await sql`select coalesce(sum(prompt_tokens + completion_tokens), 0)::int
+                                  as tokens
+                                from public.usage_metrics
+                                where user_id = ${alice.id} and kind = 'llm'`;
+    assert.equal(
+      Number(limits.day_tokens) - Number(before[0].day_tokens),
+      llmTokens[0].tokens + 3 * 100,
+      "each admitted call cost tool_call_token_cost (100) of the day's tokens",
+    );
+    const usage = await sql`select status from public.usage_metrics
+                            where user_id = ${alice.id} and kind = 'tool' order by id`;
+    assert.deepEqual(usage.map((u) => u.status).sort(), ["denied", "ok", "ok", "ok"]);
+  });
+});

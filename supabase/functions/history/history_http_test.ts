@@ -529,3 +529,38 @@ Deno.test("CORS: preflight is answered and error replies are readable from a bro
     await h.close();
   }
 });
+
+Deno.test("each caller has a request bucket: past it, 429 rate_limited with Retry-After", async () => {
+  const h = await start();
+  try {
+    const alice = await caller(h, "bucket");
+    const bob = await caller(h, "bucket-other");
+    await h.sql`update public.user_limits set request_capacity = 3, requests_per_minute = 6
+                where user_id = ${alice.user.id}`;
+    const statuses = [];
+    for (let i = 0; i < 4; i++) statuses.push((await call(h, alice, "GET", "/sessions")).status);
+    assert.deepEqual(statuses, [200, 200, 200, 429]);
+    const refused = await call(h, alice, "GET", "/sessions");
+    assert.equal(refused.body.error.code, "rate_limited");
+    // Six a minute: the next request is at most ten seconds away.
+    const retryAfter = Number(refused.headers.get("Retry-After"));
+    assert.ok(retryAfter >= 1 && retryAfter <= 10, `Retry-After: ${retryAfter}`);
+    assert.equal((await call(h, bob, "GET", "/sessions")).status, 200, "buckets are per user");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("a deleted user's still-valid token is 401 invalid_token, not a server error", async () => {
+  const h = await start();
+  try {
+    const ghost = await caller(h, "deleted");
+    await h.sql`delete from auth.users where id = ${ghost.user.id}`;
+    const reply = await call(h, ghost, "POST", "/messages", { messages: [message("hello?")] });
+    assert.equal(reply.status, 401);
+    assert.equal(reply.body.error.code, "invalid_token");
+    assert.match(reply.headers.get("WWW-Authenticate") ?? "", /^Bearer error="invalid_token"/);
+  } finally {
+    await h.close();
+  }
+});

@@ -101,6 +101,7 @@ export async function withWorld(
     issueAccessToken(key, {
       userId: user.id,
       email: user.email,
+      sessionId: user.sessionId,
       issuer: ISSUER,
     });
   try {

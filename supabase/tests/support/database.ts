@@ -45,12 +45,18 @@ export function connectFunctionDatabase(max = 10): Sql {
 export interface TestUser {
   id: string;
   email: string;
+  /** The session a sign-in opened (`auth.sessions`): his tokens name it, as GoTrue's do. */
+  sessionId: string;
   claims: JwtClaims;
 }
 
-/** Inserts an auth.users row as GoTrue would; the project's trigger adds grants and limits. */
+/**
+ * Inserts an auth.users row as GoTrue would, signed in (one `auth.sessions` row); the
+ * project's trigger adds grants and limits.
+ */
 export async function createUser(sql: Sql, label = "user"): Promise<TestUser> {
   const id = crypto.randomUUID();
+  const sessionId = crypto.randomUUID();
   const email = `${label}-${id.slice(0, 8)}@example.test`;
   await sql`
     insert into auth.users (instance_id, id, aud, role, email, encrypted_password,
@@ -59,15 +65,19 @@ export async function createUser(sql: Sql, label = "user"): Promise<TestUser> {
     values ('00000000-0000-0000-0000-000000000000', ${id}, 'authenticated', 'authenticated',
       ${email}, extensions.crypt('password123', extensions.gen_salt('bf', 4)), now(),
       '{"provider":"email","providers":["email"]}', '{}', now(), now(), '', '', '', '')`;
-  return { id, email, claims: userClaims(id, email) };
+  await sql`insert into auth.sessions (id, user_id, created_at, updated_at, aal)
+            values (${sessionId}, ${id}, now(), now(), 'aal1')`;
+  return { id, email, sessionId, claims: userClaims(id, email, sessionId) };
 }
 
 /**
  * Inserts `count` auth.users rows in one statement (for benchmarks: no password, so no bcrypt
- * per user); the project's trigger adds their grants and limits. Returns their ids.
+ * per user), each signed in with a session whose id is the user's; the project's trigger adds
+ * their grants and limits. Returns their ids.
  */
 export async function createUsers(sql: Sql, count: number, label = "user"): Promise<string[]> {
   const rows = await sql<{ id: string }[]>`
+    with created as (
     insert into auth.users (instance_id, id, aud, role, email, encrypted_password,
       email_confirmed_at, raw_app_meta_data, raw_user_meta_data, created_at, updated_at,
       confirmation_token, recovery_token, email_change_token_new, email_change)
@@ -77,12 +87,22 @@ export async function createUsers(sql: Sql, count: number, label = "user"): Prom
       '', now(), '{"provider":"email","providers":["email"]}', '{}', now(), now(),
       '', '', '', ''
     from generate_series(1, ${count}) as n
-    returning id`;
+    returning id)
+    insert into auth.sessions (id, user_id, created_at, updated_at, aal)
+    select id, id, now(), now(), 'aal1' from created
+    returning user_id as id`;
   return rows.map((row) => row.id);
 }
 
-export function userClaims(id: string, email?: string): JwtClaims {
-  return { sub: id, role: "authenticated", aud: "authenticated", email, is_anonymous: false };
+export function userClaims(id: string, email?: string, sessionId?: string): JwtClaims {
+  return {
+    sub: id,
+    role: "authenticated",
+    aud: "authenticated",
+    email,
+    is_anonymous: false,
+    ...(sessionId ? { session_id: sessionId } : {}),
+  };
 }
 
 export const ANON_CLAIMS: JwtClaims = { role: "anon" };

@@ -110,6 +110,7 @@ export function fakeTurnScope(
     },
     // Every step admitted: the limits are the database's, tested in supabase/tests.
     reserveStep: () => Promise.resolve({ allowed: true, reservedTokens: 0, reservedCostUsd: 0 }),
+    meterToolCall: () => Promise.resolve({ allowed: true }),
     llm: { baseUrl: "http://llm.invalid/v1", model: "m", fallbackModels: [], fetch: llmFetch },
     config: agentConfig({ maxSteps: options.maxSteps ?? 4 }),
     registry: [doublerTool],

@@ -10,6 +10,7 @@
  * several isolates.
  */
 import { TOKEN_SUBPROTOCOL_PREFIX } from "../agent_protocol.ts";
+import { accountRefusals } from "../account_access.ts";
 import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import { asServiceRole, asUser, type Sql } from "../db/client.ts";
 import { errorResponse } from "../http/errors.ts";
@@ -131,9 +132,15 @@ function serveSocket(
     runtime: AgentRuntime,
     connection: AgentConnection,
   ): Promise<void> {
-    // One transaction: register (evicting what this connection pushes over the limit) and
-    // mark turns of the user's dead isolates interrupted.
+    // One transaction: check the user may still act (his token outlives a deletion, a ban or
+    // a sign-out), register (evicting what this connection pushes over the limit) and mark
+    // turns of the user's dead isolates interrupted.
     const registration = await asServiceRole(sql, async (tx) => {
+      const refusals = await accountRefusals(tx, [
+        { key: connection.id, userId: user.id, sessionId: connection.sessionId },
+      ]);
+      const refusal = refusals.get(connection.id);
+      if (refusal) return { refusal };
       const [registered] = await Promise.all([
         registerConnection(tx, {
           id: connection.id,
@@ -145,6 +152,7 @@ function serveSocket(
       ]);
       return registered;
     });
+    if ("refusal" in registration) return connection.revokeAccess(registration.refusal);
     // Closed while registering: its close handler found nothing to unregister yet.
     if (!connection.isOpen) return await unregisterConnection(sql, connection.id);
     // Heartbeats (and evictions through them) start once the row exists.

@@ -11,6 +11,7 @@
  * Concurrent attempts of one chat end with one turn: an attempt that loses the race to store
  * the messages reads again and follows the winner's turn.
  */
+import type { AccountRefusal } from "../account_access.ts";
 import type { ChatFrame } from "../agent_protocol.ts";
 import { type JwtClaims, queryAsUser, type Sql } from "../db/client.ts";
 import { appendRow } from "../history/append.ts";
@@ -62,6 +63,8 @@ export async function handleChat(
         exclude: [frame.id, assistantId],
       })
     );
+    // A token outlives its user's deletion, ban or sign-out: no new turn for such a token.
+    if (context.refusal) return client.revokeAccess(context.refusal);
     const { existing } = context;
     if (existing) {
       if (
@@ -189,6 +192,8 @@ interface ChatContext {
   grants: PermissionGrant[];
   /** The session's recent messages, oldest first (none for a new session). */
   history: HistoryRow[];
+  /** Why the caller may not act any more (`public.caller_account_refusal`), if so. */
+  refusal: AccountRefusal | null;
 }
 
 /** What `public.agent_chat_context` returns. */
@@ -206,15 +211,22 @@ async function readChatContext(
 ): Promise<ChatContext> {
   // Uuids only (the chat frame's id is validated, the other derived from it).
   const exclude = `{${request.exclude.join(",")}}`;
-  const [{ context }] = await queryAsUser<{ context: ChatContextRow }>(
+  const [{ context, refusal }] = await queryAsUser<
+    { context: ChatContextRow; refusal: AccountRefusal | null }
+  >(
     sql,
     claims,
     inlineSql`select public.agent_chat_context(${request.chatId}::uuid,
       ${request.sessionId ?? null}::uuid, ${request.historyMessages}, ${exclude}::uuid[])
-      as context`,
+      as context, public.caller_account_refusal() as refusal`,
   );
   const row = context;
-  return { existing: row.existing ?? undefined, grants: row.grants, history: row.history };
+  return {
+    existing: row.existing ?? undefined,
+    grants: row.grants,
+    history: row.history,
+    refusal,
+  };
 }
 
 /**

@@ -12,6 +12,7 @@ import {
   type ServerError,
   type ServerFrame,
 } from "../agent_protocol.ts";
+import { type AccountRefusal, accountRefusalMessage, sessionIdOf } from "../account_access.ts";
 import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import { USER_ROLE } from "../http/require_user.ts";
 import { handleChat } from "./chat.ts";
@@ -44,6 +45,22 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
   /** The caller as the latest token says; a turn keeps the claims it started with. */
   get user(): VerifiedUser {
     return this.#user;
+  }
+
+  /** The latest token's session (what the heartbeat checks is still signed in). */
+  get sessionId(): string | undefined {
+    return sessionIdOf(this.#user.claims);
+  }
+
+  /** The user may not act any more: say why, and close (4003). Running turns go on. */
+  revokeAccess(refusal: AccountRefusal): void {
+    this.sendError({
+      code: "access_revoked",
+      reason: refusal,
+      message: accountRefusalMessage(refusal),
+      retryable: false,
+    });
+    this.close(CLOSE_CODES.accessRevoked, refusal);
   }
 
   /**

@@ -4,6 +4,7 @@
  * evicts the oldest live connections beyond the limit; each isolate learns of evictions of
  * its sockets from its heartbeat (or at once, when it registered the newcomer itself).
  */
+import { type AccountRefusal, accountRefusals } from "../account_access.ts";
 import { queryAsServiceRole, type Sql, type Tx } from "../db/client.ts";
 import { inlineSql, jsonText, run } from "../db/inline_sql.ts";
 
@@ -35,26 +36,43 @@ export async function unregisterConnection(sql: Sql, connectionId: string): Prom
   );
 }
 
+export interface Heartbeat {
+  /** Connections another registration evicted: they close with 4001. */
+  evicted: string[];
+  /** Connections whose user may not act any more, and why: they close with 4003. */
+  revoked: Map<string, AccountRefusal>;
+}
+
 /**
- * Keeps this isolate's connections alive (re-registering any whose row was cleaned up while
- * the isolate stalled) and returns those another registration evicted.
+ * Checks that the users of this isolate's connections may still act, keeps the others alive
+ * (re-registering any whose row was cleaned up while the isolate stalled) and returns those
+ * another registration evicted. `tx` runs as service_role.
  */
 export async function heartbeatConnections(
   tx: Tx,
   isolateId: string,
-  connections: { id: string; user_id: string }[],
-): Promise<string[]> {
-  if (connections.length === 0) return [];
+  connections: readonly { id: string; userId: string; sessionId?: string }[],
+): Promise<Heartbeat> {
+  if (connections.length === 0) return { evicted: [], revoked: new Map() };
+  const revoked = await accountRefusals(
+    tx,
+    connections.map(({ id, userId, sessionId }) => ({ key: id, userId, sessionId })),
+  );
+  // A deleted user's row could not be written back (its user is gone); a revoked one closes.
+  const alive = connections
+    .filter((connection) => !revoked.has(connection.id))
+    .map((connection) => ({ id: connection.id, user_id: connection.userId }));
+  if (alive.length === 0) return { evicted: [], revoked };
   const rows = await run<{ id: string; evicted: boolean }>(
     tx,
     inlineSql`
       insert into public.agent_connections as c (id, user_id, isolate_id)
       select x.id, x.user_id, ${isolateId}
-      from jsonb_to_recordset(${jsonText(connections)}::jsonb) as x(id uuid, user_id uuid)
+      from jsonb_to_recordset(${jsonText(alive)}::jsonb) as x(id uuid, user_id uuid)
       -- Rows locked in id order, as registration locks them: no deadlock between the two.
       order by x.id
       on conflict (id) do update set heartbeat_at = clock_timestamp()
       returning c.id, c.evicted_at is not null as evicted`,
   );
-  return rows.filter((row) => row.evicted).map((row) => row.id);
+  return { evicted: rows.filter((row) => row.evicted).map((row) => row.id), revoked };
 }

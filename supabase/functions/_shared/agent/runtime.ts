@@ -6,7 +6,9 @@
  * None of it is the truth: turns, frames, connections and quotas live in Postgres. These
  * objects only let this isolate serve its own clients without polling, and die with it.
  */
+import type { AccountRefusal } from "../account_access.ts";
 import { asServiceRole, type Sql } from "../db/client.ts";
+import { consumeToolCalls } from "../tool_limits.ts";
 import type { ToolDefinition } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";
@@ -37,8 +39,12 @@ export interface RuntimeDependencies {
 export interface ConnectionHandle {
   readonly id: string;
   readonly userId: string;
+  /** The session its latest token belongs to, when the token names one. */
+  readonly sessionId?: string;
   /** Closes the socket with this code (4001 when evicted, 1001 on shutdown). */
   close(code: number, reason: string): void;
+  /** Tells the client its user may not act any more, and closes (4003). */
+  revokeAccess(refusal: AccountRefusal): void;
 }
 
 /** Supabase's Edge Runtime global; absent elsewhere (tests, the local stand-in). */
@@ -151,6 +157,7 @@ export class AgentRuntime {
         recordUsage: this.recordUsage,
         reserveStep: (turnId, promptTokens, completionTokens) =>
           reserveStep(sql, turnId, promptTokens, completionTokens),
+        meterToolCall: (userId) => consumeToolCalls(sql, userId, 1),
         approvals: this.approvals,
       });
       await this.#finish(turn, ending);
@@ -258,15 +265,17 @@ export class AgentRuntime {
     const turns = [...this.turns.values()].filter((turn) => !turn.ended);
     const connections = [...this.connections.values()].map((c) => ({
       id: c.id,
-      user_id: c.userId,
+      userId: c.userId,
+      ...(c.sessionId ? { sessionId: c.sessionId } : {}),
     }));
     // Turns: through the flusher, which also learns of takeovers and cancel requests.
     const beats: Promise<unknown>[] = [this.flusher.heartbeat(turns)];
     if (connections.length > 0) {
       beats.push(
         asServiceRole(this.deps.sql, (tx) => heartbeatConnections(tx, this.isolateId, connections))
-          .then((evicted) => {
+          .then(({ evicted, revoked }) => {
             this.evict(evicted);
+            for (const [id, refusal] of revoked) this.connections.get(id)?.revokeAccess(refusal);
             return this.#unregisterClosedDuring(connections);
           }),
       );

@@ -46,6 +46,7 @@ Deno.test("runtime: close aborts the turns, closes every socket with 1001, once"
     id: "c1",
     userId: "alice",
     close: (code) => closed.push(code),
+    revokeAccess: () => closed.push(4003),
   };
   runtime.sockets.add(socket);
 

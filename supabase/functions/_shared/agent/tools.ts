@@ -60,7 +60,14 @@ export function llmToolDefinitions(
 /** The part of a turn's scope its tool calls use. */
 export type AgentToolScope = Pick<
   TurnScope,
-  "caller" | "sql" | "recordUsage" | "registry" | "grants" | "approvals" | "config"
+  | "caller"
+  | "sql"
+  | "recordUsage"
+  | "meterToolCall"
+  | "registry"
+  | "grants"
+  | "approvals"
+  | "config"
 >;
 
 export interface ToolCallRequest {
@@ -99,8 +106,9 @@ export async function executeToolCall(
   }, {
     name: call.name,
     args,
-    policy: (tool, permission, input) =>
-      askWhenGrantSays(scope, turn, call, tool, permission, input),
+    policy: async (tool, permission, input) =>
+      await askWhenGrantSays(scope, turn, call, tool, permission, input) ??
+        await meterCall(scope, turn),
     progress: (progress, total, message) => {
       if (!turn.ended) {
         turn.emit({
@@ -146,6 +154,26 @@ function parseArguments(text: string): ToolArguments {
     if (!(error instanceof SyntaxError)) throw error;
     return { ok: false, message: error.message };
   }
+}
+
+/**
+ * A call the user allowed counts against his limits like an MCP call (`consume_tool_calls`):
+ * his tool-call rate and, at a fixed token cost, his token bucket and daily caps. Metered
+ * after the approval, so a call the user denies or never answers costs nothing.
+ */
+async function meterCall(scope: AgentToolScope, turn: LiveTurn): Promise<ToolRefusal | undefined> {
+  const decision = await scope.meterToolCall(turn.userId);
+  if (decision.allowed) return undefined;
+  const retry = decision.retryAfterMs === undefined
+    ? ""
+    : `; try again in ${Math.ceil(decision.retryAfterMs / 1000)} s`;
+  return refusal(
+    "rate_limited",
+    decision.reason === "request_rate"
+      ? `Too many tool calls: the user's tool-call rate is used up${retry}`
+      : `The user's quota does not hold this tool call (${decision.reason})${retry}`,
+    "denied",
+  );
 }
 
 /**

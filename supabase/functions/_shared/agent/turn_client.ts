@@ -4,6 +4,7 @@
  * nothing else of it, so unit tests hand them a fake.
  */
 import type { ServerError, ServerFrame } from "../agent_protocol.ts";
+import type { AccountRefusal } from "../account_access.ts";
 import type { VerifiedUser } from "../auth.ts";
 
 export interface TurnClient {
@@ -11,6 +12,8 @@ export interface TurnClient {
   readonly isOpen: boolean;
   send(frame: ServerFrame): void;
   sendError(error: ServerError): void;
+  /** Its user may not act any more: tells it why and closes its socket (4003). */
+  revokeAccess(refusal: AccountRefusal): void;
   /** Starts following a turn, replacing an earlier follow of the same turn. */
   follow(turnId: string, stop: () => void): void;
   /** Stops following it (only when `stop` is the current follow, if given). */

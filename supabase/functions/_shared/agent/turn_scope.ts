@@ -11,6 +11,7 @@ import type { UsageWriter } from "../usage.ts";
 import type { PendingApprovals } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
 import type { StepReservation } from "./turn_store.ts";
+import type { ToolCallDecision } from "../tool_limits.ts";
 
 export interface LlmSettings extends LlmConfig {
   fetch?: typeof fetch;
@@ -36,6 +37,8 @@ export interface RuntimeServices {
   reserveStep(turnId: string, promptTokens: number, completionTokens: number): Promise<
     StepReservation
   >;
+  /** Meters one tool call the user allowed (`consumeToolCalls` in tool_limits.ts). */
+  meterToolCall(userId: string): Promise<ToolCallDecision>;
   llm: LlmSettings;
   config: AgentConfig;
   registry: readonly ToolDefinition[];

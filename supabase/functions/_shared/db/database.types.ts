@@ -322,6 +322,28 @@ export type Database = {
         };
         Relationships: [];
       };
+      "request_buckets": {
+        Row: {
+          "surface": string;
+          "tokens": number;
+          "updated_at": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "surface": string;
+          "tokens": number;
+          "updated_at"?: string;
+          "user_id": string;
+        };
+        Update: {
+          "surface"?: string;
+          "tokens"?: number;
+          "updated_at"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [];
+      };
       "tool_approvals": {
         Row: {
           "created_at": string;
@@ -424,6 +446,8 @@ export type Database = {
           "max_concurrent_turns": number;
           "max_connections": number;
           "refill_per_minute": number;
+          "request_capacity": number;
+          "requests_per_minute": number;
           "tool_call_capacity": number;
           "tool_call_token_cost": number;
           "tool_call_tokens": number;
@@ -445,6 +469,8 @@ export type Database = {
           "max_concurrent_turns"?: number;
           "max_connections"?: number;
           "refill_per_minute"?: number;
+          "request_capacity"?: number;
+          "requests_per_minute"?: number;
           "tool_call_capacity"?: number;
           "tool_call_token_cost"?: number;
           "tool_call_tokens"?: number;
@@ -465,6 +491,8 @@ export type Database = {
           "max_concurrent_turns"?: number;
           "max_connections"?: number;
           "refill_per_minute"?: number;
+          "request_capacity"?: number;
+          "requests_per_minute"?: number;
           "tool_call_capacity"?: number;
           "tool_call_token_cost"?: number;
           "tool_call_tokens"?: number;
@@ -481,6 +509,7 @@ export type Database = {
       [_ in never]: never;
     };
     Functions: {
+      "account_refusal": { Args: { "p_session_id": string; "p_user_id": string }; Returns: string };
       "agent_chat_context": {
         Args: {
           "p_chat_id": string;
@@ -548,12 +577,20 @@ export type Database = {
           "seq": number;
         }[];
       };
+      "caller_account_refusal": { Args: Record<PropertyKey, never>; Returns: string };
       "consume_quota": {
         Args: { "p_cost_usd"?: number; "p_tokens": number; "p_user_id": string };
         Returns: {
           "allowed": boolean;
           "reason": string;
           "remaining_tokens": number;
+          "retry_after_ms": number;
+        }[];
+      };
+      "consume_request": {
+        Args: { "p_surface": string; "p_user_id": string };
+        Returns: {
+          "allowed": boolean;
           "retry_after_ms": number;
         }[];
       };

@@ -12,8 +12,9 @@
  * invalid_token / expired_token, 403 forbidden, 404 not_found (also for another user's
  * session: its existence is not revealed), 405 method_not_allowed, 409 conflict, 413
  * payload_too_large (a body over 1 MiB), 422 invalid_request (names the field; also a batch
- * of more than 500 messages: the body is well-formed, its content breaks a rule), 503
- * auth_unavailable (the signing keys cannot be had).
+ * of more than 500 messages: the body is well-formed, its content breaks a rule), 429
+ * rate_limited with Retry-After (the caller's history request bucket, 30 at once and 120 a
+ * minute by default, is empty), 503 auth_unavailable (the signing keys cannot be had).
  */
 import type { Context } from "hono";
 import { methodNotAllowed } from "hono/method-not-allowed";
@@ -29,6 +30,7 @@ import { handleMethodNotAllowed, HttpError } from "../http/errors.ts";
 import { createFunctionApp } from "../http/function_app.ts";
 import type { HostPolicy } from "../http/host_policy.ts";
 import { MAX_JSON_BODY_BYTES, readJsonBody } from "../http/json_body.ts";
+import { limitRequests } from "../http/limit_requests.ts";
 import { requireUser, type UserEnv } from "../http/require_user.ts";
 
 export interface HistoryAppDependencies {
@@ -52,6 +54,8 @@ export function createHistoryApp({ sql, verifier, hostPolicy }: HistoryAppDepend
   });
   app.use(methodNotAllowed({ app, onMethodNotAllowed: handleMethodNotAllowed }));
   const signedIn = requireUser({ verifier });
+  // Every request of a signed-in caller takes one from his history request bucket.
+  const limited = limitRequests(sql, "history");
 
   /** One transaction as the caller; an error value becomes the HTTP error it stands for. */
   const asCaller = async <T>(
@@ -63,7 +67,7 @@ export function createHistoryApp({ sql, verifier, hostPolicy }: HistoryAppDepend
     return result.value;
   };
 
-  app.post("/messages", signedIn, async (c) => {
+  app.post("/messages", signedIn, limited, async (c) => {
     const body = await readJsonBody(c.req.raw, MAX_JSON_BODY_BYTES);
     // appendMessages validates the body itself (once; a 500-message batch takes ~1.5 ms)
     // before any statement runs, and answers a bad one with a value naming the field.
@@ -76,26 +80,26 @@ export function createHistoryApp({ sql, verifier, hostPolicy }: HistoryAppDepend
     }, appended.inserted ? 201 : 200);
   });
 
-  app.get("/sessions", signedIn, async (c) => {
+  app.get("/sessions", signedIn, limited, async (c) => {
     const limit = integerParam(c, "limit");
     const before = c.req.query("before");
     return c.json(await asCaller(c, (tx) => listSessions(tx, { limit, before })));
   });
 
-  app.get("/sessions/:id/messages", signedIn, async (c) => {
+  app.get("/sessions/:id/messages", signedIn, limited, async (c) => {
     const limit = integerParam(c, "limit");
     const afterSeq = integerParam(c, "after_seq");
     const sessionId = c.req.param("id");
     return c.json(await asCaller(c, (tx) => listMessages(tx, sessionId, { limit, afterSeq })));
   });
 
-  app.delete("/sessions/:id", signedIn, async (c) => {
+  app.delete("/sessions/:id", signedIn, limited, async (c) => {
     const sessionId = c.req.param("id");
     await asCaller(c, (tx) => deleteSession(tx, sessionId));
     return c.body(null, 204);
   });
 
-  app.get("/search", signedIn, async (c) => {
+  app.get("/search", signedIn, limited, async (c) => {
     const limit = integerParam(c, "limit");
     const q = c.req.query("q") ?? "";
     return c.json({ results: await asCaller(c, (tx) => searchMessages(tx, q, { limit })) });

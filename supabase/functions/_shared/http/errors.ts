@@ -6,6 +6,7 @@
  */
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
+import postgres from "postgres";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { HttpErrorCode } from "./error_codes.ts";
 
@@ -99,8 +100,23 @@ export function handleError(error: unknown, c: Context): Response {
     const code = CODE_OF_STATUS[status] ?? "bad_request";
     return errorResponse(status, { code, message: error.message || code });
   }
+  if (isMissingUser(error)) {
+    return errorResponse(401, {
+      code: "invalid_token",
+      message: "The token's user no longer exists",
+    }, { "WWW-Authenticate": `Bearer error="invalid_token"` });
+  }
   console.error(`${c.req.method} ${c.req.path} failed:`, error);
   return errorResponse(500, { code: "internal_error", message: "Internal server error" });
+}
+
+/**
+ * A write for a user Auth has deleted: his token stays valid until `exp`, but every row of
+ * his references `auth.users` (as `<table>_user_id_fkey`, Postgres's name for each such key).
+ */
+function isMissingUser(error: unknown): boolean {
+  return error instanceof postgres.PostgresError && error.code === "23503" &&
+    /_user_id_fkey$/.test(error.constraint_name ?? "");
 }
 
 /** For `app.notFound`. */

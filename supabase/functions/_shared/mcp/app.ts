@@ -54,6 +54,7 @@ import type { ToolDefinition } from "../tools/types.ts";
 import { workflowConfigFromEnv } from "../tools/execute_workflow.ts";
 import { createUsageWriter } from "../usage.ts";
 import { consumeToolCalls } from "../tool_limits.ts";
+import { limitRequests } from "../http/limit_requests.ts";
 
 export interface McpAppOptions {
   sql: Sql;
@@ -127,7 +128,8 @@ export function createMcpApp(options: McpAppOptions) {
     );
   });
 
-  app.post("/", signedIn, async (c) => {
+  // Every POST takes one from the caller's MCP request bucket; its tool calls are metered too.
+  app.post("/", signedIn, limitRequests(sql, "mcp"), async (c) => {
     const request = c.req.raw;
     const { user, accessToken: token } = c.var;
 

@@ -921,3 +921,53 @@ Deno.test("tool calls over the caller's request rate are 429 with Retry-After; n
     assert.equal(Number(limits.day_tokens), 300, "each admitted call cost its tokens");
   });
 });
+
+Deno.test("every POST takes one from the caller's MCP request bucket, tool call or not", async () => {
+  await withMcp({}, async ({ sql, endpoint, tokenFor }) => {
+    const user = await createUser(sql, "mcp-requests");
+    await sql`update public.user_limits set request_capacity = 2, requests_per_minute = 1
+              where user_id = ${user.id}`;
+    const headers = {
+      "Content-Type": "application/json",
+      Accept: "application/json, text/event-stream",
+      Authorization: `Bearer ${await tokenFor(user)}`,
+    };
+    const list = (id: number) =>
+      fetch(endpoint, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ jsonrpc: "2.0", id, method: "tools/list" }),
+      });
+    const statuses = [];
+    for (let id = 1; id <= 3; id++) {
+      const response = await list(id);
+      statuses.push(response.status);
+      if (id < 3) await response.text();
+      else {
+        assert.equal((await response.json()).error.code, "rate_limited");
+        const retryAfter = Number(response.headers.get("Retry-After"));
+        assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After ${retryAfter}`);
+      }
+    }
+    assert.deepEqual(statuses, [200, 200, 429]);
+  });
+});
+
+Deno.test("a deleted user's still-valid token is 401 invalid_token", async () => {
+  await withMcp({}, async ({ sql, endpoint, tokenFor }) => {
+    const user = await createUser(sql, "mcp-deleted");
+    const token = await tokenFor(user);
+    await sql`delete from auth.users where id = ${user.id}`;
+    const response = await fetch(endpoint, {
+      method: "POST",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "application/json, text/event-stream",
+        Authorization: `Bearer ${token}`,
+      },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),
+    });
+    assert.equal(response.status, 401);
+    assert.equal((await response.json()).error.code, "invalid_token");
+  });
+});
