@@ -21,7 +21,7 @@ import { connect } from "../../supabase/functions/_shared/db/client.ts";
 import { POOL_SIZES, poolSizeFromEnv } from "../../supabase/functions/_shared/db/config.ts";
 import { createMcpApp } from "../../supabase/functions/_shared/mcp/app.ts";
 import { createToolRegistry } from "../../supabase/functions/_shared/tools/registry.ts";
-import { createUser } from "../../supabase/tests/support/database.ts";
+import { createUser, liftRequestLimits } from "../../supabase/tests/support/database.ts";
 import { freePort } from "../standin/postgres.ts";
 import { generateSigningKey, issueAccessToken, jwksOf } from "../standin/signing_keys.ts";
 import { PROJECT_ROOT } from "../standin/supabase_cli.ts";
@@ -127,11 +127,8 @@ async function connectClient(target: Target): Promise<Client> {
 async function startOurs(ctx: BenchContext): Promise<Target> {
   const key = await generateSigningKey();
   const user = await createUser(ctx.sql, "mcp-bench");
-  // The benchmark measures the server, not the caller's quota: an operator lifts this user's
-  // tool-call limits as one would for a load test.
-  await ctx.sql`update public.user_limits set tool_call_capacity = 1000000000,
-    tool_calls_per_minute = 1000000000, tool_call_tokens = 1000000000, tool_call_token_cost = 0
-    where user_id = ${user.id}`;
+  // The benchmark measures the server, not the caller's quota.
+  await liftRequestLimits(ctx.sql, user.id);
   const token = await issueAccessToken(key, {
     userId: user.id,
     email: user.email,

@@ -94,6 +94,19 @@ export async function createUsers(sql: Sql, count: number, label = "user"): Prom
   return rows.map((row) => row.id);
 }
 
+/**
+ * Lifts a user's request and tool-call limits, as an operator would for a load test: a
+ * benchmark measures the server, not the caller's quota.
+ */
+export async function liftRequestLimits(sql: Sql, userId: string): Promise<void> {
+  const lots = 1_000_000_000;
+  await sql`update public.user_limits
+    set request_capacity = ${lots}, requests_per_minute = ${lots},
+      tool_call_capacity = ${lots}, tool_calls_per_minute = ${lots}, tool_call_tokens = ${lots},
+      tool_call_token_cost = 0
+    where user_id = ${userId}`;
+}
+
 export function userClaims(id: string, email?: string, sessionId?: string): JwtClaims {
   return {
     sub: id,

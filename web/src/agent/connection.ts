@@ -204,6 +204,16 @@ export class AgentConnection {
         message: "Closed because you opened the agent in more places than your limit allows",
       });
     }
+    // Deleted, banned or signed out: another try with this session's token would fail too.
+    if (event.code === CLOSE_CODES.accessRevoked) {
+      return this.#setStatus({
+        state: "offline",
+        code: "access_revoked",
+        message: event.reason === "session_ended"
+          ? "Your session was signed out; sign in again"
+          : "Your account can no longer use the agent",
+      });
+    }
     this.#scheduleRetry();
   }
 

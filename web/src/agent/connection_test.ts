@@ -133,6 +133,21 @@ Deno.test("a close for too many connections is not retried", async () => {
   assert.deepEqual(h.timers.pendingDelays(), []);
 });
 
+Deno.test("a close for a revoked account (4003) is not retried and says why", async () => {
+  const h = harness();
+  h.connection.start();
+  await settle();
+  h.last().accept();
+  h.last().drop(4003, "session_ended");
+  const status = h.connection.status;
+  assert.deepEqual(status, {
+    state: "offline",
+    code: "access_revoked",
+    message: "Your session was signed out; sign in again",
+  });
+  assert.deepEqual(h.timers.pendingDelays(), []);
+});
+
 Deno.test("signed out: no socket, and an offline status that says so", async () => {
   const h = harness({ token: () => Promise.resolve(undefined) });
   h.connection.start();

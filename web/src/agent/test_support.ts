@@ -39,9 +39,9 @@ export class FakeSocket implements SocketLike {
   }
 
   /** The connection ends from the other side (or never opened). */
-  drop(code = 1006): void {
+  drop(code = 1006, reason = ""): void {
     this.readyState = 3;
-    this.onclose?.({ code, reason: "", wasClean: false } as CloseEvent);
+    this.onclose?.({ code, reason, wasClean: false } as CloseEvent);
   }
 }
 
