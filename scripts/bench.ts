@@ -12,6 +12,7 @@ import { agentBench } from "./bench/agent_bench.ts";
 import { agentFlushBench } from "./bench/agent_flush_bench.ts";
 import { databaseBench } from "./bench/database_bench.ts";
 import { historyBench } from "./bench/history_bench.ts";
+import { hardeningBench } from "./bench/hardening_bench.ts";
 import { mcpBench } from "./bench/mcp_bench.ts";
 import { realtimeBench } from "./bench/realtime_bench.ts";
 import type { BenchContext, BenchResult, PoolSizes } from "./bench/types.ts";
@@ -50,6 +51,12 @@ const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>, string?, s
     async (ctx) => [...await agentFlushBench(ctx), ...await agentBench(ctx)],
     `agent isolate ${pools.agent} + flush ${pools.agentFlush} (AGENT_DB_POOL_SIZE, ` +
     `AGENT_FLUSH_DB_POOL_SIZE)`,
+    LIMITS_OFF,
+  ],
+  [
+    "Hardening",
+    hardeningBench,
+    `agent isolate ${pools.agent} + flush ${pools.agentFlush}`,
     LIMITS_OFF,
   ],
   ["Web", webBench],

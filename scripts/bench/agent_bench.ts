@@ -46,7 +46,7 @@ import { percentile } from "./stats.ts";
 import { PLAN_LIMITS } from "../standin/runtime_limits.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 
-const ISSUER = "http://127.0.0.1:54321/auth/v1";
+export const ISSUER = "http://127.0.0.1:54321/auth/v1";
 /**
  * Every streamed answer: `tokens` SSE chunks (`AGENT_BENCH_TOKENS`, 100: an answer of a few
  * hundred words) `delayMs` apart (`AGENT_BENCH_TOKEN_DELAY_MS`, 50). Shorter answers mean more
@@ -702,7 +702,7 @@ function openIdle(url: string, tokens: string[]): Promise<WebSocket[]> {
 // ---------------------------------------------------------------------------------------------
 // The agent worker process
 
-interface AgentWorker {
+export interface AgentWorker {
   url: string;
   log: WorkerLog;
   rssBytes(): Promise<number>;
@@ -711,7 +711,7 @@ interface AgentWorker {
   stop(): Promise<void>;
 }
 
-async function startAgentWorker(
+export async function startAgentWorker(
   ctx: BenchContext,
   key: SigningKey,
   llmUrl: string,

@@ -258,8 +258,10 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
 }
 
 function byteLength(text: string): number {
-  // A UTF-16 unit never takes more than 3 UTF-8 bytes: most frames need no encoding.
+  // A UTF-16 unit takes 1 to 3 UTF-8 bytes (a surrogate pair 4 for 2): most frames need no
+  // encoding, and an oversized one is not copied once more just to be refused.
   if (text.length * 3 <= PROTOCOL_LIMITS.maxFrameBytes) return text.length;
+  if (text.length > PROTOCOL_LIMITS.maxFrameBytes) return text.length;
   return new TextEncoder().encode(text).byteLength;
 }
 

@@ -10,6 +10,7 @@ import {
   type Rational,
   rational,
 } from "./calculator_engine.ts";
+import { heavyExpression } from "../../../tests/support/heavy_expression.ts";
 
 type Success = Extract<CalculationResult, { ok: true }>;
 type Failure = Extract<CalculationResult, { ok: false }>;
@@ -474,20 +475,6 @@ Deno.test("property: arbitrary strings never make evaluate throw", () => {
   }
   assert.ok(codes.has("unexpected_character") && codes.has("unexpected_token"));
 });
-
-/**
- * Fractions over one large denominator: the running sum stays within the digit limit once
- * reduced, but each `+`/`-` used to reduce a ~7,000-digit fraction with a BigInt gcd first
- * (seconds of CPU for one call, within every documented limit).
- */
-function heavyExpression(): string {
-  const numerators = [3, 5, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73];
-  let text = "";
-  for (let i = 0; text.length < 960; i++) {
-    text += `${i === 0 ? "" : i % 2 ? "+" : "-"}${numerators[i % numerators.length]}^4000/7^4000`;
-  }
-  return text;
-}
 
 Deno.test("a heavy expression is refused before any big-number operation runs", () => {
   const expression = heavyExpression();
