@@ -1,6 +1,6 @@
 /**
  * `deno task test:mutations`: proves the database tests guard the schema. For every RLS
- * policy, for the row locks of consume_quota, consume_tool_calls and agent_start_turn's
+ * policy, for the row locks of consume_quota, consume_tool_calls, consume_request and agent_start_turn's
  * concurrent-turn count, for consume_quota's cost reservation and agent_reserve_step's per-step
  * re-check, and for every grant an API role holds in `public` (one per object and role, as the
  * migrations grant them), it makes a copy of the migrated database with that one piece removed
@@ -130,6 +130,21 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       "consume_tool_calls without its row lock",
       await definitionOf("public.consume_tool_calls(uuid, integer)"),
       [[/\s+for update;/i, ";"]],
+    );
+    mutate(
+      "consume_request without its row lock",
+      await definitionOf("public.consume_request(uuid, text)"),
+      [[/\s+for update;/i, ";"]],
+    );
+    // Users who may no longer act pass: a deleted, banned or signed-out token acts on.
+    mutate(
+      "account_refusal that refuses nobody",
+      await definitionOf("public.account_refusal(uuid, uuid)"),
+      [
+        [/then 'user_deleted'/i, "then null"],
+        [/then 'user_banned'/i, "then null"],
+        [/then 'session_ended'/i, "then null"],
+      ],
     );
     // Every privilege the migrations granted an API role, one object and role at a time.
     const grants = await sql<{ object: string; kind: string; grantee: string }[]>`
