@@ -68,7 +68,7 @@ Deno.test(`Postgres killed and restarted ${CYCLES} times under Realtime, agent a
         greeting: openAgent(stack, token).then(async (client) => {
           clients.push(client);
           const first = await settle(client.take(() => true));
-          return { first, close: await client.closed };
+          return { first, close: await within(client.closed, "the greeting's socket to close") };
         }),
       };
       // Each of them waits inside the database, so the kill lands in the middle of it.
@@ -156,7 +156,7 @@ Deno.test(`Postgres killed and restarted ${CYCLES} times under Realtime, agent a
       assert.equal(found.structuredContent?.query, "crash");
 
       await signIn(stack, "bob@example.com");
-      const rows = await supabase.from("chat_sessions").select("id");
+      const rows = await within(supabase.from("chat_sessions").select("id"), "REST reading");
       assert.equal(rows.error, null, failure("REST select"));
       assert.ok(rows.data!.length > 0);
     }
@@ -189,6 +189,15 @@ interface ToolResult {
 
 type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
+/** `promise`, or a rejection naming `what` once RECOVERY_MS have passed: a hang is a failure. */
+function within<T>(promise: PromiseLike<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const bound = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`still waiting for ${what}`)), RECOVERY_MS);
+  });
+  return Promise.race([promise, bound]).finally(() => clearTimeout(timer));
+}
+
 function settle<T>(promise: Promise<T>): Promise<Outcome<T>> {
   return promise.then((value) => ({ ok: true, value }), (error) => ({ ok: false, error }));
 }
@@ -198,7 +207,10 @@ async function signIn(stack: RunningStack, email: string): Promise<string> {
   const client = createClient(stack.apiUrl, stack.publishableKey, {
     auth: { persistSession: false, autoRefreshToken: false },
   });
-  const { data, error } = await client.auth.signInWithPassword({ email, password: "password123" });
+  const { data, error } = await within(
+    client.auth.signInWithPassword({ email, password: "password123" }),
+    `Auth signing ${email} in`,
+  );
   assert.equal(error, null, `signing in ${email}: ${error}`);
   return data.session!.access_token;
 }
@@ -228,9 +240,12 @@ async function openMcp(stack: RunningStack, token: string): Promise<Client> {
 }
 
 async function postMessage(supabase: SupabaseClient, content: string): Promise<void> {
-  const { error } = await supabase.functions.invoke("history/messages", {
-    body: { messages: [{ id: crypto.randomUUID(), role: "user", content }] },
-  });
+  const { error } = await within(
+    supabase.functions.invoke("history/messages", {
+      body: { messages: [{ id: crypto.randomUUID(), role: "user", content }] },
+    }),
+    `the history function storing "${content}"`,
+  );
   assert.equal(error, null, `posting "${content}": ${error}`);
 }
 
