@@ -122,7 +122,11 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     cancel,
     end,
     count: 0,
-    id
+    id,
+    // Patched: how many times this connection's socket has closed. sql.begin and sql.reserve pin
+    // a connection for one server session; once its socket closes the session is gone, and
+    // they compare this number to refuse their next query instead of writing it.
+    closes: 0
   }
 
   queues.closed && queues.closed.push(connection)
@@ -255,10 +259,26 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
   }
 
   function nextWrite(fn) {
+    // Patched: upstream throws here from a timer when the socket closed under a buffered write
+    // (porsager/postgres#1154, #1208), which no caller can catch: the process dies.
+    if (!socket)
+      return dropWrite()
     const x = socket.write(chunk, fn)
     nextWriteTimer !== null && clearImmediate(nextWriteTimer)
     chunk = nextWriteTimer = null
     return x
+  }
+
+  // Patched: what was to be written had no socket to go to; its queries fail instead.
+  function dropWrite() {
+    nextWriteTimer !== null && clearImmediate(nextWriteTimer)
+    chunk = nextWriteTimer = null
+    const err = Errors.connection('CONNECTION_CLOSED', options)
+    query && queryError(query, err)
+    while (sent.length)
+      queryError(sent.shift(), err)
+    query = null
+    return false
   }
 
   function connectTimedOut() {
@@ -428,6 +448,9 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
       error(Errors.connection('CONNECTION_DESTROYED', options))
 
     clearImmediate(nextWriteTimer)
+    // Patched: a write buffered for this socket is dropped with it; upstream left the timer
+    // set, so the next socket's writes were never scheduled and its startup hung.
+    chunk = nextWriteTimer = null
     if (socket) {
       socket.removeListener('data', data)
       socket.removeListener('connect', connected)
@@ -441,6 +464,9 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     remaining = 0
     incomings = null
     clearImmediate(nextWriteTimer)
+    // Patched: see terminate().
+    chunk = nextWriteTimer = null
+    connection.closes++
     socket.removeListener('data', data)
     socket.removeListener('connect', connected)
     idleTimer.cancel()
@@ -453,7 +479,14 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     if (initial)
       return reconnect()
 
-    !hadError && (query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket))
+    // Patched: what was in flight ends with the session. Upstream skipped this after a socket
+    // error, counting on the error handler, but a query sent between the error and the close
+    // (sql.begin's rollback) was then never settled and stayed in `sent` for the next session;
+    // and it kept the query and the FATAL error a server sends before closing (57P01 when an
+    // admin or a shutdown ends the session), failing the next session's first query with it.
+    if (query || sent.length)
+      error(errorResponse || Errors.connection('CONNECTION_CLOSED', options, socket))
+    query = errorResponse = null
     closedTime = performance.now()
     hadError && options.shared.retries++
     delay = (typeof backoff === 'function' ? backoff(options.shared.retries) : backoff) * 1000

@@ -213,6 +213,8 @@ function Postgres(a, b) {
       })
 
     move(c, reserved)
+    // Patched: the reservation is this session's; see `closes` in connection.js.
+    const closes = c.closes
     c.reserved = () => queue.length
       ? c.execute(queue.shift())
       : move(c, reserved)
@@ -220,6 +222,10 @@ function Postgres(a, b) {
 
     const sql = Sql(handler)
     sql.release = () => {
+      // Patched: the pool took the connection back when its socket closed; upstream would put
+      // it in the open queue too, socketless, for the next query to crash on.
+      if (c.closes !== closes)
+        return
       c.reserved = null
       onopen(c)
     }
@@ -227,6 +233,9 @@ function Postgres(a, b) {
     return sql
 
     function handler(q) {
+      // Patched: the reservation ended with its session; see `closes` above.
+      if (c.closes !== closes)
+        return q.reject(Errors.connection('CONNECTION_CLOSED', options))
       c.queue === full
         ? queue.push(q)
         : c.execute(q) || move(c, full)
@@ -238,6 +247,7 @@ function Postgres(a, b) {
     const queries = Queue()
     let savepoints = 0
       , connection
+      , closes
       , prepare = null
 
     try {
@@ -292,6 +302,10 @@ function Postgres(a, b) {
 
       function handler(q) {
         q.catch(e => uncaughtError || (uncaughtError = e))
+        // Patched: the transaction died with its connection's socket (the rollback that follows
+        // an error included); see `closes` in connection.js.
+        if (c.closes !== closes)
+          return q.reject(Errors.connection('CONNECTION_CLOSED', options))
         c.queue === full
           ? queries.push(q)
           : c.execute(q) || move(c, full)
@@ -300,6 +314,7 @@ function Postgres(a, b) {
 
     function onexecute(c) {
       connection = c
+      closes = c.closes
       move(c, reserved)
       c.reserved = () => queries.length
         ? c.execute(queries.shift())
