@@ -1,17 +1,17 @@
 /**
  * The database goes away under traffic and comes back: Postgres is SIGKILLed, as a crash or
  * the OOM killer would end it, and started again on the same data directory and port, five
- * times in a row. Each time, work is caught in flight — an MCP tools/call and an agent socket's
- * greeting inside their transactions, an agent turn starting, the agent's heartbeat, the
- * Realtime stand-in's visibility session — held there by a lock the test takes just before the
- * kill.
+ * times in a row. Each time, work is caught in flight, held inside the database by locks the
+ * test takes just before the kill: an MCP tools/call and an agent socket's set-up inside their
+ * transactions, and an agent turn starting. The Realtime stand-in's visibility session, reserved
+ * before the kill, is used again after it.
  *
  * The stack must stay up (the Auth, REST and Realtime stand-ins run in this process; no
- * function worker may crash and be replaced) and every client must recover without a restart: the channel
- * joined at the start hears the change feed go and come back and gets the next row, a new
- * channel joins and gets it too, the agent socket opened at the start runs a new turn with a
- * tool, MCP answers tools/call, Auth signs in and REST reads. What was in flight ends with an
- * error, not a hang.
+ * function worker may crash and be replaced) and every client must recover without a restart:
+ * the channel joined at the start hears the change feed go and come back and gets the next row,
+ * a new channel joins and gets it too, the agent socket opened at the start runs a new turn with
+ * a tool, MCP answers tools/call, Auth signs in and REST reads. What was in flight ends with an
+ * error carrying its stable code, not a hang.
  */
 import assert from "node:assert/strict";
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
