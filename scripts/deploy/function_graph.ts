@@ -177,17 +177,22 @@ export async function importsOf(
 /**
  * The lines of a function's `deno.json` that differ from the root's: a key the root lacks or
  * maps elsewhere. The root is what tests, the stand-in and the type check use, so a package the
- * functions pin differently would ship a version nothing here ran.
+ * functions pin differently would ship a version nothing here ran. A relative target (a vendored
+ * module) is written from each file's own folder, so the two must name the same file, not the
+ * same text; `folders` gives the folders of the function's and the root's `deno.json`.
  */
 export function mappingsOutOfStep(
   functionImports: Record<string, string>,
   rootImports: Record<string, string>,
+  folders: { function: string; root: string } = { function: ".", root: "." },
 ): string[] {
-  return Object.entries(functionImports).flatMap(([key, target]) =>
-    rootImports[key] === target ? [] : [
-      rootImports[key] === undefined
-        ? `"${key}": "${target}" is not in the root deno.json`
-        : `"${key}": "${target}" but the root deno.json says "${rootImports[key]}"`,
-    ]
-  );
+  const place = (folder: string, target: string) =>
+    /^\.\.?\//.test(target) ? join(folder, target) : target;
+  return Object.entries(functionImports).flatMap(([key, target]) => {
+    const rootTarget = rootImports[key];
+    if (rootTarget === undefined) return [`"${key}": "${target}" is not in the root deno.json`];
+    return place(folders.function, target) === place(folders.root, rootTarget)
+      ? []
+      : [`"${key}": "${target}" but the root deno.json says "${rootTarget}"`];
+  });
 }

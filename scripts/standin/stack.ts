@@ -128,6 +128,13 @@ export interface RunningStack {
    * API gateway would look to clients. Postgres and the function workers keep running.
    */
   restartGateway(): Promise<void>;
+  /**
+   * Kills Postgres with SIGKILL, as a crash would, and resolves once it is gone; everything
+   * else keeps running and sees its connections drop. `restartDatabase` brings it back.
+   */
+  crashDatabase(): Promise<void>;
+  /** Starts the crashed Postgres again on the same data directory and port. */
+  restartDatabase(): Promise<void>;
   notes: string[];
   stop(): Promise<void>;
 }
@@ -352,6 +359,8 @@ export async function startStack(
         gatewayStopped = undefined;
         server = serveGateway(port);
       },
+      crashDatabase: () => db.crash(),
+      restartDatabase: () => db.restart(),
       stop,
     };
   } catch (error) {

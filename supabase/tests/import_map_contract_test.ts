@@ -6,7 +6,7 @@
  * what the tests, the stand-in and `deno task check` run: one version of each package).
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { parse } from "smol-toml";
 import {
   filesOutsideFunctions,
@@ -52,7 +52,8 @@ Deno.test("import map: every import resolves through the function's own deno.jso
 Deno.test("import map: each function's deno.json maps every key exactly as the root deno.json", async () => {
   const offending: string[] = [];
   for (const graph of graphs) {
-    for (const line of mappingsOutOfStep(await importsOf(graph.importMap), rootImports)) {
+    const folders = { function: dirname(graph.importMap), root: "." };
+    for (const line of mappingsOutOfStep(await importsOf(graph.importMap), rootImports, folders)) {
       offending.push(`${graph.importMap}: ${line}`);
     }
   }
@@ -67,6 +68,22 @@ Deno.test("import map: the lockstep check names a bumped version and a missing k
     [
       `"hono": "npm:hono@4.13.20" but the root deno.json says "npm:hono@4.13.19"`,
       `"jose": "npm:jose@6.2.17" is not in the root deno.json`,
+    ],
+  );
+});
+
+Deno.test("import map: a vendored module is the same file whichever deno.json names it", () => {
+  const root = { "postgres": "./supabase/functions/_shared/vendor/postgres/mod.ts" };
+  const folders = { function: "supabase/functions/agent", root: "." };
+  assert.deepEqual(
+    mappingsOutOfStep({ "postgres": "../_shared/vendor/postgres/mod.ts" }, root, folders),
+    [],
+  );
+  assert.deepEqual(
+    mappingsOutOfStep({ "postgres": "./vendor/postgres/mod.ts" }, root, folders),
+    [
+      `"postgres": "./vendor/postgres/mod.ts" but the root deno.json says ` +
+      `"./supabase/functions/_shared/vendor/postgres/mod.ts"`,
     ],
   );
 });
