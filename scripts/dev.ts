@@ -1,8 +1,8 @@
 /**
  * `deno task dev [--jwt es256|hs256|legacy] [--plan free|paid] [--no-limits] [--api-port N]
- * [--db-port N] [--web-port N] [--reset] [--pooler] [--verbose]`: the whole local stack on
- * embedded defaults, a stand-in for `supabase start` on machines without Docker, plus the web
- * app on Vite's dev server pointed at it. `--pooler` runs the functions through PgBouncer in
+ * [--db-port N] [--web-port N] [--data-dir DIR] [--reset] [--pooler] [--verbose]`: the whole
+ * local stack on embedded defaults, a stand-in for `supabase start` on machines without Docker,
+ * plus the web app on Vite's dev server pointed at it. `--pooler` runs the functions through PgBouncer in
  * transaction mode (their `DATABASE_URL`), as with Supavisor. The functions run under the Edge
  * Runtime's limits of the Free plan unless `--plan paid` (runtime_limits.ts); `--no-limits`
  * lifts them, for debugging only. Ctrl-C stops everything; a second run reuses the data.
@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { createServer } from "vite";
 import { webConfig } from "../web/vite.config.ts";
 import { PgBouncerError } from "./standin/pgbouncer.ts";
-import { LocalDatabaseError } from "./standin/postgres.ts";
+import { DEFAULT_DATA_DIR, LocalDatabaseError } from "./standin/postgres.ts";
 import { JWT_MODES, type JwtMode } from "./standin/signing_keys.ts";
 import { type Plan, PLANS } from "./standin/runtime_limits.ts";
 import { DEFAULT_API_PORT, startStack } from "./standin/stack.ts";
@@ -22,6 +22,8 @@ const { values } = parseArgs({
     "api-port": { type: "string", default: Deno.env.get("API_PORT") ?? String(DEFAULT_API_PORT) },
     "db-port": { type: "string", default: Deno.env.get("DB_PORT") ?? "54322" },
     "web-port": { type: "string", default: Deno.env.get("WEB_PORT") ?? "5173" },
+    // Postgres' data directory; the signing key is kept in the directory above it.
+    "data-dir": { type: "string", default: DEFAULT_DATA_DIR },
     // Which kind of project to play: asymmetric keys, a shared HS256 secret, or the legacy secret.
     jwt: { type: "string", default: "es256" },
     // Whose Edge Runtime limits the functions run under; Free, the stricter, by default.
@@ -60,6 +62,7 @@ try {
     jwt,
     apiPort: Number(values["api-port"]),
     dbPort: Number(values["db-port"]),
+    dataDir: values["data-dir"],
     reset: values.reset,
     pooler: values.pooler,
     limits: values["no-limits"] ? "off" : { plan },
