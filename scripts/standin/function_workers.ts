@@ -12,6 +12,7 @@
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { pipeLines, signalChild } from "./child_processes.ts";
 import { freePort } from "./postgres.ts";
 import { PROJECT_ROOT } from "./supabase_cli.ts";
 
@@ -110,14 +111,7 @@ export async function startFunctionWorker(options: FunctionWorkerOptions): Promi
   const origin = `http://127.0.0.1:${port}`;
   const exited = child.status;
   let unloaded: Promise<void> | undefined;
-  const signal = (name: Deno.Signal) => {
-    try {
-      child.kill(name);
-    } catch (error) {
-      // Already gone: nothing to signal.
-      if (!(error instanceof TypeError)) throw error;
-    }
-  };
+  const signal = (name: Deno.Signal) => signalChild(child, name);
   const ready = await Promise.race([
     waitForPort(port).then(() => true),
     exited.then(() => false),
@@ -172,15 +166,4 @@ async function waitForPort(port: number, timeoutMs = 60_000): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, Math.min(50 * (attempt + 1), 250)));
     }
   }
-}
-
-async function pipeLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void) {
-  let buffered = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    buffered += chunk;
-    const lines = buffered.split("\n");
-    buffered = lines.pop() ?? "";
-    for (const line of lines) if (line.trim()) onLine(line);
-  }
-  if (buffered.trim()) onLine(buffered);
 }

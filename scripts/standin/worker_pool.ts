@@ -12,6 +12,7 @@
  * of its first request, so booting is free as on Supabase; VmRSS for memory.
  */
 import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
+import { hasProcfs, readStat } from "./procfs.ts";
 import type { RuntimeLimits } from "./runtime_limits.ts";
 
 export interface FunctionPoolOptions {
@@ -243,26 +244,14 @@ function clockTicks(): number {
   return 100;
 }
 
-function hasProcfs(): boolean {
-  try {
-    Deno.statSync("/proc/self/stat");
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
-
 /** CPU ticks (utime+stime) and resident bytes of a process; undefined once it is gone. */
 export function readUsage(pid: number): { cpuTicks: number; rssBytes: number } | undefined {
+  const stat = readStat(pid);
+  if (!stat) return undefined;
   try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const cpuTicks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
     const status = Deno.readTextFileSync(`/proc/${pid}/status`);
     const rssKb = Number(/^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1] ?? 0);
-    return { cpuTicks, rssBytes: rssKb * 1024 };
+    return { cpuTicks: stat.cpuTicks, rssBytes: rssKb * 1024 };
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw error;
