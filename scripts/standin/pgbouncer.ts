@@ -10,6 +10,7 @@ import { join } from "node:path";
 import postgres from "postgres";
 import { osUser, pipeLines, signalChild } from "./child_processes.ts";
 import { freePort } from "./postgres.ts";
+import { stopOnSignal } from "./shutdown.ts";
 
 export const PGBOUNCER_INSTALL = "apt-get install -y pgbouncer";
 
@@ -114,6 +115,9 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<Running
     args: runAs
       ? [`--reuid=${runAs.uid}`, `--regid=${runAs.gid}`, "--clear-groups", binary, ...args]
       : args,
+    // A session of its own, as Postgres': a terminal's Ctrl-C would otherwise reach it too, and
+    // SIGINT (its safe shutdown) would pause the functions' last writes of an ordered stop.
+    detached: true,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -133,8 +137,11 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<Running
       // SIGTERM: PgBouncer's immediate shutdown, without waiting for its clients.
       signalChild(child, "SIGTERM");
       await child.status;
+      unregister();
       await Deno.remove(dir, { recursive: true });
     })();
+  // Its stop is immediate already: a second signal has nothing harder to ask for.
+  const unregister = stopOnSignal({ stop, kill: stop });
 
   const listening = await Promise.race([
     waitForPort(port).then(() => true, (error: Error) => error.message),
