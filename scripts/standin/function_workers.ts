@@ -54,7 +54,7 @@ export interface FunctionWorker {
    * in it (worker_shim.ts), and it exits after the grace; resolves when it is gone.
    */
   unload(): Promise<void>;
-  /** Ends the process at once, without `beforeunload` (tearing a stack down). */
+  /** Ends the process at once, without `beforeunload` (a crash; a test's teardown). */
   stop(): Promise<void>;
 }
 
@@ -90,7 +90,12 @@ export async function startFunctionWorker(options: FunctionWorkerOptions): Promi
       NO_COLOR: "1",
       STANDIN_UNLOAD_GRACE_MS: String(graceMs),
     },
-    stdin: "null",
+    // A session of its own: a terminal's Ctrl-C would otherwise end it on the spot, without
+    // `beforeunload`; the stand-in unloads it instead. The stand-in holds its stdin open and
+    // never writes to it: when the stand-in dies without unloading it, the pipe's end tells the
+    // worker to unload itself (worker_shim.ts), so no worker outlives its stand-in.
+    detached: true,
+    stdin: "piped",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -109,7 +114,10 @@ export async function startFunctionWorker(options: FunctionWorkerOptions): Promi
   pipeLines(child.stderr, forward);
 
   const origin = `http://127.0.0.1:${port}`;
-  const exited = child.status;
+  const exited = child.status.then(async (status) => {
+    await child.stdin.close();
+    return status;
+  });
   let unloaded: Promise<void> | undefined;
   const signal = (name: Deno.Signal) => signalChild(child, name);
   const ready = await Promise.race([

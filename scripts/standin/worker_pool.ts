@@ -113,12 +113,26 @@ export class FunctionPool {
     return entry.worker.origin;
   }
 
+  /**
+   * Takes no more requests and ends every worker as the runtime does when it shuts down:
+   * `beforeunload`, the grace, then gone; resolves when all are.
+   */
   async stop(): Promise<void> {
+    await this.#end((worker) => worker.unload());
+  }
+
+  /** Takes no more requests and kills every worker at once, without `beforeunload`. */
+  async kill(): Promise<void> {
+    await this.#end((worker) => worker.stop());
+  }
+
+  async #end(how: (worker: FunctionWorker) => Promise<void>): Promise<void> {
     this.#stopped = true;
+    // A boot that fails is the failure of the request that started it, reported to it there.
     await this.#starting?.catch(() => {});
     await Promise.all([...this.#live].map(async (entry) => {
       clearInterval(entry.timer);
-      await entry.worker.stop();
+      await how(entry.worker);
     }));
   }
 
