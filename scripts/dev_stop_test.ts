@@ -16,7 +16,7 @@ import type { TurnFrame } from "../supabase/functions/_shared/agent_protocol.ts"
 import { AgentClient } from "../supabase/tests/support/agent_world.ts";
 import { LOCAL_PUBLISHABLE_KEY } from "./standin/keys.ts";
 import { databaseUrl, freePort, startPostgres } from "./standin/postgres.ts";
-import { hasProcfs, type ProcessStat, readStat } from "./standin/procfs.ts";
+import { hasProcfs, type ProcessStat, readProcFile, readStat } from "./standin/procfs.ts";
 import { PROJECT_ROOT } from "./standin/supabase_cli.ts";
 
 type StopSignal = "SIGINT" | "SIGTERM";
@@ -298,12 +298,7 @@ interface ProcessEntry {
 }
 
 function commandOf(pid: number): string {
-  try {
-    return Deno.readTextFileSync(`/proc/${pid}/cmdline`).replaceAll("\0", " ").trim();
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return "(gone)";
-    throw error;
-  }
+  return readProcFile(pid, "cmdline")?.replaceAll("\0", " ").trim() ?? "(gone)";
 }
 
 /** The process and everything below it, by parent pid, as /proc has them now. */

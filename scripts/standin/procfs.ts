@@ -26,15 +26,24 @@ export function hasProcfs(): boolean {
   }
 }
 
-/** The process's `stat` line; undefined once it is gone. */
-export function readStat(pid: number): ProcessStat | undefined {
-  let text: string;
+/** A file of /proc/<pid>/; undefined once the process is gone. */
+export function readProcFile(pid: number, name: string): string | undefined {
   try {
-    text = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return Deno.readTextFileSync(`/proc/${pid}/${name}`);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return undefined;
+    // Reaped between the open and the read: ESRCH, which Deno raises as a plain Error.
+    if (error instanceof Error && error.message.startsWith("No such process (os error 3)")) {
+      return undefined;
+    }
     throw error;
   }
+}
+
+/** The process's `stat` line; undefined once it is gone. */
+export function readStat(pid: number): ProcessStat | undefined {
+  const text = readProcFile(pid, "stat");
+  if (text === undefined) return undefined;
   // The fields after the command name, which is in parentheses and may hold anything; they are
   // numbered from 3 in proc(5).
   const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");

@@ -12,7 +12,7 @@
  * of its first request, so booting is free as on Supabase; VmRSS for memory.
  */
 import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
-import { hasProcfs, readStat } from "./procfs.ts";
+import { hasProcfs, readProcFile, readStat } from "./procfs.ts";
 import type { RuntimeLimits } from "./runtime_limits.ts";
 
 export interface FunctionPoolOptions {
@@ -261,15 +261,10 @@ function clockTicks(): number {
 /** CPU ticks (utime+stime) and resident bytes of a process; undefined once it is gone. */
 export function readUsage(pid: number): { cpuTicks: number; rssBytes: number } | undefined {
   const stat = readStat(pid);
-  if (!stat) return undefined;
-  try {
-    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-    const rssKb = Number(/^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1] ?? 0);
-    return { cpuTicks: stat.cpuTicks, rssBytes: rssKb * 1024 };
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
+  const status = readProcFile(pid, "status");
+  if (!stat || status === undefined) return undefined;
+  const rssKb = Number(/^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1] ?? 0);
+  return { cpuTicks: stat.cpuTicks, rssBytes: rssKb * 1024 };
 }
 
 function mb(bytes: number): number {
