@@ -14,6 +14,7 @@ import { createClient } from "@supabase/supabase-js";
 import postgres from "postgres";
 import type { TurnFrame } from "../supabase/functions/_shared/agent_protocol.ts";
 import { AgentClient } from "../supabase/tests/support/agent_world.ts";
+import { pipeLines } from "./standin/child_processes.ts";
 import { LOCAL_PUBLISHABLE_KEY } from "./standin/keys.ts";
 import { databaseUrl, freePort, startPostgres } from "./standin/postgres.ts";
 import { hasProcfs, type ProcessStat, readProcFile, readStat } from "./standin/procfs.ts";
@@ -100,7 +101,7 @@ Deno.test({
             );
           } finally {
             turn?.client.close();
-            dev.killLeftovers();
+            await dev.killLeftovers();
           }
           assert.equal(await clusterState(dataDir), "shut down", dev.transcript());
           assert.equal(await turnState(dataDir, turn.turnId), "interrupted", dev.transcript());
@@ -119,8 +120,8 @@ interface RunningDev {
   exited(): Promise<Deno.CommandStatus>;
   /** Every process seen in the tree that is still alive once the task exited (with a deadline). */
   leftBehind(): Promise<string[]>;
-  /** Kills whatever of the tree is still alive (after a failure). */
-  killLeftovers(): void;
+  /** Kills whatever of the tree is still alive (after a failure) and waits for the task. */
+  killLeftovers(): Promise<void>;
   transcript(): string;
 }
 
@@ -149,14 +150,11 @@ async function startDev(dataDir: string): Promise<RunningDev> {
   const lines: string[] = [];
   let ready!: () => void;
   const isReady = new Promise<void>((resolve) => ready = resolve);
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (
-      const line of stream.pipeThrough(new TextDecoderStream()).pipeThrough(lineSplitter())
-    ) {
+  const collect = (stream: ReadableStream<Uint8Array>) =>
+    pipeLines(stream, (line) => {
       lines.push(line);
       if (line.startsWith("Ready in ")) ready();
-    }
-  };
+    });
   const output = Promise.all([collect(child.stdout), collect(child.stderr)]);
 
   // Every process of the tree, recorded while it runs: after the stop, none may be left.
@@ -217,9 +215,11 @@ async function startDev(dataDir: string): Promise<RunningDev> {
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     },
-    killLeftovers: () => {
+    killLeftovers: async () => {
       clearInterval(watcher);
       killAll(child.pid, seen);
+      await child.status;
+      await output;
     },
     transcript,
   };
@@ -371,19 +371,4 @@ async function withDeadline<T>(promise: Promise<T>, ms: number, what: string): P
   } finally {
     clearTimeout(timer);
   }
-}
-
-function lineSplitter(): TransformStream<string, string> {
-  let buffered = "";
-  return new TransformStream({
-    transform(chunk, controller) {
-      buffered += chunk;
-      const lines = buffered.split("\n");
-      buffered = lines.pop() ?? "";
-      for (const line of lines) controller.enqueue(line);
-    },
-    flush(controller) {
-      if (buffered) controller.enqueue(buffered);
-    },
-  });
 }
