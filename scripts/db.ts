@@ -28,16 +28,9 @@ try {
       ((performance.now() - started) / 1000).toFixed(1)
     } s (data in ${db.dataDir})\n  SUPABASE_DB_URL=${db.url}\nCtrl-C stops it.`,
   );
-  await waitForSignal();
-  await db.stop();
+  // It runs until a signal: shutdown.ts then stops it and ends this process.
 } catch (error) {
   if (!(error instanceof LocalDatabaseError)) throw error;
   console.error(`error[${error.code}]: ${error.message}`);
   Deno.exit(1);
-}
-
-function waitForSignal(): Promise<void> {
-  return new Promise((resolve) => {
-    for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, resolve);
-  });
 }

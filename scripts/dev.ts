@@ -1,17 +1,24 @@
 /**
  * `deno task dev [--jwt es256|hs256|legacy] [--plan free|paid] [--no-limits] [--api-port N]
- * [--db-port N] [--web-port N] [--reset] [--pooler] [--verbose]`: the whole local stack on
- * embedded defaults, a stand-in for `supabase start` on machines without Docker, plus the web
- * app on Vite's dev server pointed at it. `--pooler` runs the functions through PgBouncer in
- * transaction mode (their `DATABASE_URL`), as with Supavisor. The functions run under the Edge
- * Runtime's limits of the Free plan unless `--plan paid` (runtime_limits.ts); `--no-limits`
- * lifts them, for debugging only. Ctrl-C stops everything; a second run reuses the data.
+ * [--db-port N] [--web-port N] [--data-dir DIR] [--reset] [--pooler] [--verbose]`: the whole
+ * local stack on embedded defaults, a stand-in for `supabase start` on machines without Docker,
+ * plus the web app on Vite's dev server pointed at it. `--pooler` runs the functions through
+ * PgBouncer in transaction mode (their `DATABASE_URL`), as with Supavisor. The functions run
+ * under the Edge Runtime's limits of the Free plan unless `--plan paid` (runtime_limits.ts);
+ * `--no-limits` lifts them, for debugging only. A second run reuses the data.
+ *
+ * Ctrl-C, SIGTERM or SIGHUP — to this process, to `deno task`, to its whole process group, or
+ * the end of the `deno task` (or `npx`) that launched it — stops everything in order: the web
+ * server, the function workers with `beforeunload` (the agent ends its running turns), the
+ * gateway with Auth, Realtime and REST, then PgBouncer and Postgres (shutdown.ts); a second
+ * Ctrl-C kills what is left.
  */
 import { parseArgs } from "node:util";
 import { createServer } from "vite";
 import { webConfig } from "../web/vite.config.ts";
 import { PgBouncerError } from "./standin/pgbouncer.ts";
-import { LocalDatabaseError } from "./standin/postgres.ts";
+import { DEFAULT_DATA_DIR, LocalDatabaseError } from "./standin/postgres.ts";
+import { stopOnSignal, stopWhenLauncherExits } from "./standin/shutdown.ts";
 import { JWT_MODES, type JwtMode } from "./standin/signing_keys.ts";
 import { type Plan, PLANS } from "./standin/runtime_limits.ts";
 import { DEFAULT_API_PORT, startStack } from "./standin/stack.ts";
@@ -22,6 +29,8 @@ const { values } = parseArgs({
     "api-port": { type: "string", default: Deno.env.get("API_PORT") ?? String(DEFAULT_API_PORT) },
     "db-port": { type: "string", default: Deno.env.get("DB_PORT") ?? "54322" },
     "web-port": { type: "string", default: Deno.env.get("WEB_PORT") ?? "5173" },
+    // Postgres' data directory; the signing key is kept in the directory above it.
+    "data-dir": { type: "string", default: DEFAULT_DATA_DIR },
     // Which kind of project to play: asymmetric keys, a shared HS256 secret, or the legacy secret.
     jwt: { type: "string", default: "es256" },
     // Whose Edge Runtime limits the functions run under; Free, the stricter, by default.
@@ -60,6 +69,7 @@ try {
     jwt,
     apiPort: Number(values["api-port"]),
     dbPort: Number(values["db-port"]),
+    dataDir: values["data-dir"],
     reset: values.reset,
     pooler: values.pooler,
     limits: values["no-limits"] ? "off" : { plan },
@@ -114,10 +124,12 @@ ${stack.notes.map((note) => `\n  ${note}`).join("")}
 
 Ready in ${((performance.now() - started) / 1000).toFixed(1)} s. Ctrl-C stops everything.`);
 
-await new Promise<void>((resolve) => {
-  for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, resolve);
+// Registered after the stack, so it goes first; the stack registered itself when it started.
+stopOnSignal({
+  stop: async () => {
+    console.log("\nstopping… (Ctrl-C again to kill what is left)");
+    await web.close();
+  },
+  kill: () => web.close(),
 });
-console.log("\nstopping…");
-await web.close();
-await stack.stop();
-Deno.exit(0);
+stopWhenLauncherExits();

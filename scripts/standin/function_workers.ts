@@ -12,6 +12,7 @@
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { pipeLines, signalChild } from "./child_processes.ts";
 import { freePort } from "./postgres.ts";
 import { PROJECT_ROOT } from "./supabase_cli.ts";
 
@@ -53,7 +54,7 @@ export interface FunctionWorker {
    * in it (worker_shim.ts), and it exits after the grace; resolves when it is gone.
    */
   unload(): Promise<void>;
-  /** Ends the process at once, without `beforeunload` (tearing a stack down). */
+  /** Ends the process at once, without `beforeunload` (a crash; a test's teardown). */
   stop(): Promise<void>;
 }
 
@@ -89,7 +90,12 @@ export async function startFunctionWorker(options: FunctionWorkerOptions): Promi
       NO_COLOR: "1",
       STANDIN_UNLOAD_GRACE_MS: String(graceMs),
     },
-    stdin: "null",
+    // A session of its own: a terminal's Ctrl-C would otherwise end it on the spot, without
+    // `beforeunload`; the stand-in unloads it instead. The stand-in holds its stdin open and
+    // never writes to it: when the stand-in dies without unloading it, the pipe's end tells the
+    // worker to unload itself (worker_shim.ts), so no worker outlives its stand-in.
+    detached: true,
+    stdin: "piped",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -108,16 +114,12 @@ export async function startFunctionWorker(options: FunctionWorkerOptions): Promi
   pipeLines(child.stderr, forward);
 
   const origin = `http://127.0.0.1:${port}`;
-  const exited = child.status;
+  const exited = child.status.then(async (status) => {
+    await child.stdin.close();
+    return status;
+  });
   let unloaded: Promise<void> | undefined;
-  const signal = (name: Deno.Signal) => {
-    try {
-      child.kill(name);
-    } catch (error) {
-      // Already gone: nothing to signal.
-      if (!(error instanceof TypeError)) throw error;
-    }
-  };
+  const signal = (name: Deno.Signal) => signalChild(child, name);
   const ready = await Promise.race([
     waitForPort(port).then(() => true),
     exited.then(() => false),
@@ -172,15 +174,4 @@ async function waitForPort(port: number, timeoutMs = 60_000): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, Math.min(50 * (attempt + 1), 250)));
     }
   }
-}
-
-async function pipeLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void) {
-  let buffered = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    buffered += chunk;
-    const lines = buffered.split("\n");
-    buffered = lines.pop() ?? "";
-    for (const line of lines) if (line.trim()) onLine(line);
-  }
-  if (buffered.trim()) onLine(buffered);
 }

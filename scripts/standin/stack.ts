@@ -39,6 +39,7 @@ import {
 } from "./postgres.ts";
 import { readFunctionConfigs } from "./project_config.ts";
 import { createRestHandler } from "./rest_server.ts";
+import { stopOnSignal } from "./shutdown.ts";
 import {
   functionJwksOf,
   type JwtMode,
@@ -136,6 +137,11 @@ export interface RunningStack {
   /** Starts the crashed Postgres again on the same data directory and port. */
   restartDatabase(): Promise<void>;
   notes: string[];
+  /**
+   * Stops everything in order: the workers with `beforeunload` (the runtime's shutdown), the
+   * gateway and its stand-ins, the LLM double, PgBouncer, Postgres. A SIGINT, SIGTERM or SIGHUP
+   * to this process does the same (shutdown.ts), then exits.
+   */
   stop(): Promise<void>;
 }
 
@@ -145,9 +151,24 @@ export async function startStack(
   const log = options.log ?? ((line: string) => console.error(line));
   const cleanups: (() => Promise<void>)[] = [];
   const notes: string[] = [];
-  const stop = async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  const pools = new Map<string, FunctionPool>();
+  // The workers go first, with `beforeunload` as the runtime gives it, while Postgres, PgBouncer
+  // and the gateway still serve them: the agent stores its running turns' endings and tells its
+  // clients. Then the rest, newest first: the gateway with Auth, Realtime and REST, the LLM
+  // double, PgBouncer, Postgres last.
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    stopping ??= (async () => {
+      await Promise.all([...pools.values()].map((pool) => pool.stop()));
+      for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+      unregister();
+    })();
+  // A second signal: the workers are killed; PgBouncer and Postgres have their own kill, and
+  // what runs in this process ends with it.
+  const kill = async () => {
+    await Promise.all([...pools.values()].map((pool) => pool.kill()));
   };
+  let unregister = () => {};
 
   try {
     const dataDir = options.ephemeral
@@ -177,6 +198,9 @@ export async function startStack(
       })
       : undefined;
     if (bouncer) cleanups.push(() => bouncer.stop());
+    // A signal stops what registered last first: the stack, after Postgres and PgBouncer
+    // registered themselves, so that it stops them itself, after its workers.
+    unregister = stopOnSignal({ stop, kill });
 
     const mode = options.jwt ?? "es256";
     const signingKey = options.ephemeral
@@ -201,7 +225,7 @@ export async function startStack(
     let server = serveGateway(
       options.apiPort ?? (options.ephemeral ? 0 : DEFAULT_API_PORT),
     );
-    // Shut the gateway first when stopping, but also when start-up fails halfway.
+    // Shut the gateway when stopping, but also when start-up fails halfway.
     let gatewayStopped: Promise<void> | undefined;
     const stopGateway = () => gatewayStopped ??= server.shutdown();
     cleanups.push(stopGateway);
@@ -261,12 +285,8 @@ export async function startStack(
 
     const limits = resolveLimits(options.limits ?? { plan: "paid" });
     notes.push(`Edge Runtime limits: ${describeLimits(limits)}`);
-    const pools = new Map<string, FunctionPool>();
     const configs = await readFunctionConfigs();
     const verifyJwt = new Map(configs.map((c) => [c.name, c.verifyJwt]));
-    cleanups.push(async () => {
-      await Promise.all([...pools.values()].map((pool) => pool.stop()));
-    });
     for (const config of configs) {
       if (!(await exists(config.entrypoint))) {
         notes.push(

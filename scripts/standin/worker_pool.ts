@@ -12,6 +12,7 @@
  * of its first request, so booting is free as on Supabase; VmRSS for memory.
  */
 import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
+import { hasProcfs, readProcFile, readStat } from "./procfs.ts";
 import type { RuntimeLimits } from "./runtime_limits.ts";
 
 export interface FunctionPoolOptions {
@@ -112,12 +113,26 @@ export class FunctionPool {
     return entry.worker.origin;
   }
 
+  /**
+   * Takes no more requests and ends every worker as the runtime does when it shuts down:
+   * `beforeunload`, the grace, then gone; resolves when all are.
+   */
   async stop(): Promise<void> {
+    await this.#end((worker) => worker.unload());
+  }
+
+  /** Takes no more requests and kills every worker at once, without `beforeunload`. */
+  async kill(): Promise<void> {
+    await this.#end((worker) => worker.stop());
+  }
+
+  async #end(how: (worker: FunctionWorker) => Promise<void>): Promise<void> {
     this.#stopped = true;
+    // A boot that fails is the failure of the request that started it, reported to it there.
     await this.#starting?.catch(() => {});
     await Promise.all([...this.#live].map(async (entry) => {
       clearInterval(entry.timer);
-      await entry.worker.stop();
+      await how(entry.worker);
     }));
   }
 
@@ -243,30 +258,13 @@ function clockTicks(): number {
   return 100;
 }
 
-function hasProcfs(): boolean {
-  try {
-    Deno.statSync("/proc/self/stat");
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
-
 /** CPU ticks (utime+stime) and resident bytes of a process; undefined once it is gone. */
 export function readUsage(pid: number): { cpuTicks: number; rssBytes: number } | undefined {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const cpuTicks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
-    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-    const rssKb = Number(/^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1] ?? 0);
-    return { cpuTicks, rssBytes: rssKb * 1024 };
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
+  const stat = readStat(pid);
+  const status = readProcFile(pid, "status");
+  if (!stat || status === undefined) return undefined;
+  const rssKb = Number(/^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1] ?? 0);
+  return { cpuTicks: stat.cpuTicks, rssBytes: rssKb * 1024 };
 }
 
 function mb(bytes: number): number {
