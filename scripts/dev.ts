@@ -124,10 +124,23 @@ ${stack.notes.map((note) => `\n  ${note}`).join("")}
 
 Ready in ${((performance.now() - started) / 1000).toFixed(1)} s. Ctrl-C stops everything.`);
 
+// Closing Vite while it still optimises dependencies (a fresh checkout's first seconds) makes
+// its esbuild service reject a promise nobody awaits; that would end this process before the
+// stack is stopped. Only that rejection, and only once stopping.
+let stopping = false;
+globalThis.addEventListener("unhandledrejection", (event) => {
+  const message = event.reason instanceof Error ? event.reason.message : "";
+  if (stopping && message.includes("The service was stopped")) {
+    event.preventDefault();
+    console.log("(Vite stopped while it optimised dependencies)");
+  }
+});
+
 // Registered after the stack, so it goes first; the stack registered itself when it started.
 stopOnSignal({
   stop: async () => {
     console.log("\nstopping… (Ctrl-C again to kill what is left)");
+    stopping = true;
     await web.close();
   },
   kill: () => web.close(),

@@ -208,6 +208,13 @@ for (const mode of ["es256", "hs256", "legacy"] as const) {
     const sql = connectTestDatabase(4);
     const all = surfaces(functionEnv(mode, key, auth.url), sql);
     try {
+      // The token's user exists, as Auth's own tokens' users do (a deleted one's gets 401).
+      await sql`insert into auth.users (instance_id, id, aud, role, email, encrypted_password,
+          raw_app_meta_data, raw_user_meta_data, created_at, updated_at, confirmation_token,
+          recovery_token, email_change_token_new, email_change)
+        values ('00000000-0000-0000-0000-000000000000', ${USER_ID}, 'authenticated',
+          'authenticated', 'matrix@example.test', '', '{}', '{}', now(), now(), '', '', '', '')
+        on conflict (id) do nothing`;
       const token = await issueAccessToken(key, { userId: USER_ID, issuer: ISSUER });
       for (const surface of all) {
         const response = await surface.fetch(surface.request(token));
