@@ -340,6 +340,8 @@ export async function startChangeFeed(options: ChangeFeedOptions): Promise<Chang
         reconnectAttempt = 0;
         options.onStatus?.("up", "replication connection re-established");
       } catch (error) {
+        // A stop during the attempt: the failure is the stop's, not news.
+        if (closed) return;
         console.error("realtime: reconnecting the change feed failed", error);
         scheduleReconnect();
       }
