@@ -25,6 +25,9 @@ if (!base || !Number.isInteger(runs) || runs < 1) {
 }
 
 const scratch = await Deno.makeTempDir({ prefix: "bench-compare-" });
+// Run as root, Postgres runs as the `postgres` system user, which must reach the worktrees'
+// binaries: a temporary directory is private to its owner.
+await Deno.chmod(scratch, 0o755);
 const sides = [
   { label: "base", rev: await resolve(base), dir: join(scratch, "base") },
   { label: "head", rev: await resolve(head), dir: join(scratch, "head") },
