@@ -2,7 +2,8 @@
  * `deno task bench:compare <base> [<head>] [--runs=3] [--only=Agent,MCP]`: an A/B of two commits
  * on this machine. Each commit is checked out into a throwaway worktree (nothing of the working
  * tree is used, so commit first), and `deno task bench` runs there `--runs` times per commit,
- * interleaved (base, head, base, head, …) so that a busy spell of the machine falls on both. The
+ * interleaved (base, head, head, base, …) so that a busy spell of the machine, or being second,
+ * falls on both. The
  * report compares each benchmark's median: a regression is a median worse by more than 10% and
  * outside the base's min–max (the rule the issues use). Runs take what a full `deno task bench`
  * takes, times two, times `--runs`: this is a by-hand tool, not a CI step.
@@ -39,7 +40,8 @@ try {
     await run(side.dir, ["task", "setup"]);
   }
   for (let round = 1; round <= runs; round++) {
-    for (const side of sides) {
+    // ABBA order: whichever side runs second in a round (a warmer machine, a busier one) swaps.
+    for (const side of round % 2 === 1 ? sides : [...sides].reverse()) {
       console.error(`run ${round} of ${runs}: ${side.label} (${side.rev.slice(0, 8)})`);
       const args = ["task", "bench", ...(values.only ? [`--only=${values.only}`] : [])];
       results[side.label].push(parseBenchOutput(await run(side.dir, args)));
