@@ -715,6 +715,8 @@ export async function startAgentWorker(
   ctx: BenchContext,
   key: SigningKey,
   llmUrl: string,
+  /** The V8 heap's maximum, as the Edge Runtime sets it to the memory limit; unset: V8's. */
+  heapLimitBytes?: number,
 ): Promise<AgentWorker> {
   const port = freePort();
   const child = new Deno.Command(Deno.execPath(), {
@@ -728,6 +730,9 @@ export async function startAgentWorker(
       join(PROJECT_ROOT, "supabase", "functions", "agent", "deno.json"),
       `--lock=${join(PROJECT_ROOT, "deno.lock")}`,
       "--frozen",
+      ...(heapLimitBytes === undefined
+        ? []
+        : [`--v8-flags=--max-heap-size=${Math.floor(heapLimitBytes / 2 ** 20)}`]),
       join(PROJECT_ROOT, "supabase", "functions", "agent", "index.ts"),
     ],
     cwd: PROJECT_ROOT,
