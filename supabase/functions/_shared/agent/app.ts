@@ -15,6 +15,8 @@ import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import { asServiceRole, asUser, type Sql } from "../db/client.ts";
 import { errorResponse } from "../http/errors.ts";
 import { createFunctionApp } from "../http/function_app.ts";
+import { healthHandler } from "../http/health.ts";
+import { llmReachability } from "../llm_reachability.ts";
 import type { HostPolicy } from "../http/host_policy.ts";
 import { requireUser, type UserEnv } from "../http/require_user.ts";
 import type { ToolDefinition } from "../tools/types.ts";
@@ -66,6 +68,19 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     subprotocolPrefix: TOKEN_SUBPROTOCOL_PREFIX,
     queryParameter: true,
   });
+
+  app.get(
+    "/health",
+    healthHandler({
+      sql: options.sql,
+      verifier: options.verifier,
+      llm: llmReachability({
+        baseUrl: options.llm.baseUrl,
+        ...(options.llm.apiKey ? { apiKey: options.llm.apiKey } : {}),
+        ...(options.llm.fetch ? { fetch: options.llm.fetch } : {}),
+      }),
+    }),
+  );
 
   app.get("/", signedIn, (c) => {
     const request = c.req.raw;

@@ -28,6 +28,7 @@ import { searchMessages } from "./search.ts";
 import { deleteSession, listMessages, listSessions } from "./sessions.ts";
 import { handleMethodNotAllowed, HttpError } from "../http/errors.ts";
 import { createFunctionApp } from "../http/function_app.ts";
+import { healthHandler } from "../http/health.ts";
 import type { HostPolicy } from "../http/host_policy.ts";
 import { MAX_JSON_BODY_BYTES, readJsonBody } from "../http/json_body.ts";
 import { limitRequests } from "../http/limit_requests.ts";
@@ -56,6 +57,8 @@ export function createHistoryApp({ sql, verifier, hostPolicy }: HistoryAppDepend
   const signedIn = requireUser({ verifier });
   // Every request of a signed-in caller takes one from his history request bucket.
   const limited = limitRequests(sql, "history");
+
+  app.get("/health", healthHandler({ sql, verifier }));
 
   /** One transaction as the caller; an error value becomes the HTTP error it stands for. */
   const asCaller = async <T>(

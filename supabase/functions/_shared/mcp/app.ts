@@ -42,6 +42,7 @@ import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import type { Sql } from "../db/client.ts";
 import { errorResponse, HttpError } from "../http/errors.ts";
 import { createFunctionApp } from "../http/function_app.ts";
+import { healthHandler } from "../http/health.ts";
 import { checkOrigin, type HostPolicy, LOOPBACK_ONLY, publicOrigin } from "../http/host_policy.ts";
 import { authorizationServerOf } from "./authorization_server.ts";
 import { readJsonBody } from "../http/json_body.ts";
@@ -107,6 +108,8 @@ export function createMcpApp(options: McpAppOptions) {
     resourceMetadataUrl: (request) => functionUrlFor(request) + METADATA_PATH,
   });
   app.use("/", checkOrigin(hostPolicy));
+
+  app.get("/health", healthHandler({ sql, verifier }));
 
   // RFC 9728 protected resource metadata: what this resource is and who issues its tokens.
   app.get(METADATA_PATH, async (c) => {
