@@ -60,8 +60,11 @@ Deno.test("a tool call with split arguments runs, and its result goes back to th
       frames.map((frame) => frame.type).filter((type) => type !== "token"),
       [
         "start",
+        "step",
+        "step",
         "tool_call",
         "tool_result",
+        "step",
         "response",
         "complete",
       ],

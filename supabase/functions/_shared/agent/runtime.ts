@@ -12,6 +12,8 @@ import { consumeToolCalls } from "../tool_limits.ts";
 import type { ToolDefinition } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";
+import { isDatabaseUnavailable } from "../db/unavailable.ts";
+import { log } from "../log.ts";
 import type { ApproveFrame } from "../agent_protocol.ts";
 import { answerRemotely, PendingApprovals } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
@@ -55,7 +57,11 @@ interface EdgeRuntimeGlobal {
 export const EVICTION_REASON =
   "too many connections: the user opened another one and this is the oldest";
 
-const FINAL_FLUSH_RETRY_DELAYS_MS = [100, 500, 2000];
+/**
+ * Retries of a turn's ending: a blip heals in the first ones; a database restart (seconds to
+ * tens of seconds) in the later ones, while the client has been told it waits (`notice`).
+ */
+const FINAL_FLUSH_RETRY_DELAYS_MS = [100, 500, 1000, 2000, 4000, 8000, 15000];
 
 export class AgentRuntime {
   readonly isolateId = `isolate-${crypto.randomUUID()}`;
@@ -217,6 +223,17 @@ export class AgentRuntime {
       costUsd: final.usage.cost,
     };
     turn.end({ ...final.outcome, used }, final.closing);
+    log(final.outcome.state === "complete" ? "info" : "warn", "turn_end", {
+      request_id: turn.requestId,
+      turn_id: turn.turnId,
+      user_id: turn.userId,
+      state: final.outcome.state,
+      code: final.outcome.error?.code,
+      steps: turn.steps,
+      prompt_tokens: final.usage.prompt_tokens,
+      completion_tokens: final.usage.completion_tokens,
+      latency_ms: turn.elapsedMs(),
+    });
     try {
       await this.#storeEnding(turn);
     } finally {
@@ -233,10 +250,11 @@ export class AgentRuntime {
         if (turn.settled) return;
       } catch (error) {
         if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) throw error;
-        console.error(
-          `agent: storing the end of turn ${turn.turnId} failed; retrying`,
-          error,
-        );
+        if (isDatabaseUnavailable(error)) {
+          if (attempt === 0) tellEndingWaits(turn, FINAL_FLUSH_RETRY_DELAYS_MS[attempt]);
+        } else {
+          console.error(`agent: storing the end of turn ${turn.turnId} failed; retrying`, error);
+        }
       }
       if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) return;
       await new Promise((resolve) => setTimeout(resolve, FINAL_FLUSH_RETRY_DELAYS_MS[attempt]));
@@ -294,4 +312,19 @@ export class AgentRuntime {
     const closed = beaten.filter((connection) => !this.connections.has(connection.id));
     await Promise.all(closed.map(({ id }) => unregisterConnection(this.deps.sql, id)));
   }
+}
+
+/** The turn is over but the database is away: its clients hear so instead of silence. */
+function tellEndingWaits(turn: LiveTurn, retryAfterMs: number): void {
+  log("warn", "db_unavailable", {
+    request_id: turn.requestId,
+    turn_id: turn.turnId,
+    what: "turn ending",
+  });
+  turn.notify({
+    code: "db_unavailable",
+    message: "The turn has ended, but the database cannot be reached to store its ending; " +
+      "its last frames follow once it is stored",
+    retry_after_ms: retryAfterMs,
+  });
 }

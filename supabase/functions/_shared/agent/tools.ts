@@ -103,6 +103,7 @@ export async function executeToolCall(
     source: "agent",
     sessionId: turn.sessionId,
     turnId: turn.turnId,
+    ...(turn.requestId ? { requestId: turn.requestId } : {}),
   }, {
     name: call.name,
     args,

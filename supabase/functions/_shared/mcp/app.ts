@@ -174,11 +174,19 @@ export function createMcpApp(options: McpAppOptions) {
         )
       ),
     );
-    return await exchange({ request, body: body.value, user, token, calls, grants });
+    return await exchange({
+      request,
+      body: body.value,
+      user,
+      token,
+      calls,
+      grants,
+      requestId: c.var.requestId,
+    });
   });
 
   /** One POST through a new server and transport; each tool call leaves its usage row. */
-  async function exchange({ request, body, user, token, calls, grants }: Exchange) {
+  async function exchange({ request, body, user, token, calls, grants, requestId }: Exchange) {
     const server = new Server(serverInfo, { capabilities: { tools: {} }, jsonSchemaValidator });
     const transport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: undefined,
@@ -192,6 +200,7 @@ export function createMcpApp(options: McpAppOptions) {
       signal,
       recordUsage: writeUsage,
       source: "mcp",
+      requestId,
     });
     const unsettled = new Set(handled.map((call) => call.id));
     let cancelledAny = false;
@@ -258,6 +267,7 @@ interface Exchange {
   /** The registry tools this POST calls. */
   calls: ToolCall[];
   grants: PermissionGrant[];
+  requestId: string;
 }
 
 /** The same response, calling `onCancel` when the client stops reading its body. */
