@@ -323,9 +323,9 @@ export const ErrorFrameSchema = z.object({
 
 /**
  * A live word about a turn, for the clients following it on the isolate that runs it: not
- * numbered, not stored, never replayed. `db_unavailable`: the turn has ended but its ending
- * cannot be stored yet; its closing frames follow once it is (or, after
- * `retry_after_ms`-spaced tries fail, anyway).
+ * numbered, not stored, never replayed. `ending_delayed`: the turn has ended but the database
+ * has not stored its ending after a second (it may be unreachable); its closing frames follow
+ * once it has (or, after about 30 s of tries, anyway).
  */
 export const NoticeFrameSchema = z.object({
   type: z.literal("notice"),

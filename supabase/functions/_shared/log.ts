@@ -21,6 +21,7 @@ export type LogEvent =
   | "refusal"
   | "sign_in_failed"
   | "db_unavailable"
+  | "ending_delayed"
   | "failure";
 
 export interface LogFields {

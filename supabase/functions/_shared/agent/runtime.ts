@@ -59,9 +59,13 @@ export const EVICTION_REASON =
 
 /**
  * Retries of a turn's ending: a blip heals in the first ones; a database restart (seconds to
- * tens of seconds) in the later ones, while the client has been told it waits (`notice`).
+ * tens of seconds) in the later ones, 3 s apart, about 30 s in all, while the client has been
+ * told it waits (`notice`).
  */
-const FINAL_FLUSH_RETRY_DELAYS_MS = [100, 500, 1000, 2000, 4000, 8000, 15000];
+/** How long a turn's ending may wait for the database before its clients are told. */
+const ENDING_NOTICE_AFTER_MS = 1000;
+
+const FINAL_FLUSH_RETRY_DELAYS_MS = [100, 500, 1000, 2000, ...Array(9).fill(3000)] as number[];
 
 export class AgentRuntime {
   readonly isolateId = `isolate-${crypto.randomUUID()}`;
@@ -244,20 +248,25 @@ export class AgentRuntime {
   }
 
   async #storeEnding(turn: LiveTurn): Promise<void> {
-    for (let attempt = 0;; attempt++) {
-      try {
-        await this.flusher.flushTurn(turn);
-        if (turn.settled) return;
-      } catch (error) {
-        if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) throw error;
-        if (isDatabaseUnavailable(error)) {
-          if (attempt === 0) tellEndingWaits(turn, FINAL_FLUSH_RETRY_DELAYS_MS[attempt]);
-        } else {
-          console.error(`agent: storing the end of turn ${turn.turnId} failed; retrying`, error);
+    // Its clients hear that the ending waits, once it has waited a while (a database that is
+    // down may take long to say so: a connection attempt, a lock).
+    const waiting = setTimeout(() => tellEndingWaits(turn), ENDING_NOTICE_AFTER_MS);
+    try {
+      for (let attempt = 0;; attempt++) {
+        try {
+          await this.flusher.flushTurn(turn);
+          if (turn.settled) return;
+        } catch (error) {
+          if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) throw error;
+          if (!isDatabaseUnavailable(error)) {
+            console.error(`agent: storing the end of turn ${turn.turnId} failed; retrying`, error);
+          }
         }
+        if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) return;
+        await new Promise((resolve) => setTimeout(resolve, FINAL_FLUSH_RETRY_DELAYS_MS[attempt]));
       }
-      if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) return;
-      await new Promise((resolve) => setTimeout(resolve, FINAL_FLUSH_RETRY_DELAYS_MS[attempt]));
+    } finally {
+      clearTimeout(waiting);
     }
   }
 
@@ -314,17 +323,12 @@ export class AgentRuntime {
   }
 }
 
-/** The turn is over but the database is away: its clients hear so instead of silence. */
-function tellEndingWaits(turn: LiveTurn, retryAfterMs: number): void {
-  log("warn", "db_unavailable", {
-    request_id: turn.requestId,
-    turn_id: turn.turnId,
-    what: "turn ending",
-  });
+/** The turn is over but the database has not taken its ending: its clients hear so. */
+function tellEndingWaits(turn: LiveTurn): void {
+  log("warn", "ending_delayed", { request_id: turn.requestId, turn_id: turn.turnId });
   turn.notify({
-    code: "db_unavailable",
-    message: "The turn has ended, but the database cannot be reached to store its ending; " +
-      "its last frames follow once it is stored",
-    retry_after_ms: retryAfterMs,
+    code: "ending_delayed",
+    message: "The turn has ended, but the database has not stored its ending yet (it may be " +
+      "unreachable); its last frames follow once it is stored",
   });
 }
