@@ -110,7 +110,7 @@ export async function executeToolCall(
     policy: async (tool, permission, input) =>
       await askWhenGrantSays(scope, turn, call, tool, permission, input) ??
         await meterCall(scope, turn),
-    progress: (progress, total, message) => {
+    progress: (progress, total, message, detail) => {
       if (!turn.ended) {
         turn.emit({
           type: "progress",
@@ -118,6 +118,8 @@ export async function executeToolCall(
           progress,
           ...(total === undefined ? {} : { total }),
           ...(message === undefined ? {} : { message }),
+          ...(detail?.stage === undefined ? {} : { stage: detail.stage }),
+          ...(detail?.data === undefined ? {} : { data: detail.data }),
         });
       }
       return Promise.resolve();
