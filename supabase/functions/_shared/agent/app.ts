@@ -17,7 +17,7 @@ import { DATABASE_RETRY_AFTER_SECONDS, isDatabaseUnavailable } from "../db/unava
 import { errorResponse } from "../http/errors.ts";
 import { log } from "../log.ts";
 import { createFunctionApp } from "../http/function_app.ts";
-import { healthHandler } from "../http/health.ts";
+import { addOperatorRoutes } from "../http/operator_routes.ts";
 import { llmReachability } from "../llm_reachability.ts";
 import type { HostPolicy } from "../http/host_policy.ts";
 import { requireUser, type UserEnv } from "../http/require_user.ts";
@@ -40,6 +40,8 @@ export interface AgentAppOptions {
   config?: Partial<AgentConfig>;
   /** The hosts answered; loopback only unless given (`hostPolicyFromEnv`). */
   hostPolicy?: HostPolicy;
+  /** Opens `/metrics` to this bearer token (`METRICS_TOKEN`). */
+  metricsToken?: string;
 }
 
 export interface AgentApp {
@@ -71,18 +73,16 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     queryParameter: true,
   });
 
-  app.get(
-    "/health",
-    healthHandler({
-      sql: options.sql,
-      verifier: options.verifier,
-      llm: llmReachability({
-        baseUrl: options.llm.baseUrl,
-        ...(options.llm.apiKey ? { apiKey: options.llm.apiKey } : {}),
-        ...(options.llm.fetch ? { fetch: options.llm.fetch } : {}),
-      }),
+  addOperatorRoutes(app, {
+    sql: options.sql,
+    verifier: options.verifier,
+    llm: llmReachability({
+      baseUrl: options.llm.baseUrl,
+      ...(options.llm.apiKey ? { apiKey: options.llm.apiKey } : {}),
+      ...(options.llm.fetch ? { fetch: options.llm.fetch } : {}),
     }),
-  );
+    metricsToken: options.metricsToken,
+  });
 
   app.get("/", signedIn, (c) => {
     const request = c.req.raw;

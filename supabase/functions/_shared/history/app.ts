@@ -28,7 +28,7 @@ import { searchMessages } from "./search.ts";
 import { deleteSession, listMessages, listSessions } from "./sessions.ts";
 import { handleMethodNotAllowed, HttpError } from "../http/errors.ts";
 import { createFunctionApp } from "../http/function_app.ts";
-import { healthHandler } from "../http/health.ts";
+import { addOperatorRoutes } from "../http/operator_routes.ts";
 import type { HostPolicy } from "../http/host_policy.ts";
 import { MAX_JSON_BODY_BYTES, readJsonBody } from "../http/json_body.ts";
 import { limitRequests } from "../http/limit_requests.ts";
@@ -39,6 +39,8 @@ export interface HistoryAppDependencies {
   verifier: TokenVerifier;
   /** The hosts answered; loopback only unless given (`hostPolicyFromEnv`). */
   hostPolicy?: HostPolicy;
+  /** Opens `/metrics` to this bearer token (`METRICS_TOKEN`). */
+  metricsToken?: string;
 }
 
 const STATUS_OF: Record<HistoryErrorCode, ContentfulStatusCode> = {
@@ -48,7 +50,9 @@ const STATUS_OF: Record<HistoryErrorCode, ContentfulStatusCode> = {
   forbidden: 403,
 };
 
-export function createHistoryApp({ sql, verifier, hostPolicy }: HistoryAppDependencies) {
+export function createHistoryApp(
+  { sql, verifier, hostPolicy, metricsToken }: HistoryAppDependencies,
+) {
   const app = createFunctionApp<UserEnv>("history", {
     corsMethods: ["GET", "HEAD", "POST", "DELETE"],
     hostPolicy,
@@ -58,7 +62,7 @@ export function createHistoryApp({ sql, verifier, hostPolicy }: HistoryAppDepend
   // Every request of a signed-in caller takes one from his history request bucket.
   const limited = limitRequests(sql, "history");
 
-  app.get("/health", healthHandler({ sql, verifier }));
+  addOperatorRoutes(app, { sql, verifier, metricsToken });
 
   /** One transaction as the caller; an error value becomes the HTTP error it stands for. */
   const asCaller = async <T>(

@@ -42,7 +42,7 @@ import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import type { Sql } from "../db/client.ts";
 import { errorResponse, HttpError } from "../http/errors.ts";
 import { createFunctionApp } from "../http/function_app.ts";
-import { healthHandler } from "../http/health.ts";
+import { addOperatorRoutes } from "../http/operator_routes.ts";
 import { checkOrigin, type HostPolicy, LOOPBACK_ONLY, publicOrigin } from "../http/host_policy.ts";
 import { authorizationServerOf } from "./authorization_server.ts";
 import { readJsonBody } from "../http/json_body.ts";
@@ -69,6 +69,8 @@ export interface McpAppOptions {
   /** Defaults to the registry with workflow settings from the environment. */
   tools?: readonly ToolDefinition[];
   serverInfo?: { name: string; version: string };
+  /** Opens `/metrics` to this bearer token (`METRICS_TOKEN`). */
+  metricsToken?: string;
 }
 
 const FUNCTION_NAME = "mcp";
@@ -109,7 +111,7 @@ export function createMcpApp(options: McpAppOptions) {
   });
   app.use("/", checkOrigin(hostPolicy));
 
-  app.get("/health", healthHandler({ sql, verifier }));
+  addOperatorRoutes(app, { sql, verifier, metricsToken: options.metricsToken });
 
   // RFC 9728 protected resource metadata: what this resource is and who issues its tokens.
   app.get(METADATA_PATH, async (c) => {
