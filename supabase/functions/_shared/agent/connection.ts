@@ -120,12 +120,15 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
   }
 
   sendError(error: ServerError): void {
-    log("warn", "refusal", {
-      request_id: this.requestId,
-      user_id: this.userId,
-      code: error.code,
-      ...(error.reason ? { reason: error.reason } : {}),
-    });
+    // A client over the frame rate would turn each dropped frame into a line: not logged.
+    if (error.reason !== "frames_per_second") {
+      log("warn", "refusal", {
+        request_id: this.requestId,
+        user_id: this.userId,
+        code: error.code,
+        ...(error.reason ? { reason: error.reason } : {}),
+      });
+    }
     this.send({
       type: "error",
       ...error,
