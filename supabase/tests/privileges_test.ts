@@ -55,6 +55,7 @@ const EXPECTED_FUNCTIONS: Record<string, ApiRole[]> = {
   "consume_request(uuid,text)": ["service_role"],
   "consume_tool_calls(uuid,integer)": ["service_role"],
   "my_permissions()": ["authenticated"],
+  "operator_metrics(integer,integer)": ["service_role"],
   "settle_quota(uuid,integer,integer,numeric,numeric)": ["service_role"],
 };
 

@@ -22,6 +22,7 @@ const agent = createAgentApp({
   tools: createToolRegistry({ workflow: workflowConfigFromEnv() }),
   config: agentConfigFromEnv(),
   hostPolicy: hostPolicyFromEnv(),
+  metricsToken: Deno.env.get("METRICS_TOKEN") || undefined,
 });
 
 // Supabase announces the end of a worker: end its turns as interrupted while it still can.

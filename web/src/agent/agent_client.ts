@@ -129,6 +129,8 @@ export class AgentClient {
       return this.store.applyRefusal(frame);
     }
     if (frame.type === "ready") return;
+    // A live word about a turn (its ending waits for the database): shown, ends nothing.
+    if (frame.type === "notice") return this.store.addNotice(frame.code, frame.message);
     // What is left are the frames of a turn (an `error` here carries its turn_id and seq).
     this.store.applyFrame(frame as TurnFrame);
   }

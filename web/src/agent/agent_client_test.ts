@@ -194,3 +194,48 @@ Deno.test("a refreshed token goes to the open socket as an auth frame; closed, i
   h.client.renewToken("refreshed");
   assert.deepEqual(h.last().sent, [{ type: "auth", access_token: "refreshed" }]);
 });
+
+Deno.test("step frames, a complete's duration, a progress stage and a notice about a turn keep the turn going", async () => {
+  const h = harness();
+  h.client.start();
+  await settle();
+  h.last().accept();
+  const id = h.client.sendChat({ content: "compute" });
+  const s = new TurnScript(id);
+  h.last().receive(s.start());
+  h.last().receive({
+    type: "step",
+    turn_id: s.turnId,
+    seq: s.nextSeq,
+    step: "calling_model",
+    index: 1,
+  });
+  s.token(""); // the step took a seq: keep the script's numbering in step
+  assert.equal(h.store.runningTurnIn(s.sessionId)?.step?.kind, "calling_model");
+  h.last().receive(s.toolCall("c1", "calculator", {}));
+  h.last().receive({
+    ...s.progress("c1", 1, 2),
+    stage: "parsing",
+    data: { partial: 1 },
+  } as never);
+  const turn = h.store.runningTurnIn(s.sessionId)!;
+  assert.equal(turn.toolCalls[0].progress?.stage, "parsing");
+  h.last().receive({
+    type: "step",
+    turn_id: s.turnId,
+    seq: s.nextSeq,
+    step: "a_future_kind",
+    index: 1,
+  });
+  s.token("");
+  h.last().receive({
+    type: "notice",
+    turn_id: s.turnId,
+    code: "ending_delayed",
+    message: "The database has not stored the ending yet",
+  });
+  assert.ok(h.store.runningTurnIn(s.sessionId), "a notice ends nothing");
+  h.last().receive(s.response("4"));
+  h.last().receive({ ...s.complete(), duration_ms: 1234 } as never);
+  assert.equal(h.store.runningTurnIn(s.sessionId), undefined);
+});

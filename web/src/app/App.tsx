@@ -16,6 +16,7 @@ import { Notices } from "./Notices.tsx";
 import { type Route, useHashRoute } from "./useHashRoute.ts";
 
 const UsageView = lazy(() => import("../usage/UsageView.tsx"));
+const AdminView = lazy(() => import("../admin/AdminView.tsx"));
 
 export function App() {
   const { session, error } = useAuthSession();
@@ -34,10 +35,12 @@ export function App() {
     );
   }
   const userId = session.user.id;
+  // app_metadata is the service role's to set: a user cannot make himself an admin.
+  const isAdmin = session.user.app_metadata?.role === "admin";
   return (
     <AgentProvider userId={userId}>
       <div className="app">
-        <Header email={session.user.email ?? ""} route={route} />
+        <Header email={session.user.email ?? ""} route={route} isAdmin={isAdmin} />
         <Notices />
         <main className="app-main">
           {route.view === "chat" && (
@@ -49,13 +52,18 @@ export function App() {
             </Suspense>
           )}
           {route.view === "permissions" && <PermissionsView userId={userId} />}
+          {route.view === "admin" && (
+            <Suspense fallback={<p className="muted">Loading…</p>}>
+              <AdminView />
+            </Suspense>
+          )}
         </main>
       </div>
     </AgentProvider>
   );
 }
 
-function Header({ email, route }: { email: string; route: Route }) {
+function Header({ email, route, isAdmin }: { email: string; route: Route; isAdmin: boolean }) {
   const [signOutError, setSignOutError] = useState<string>();
   const signOut = async () => {
     const { error } = await supabase.auth.signOut();
@@ -71,6 +79,7 @@ function Header({ email, route }: { email: string; route: Route }) {
         {link("chat", "Chat")}
         {link("usage", "Usage")}
         {link("permissions", "Permissions")}
+        {isAdmin && link("admin", "Admin")}
       </nav>
       <ConnectionIndicator />
       <div className="account">

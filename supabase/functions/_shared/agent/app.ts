@@ -9,12 +9,16 @@
  * JWKS, a scratch database and the LLM fixture; several instances in one process behave as
  * several isolates.
  */
-import { TOKEN_SUBPROTOCOL_PREFIX } from "../agent_protocol.ts";
+import { CLOSE_CODES, TOKEN_SUBPROTOCOL_PREFIX } from "../agent_protocol.ts";
 import { accountRefusals } from "../account_access.ts";
 import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import { asServiceRole, asUser, type Sql } from "../db/client.ts";
+import { DATABASE_RETRY_AFTER_SECONDS, isDatabaseUnavailable } from "../db/unavailable.ts";
 import { errorResponse } from "../http/errors.ts";
+import { log } from "../log.ts";
 import { createFunctionApp } from "../http/function_app.ts";
+import { addOperatorRoutes } from "../http/operator_routes.ts";
+import { llmReachability } from "../llm_reachability.ts";
 import type { HostPolicy } from "../http/host_policy.ts";
 import { requireUser, type UserEnv } from "../http/require_user.ts";
 import type { ToolDefinition } from "../tools/types.ts";
@@ -36,6 +40,8 @@ export interface AgentAppOptions {
   config?: Partial<AgentConfig>;
   /** The hosts answered; loopback only unless given (`hostPolicyFromEnv`). */
   hostPolicy?: HostPolicy;
+  /** Opens `/metrics` to this bearer token (`METRICS_TOKEN`). */
+  metricsToken?: string;
 }
 
 export interface AgentApp {
@@ -67,6 +73,17 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     queryParameter: true,
   });
 
+  addOperatorRoutes(app, {
+    sql: options.sql,
+    verifier: options.verifier,
+    llm: llmReachability({
+      baseUrl: options.llm.baseUrl,
+      ...(options.llm.apiKey ? { apiKey: options.llm.apiKey } : {}),
+      ...(options.llm.fetch ? { fetch: options.llm.fetch } : {}),
+    }),
+    metricsToken: options.metricsToken,
+  });
+
   app.get("/", signedIn, (c) => {
     const request = c.req.raw;
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
@@ -83,7 +100,7 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     }
     const protocol = c.var.tokenProtocol;
     const { socket, response } = Deno.upgradeWebSocket(request, protocol ? { protocol } : {});
-    serveSocket(runtime, c.var.user, socket, options.verifier);
+    serveSocket(runtime, c.var.user, socket, options.verifier, c.var.requestId);
     return response;
   });
 
@@ -95,6 +112,7 @@ function serveSocket(
   user: VerifiedUser,
   socket: WebSocket,
   verifier: TokenVerifier,
+  requestId: string,
 ): void {
   const connection = new AgentConnection(
     crypto.randomUUID(),
@@ -102,7 +120,9 @@ function serveSocket(
     socket,
     runtime,
     verifier,
+    requestId,
   );
+  const opened = performance.now();
   const { sql, config } = runtime.deps;
   let markClosed: () => void = () => {};
   // Pending until the socket closes: Supabase must not retire the worker under it.
@@ -112,16 +132,40 @@ function serveSocket(
   socket.onopen = () => {
     runtime.track(
       greet(runtime, connection).catch((error) => {
+        if (isDatabaseUnavailable(error)) {
+          connection.sendError({
+            code: "db_unavailable",
+            message: "The database cannot be reached right now; reconnect shortly",
+            retryable: true,
+            retry_after_ms: DATABASE_RETRY_AFTER_SECONDS * 1000,
+          });
+          return connection.close(
+            CLOSE_CODES.databaseUnavailable,
+            "the database is unavailable; reconnect shortly",
+          );
+        }
         console.error("agent: could not set up a connection", error);
         connection.close(1011, "the server could not set up this connection");
       }),
     );
+    log("info", "socket_open", {
+      request_id: requestId,
+      connection_id: connection.id,
+      user_id: user.id,
+    });
   };
   socket.onmessage = (event) => connection.onMessage(event.data);
   socket.onerror = () => {
     // The close event follows; nothing else to do.
   };
-  socket.onclose = () => {
+  socket.onclose = (event) => {
+    log("info", "socket_close", {
+      request_id: requestId,
+      connection_id: connection.id,
+      user_id: user.id,
+      close_code: event.code,
+      latency_ms: Math.round(performance.now() - opened),
+    });
     runtime.sockets.delete(connection);
     connection.closed()
       .catch((error) => console.error("agent: could not unregister a connection", error))
@@ -169,6 +213,7 @@ function serveSocket(
     );
     connection.send({
       type: "ready",
+      request_id: connection.requestId,
       user_id: user.id,
       connection_id: connection.id,
       limits,

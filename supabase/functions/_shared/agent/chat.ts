@@ -12,7 +12,7 @@
  * the messages reads again and follows the winner's turn.
  */
 import type { AccountRefusal } from "../account_access.ts";
-import type { ChatFrame } from "../agent_protocol.ts";
+import type { ChatFrame, ServerFrame } from "../agent_protocol.ts";
 import { type JwtClaims, queryAsUser, type Sql } from "../db/client.ts";
 import { appendRow } from "../history/append.ts";
 import { errorFromDatabase, isConflict, isRace } from "../history/database_errors.ts";
@@ -165,6 +165,7 @@ export async function handleChat(
       model,
       reservedTokens: started.reservedTokens,
       reservedCostUsd: started.reservedCostUsd,
+      ...(client.requestId ? { requestId: client.requestId } : {}),
     });
     turn.emit({
       type: "start",
@@ -173,7 +174,8 @@ export async function handleChat(
       user_message_id: frame.id,
       model,
     });
-    const unsubscribe = turn.subscribe(0, (frame) => client.send(frame));
+    const send = (frame: ServerFrame) => client.send(frame);
+    const unsubscribe = turn.subscribe(0, send, send);
     client.follow(turn.turnId, unsubscribe);
     void runtime.launch(turn, {
       caller: { id: user.id, claims: user.claims },

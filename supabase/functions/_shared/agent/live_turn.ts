@@ -4,7 +4,13 @@
  * (`takeFlush`) and reports back (`flushed` / `flushFailed`). Postgres holds the truth; this
  * object only lets clients on this isolate follow the turn without polling.
  */
-import type { ErrorCode, ErrorFrame, TurnFrame, UnnumberedTurnFrame } from "../agent_protocol.ts";
+import type {
+  ErrorCode,
+  ErrorFrame,
+  NoticeFrame,
+  TurnFrame,
+  UnnumberedTurnFrame,
+} from "../agent_protocol.ts";
 import type { Database } from "../db/database.types.ts";
 import type { StoredToolCall } from "../history/protocol.ts";
 
@@ -23,6 +29,8 @@ export interface LiveTurnInit {
   model: string;
   reservedTokens: number;
   reservedCostUsd: number;
+  /** The request (the socket's upgrade) that started it, for log lines. */
+  requestId?: string;
 }
 
 /** How a turn ended, as it is stored. */
@@ -37,6 +45,8 @@ export interface TurnOutcome {
 export type AbortReason = "cancelled" | "interrupted" | "shutdown";
 
 export type FrameListener = (frame: TurnFrame) => void;
+/** Hears a turn's live-only notices (`NoticeFrame`). */
+export type NoticeListener = (notice: NoticeFrame) => void;
 
 /**
  * A change of the streaming message: the text from character `fromChars` on (characters as
@@ -73,6 +83,7 @@ export class LiveTurn {
   readonly assistantRowId: string;
   readonly assistantMessageId: string;
   readonly userMessageId: string;
+  readonly requestId?: string;
   /** What the turn has reserved so far; grows with each step (`reserveStep`). */
   reservedTokens: number;
   reservedCostUsd: number;
@@ -81,6 +92,8 @@ export class LiveTurn {
   content = "";
   toolCalls: StoredToolCall[] = [];
 
+  /** When this isolate took the turn on (for `complete`'s `duration_ms`). */
+  readonly #startedAt = performance.now();
   /** Aborts the LLM request and the running tool. */
   readonly #abort = new AbortController();
   #abortReason: AbortReason | undefined;
@@ -98,6 +111,7 @@ export class LiveTurn {
   #outcome: TurnOutcome | undefined;
   #outcomeStored = false;
   readonly #listeners = new Set<FrameListener>();
+  readonly #noticeListeners = new Set<NoticeListener>();
   /** Told of every change that needs storing (the runtime hands it to the flusher). */
   onChange: (turn: LiveTurn) => void = () => {};
 
@@ -108,6 +122,7 @@ export class LiveTurn {
     this.assistantRowId = init.assistantRowId;
     this.assistantMessageId = init.assistantMessageId;
     this.userMessageId = init.userMessageId;
+    this.requestId = init.requestId;
     this.model = init.model;
     this.reservedTokens = init.reservedTokens;
     this.reservedCostUsd = init.reservedCostUsd;
@@ -126,6 +141,17 @@ export class LiveTurn {
     if (this.#abort.signal.aborted) return;
     this.#abortReason = reason;
     this.#abort.abort(reason);
+  }
+
+  /** Milliseconds since this isolate took the turn on. */
+  elapsedMs(): number {
+    return Math.round(performance.now() - this.#startedAt);
+  }
+
+  /** Tells the turn's listeners something live (not numbered, not stored, never replayed). */
+  notify(notice: Omit<NoticeFrame, "type" | "turn_id">): void {
+    const frame: NoticeFrame = { type: "notice", turn_id: this.turnId, ...notice };
+    for (const listener of this.#noticeListeners) listener(frame);
   }
 
   get lastSeq(): number {
@@ -187,13 +213,17 @@ export class LiveTurn {
    * Replays the frames after `afterSeq` to `listener` and keeps it informed of new ones,
    * synchronously, so nothing falls between replay and live. Returns the unsubscribe.
    */
-  subscribe(afterSeq: number, listener: FrameListener): () => void {
+  subscribe(afterSeq: number, listener: FrameListener, onNotice?: NoticeListener): () => void {
     const visible = this.#heldFrom === undefined ? this.#frames.length : this.#heldFrom - 1;
     for (const frame of this.#frames.slice(Math.max(0, afterSeq), visible)) {
       listener(frame);
     }
     this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    if (onNotice) this.#noticeListeners.add(onNotice);
+    return () => {
+      this.#listeners.delete(listener);
+      if (onNotice) this.#noticeListeners.delete(onNotice);
+    };
   }
 
   /** Everything the next flush should write for this turn, or undefined when nothing. */

@@ -62,7 +62,7 @@ function followLocally(
   const unsubscribe = live.subscribe(afterSeq, (frame) => {
     client.send(frame);
     if (isTerminalFrame(frame)) client.unfollow(turnId, stop);
-  });
+  }, (notice) => client.send(notice));
   stop = unsubscribe;
   client.follow(turnId, stop);
   return true;

@@ -12,6 +12,8 @@ import { consumeToolCalls } from "../tool_limits.ts";
 import type { ToolDefinition } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";
+import { isDatabaseUnavailable } from "../db/unavailable.ts";
+import { log } from "../log.ts";
 import type { ApproveFrame } from "../agent_protocol.ts";
 import { answerRemotely, PendingApprovals } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
@@ -55,7 +57,15 @@ interface EdgeRuntimeGlobal {
 export const EVICTION_REASON =
   "too many connections: the user opened another one and this is the oldest";
 
-const FINAL_FLUSH_RETRY_DELAYS_MS = [100, 500, 2000];
+/**
+ * Retries of a turn's ending: a blip heals in the first ones; a database restart (seconds to
+ * tens of seconds) in the later ones, 3 s apart, about 30 s in all, while the client has been
+ * told it waits (`notice`).
+ */
+/** How long a turn's ending may wait for the database before its clients are told. */
+const ENDING_NOTICE_AFTER_MS = 1000;
+
+const FINAL_FLUSH_RETRY_DELAYS_MS = [100, 500, 1000, 2000, ...Array(9).fill(3000)] as number[];
 
 export class AgentRuntime {
   readonly isolateId = `isolate-${crypto.randomUUID()}`;
@@ -217,6 +227,17 @@ export class AgentRuntime {
       costUsd: final.usage.cost,
     };
     turn.end({ ...final.outcome, used }, final.closing);
+    log(final.outcome.state === "complete" ? "info" : "warn", "turn_end", {
+      request_id: turn.requestId,
+      turn_id: turn.turnId,
+      user_id: turn.userId,
+      state: final.outcome.state,
+      code: final.outcome.error?.code,
+      steps: turn.steps,
+      prompt_tokens: final.usage.prompt_tokens,
+      completion_tokens: final.usage.completion_tokens,
+      latency_ms: turn.elapsedMs(),
+    });
     try {
       await this.#storeEnding(turn);
     } finally {
@@ -227,19 +248,25 @@ export class AgentRuntime {
   }
 
   async #storeEnding(turn: LiveTurn): Promise<void> {
-    for (let attempt = 0;; attempt++) {
-      try {
-        await this.flusher.flushTurn(turn);
-        if (turn.settled) return;
-      } catch (error) {
-        if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) throw error;
-        console.error(
-          `agent: storing the end of turn ${turn.turnId} failed; retrying`,
-          error,
-        );
+    // Its clients hear that the ending waits, once it has waited a while (a database that is
+    // down may take long to say so: a connection attempt, a lock).
+    const waiting = setTimeout(() => tellEndingWaits(turn), ENDING_NOTICE_AFTER_MS);
+    try {
+      for (let attempt = 0;; attempt++) {
+        try {
+          await this.flusher.flushTurn(turn);
+          if (turn.settled) return;
+        } catch (error) {
+          if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) throw error;
+          if (!isDatabaseUnavailable(error)) {
+            console.error(`agent: storing the end of turn ${turn.turnId} failed; retrying`, error);
+          }
+        }
+        if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) return;
+        await new Promise((resolve) => setTimeout(resolve, FINAL_FLUSH_RETRY_DELAYS_MS[attempt]));
       }
-      if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) return;
-      await new Promise((resolve) => setTimeout(resolve, FINAL_FLUSH_RETRY_DELAYS_MS[attempt]));
+    } finally {
+      clearTimeout(waiting);
     }
   }
 
@@ -294,4 +321,14 @@ export class AgentRuntime {
     const closed = beaten.filter((connection) => !this.connections.has(connection.id));
     await Promise.all(closed.map(({ id }) => unregisterConnection(this.deps.sql, id)));
   }
+}
+
+/** The turn is over but the database has not taken its ending: its clients hear so. */
+function tellEndingWaits(turn: LiveTurn): void {
+  log("warn", "ending_delayed", { request_id: turn.requestId, turn_id: turn.turnId });
+  turn.notify({
+    code: "ending_delayed",
+    message: "The turn has ended, but the database has not stored its ending yet (it may be " +
+      "unreachable); its last frames follow once it is stored",
+  });
 }

@@ -103,13 +103,14 @@ export async function executeToolCall(
     source: "agent",
     sessionId: turn.sessionId,
     turnId: turn.turnId,
+    ...(turn.requestId ? { requestId: turn.requestId } : {}),
   }, {
     name: call.name,
     args,
     policy: async (tool, permission, input) =>
       await askWhenGrantSays(scope, turn, call, tool, permission, input) ??
         await meterCall(scope, turn),
-    progress: (progress, total, message) => {
+    progress: (progress, total, message, detail) => {
       if (!turn.ended) {
         turn.emit({
           type: "progress",
@@ -117,6 +118,8 @@ export async function executeToolCall(
           progress,
           ...(total === undefined ? {} : { total }),
           ...(message === undefined ? {} : { message }),
+          ...(detail?.stage === undefined ? {} : { stage: detail.stage }),
+          ...(detail?.data === undefined ? {} : { data: detail.data }),
         });
       }
       return Promise.resolve();

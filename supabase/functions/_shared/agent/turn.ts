@@ -39,6 +39,7 @@ export async function runTurn(
         if (turn.signal.aborted) return aborted(turn, usage);
         if (refusal) return refused(refusal, usage);
       }
+      turn.emit({ type: "step", step: "calling_model", index: step });
       const result = await streamStep(turn, scope, lastStep);
       turn.steps = step;
       usage.prompt_tokens += result.usage.promptTokens;
@@ -67,6 +68,13 @@ export async function runTurn(
         })),
       });
       for (const call of calls) {
+        turn.emit({
+          type: "step",
+          step: "running_tool",
+          index: step,
+          tool: call.name,
+          call_id: call.id,
+        });
         const outcome = await executeToolCall(scope, turn, call);
         scope.messages.push({
           role: "tool",
@@ -196,7 +204,7 @@ function completed(turn: LiveTurn, usage: Usage): TurnEnding {
         message_id: turn.assistantMessageId,
         content: turn.content,
       },
-      { type: "complete", usage, steps: turn.steps },
+      { type: "complete", usage, steps: turn.steps, duration_ms: turn.elapsedMs() },
     ],
     usage,
   };

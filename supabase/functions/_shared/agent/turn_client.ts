@@ -9,6 +9,8 @@ import type { VerifiedUser } from "../auth.ts";
 
 export interface TurnClient {
   readonly user: VerifiedUser;
+  /** The request that opened it, for log lines. */
+  readonly requestId?: string;
   readonly isOpen: boolean;
   send(frame: ServerFrame): void;
   sendError(error: ServerError): void;

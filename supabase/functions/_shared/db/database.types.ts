@@ -610,6 +610,10 @@ export type Database = {
           "tool": string;
         }[];
       };
+      "operator_metrics": {
+        Args: { "p_stale_seconds": number; "p_window_seconds": number };
+        Returns: Json;
+      };
       "settle_quota": {
         Args: {
           "p_cost_usd": number;

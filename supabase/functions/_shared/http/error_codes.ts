@@ -28,6 +28,8 @@ export const HTTP_ERROR_CODES = [
   "rate_limited",
   // The server
   "auth_unavailable",
+  /** Postgres cannot be reached; `Retry-After` says when to try again. */
+  "db_unavailable",
   "not_configured",
   "unavailable",
   "internal_error",

@@ -6,6 +6,8 @@
  * failure or a cancellation to a stable code, and writes one usage row naming its source.
  * Every refusal is a tool error the caller sees; nothing here throws for what a caller sent.
  */
+import { isDatabaseUnavailable } from "../db/unavailable.ts";
+import { log } from "../log.ts";
 import { fieldPath } from "../field_path.ts";
 import { asUser, type Sql } from "../db/client.ts";
 import {
@@ -35,6 +37,8 @@ export interface ToolScope {
   /** Put on the usage row when the call belongs to a chat turn. */
   sessionId?: string;
   turnId?: string;
+  /** The request the call came in (MCP's POST), for the log line. */
+  requestId?: string;
 }
 
 /** The arguments as the caller sent them: a value, or JSON text that did not parse. */
@@ -78,7 +82,18 @@ export async function invokeTool(
 ): Promise<ToolOutcome> {
   const started = performance.now();
   const outcome = await checkAndRun(registry, scope, invocation);
-  await recordToolUsage(scope, invocation.name, outcome.status, performance.now() - started);
+  const latencyMs = performance.now() - started;
+  log(outcome.status === "ok" ? "info" : "warn", "tool_call", {
+    source: scope.source,
+    tool: invocation.name.slice(0, 64),
+    status: outcome.status,
+    ...(outcome.result.ok ? {} : { code: outcome.result.error.code }),
+    ...(scope.turnId ? { turn_id: scope.turnId } : {}),
+    ...(scope.requestId ? { request_id: scope.requestId } : {}),
+    user_id: scope.caller.id,
+    latency_ms: Math.round(latencyMs),
+  });
+  await recordToolUsage(scope, invocation.name, outcome.status, latencyMs);
   return outcome;
 }
 
@@ -190,6 +205,11 @@ async function checkAndRun(
     return { result, status: result.ok ? "ok" : "error" };
   } catch (error) {
     if (scope.signal.aborted) return cancelled();
+    if (isDatabaseUnavailable(error)) {
+      return refused(
+        refusal("db_unavailable", `${tool.name} needs the database, which cannot be reached now`),
+      );
+    }
     // The caller gets a stable code; the details (SQL, stack) stay in the function's log.
     console.error(`${scope.source}: tool ${tool.name} failed`, error);
     return refused(refusal("internal_error", `${tool.name} failed unexpectedly`));

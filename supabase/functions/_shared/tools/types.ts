@@ -40,7 +40,14 @@ export type ProgressReporter = (
   progress: number,
   total?: number,
   message?: string,
+  /** The phase the tool is in, and a partial result it chose to show early (agent only). */
+  detail?: ProgressDetail,
 ) => Promise<void>;
+
+export interface ProgressDetail {
+  stage?: string;
+  data?: unknown;
+}
 
 export interface ToolContext {
   caller: ToolCaller;
