@@ -2,7 +2,7 @@
  * `deno task test:mutations`: proves the database tests guard the schema. For every RLS
  * policy, for the row locks of consume_quota, consume_tool_calls, consume_request and agent_start_turn's
  * concurrent-turn count, for consume_quota's cost reservation and agent_reserve_step's per-step
- * re-check, and for every grant an API role holds in `public` (one per object and role, as the
+ * re-check, for agent_start_chat's busy check and queue order and the one-running-turn index, and for every grant an API role holds in `public` (one per object and role, as the
  * migrations grant them), it makes a copy of the migrated database with that one piece removed
  * and runs the database tests against it. Each
  * such mutant must make at least one test fail; a surviving mutant fails this check.
@@ -126,6 +126,24 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       ),
       [[/where l\.user_id = v_user for update;/i, "where l.user_id = v_user;"]],
     );
+    // Double-texting: a busy session starts a second turn, or a queued chat jumps the queue.
+    const startChat = await definitionOf(
+      "public.agent_start_chat(text, jsonb, uuid, uuid, text, jsonb, text, text, integer, " +
+        "integer, integer)",
+    );
+    mutate("agent_start_chat without its busy check", startChat, [
+      [
+        /elsif v_busy\.turn_id is not null or v_head\.chat_id is not null then/i,
+        "elsif false then",
+      ],
+    ]);
+    mutate("agent_start_chat letting any queued chat start first", startChat, [
+      [/or v_head\.chat_id is distinct from v_chat then/i, "then"],
+    ]);
+    mutants.push({
+      label: "two running turns per session",
+      sql: "drop index public.agent_turns_one_running_per_session",
+    });
     mutate(
       "consume_tool_calls without its row lock",
       await definitionOf("public.consume_tool_calls(uuid, integer)"),
