@@ -77,7 +77,7 @@ Deno.test({
         const card = lastAnswer(main.page).getByTestId("tool-call");
         assert.equal(await card.getAttribute("data-status"), "done");
         assert.match(await card.innerText(), /calculator[\s\S]*"value": "42"/);
-        assert.match(await lastAnswer(main.page).innerText(), /The calculator tool returned/);
+        assert.match(await lastAnswer(main.page).innerText(), /6\*7 = 42\./);
         // The session list shows the new chat, live.
         await main.page.getByTestId("session-list").getByText("what is 6*7?").waitFor();
         await screenshot(main.page, "02-tool-call");
@@ -285,7 +285,7 @@ Deno.test({
       await send(alice.page, "what is 6*7?");
       await alice.page.waitForURL(SESSION_URL);
       await waitForAnswerState(alice.page, "complete");
-      assert.match(await lastAnswer(alice.page).innerText(), /The calculator tool returned/);
+      assert.match(await lastAnswer(alice.page).innerText(), /6\*7 = 42\./);
       // The session list is live through Realtime, which checks the same legacy token.
       await alice.page.getByTestId("session-list").getByText("what is 6*7?").waitFor();
       await screenshot(alice.page, "legacy-01-chat");

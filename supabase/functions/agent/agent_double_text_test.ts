@@ -26,9 +26,7 @@ Deno.test("a chat to a busy session is refused with session_busy naming the runn
       session_id: start.session_id,
       content: "[[fixture:text]] second",
     });
-    const refusal = await client.take((f) =>
-      f.type === "error" && f.ref === second
-    );
+    const refusal = await client.take((f) => f.type === "error" && f.ref === second);
     assert.equal(refusal.type, "error");
     assert.equal(refusal.code, "session_busy");
     assert.equal(refusal.running_turn_id, start.turn_id);
@@ -68,9 +66,7 @@ Deno.test("enqueued chats start in order after the running turn, whichever isola
     }
     const queued = [];
     for (const id of ids) {
-      const frame = await other.take((f) =>
-        f.type === "queued" && f.ref === id
-      );
+      const frame = await other.take((f) => f.type === "queued" && f.ref === id);
       assert.ok(frame.type === "queued");
       queued.push(frame);
     }
@@ -84,9 +80,7 @@ Deno.test("enqueued chats start in order after the running turn, whichever isola
       policy: "enqueue",
       content: "[[fixture:slow count=5 delay=20]] queued 0",
     });
-    const again = await other.take((f) =>
-      f.type === "queued" && f.ref === ids[0]
-    );
+    const again = await other.take((f) => f.type === "queued" && f.ref === ids[0]);
     assert.ok(again.type === "queued");
     assert.equal(again.turn_id, queued[0].turn_id);
 
@@ -126,8 +120,7 @@ Deno.test("enqueued chats start in order after the running turn, whichever isola
         "each queued turn started after the one before it ended",
       );
     }
-    const [{ left }] =
-      await sql`select count(*)::int as left from public.agent_chat_queue
+    const [{ left }] = await sql`select count(*)::int as left from public.agent_chat_queue
                                  where user_id = ${alice.id}`;
     assert.equal(left, 0, "the queue is empty");
   });

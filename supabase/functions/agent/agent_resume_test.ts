@@ -209,6 +209,7 @@ Deno.test("a killed isolate leaves an interrupted turn with its partial text", a
           LLM_MODEL: "fixture-model",
           AGENT_HEARTBEAT_MS: "200",
           AGENT_FLUSH_MS: "50",
+          AGENT_TEXT_FLUSH_MS: "50",
         },
         log: () => {},
       });

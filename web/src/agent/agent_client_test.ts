@@ -33,7 +33,9 @@ Deno.test("a chat shows at once, goes out with its client id, and joins its sess
   const id = h.client.sendChat({ content: "hello", model: "m1" });
   assert.equal(id, "00000000-0000-4000-8000-000000000001");
   assert.deepEqual(h.store.pendingIn(NEW_SESSION).map((c) => [c.id, c.state]), [[id, "sending"]]);
-  assert.deepEqual(h.last().sent, [{ type: "chat", id, content: "hello", model: "m1" }]);
+  assert.deepEqual(h.last().sent, [
+    { type: "chat", id, content: "hello", model: "m1", policy: "enqueue" },
+  ]);
 
   const s = new TurnScript(id);
   const started: string[] = [];
@@ -193,4 +195,25 @@ Deno.test("a refreshed token goes to the open socket as an auth frame; closed, i
   assert.deepEqual(h.last().sent, [], "the next connect carries the fresh token itself");
   h.client.renewToken("refreshed");
   assert.deepEqual(h.last().sent, [{ type: "auth", access_token: "refreshed" }]);
+});
+
+Deno.test("a turn seen streaming elsewhere is followed over this socket, from seq 0, once", async () => {
+  const h = harness();
+  h.client.start();
+  await settle();
+  h.last().accept();
+  const s = new TurnScript();
+  h.client.followTurn(s.turnId);
+  h.client.followTurn(s.turnId);
+  assert.deepEqual(h.last().sent, [{ type: "resume", turn_id: s.turnId, after_seq: 0 }]);
+  // Lost before any frame came: the next connection asks again from 0.
+  h.last().drop();
+  h.timers.advance(1000);
+  await settle();
+  h.last().accept();
+  assert.deepEqual(h.last().sent, [{ type: "resume", turn_id: s.turnId, after_seq: 0 }]);
+  h.last().receive(s.start());
+  h.last().receive(s.token("live"));
+  assert.equal(h.store.turnOfMessage(s.messageId)?.text, "live");
+  assert.equal(h.store.runningTurnIn(s.sessionId)?.turnId, s.turnId, "Stop shows here too");
 });

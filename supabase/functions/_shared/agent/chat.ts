@@ -196,6 +196,7 @@ export async function handleChat(
       model,
       reservedTokens: started.reservedTokens,
       reservedCostUsd: started.reservedCostUsd,
+      textFlushIntervalMs: config.textFlushIntervalMs,
     });
     turn.emit({
       type: "start",

@@ -23,6 +23,13 @@ export interface LiveTurnInit {
   model: string;
   reservedTokens: number;
   reservedCostUsd: number;
+  /**
+   * Streamed text is written to the message row at most this often (default: with every
+   * flush). Clients follow the frames; every rewrite of the row sends its whole text to each
+   * tab watching it through Realtime, so it is kept rare. Tool calls and the ending store the
+   * text at once.
+   */
+  textFlushIntervalMs?: number;
 }
 
 /** How a turn ended, as it is stored. */
@@ -95,6 +102,9 @@ export class LiveTurn {
   #chars = 0;
   #storedChars = 0;
   #storedUnits = 0;
+  readonly #textFlushIntervalMs: number;
+  /** When the text was last taken for storing (`performance.now()`). */
+  #textTakenAt = performance.now();
   #outcome: TurnOutcome | undefined;
   #outcomeStored = false;
   readonly #listeners = new Set<FrameListener>();
@@ -111,6 +121,7 @@ export class LiveTurn {
     this.model = init.model;
     this.reservedTokens = init.reservedTokens;
     this.reservedCostUsd = init.reservedCostUsd;
+    this.#textFlushIntervalMs = init.textFlushIntervalMs ?? 0;
   }
 
   get signal(): AbortSignal {
@@ -200,7 +211,10 @@ export class LiveTurn {
   takeFlush(): FlushEntry | undefined {
     const frames = this.#frames.slice(this.#storedSeq);
     const outcome = this.#outcomeStored ? undefined : this.#outcome;
-    if (frames.length === 0 && !this.#messageDirty && !outcome) {
+    const messageDue = this.#messageDirty &&
+      (this.#toolCallsDirty || outcome !== undefined ||
+        performance.now() - this.#textTakenAt >= this.#textFlushIntervalMs);
+    if (frames.length === 0 && !messageDue && !outcome) {
       return undefined;
     }
     const entry: FlushEntry = {
@@ -209,7 +223,8 @@ export class LiveTurn {
       steps: this.steps,
       model: this.model,
     };
-    if (this.#messageDirty) {
+    if (messageDue) {
+      this.#textTakenAt = performance.now();
       entry.message = {
         fromChars: this.#storedChars,
         text: this.content.slice(this.#storedUnits),
