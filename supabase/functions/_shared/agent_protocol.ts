@@ -291,6 +291,8 @@ export const CompleteFrameSchema = turnFrame("complete", {
   usage: UsageSchema,
   /** LLM calls the turn made. */
   steps: z.int(),
+  /** The model that answered (the last call's; a fallback when the asked one failed). */
+  model: z.string().optional(),
 });
 
 export const ErrorFrameSchema = z.object({

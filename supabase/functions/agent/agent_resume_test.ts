@@ -164,7 +164,7 @@ Deno.test("cancel stops the upstream request and stores the partial answer", asy
     assert.equal(turn.state, "cancelled");
     const [row] = await sql`select content, status from public.chat_history
                             where client_id = ${start.message_id}`;
-    assert.equal(row.status, "interrupted");
+    assert.equal(row.status, "stopped", "a stopped answer reads Stopped, not Interrupted");
     assert.equal(row.content, tokensOf(frames));
     assert.ok(row.content.length > 0 && !row.content.includes("word39"));
     const [usage] = await sql`select status from public.usage_metrics

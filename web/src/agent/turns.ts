@@ -114,6 +114,7 @@ export function applyTurnFrame(turn: TurnView | undefined, frame: TurnFrame): Tu
     case "complete":
       next.status = "complete";
       next.usage = frame.usage;
+      if (frame.model) next.model = frame.model;
       return next;
     case "error":
       next.status = frame.code === "cancelled" ? "cancelled" : "failed";

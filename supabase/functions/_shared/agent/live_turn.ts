@@ -24,10 +24,11 @@ export interface LiveTurnInit {
   reservedTokens: number;
   reservedCostUsd: number;
   /**
-   * Streamed text is written to the message row at most this often (default: with every
-   * flush). Clients follow the frames; every rewrite of the row sends its whole text to each
-   * tab watching it through Realtime, so it is kept rare. Tool calls and the ending store the
-   * text at once.
+   * Streamed text is written to the message row at most this often at first, then at twice
+   * the previous interval each time (default 0: with every flush). Clients follow the frames;
+   * every rewrite of the row sends its whole text to each tab watching it through Realtime, so
+   * rewrites are kept rare, and doubling keeps their bytes under about twice the answer's
+   * however long it grows. Tool calls and the ending store the text at once.
    */
   textFlushIntervalMs?: number;
 }
@@ -102,7 +103,7 @@ export class LiveTurn {
   #chars = 0;
   #storedChars = 0;
   #storedUnits = 0;
-  readonly #textFlushIntervalMs: number;
+  #textFlushIntervalMs: number;
   /** When the text was last taken for storing (`performance.now()`). */
   #textTakenAt = performance.now();
   #outcome: TurnOutcome | undefined;
@@ -211,9 +212,10 @@ export class LiveTurn {
   takeFlush(): FlushEntry | undefined {
     const frames = this.#frames.slice(this.#storedSeq);
     const outcome = this.#outcomeStored ? undefined : this.#outcome;
-    const messageDue = this.#messageDirty &&
-      (this.#toolCallsDirty || outcome !== undefined ||
-        performance.now() - this.#textTakenAt >= this.#textFlushIntervalMs);
+    const forced = this.#toolCallsDirty || outcome !== undefined;
+    const timed = !forced && performance.now() - this.#textTakenAt >= this.#textFlushIntervalMs;
+    const messageDue = this.#messageDirty && (forced || timed);
+    if (messageDue && timed) this.#textFlushIntervalMs *= 2;
     if (frames.length === 0 && !messageDue && !outcome) {
       return undefined;
     }

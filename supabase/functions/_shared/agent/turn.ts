@@ -196,7 +196,7 @@ function completed(turn: LiveTurn, usage: Usage): TurnEnding {
         message_id: turn.assistantMessageId,
         content: turn.content,
       },
-      { type: "complete", usage, steps: turn.steps },
+      { type: "complete", usage, steps: turn.steps, model: turn.model },
     ],
     usage,
   };
@@ -264,7 +264,7 @@ export function aborted(turn: LiveTurn, usage: Usage): TurnEnding {
     return {
       outcome: {
         state: "cancelled",
-        messageStatus: "interrupted",
+        messageStatus: "stopped",
         error: { code: "cancelled", message: "Cancelled by the user" },
       },
       closing: [errorFrame("cancelled", "The turn was cancelled", false)],

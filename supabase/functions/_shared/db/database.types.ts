@@ -702,7 +702,7 @@ export type Database = {
     Enums: {
       "approval_mode": "auto" | "ask" | "deny";
       "message_role": "user" | "assistant" | "system" | "tool";
-      "message_status": "streaming" | "complete" | "interrupted" | "error";
+      "message_status": "streaming" | "complete" | "stopped" | "interrupted" | "error";
       "turn_state": "running" | "complete" | "cancelled" | "interrupted" | "error";
       "usage_kind": "llm" | "tool";
       "usage_source": "agent" | "mcp";
@@ -820,7 +820,7 @@ export const Constants = {
     Enums: {
       "approval_mode": ["auto", "ask", "deny"],
       "message_role": ["user", "assistant", "system", "tool"],
-      "message_status": ["streaming", "complete", "interrupted", "error"],
+      "message_status": ["streaming", "complete", "stopped", "interrupted", "error"],
       "turn_state": ["running", "complete", "cancelled", "interrupted", "error"],
       "usage_kind": ["llm", "tool"],
       "usage_source": ["agent", "mcp"],
