@@ -25,12 +25,23 @@ export type AgentClientOptions =
     AgentConnectionOptions,
     "onFrame" | "onStatus" | "onReady" | "onProblem"
   >
-  & { store?: AgentStore; newId?: () => string };
+  & {
+    store?: AgentStore;
+    newId?: () => string;
+    /**
+     * The user's turns running now, from the database (any tab, device or isolate started
+     * them): asked after every `ready`, and each is followed, so live text, Stop and approval
+     * prompts show wherever the user is. (Turns parked on an approval belong here too once
+     * they exist: the query decides.)
+     */
+    findRunningTurns?: () => Promise<string[]>;
+  };
 
 export class AgentClient {
   readonly store: AgentStore;
   readonly #connection: AgentConnection;
   readonly #newId: () => string;
+  readonly #findRunningTurns: (() => Promise<string[]>) | undefined;
   /**
    * Turns this tab follows over its own socket though it did not start them (another tab's,
    * another device's, or found running on load): resumed from seq 0 once, then like any other
@@ -42,6 +53,7 @@ export class AgentClient {
   constructor(options: AgentClientOptions) {
     this.store = options.store ?? new AgentStore();
     this.#newId = options.newId ?? (() => crypto.randomUUID());
+    this.#findRunningTurns = options.findRunningTurns;
     this.#connection = new AgentConnection({
       ...options,
       onFrame: (frame) => this.#receive(frame),
@@ -160,5 +172,13 @@ export class AgentClient {
       else this.#connection.send({ type: "resume", turn_id: turnId, after_seq: 0 });
     }
     for (const chat of this.store.unstartedChats()) this.#sendChat(chat);
+    this.#findRunningTurns?.().then(
+      (turnIds) => turnIds.forEach((turnId) => this.followTurn(turnId)),
+      (error: unknown) =>
+        this.store.addNotice(
+          "running_turns_unavailable",
+          `Could not look for running answers: ${error instanceof Error ? error.message : error}`,
+        ),
+    );
   }
 }

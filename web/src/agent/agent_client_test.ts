@@ -4,7 +4,7 @@ import { AgentStore, intervalScheduler, NEW_SESSION } from "./store.ts";
 import { FakeSocket, FakeTimers, settle, TurnScript } from "./test_support.ts";
 
 /** A client on fake sockets whose store notifies at once (no batching timer). */
-function harness() {
+function harness(findRunningTurns?: () => Promise<string[]>) {
   const timers = new FakeTimers();
   const sockets: FakeSocket[] = [];
   const store = new AgentStore((flush) => flush());
@@ -16,6 +16,7 @@ function harness() {
     pingIntervalMs: 0,
     store,
     newId: () => ids.shift() ?? crypto.randomUUID(),
+    ...(findRunningTurns ? { findRunningTurns } : {}),
     openSocket: (url, protocols) => {
       const socket = new FakeSocket(url, protocols);
       sockets.push(socket);
@@ -216,4 +217,19 @@ Deno.test("a turn seen streaming elsewhere is followed over this socket, from se
   h.last().receive(s.token("live"));
   assert.equal(h.store.turnOfMessage(s.messageId)?.text, "live");
   assert.equal(h.store.runningTurnIn(s.sessionId)?.turnId, s.turnId, "Stop shows here too");
+});
+
+Deno.test("on every ready it finds the user's running turns in the database and follows them", async () => {
+  const running = crypto.randomUUID();
+  let asked = 0;
+  const h = harness(() => {
+    asked++;
+    return Promise.resolve([running]);
+  });
+  h.client.start();
+  await settle();
+  h.last().accept();
+  await settle();
+  assert.equal(asked, 1);
+  assert.deepEqual(h.last().sent, [{ type: "resume", turn_id: running, after_seq: 0 }]);
 });
