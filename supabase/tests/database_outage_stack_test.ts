@@ -47,7 +47,7 @@ Deno.test(`Postgres killed and restarted ${CYCLES} times under Realtime, agent a
     await standing.until(() => standing.subscribed >= 1, "the first join");
     const agent = await openAgent(stack, token);
     clients.push(agent);
-    // MCP as another user: a turn held inside agent_start_turn keeps its user's limits row
+    // MCP as another user: a turn held inside agent_start_chat (agent_start_turn) keeps its user's limits row
     // locked, which would hold up that user's tool calls before they reach their tool.
     const mcp = await openMcp(stack, await signIn(stack, "bob@example.com"));
     clients.push(mcp);
@@ -73,7 +73,7 @@ Deno.test(`Postgres killed and restarted ${CYCLES} times under Realtime, agent a
       };
       // Each of them waits inside the database, so the kill lands in the middle of it.
       const caught = [
-        /agent_start_turn/,
+        /agent_start_chat/,
         /agent_register_connection/,
         /join public\.chat_sessions/,
       ];

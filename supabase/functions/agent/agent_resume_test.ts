@@ -266,10 +266,11 @@ Deno.test("a killed isolate leaves an interrupted turn with its partial text", a
         JSON.stringify(last),
       );
       assert.equal(last.retryable, true);
-      assert.equal(
-        tokensOf(frames),
-        partial,
-        "the stored frames hold exactly the stored text",
+      // The row's text is rewritten less often than frames are stored (AGENT_TEXT_FLUSH_MS,
+      // doubling), so it may lag behind them, never disagree.
+      assert.ok(
+        tokensOf(frames).startsWith(partial),
+        "the stored text is the start of what the stored frames hold",
       );
     },
   );

@@ -176,7 +176,12 @@ function serveSocket(
       connection_id: connection.id,
       limits,
     });
-    // Chats queued behind a turn whose isolate died before starting them start now.
-    await runtime.startQueuedChats(user);
+    // Chats queued behind a turn whose isolate died before starting them start now; a
+    // failure leaves them to the next look (a follower, a connection) and the socket open.
+    runtime.track(
+      runtime.startQueuedChats(user).catch((error) =>
+        console.error("agent: could not start queued chats", error)
+      ),
+    );
   }
 }

@@ -81,7 +81,10 @@ async function waitWhileQueued(
         return "reported";
       }
       if (poll % QUEUE_KICK_POLLS === QUEUE_KICK_POLLS - 1) {
-        await runtime.startQueuedChats(client.user, queued.session_id);
+        // A failed look is only a missed chance: the next poll looks again.
+        await runtime.startQueuedChats(client.user, queued.session_id).catch((error) =>
+          console.error("agent: could not start queued chats", error)
+        );
       }
       await abortableSleep(config.pollIntervalMs, stopped.signal);
     }
