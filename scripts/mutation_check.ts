@@ -6,6 +6,7 @@
  * migrations grant them), it makes a copy of the migrated database with that one piece removed
  * and runs the database tests against it. Each
  * such mutant must make at least one test fail; a surviving mutant fails this check.
+ * `--only=<text>` runs just the mutants whose label contains the text.
  *
  * The privilege-matrix test is left out of those runs: it would kill every grant mutant by
  * comparing tables, while the point is that some test does, as that role, what the code does.
@@ -37,7 +38,10 @@ const admin = postgres(databaseUrl(cluster.port, "template1", ADMIN_ROLE), {
 });
 
 try {
-  const mutants = await listMutants(postgres(cluster.adminUrl, { max: 1 }));
+  // `--only=<text>`: just the mutants whose label contains it (checking a new guard by hand).
+  const only = Deno.args.find((arg) => arg.startsWith("--only="))?.slice("--only=".length);
+  const mutants = (await listMutants(postgres(cluster.adminUrl, { max: 1 })))
+    .filter((mutant) => only === undefined || mutant.label.includes(only));
   const testFiles = await databaseTestFiles();
   let survivors = 0;
   let next = 0;

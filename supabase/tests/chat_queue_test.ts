@@ -75,8 +75,16 @@ Deno.test("agent_start_chat: reject and enqueue on a busy session, the queue in 
     assert.equal(await seen(alice), 2);
     assert.equal(await seen(bob), 0);
     // Nothing starts while the session is busy.
+    // As the agent calls them: as service_role.
+    const asService = <T>(work: (tx: typeof sql) => Promise<T>) =>
+      sql.begin(async (tx) => {
+        await tx`set local role service_role`;
+        return await work(tx as unknown as typeof sql);
+      }) as Promise<T>;
     const startable = () =>
-      sql`select turn_id from public.agent_startable_chats(${alice.id}, ${sessionId}, 10000)`;
+      asService((tx) =>
+        tx`select turn_id from public.agent_startable_chats(${alice.id}, ${sessionId}, 10000)`
+      );
     assert.equal((await startable()).length, 0);
     // The second in line may not jump the queue.
     assert.equal(
@@ -86,9 +94,16 @@ Deno.test("agent_start_chat: reject and enqueue on a busy session, the queue in 
 
     await sql`update public.agent_turns set state = 'complete' where id = ${running}`;
     assert.deepEqual((await startable()).map((r) => r.turn_id), [queued[0].turnId]);
+    assert.equal(
+      (await startTurn(sql, alice.claims, { ...queued[1], policy: "queued" })).kind,
+      "busy",
+      "with the session free, the second still waits for the first",
+    );
     // The first fails to start (say its quota refused it): the second is next.
-    await sql`select public.agent_fail_queued_chat(${alice.id}, ${queued[0].frame!.id},
-      '{"code":"rate_limited","message":"no","retryable":true}'::jsonb)`;
+    await asService((tx) =>
+      tx`select public.agent_fail_queued_chat(${alice.id}, ${queued[0].frame!.id},
+        '{"code":"rate_limited","message":"no","retryable":true}'::jsonb)`
+    );
     assert.deepEqual((await startable()).map((r) => r.turn_id), [queued[1].turnId]);
     assert.equal(
       (await startTurn(sql, alice.claims, { ...queued[1], policy: "queued" })).kind,
