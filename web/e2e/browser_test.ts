@@ -159,12 +159,16 @@ Deno.test({
         const answers = second.page.getByTestId("message-assistant");
         await answers.first().waitFor();
         const earlier = await answers.count();
-        await send(page, "[[fixture:slow count=40 delay=100]] watch this");
+        await send(page, "[[fixture:slow count=40 delay=150]] watch this");
         // It follows the turn it sees streaming (resume over its own socket): live text, and
         // Stop, as in the tab that sent it.
         const answer = answers.nth(earlier);
         await answer.filter({ hasText: /word\d+ / }).waitFor();
         assert.equal(await answer.getAttribute("data-state"), "streaming");
+        await second.page.getByRole("button", { name: "Stop" }).waitFor();
+        // Reloaded mid-answer, the tab finds the running turn again: live text and Stop.
+        await second.page.reload();
+        await waitConnected(second.page);
         await second.page.getByRole("button", { name: "Stop" }).waitFor();
         assert.ok(!(await answer.innerText()).includes("word39"), "seen before the end");
         await screenshot(second.page, "09-second-tab-streaming");
