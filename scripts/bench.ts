@@ -10,6 +10,7 @@ import { connect } from "../supabase/functions/_shared/db/client.ts";
 import { POOL_SIZES, poolSizeFromEnv } from "../supabase/functions/_shared/db/config.ts";
 import { agentBench } from "./bench/agent_bench.ts";
 import { agentFlushBench } from "./bench/agent_flush_bench.ts";
+import { crossTabBench } from "./bench/cross_tab_bench.ts";
 import { databaseBench } from "./bench/database_bench.ts";
 import { historyBench } from "./bench/history_bench.ts";
 import { hardeningBench } from "./bench/hardening_bench.ts";
@@ -60,6 +61,7 @@ const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>, string?, s
     LIMITS_OFF,
   ],
   ["Web", webBench],
+  ["Cross-tab", crossTabBench, `agent isolate ${pools.agent} + flush ${pools.agentFlush}`],
 ];
 const chosen = suites.filter(([title]) => !only || only.includes(title.toLowerCase()));
 if (only && chosen.length !== only.length) {

@@ -2,10 +2,11 @@
  * `deno task test:mutations`: proves the database tests guard the schema. For every RLS
  * policy, for the row locks of consume_quota, consume_tool_calls, consume_request and agent_start_turn's
  * concurrent-turn count, for consume_quota's cost reservation and agent_reserve_step's per-step
- * re-check, and for every grant an API role holds in `public` (one per object and role, as the
+ * re-check, for agent_start_chat's busy check and queue order and the one-running-turn index, and for every grant an API role holds in `public` (one per object and role, as the
  * migrations grant them), it makes a copy of the migrated database with that one piece removed
  * and runs the database tests against it. Each
  * such mutant must make at least one test fail; a surviving mutant fails this check.
+ * `--only=<text>` runs just the mutants whose label contains the text.
  *
  * The privilege-matrix test is left out of those runs: it would kill every grant mutant by
  * comparing tables, while the point is that some test does, as that role, what the code does.
@@ -42,7 +43,10 @@ const admin = postgres(databaseUrl(cluster.port, "template1", ADMIN_ROLE), {
 });
 
 try {
-  const mutants = await listMutants(postgres(cluster.adminUrl, { max: 1 }));
+  // `--only=<text>`: just the mutants whose label contains it (checking a new guard by hand).
+  const only = Deno.args.find((arg) => arg.startsWith("--only="))?.slice("--only=".length);
+  const mutants = (await listMutants(postgres(cluster.adminUrl, { max: 1 })))
+    .filter((mutant) => only === undefined || mutant.label.includes(only));
   const testFiles = await databaseTestFiles();
   let survivors = 0;
   let next = 0;
@@ -129,6 +133,24 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       ),
       [[/where l\.user_id = v_user for update;/i, "where l.user_id = v_user;"]],
     );
+    // Double-texting: a busy session starts a second turn, or a queued chat jumps the queue.
+    const startChat = await definitionOf(
+      "public.agent_start_chat(text, jsonb, uuid, uuid, text, jsonb, text, text, integer, " +
+        "integer, integer)",
+    );
+    mutate("agent_start_chat without its busy check", startChat, [
+      [
+        /elsif v_busy\.turn_id is not null or v_head\.chat_id is not null then/i,
+        "elsif false then",
+      ],
+    ]);
+    mutate("agent_start_chat letting any queued chat start first", startChat, [
+      [/or v_head\.chat_id is distinct from v_chat then/i, "then"],
+    ]);
+    mutants.push({
+      label: "two running turns per session",
+      sql: "drop index public.agent_turns_one_running_per_session",
+    });
     mutate(
       "consume_tool_calls without its row lock",
       await definitionOf("public.consume_tool_calls(uuid, integer)"),

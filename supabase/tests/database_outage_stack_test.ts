@@ -60,7 +60,7 @@ Deno.test(`Postgres killed and restarted ${CYCLES} times under Realtime, agent a
     clients.push(streamer);
     await streamer.takeType("ready");
     await expectHealth(stack, "agent", 200);
-    // MCP as another user: a turn held inside agent_start_turn keeps its user's limits row
+    // MCP as another user: a turn held inside agent_start_chat (agent_start_turn) keeps its user's limits row
     // locked, which would hold up that user's tool calls before they reach their tool.
     const mcp = await openMcp(stack, await signIn(stack, "bob@example.com"));
     clients.push(mcp);
@@ -90,7 +90,7 @@ Deno.test(`Postgres killed and restarted ${CYCLES} times under Realtime, agent a
       };
       // Each of them waits inside the database, so the kill lands in the middle of it.
       const caught = [
-        /agent_start_turn/,
+        /agent_start_chat/,
         /agent_register_connection/,
         /join public\.chat_sessions/,
       ];

@@ -26,6 +26,7 @@ const TABLE_PRIVILEGES = [
 
 /** Per table and role, the privileges held; a role not named holds none (`anon` nowhere). */
 const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
+  agent_chat_queue: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   agent_connections: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   agent_turn_events: { authenticated: "SELECT", service_role: "SELECT INSERT" },
   agent_turns: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE" },
@@ -44,11 +45,17 @@ const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
 const EXPECTED_FUNCTIONS: Record<string, ApiRole[]> = {
   "account_refusal(uuid,uuid)": ["service_role"],
   "agent_chat_context(uuid,uuid,integer,uuid[])": ["authenticated"],
+  "agent_fail_queued_chat(uuid,uuid,jsonb)": ["service_role"],
   "agent_flush(text,jsonb,jsonb,jsonb)": ["service_role"],
   "agent_interrupt_stale_turns(uuid,integer,uuid,uuid)": ["service_role"],
   "agent_register_connection(uuid,uuid,text,integer)": ["service_role"],
   "agent_reserve_step(uuid,integer,integer)": ["service_role"],
+  "agent_session_busy_turn(uuid,uuid,integer)": ["service_role"],
+  "agent_start_chat(text,jsonb,uuid,uuid,text,jsonb,text,text,integer,integer,integer)": [
+    "service_role",
+  ],
   "agent_start_turn(uuid,uuid,text,jsonb,text,text,integer,integer,integer)": ["service_role"],
+  "agent_startable_chats(uuid,uuid,integer)": ["service_role"],
   "append_messages(uuid,jsonb,text)": ["authenticated"],
   "caller_account_refusal()": ["authenticated"],
   "consume_quota(uuid,integer,numeric)": ["service_role"],

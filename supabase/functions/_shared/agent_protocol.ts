@@ -4,7 +4,7 @@
  * tests all import it. Frames are JSON text frames, one JSON object each, told apart by `type`.
  *
  * Client → server: chat, cancel, approve, resume, ping.
- * Server → client: ready (once, after the upgrade), pong, and the frames of a turn: start,
+ * Server → client: ready (once, after the upgrade), pong, queued, and the frames of a turn: start,
  * step, token, tool_call, approval_required, progress, tool_result, response, complete, error;
  * and `notice`, a live word about a turn that is neither numbered nor stored.
  * Every turn frame carries the `turn_id` and a per-turn `seq` (1, 2, 3, … without gaps); a
@@ -98,6 +98,8 @@ export const ERROR_CODES = [
   "db_unavailable",
   /** Anything else; details are in the server's log. */
   "internal_error",
+  /** The chat's session has a running turn (`running_turn_id`) and the policy is `reject`. */
+  "session_busy",
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -129,6 +131,12 @@ export const ChatFrameSchema = z.object({
   model: z.string().min(1).max(200).optional(),
   /** Offer only these tools (those the user may use); absent: every tool he may use. */
   tools: z.array(toolName()).max(64).optional(),
+  /**
+   * What to do when the session already has a running turn: `reject` (the default) answers
+   * `session_busy`; `enqueue` stores the chat (`queued`) and starts it when the turns ahead
+   * of it have ended, in order.
+   */
+  policy: z.enum(["reject", "enqueue"]).optional(),
 });
 
 export const CancelFrameSchema = z.object({
@@ -217,6 +225,23 @@ export const ReadyFrameSchema = z.object({
 
 export const PongFrameSchema = z.object({ type: z.literal("pong") });
 
+/**
+ * A chat sent with `policy: "enqueue"` to a busy session was stored; its turn (`turn_id`)
+ * starts when the turns ahead of it end, and this connection follows it from `start` on.
+ * Not a turn frame: it has no seq.
+ */
+export const QueuedFrameSchema = z.object({
+  type: z.literal("queued"),
+  /** The chat's id. */
+  ref: uuid(),
+  turn_id: uuid(),
+  session_id: uuid(),
+  /** Queued chats of the session ahead of this one (0: it starts next). */
+  ahead: z.int().min(0),
+  /** The turn running in the session when the chat was queued. */
+  running_turn_id: uuid().optional(),
+});
+
 const turnFrame = <Type extends string, Shape extends z.ZodRawShape>(
   type: Type,
   shape: Shape,
@@ -298,6 +323,8 @@ export const CompleteFrameSchema = turnFrame("complete", {
   steps: z.int(),
   /** From the turn's start to its end, in this isolate (a resumed turn: since its adoption). */
   duration_ms: z.int().min(0).optional(),
+  /** The model that answered (the last call's; a fallback when the asked one failed). */
+  model: z.string().optional(),
 });
 
 export const ErrorFrameSchema = z.object({
@@ -319,6 +346,8 @@ export const ErrorFrameSchema = z.object({
   reason: z.string().optional(),
   /** For `rate_limited`: when trying again may succeed. */
   retry_after_ms: z.int().optional(),
+  /** For `session_busy`: the turn that holds the session. */
+  running_turn_id: uuid().optional(),
 });
 
 /**
@@ -357,6 +386,7 @@ export const TurnFrameSchema = z.discriminatedUnion("type", [
 export const ServerFrameSchema = z.discriminatedUnion("type", [
   ReadyFrameSchema,
   PongFrameSchema,
+  QueuedFrameSchema,
   StartFrameSchema,
   StepFrameSchema,
   TokenFrameSchema,
@@ -373,6 +403,7 @@ export const ServerFrameSchema = z.discriminatedUnion("type", [
 export type Limits = z.infer<typeof LimitsSchema>;
 export type ReadyFrame = z.infer<typeof ReadyFrameSchema>;
 export type PongFrame = z.infer<typeof PongFrameSchema>;
+export type QueuedFrame = z.infer<typeof QueuedFrameSchema>;
 export type StartFrame = z.infer<typeof StartFrameSchema>;
 export type StepFrame = z.infer<typeof StepFrameSchema>;
 export type TokenFrame = z.infer<typeof TokenFrameSchema>;

@@ -39,6 +39,8 @@ const WAIT_MS = 15_000;
  */
 export const TEST_CONFIG: Partial<AgentConfig> = {
   flushIntervalMs: 50,
+  // The tests of stored partial text (a killed isolate's, say) look at the row within 15 s.
+  textFlushIntervalMs: 50,
   heartbeatIntervalMs: 200,
   staleAfterMs: 10_000,
   pollIntervalMs: 50,

@@ -127,6 +127,7 @@ export function applyTurnFrame(turn: TurnView | undefined, frame: TurnFrame): Tu
       next.status = "complete";
       next.usage = frame.usage;
       if (frame.duration_ms !== undefined) next.durationMs = frame.duration_ms;
+      if (frame.model) next.model = frame.model;
       return next;
     case "error":
       next.status = frame.code === "cancelled" ? "cancelled" : "failed";

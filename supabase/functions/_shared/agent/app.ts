@@ -27,6 +27,7 @@ import { AgentConnection } from "./connection.ts";
 import { registerConnection, unregisterConnection } from "./connections.ts";
 import { readLimits } from "./limits.ts";
 import { AgentRuntime } from "./runtime.ts";
+import { startQueuedChats } from "./chat_queue.ts";
 import type { LlmSettings } from "./turn_scope.ts";
 import { interruptStaleTurns } from "./turn_store.ts";
 
@@ -63,6 +64,8 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     config,
     registry: options.tools,
   });
+  // Double-texting: a session's next queued chat starts on the isolate that ended its turn.
+  runtime.startQueuedChats = (caller, sessionId) => startQueuedChats(runtime, caller, sessionId);
   const app = createFunctionApp<UserEnv>(FUNCTION_NAME, {
     trailingSlashAgnostic: true,
     hostPolicy: options.hostPolicy,
@@ -218,5 +221,12 @@ function serveSocket(
       connection_id: connection.id,
       limits,
     });
+    // Chats queued behind a turn whose isolate died before starting them start now; a
+    // failure leaves them to the next look (a follower, a connection) and the socket open.
+    runtime.track(
+      runtime.startQueuedChats(user).catch((error) =>
+        console.error("agent: could not start queued chats", error)
+      ),
+    );
   }
 }

@@ -33,10 +33,16 @@ const TITLE_CHARACTERS = 80;
 /** How often a chat that lost a race to a concurrent attempt of itself reads again. */
 const RACE_RETRIES = 3;
 
+export interface ChatOptions {
+  /** Set when starting a queued chat (`chat_queue.ts`): the turn id its followers wait for. */
+  queuedTurnId?: string;
+}
+
 export async function handleChat(
   runtime: AgentRuntime,
   client: TurnClient,
   frame: ChatFrame,
+  options: ChatOptions = {},
 ): Promise<void> {
   const { user } = client;
   const { sql, config, registry, llm } = runtime.deps;
@@ -90,7 +96,7 @@ export async function handleChat(
     // The first LLM call's worst case; each further call is reserved before it is made.
     const promptTokens = estimatePromptTokens(messages, llmTools);
     const reserved = promptTokens + config.maxCompletionTokens;
-    const proposedTurnId = existing?.turnId ?? crypto.randomUUID();
+    const proposedTurnId = existing?.turnId ?? options.queuedTurnId ?? crypto.randomUUID();
     const input = parseAppendInput({
       session_id: sessionId,
       title: continuing ? null : titleOf(frame.content),
@@ -123,6 +129,8 @@ export async function handleChat(
           // Always given: it also tells live turns from dead isolates' for the concurrent-turn
           // cap (for a new session, there is nothing of it to interrupt).
           staleAfterMs: config.staleAfterMs,
+          policy: options.queuedTurnId ? "queued" : frame.policy ?? "reject",
+          frame,
         })
       );
     } catch (error) {
@@ -154,6 +162,29 @@ export async function handleChat(
       });
     }
     if (started.kind === "exists") return await followTurn(runtime, client, started.turnId, 0);
+    // A queue head whose session is still busy stays queued; one already started is gone.
+    if (started.kind === "gone" || (started.kind === "busy" && options.queuedTurnId)) return;
+    if (started.kind === "busy") {
+      return client.sendError({
+        code: "session_busy",
+        message: "This session is still answering; wait for its turn to end, or send the " +
+          'chat with policy "enqueue"',
+        retryable: true,
+        ref: frame.id,
+        running_turn_id: started.turnId,
+      });
+    }
+    if (started.kind === "queued") {
+      client.send({
+        type: "queued",
+        ref: frame.id,
+        turn_id: started.turnId,
+        session_id: sessionId,
+        ahead: started.ahead,
+        ...(started.runningTurnId ? { running_turn_id: started.runningTurnId } : {}),
+      });
+      return await followTurn(runtime, client, started.turnId, 0);
+    }
 
     const turn = new LiveTurn({
       turnId: started.turnId,
@@ -166,6 +197,7 @@ export async function handleChat(
       reservedTokens: started.reservedTokens,
       reservedCostUsd: started.reservedCostUsd,
       ...(client.requestId ? { requestId: client.requestId } : {}),
+      textFlushIntervalMs: config.textFlushIntervalMs,
     });
     turn.emit({
       type: "start",

@@ -31,6 +31,14 @@ export interface LiveTurnInit {
   reservedCostUsd: number;
   /** The request (the socket's upgrade) that started it, for log lines. */
   requestId?: string;
+  /**
+   * Streamed text is written to the message row at most this often at first, then at twice
+   * the previous interval each time (default 0: with every flush). Clients follow the frames;
+   * every rewrite of the row sends its whole text to each tab watching it through Realtime, so
+   * rewrites are kept rare, and doubling keeps their bytes under about twice the answer's
+   * however long it grows. Tool calls and the ending store the text at once.
+   */
+  textFlushIntervalMs?: number;
 }
 
 /** How a turn ended, as it is stored. */
@@ -108,6 +116,9 @@ export class LiveTurn {
   #chars = 0;
   #storedChars = 0;
   #storedUnits = 0;
+  #textFlushIntervalMs: number;
+  /** When the text was last taken for storing (`performance.now()`). */
+  #textTakenAt = performance.now();
   #outcome: TurnOutcome | undefined;
   #outcomeStored = false;
   readonly #listeners = new Set<FrameListener>();
@@ -126,6 +137,7 @@ export class LiveTurn {
     this.model = init.model;
     this.reservedTokens = init.reservedTokens;
     this.reservedCostUsd = init.reservedCostUsd;
+    this.#textFlushIntervalMs = init.textFlushIntervalMs ?? 0;
   }
 
   get signal(): AbortSignal {
@@ -230,7 +242,11 @@ export class LiveTurn {
   takeFlush(): FlushEntry | undefined {
     const frames = this.#frames.slice(this.#storedSeq);
     const outcome = this.#outcomeStored ? undefined : this.#outcome;
-    if (frames.length === 0 && !this.#messageDirty && !outcome) {
+    const forced = this.#toolCallsDirty || outcome !== undefined;
+    const timed = !forced && performance.now() - this.#textTakenAt >= this.#textFlushIntervalMs;
+    const messageDue = this.#messageDirty && (forced || timed);
+    if (messageDue && timed) this.#textFlushIntervalMs *= 2;
+    if (frames.length === 0 && !messageDue && !outcome) {
       return undefined;
     }
     const entry: FlushEntry = {
@@ -239,7 +255,8 @@ export class LiveTurn {
       steps: this.steps,
       model: this.model,
     };
-    if (this.#messageDirty) {
+    if (messageDue) {
+      this.#textTakenAt = performance.now();
       entry.message = {
         fromChars: this.#storedChars,
         text: this.content.slice(this.#storedUnits),

@@ -16,6 +16,7 @@ import {
   lastStoredFrame,
   loadTurn,
   readFrames,
+  readQueuedChat,
   type StoredTurn,
 } from "./turn_store.ts";
 
@@ -32,11 +33,9 @@ export async function followTurn(
     sql,
     (tx) => interruptStaleTurns(tx, client.user.id, config.staleAfterMs, { turnId }),
   );
-  const turn = await asUser(
-    sql,
-    claims,
-    (tx) => loadTurn(tx, turnId, config.staleAfterMs),
-  );
+  const turn = await asUser(sql, claims, (tx) => loadTurn(tx, turnId, config.staleAfterMs)) ??
+    await waitWhileQueued(runtime, client, turnId);
+  if (turn === "reported") return;
   if (!turn) {
     return client.sendError({
       code: "not_found",
@@ -48,6 +47,51 @@ export async function followTurn(
   // The turn may have started here between the first look and now.
   if (followLocally(runtime, client, turnId, afterSeq)) return;
   await pollTurn(runtime, client, turn, afterSeq);
+}
+
+/** How many polls of a queued turn pass between looks for a free session to start it in. */
+const QUEUE_KICK_POLLS = 4;
+
+/**
+ * A turn that is still a queued chat (`chat_queue.ts`): waits until it starts (then returns
+ * it) or fails to (then says why, with the chat's id as `ref`: "reported"); undefined when
+ * there is no such queued chat either. Now and then it starts the queue itself when the session is free: the
+ * isolate that ended the turn ahead may have died before starting the next.
+ */
+async function waitWhileQueued(
+  runtime: AgentRuntime,
+  client: TurnClient,
+  turnId: string,
+): Promise<StoredTurn | "reported" | undefined> {
+  const { sql, config } = runtime.deps;
+  const claims = client.user.claims;
+  const stopped = new AbortController();
+  const stop = () => stopped.abort();
+  client.follow(turnId, stop);
+  try {
+    for (let poll = 0; !stopped.signal.aborted && client.isOpen; poll++) {
+      const { turn, queued } = await asUser(sql, claims, async (tx) => ({
+        queued: await readQueuedChat(tx, turnId),
+        turn: await loadTurn(tx, turnId, config.staleAfterMs),
+      }));
+      if (turn) return turn;
+      if (!queued) return undefined;
+      if (queued.error) {
+        client.sendError({ ...queued.error, ref: queued.chat_id });
+        return "reported";
+      }
+      if (poll % QUEUE_KICK_POLLS === QUEUE_KICK_POLLS - 1) {
+        // A failed look is only a missed chance: the next poll looks again.
+        await runtime.startQueuedChats(client.user, queued.session_id).catch((error) =>
+          console.error("agent: could not start queued chats", error)
+        );
+      }
+      await abortableSleep(config.pollIntervalMs, stopped.signal);
+    }
+  } finally {
+    client.unfollow(turnId, stop);
+  }
+  return "reported";
 }
 
 function followLocally(

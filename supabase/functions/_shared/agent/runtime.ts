@@ -9,7 +9,7 @@
 import type { AccountRefusal } from "../account_access.ts";
 import { asServiceRole, type Sql } from "../db/client.ts";
 import { consumeToolCalls } from "../tool_limits.ts";
-import type { ToolDefinition } from "../tools/types.ts";
+import type { ToolCaller, ToolDefinition } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";
 import { isDatabaseUnavailable } from "../db/unavailable.ts";
@@ -83,6 +83,14 @@ export class AgentRuntime {
   readonly #tasks = new Set<Promise<unknown>>();
   /** The running turns' promises (a subset of `#tasks`): shutdown waits for them first. */
   readonly #runs = new Set<Promise<void>>();
+  /**
+   * Starts the next queued chat of the user's free sessions (or of one): called once a turn's
+   * ending is stored (not while shutting down) and by followers of queued turns. `app.ts`
+   * wires `chat_queue.ts`'s `startQueuedChats` (a hook, so that module's imports of the chat
+   * path make no cycle with the runtime's users).
+   */
+  startQueuedChats: (caller: ToolCaller, sessionId?: string) => Promise<void> = () =>
+    Promise.resolve();
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #beating = false;
   #closed = false;
@@ -171,6 +179,13 @@ export class AgentRuntime {
         approvals: this.approvals,
       });
       await this.#finish(turn, ending);
+      if (!this.#closed) {
+        this.track(
+          this.startQueuedChats(inputs.caller, turn.sessionId).catch((error) =>
+            console.error(`agent: the chats queued after turn ${turn.turnId} did not start`, error)
+          ),
+        );
+      }
     })();
     const settled = this.track(run.catch((error) => {
       console.error(`agent: turn ${turn.turnId} could not be finished`, error);

@@ -204,7 +204,13 @@ function completed(turn: LiveTurn, usage: Usage): TurnEnding {
         message_id: turn.assistantMessageId,
         content: turn.content,
       },
-      { type: "complete", usage, steps: turn.steps, duration_ms: turn.elapsedMs() },
+      {
+        type: "complete",
+        usage,
+        steps: turn.steps,
+        duration_ms: turn.elapsedMs(),
+        model: turn.model,
+      },
     ],
     usage,
   };
@@ -272,7 +278,7 @@ export function aborted(turn: LiveTurn, usage: Usage): TurnEnding {
     return {
       outcome: {
         state: "cancelled",
-        messageStatus: "interrupted",
+        messageStatus: "stopped",
         error: { code: "cancelled", message: "Cancelled by the user" },
       },
       closing: [errorFrame("cancelled", "The turn was cancelled", false)],

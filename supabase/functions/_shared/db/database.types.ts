@@ -5,6 +5,48 @@ export type Json = string | number | boolean | null | { [key: string]: Json | un
 export type Database = {
   "public": {
     Tables: {
+      "agent_chat_queue": {
+        Row: {
+          "chat_id": string;
+          "created_at": string;
+          "error": Json | null;
+          "frame": NonNullable<Json>;
+          "position": number;
+          "session_id": string;
+          "turn_id": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "chat_id": string;
+          "created_at"?: string;
+          "error"?: Json | null;
+          "frame": NonNullable<Json>;
+          "position"?: never;
+          "session_id": string;
+          "turn_id": string;
+          "user_id": string;
+        };
+        Update: {
+          "chat_id"?: string;
+          "created_at"?: string;
+          "error"?: Json | null;
+          "frame"?: NonNullable<Json>;
+          "position"?: never;
+          "session_id"?: string;
+          "turn_id"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "agent_chat_queue_session_id_fkey";
+            columns: ["session_id"];
+            isOneToOne: false;
+            referencedRelation: "chat_sessions";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
       "agent_connections": {
         Row: {
           "created_at": string;
@@ -519,6 +561,10 @@ export type Database = {
         };
         Returns: Json;
       };
+      "agent_fail_queued_chat": {
+        Args: { "p_chat_id": string; "p_error": Json; "p_user_id": string };
+        Returns: undefined;
+      };
       "agent_flush": {
         Args: { "p_events": Json; "p_messages": Json; "p_owner": string; "p_turns": Json };
         Returns: {
@@ -553,6 +599,29 @@ export type Database = {
         Args: { "p_completion_tokens": number; "p_prompt_tokens": number; "p_turn_id": string };
         Returns: Json;
       };
+      "agent_session_busy_turn": {
+        Args: { "p_session_id": string; "p_stale_ms": number; "p_user_id": string };
+        Returns: {
+          "enqueueable": boolean;
+          "turn_id": string;
+        }[];
+      };
+      "agent_start_chat": {
+        Args: {
+          "p_completion_tokens": number;
+          "p_frame": Json;
+          "p_messages": Json;
+          "p_model": string;
+          "p_owner": string;
+          "p_policy": string;
+          "p_prompt_tokens": number;
+          "p_session_id": string;
+          "p_stale_ms": number;
+          "p_title": string;
+          "p_turn_id": string;
+        };
+        Returns: Json;
+      };
       "agent_start_turn": {
         Args: {
           "p_completion_tokens": number;
@@ -566,6 +635,15 @@ export type Database = {
           "p_turn_id": string;
         };
         Returns: Json;
+      };
+      "agent_startable_chats": {
+        Args: { "p_session_id": string; "p_stale_ms": number; "p_user_id": string };
+        Returns: {
+          "chat_id": string;
+          "frame": Json;
+          "session_id": string;
+          "turn_id": string;
+        }[];
       };
       "append_messages": {
         Args: { "p_messages": Json; "p_session_id": string; "p_title"?: string };
@@ -628,7 +706,7 @@ export type Database = {
     Enums: {
       "approval_mode": "auto" | "ask" | "deny";
       "message_role": "user" | "assistant" | "system" | "tool";
-      "message_status": "streaming" | "complete" | "interrupted" | "error";
+      "message_status": "streaming" | "complete" | "stopped" | "interrupted" | "error";
       "turn_state": "running" | "complete" | "cancelled" | "interrupted" | "error";
       "usage_kind": "llm" | "tool";
       "usage_source": "agent" | "mcp";
@@ -746,7 +824,7 @@ export const Constants = {
     Enums: {
       "approval_mode": ["auto", "ask", "deny"],
       "message_role": ["user", "assistant", "system", "tool"],
-      "message_status": ["streaming", "complete", "interrupted", "error"],
+      "message_status": ["streaming", "complete", "stopped", "interrupted", "error"],
       "turn_state": ["running", "complete", "cancelled", "interrupted", "error"],
       "usage_kind": ["llm", "tool"],
       "usage_source": ["agent", "mcp"],
