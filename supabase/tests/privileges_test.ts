@@ -32,6 +32,9 @@ const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
   chat_history: { authenticated: "SELECT INSERT UPDATE DELETE", service_role: "SELECT UPDATE" },
   chat_sessions: { authenticated: "SELECT INSERT UPDATE DELETE", service_role: "SELECT" },
   default_permissions: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
+  mcp_credentials: { service_role: "SELECT INSERT" },
+  mcp_servers: { authenticated: "SELECT DELETE", service_role: "INSERT" },
+  mcp_tools: { authenticated: "SELECT", service_role: "INSERT" },
   models: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   permissions: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   request_buckets: { service_role: "SELECT INSERT UPDATE" },
@@ -54,6 +57,7 @@ const EXPECTED_FUNCTIONS: Record<string, ApiRole[]> = {
   "consume_quota(uuid,integer,numeric)": ["service_role"],
   "consume_request(uuid,text)": ["service_role"],
   "consume_tool_calls(uuid,integer)": ["service_role"],
+  "mcp_store_server(uuid,uuid,text,text,text,text,bytea,jsonb,jsonb)": ["service_role"],
   "my_permissions()": ["authenticated"],
   "settle_quota(uuid,integer,integer,numeric,numeric)": ["service_role"],
 };
