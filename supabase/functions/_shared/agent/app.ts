@@ -22,7 +22,7 @@ import { type AgentConfig, agentConfig } from "./config.ts";
 import { AgentConnection } from "./connection.ts";
 import { registerConnection, unregisterConnection } from "./connections.ts";
 import { readLimits } from "./limits.ts";
-import { AgentRuntime } from "./runtime.ts";
+import { AgentRuntime, type ConnectedTools } from "./runtime.ts";
 import type { LlmSettings } from "./turn_scope.ts";
 import { interruptStaleTurns } from "./turn_store.ts";
 
@@ -33,6 +33,8 @@ export interface AgentAppOptions {
   verifier: TokenVerifier;
   llm: LlmSettings;
   tools: readonly ToolDefinition[];
+  /** The caller's connected MCP servers' tools, offered beside `tools` (see runtime.ts). */
+  connectedTools?: ConnectedTools;
   config?: Partial<AgentConfig>;
   /** The hosts answered; loopback only unless given (`hostPolicyFromEnv`). */
   hostPolicy?: HostPolicy;
@@ -56,6 +58,7 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     llm: options.llm,
     config,
     registry: options.tools,
+    ...(options.connectedTools ? { connectedTools: options.connectedTools } : {}),
   });
   const app = createFunctionApp<UserEnv>(FUNCTION_NAME, {
     trailingSlashAgnostic: true,
@@ -83,7 +86,7 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     }
     const protocol = c.var.tokenProtocol;
     const { socket, response } = Deno.upgradeWebSocket(request, protocol ? { protocol } : {});
-    serveSocket(runtime, c.var.user, socket, options.verifier);
+    serveSocket(runtime, c.var.user, socket, options.verifier, c.var.accessToken);
     return response;
   });
 
@@ -95,6 +98,7 @@ function serveSocket(
   user: VerifiedUser,
   socket: WebSocket,
   verifier: TokenVerifier,
+  token: string,
 ): void {
   const connection = new AgentConnection(
     crypto.randomUUID(),
@@ -102,6 +106,7 @@ function serveSocket(
     socket,
     runtime,
     verifier,
+    token,
   );
   const { sql, config } = runtime.deps;
   let markClosed: () => void = () => {};

@@ -9,7 +9,7 @@
 import type { AccountRefusal } from "../account_access.ts";
 import { asServiceRole, type Sql } from "../db/client.ts";
 import { consumeToolCalls } from "../tool_limits.ts";
-import type { ToolDefinition } from "../tools/types.ts";
+import type { ToolCaller, ToolDefinition } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";
 import type { ApproveFrame } from "../agent_protocol.ts";
@@ -33,6 +33,23 @@ export interface RuntimeDependencies {
   llm: LlmSettings;
   config: AgentConfig;
   registry: readonly ToolDefinition[];
+  /**
+   * The tools of the servers the caller connected (`mcp_servers/server_tools.ts`), read for
+   * each chat and offered beside `registry`. The one seam between the agent and the hub.
+   */
+  connectedTools?: ConnectedTools;
+}
+
+/** Reads the caller's connected servers' tools, as registry tools. */
+export type ConnectedTools = (caller: ToolCaller) => Promise<ToolDefinition[]>;
+
+/** The built-in tools and, when the runtime has them, the caller's connected ones. */
+export async function toolsFor(
+  deps: Pick<RuntimeDependencies, "registry" | "connectedTools">,
+  caller: ToolCaller,
+): Promise<readonly ToolDefinition[]> {
+  if (!deps.connectedTools) return deps.registry;
+  return [...deps.registry, ...await deps.connectedTools(caller)];
 }
 
 /** A socket as the runtime sees it. */
@@ -153,7 +170,7 @@ export class AgentRuntime {
         sql,
         llm,
         config,
-        registry,
+        registry: inputs.registry ?? registry,
         recordUsage: this.recordUsage,
         reserveStep: (turnId, promptTokens, completionTokens) =>
           reserveStep(sql, turnId, promptTokens, completionTokens),

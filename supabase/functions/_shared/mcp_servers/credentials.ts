@@ -33,7 +33,7 @@ export async function credentialKeyFromEnv(
 }
 
 export async function importCredentialKey(base64: string): Promise<CredentialKey> {
-  let raw: Uint8Array<ArrayBuffer>;
+  let raw;
   try {
     raw = Uint8Array.from(atob(base64.trim()), (c) => c.charCodeAt(0));
   } catch {
