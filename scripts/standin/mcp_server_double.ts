@@ -35,6 +35,8 @@ export interface McpServerDouble {
   calls: Array<{ name: string; args: unknown; headers: Headers }>;
   /** How many HTTP requests reached the server. */
   requests: number;
+  /** The most tools/call running at once so far. */
+  maxConcurrentCalls: number;
   close(): Promise<void>;
 }
 
@@ -86,6 +88,8 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerDouble {
   const calls: McpServerDouble["calls"] = [];
   let requests = 0;
+  let running = 0;
+  let maxConcurrentCalls = 0;
   const hung = new Set<() => void>();
 
   const handleMcp = async (request: Request): Promise<Response> => {
@@ -94,6 +98,16 @@ export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerD
     });
     server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: DOUBLE_TOOLS }));
     server.setRequestHandler(CallToolRequestSchema, async (call, extra) => {
+      running++;
+      maxConcurrentCalls = Math.max(maxConcurrentCalls, running);
+      try {
+        return await callTool(call, extra);
+      } finally {
+        running--;
+      }
+    });
+    // deno-lint-ignore no-explicit-any
+    const callTool = async (call: any, extra: any) => {
       const args = (call.params.arguments ?? {}) as Record<string, unknown>;
       calls.push({ name: call.params.name, args, headers: request.headers });
       const text = (value: string) => ({ content: [{ type: "text" as const, text: value }] });
@@ -132,7 +146,7 @@ export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerD
         default:
           return { ...text(`unknown tool ${call.params.name}`), isError: true };
       }
-    });
+    };
     const transport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: undefined,
       enableJsonResponse: false,
@@ -141,8 +155,10 @@ export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerD
     return await transport.handleRequest(request);
   };
 
+  // Aborting it closes every connection, also a stream whose client went away mid-answer.
+  const stop = new AbortController();
   const server = Deno.serve(
-    { port: options.port ?? 0, hostname: "127.0.0.1", onListen: () => {} },
+    { port: options.port ?? 0, hostname: "127.0.0.1", onListen: () => {}, signal: stop.signal },
     async (request) => {
       requests++;
       const url = new URL(request.url);
@@ -191,9 +207,13 @@ export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerD
     get requests() {
       return requests;
     },
+    get maxConcurrentCalls() {
+      return maxConcurrentCalls;
+    },
     async close() {
       for (const release of hung) release();
-      await server.shutdown();
+      stop.abort();
+      await server.finished;
     },
   };
 }

@@ -48,10 +48,15 @@ export function guardedFetch(
   policy: UrlPolicy,
   limits: EgressLimits = DEFAULT_EGRESS_LIMITS,
   inner: typeof fetch = fetch,
+  /** Told of the first trip: a body cut mid-stream rejects no request by itself. */
+  onTrip?: (trip: EgressTrip) => void,
 ): GuardedFetch {
   let trip: EgressTrip | undefined;
   const fail = (found: EgressTrip): never => {
-    trip ??= found;
+    if (!trip) {
+      trip = found;
+      onTrip?.(found);
+    }
     throw new EgressError(found);
   };
 
