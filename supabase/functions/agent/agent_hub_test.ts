@@ -7,10 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { fixtureArg } from "../../../scripts/standin/llm_fixture.ts";
-import {
-  DOUBLE_TOOLS,
-  startMcpServerDouble,
-} from "../../../scripts/standin/mcp_server_double.ts";
+import { DOUBLE_TOOLS, startMcpServerDouble } from "../../../scripts/standin/mcp_server_double.ts";
 import type { TurnFrame } from "../_shared/agent_protocol.ts";
 import { createConnectedToolsLoader } from "../_shared/mcp_servers/server_tools.ts";
 import { storeServer } from "../_shared/mcp_servers/store.ts";
@@ -36,9 +33,7 @@ const connectedTools = (sql: Sql) =>
   });
 
 function toolCall(tool: string, args: unknown): string {
-  return `[[fixture:tool_call tool=${tool} args=${
-    fixtureArg(JSON.stringify(args))
-  }]]`;
+  return `[[fixture:tool_call tool=${tool} args=${fixtureArg(JSON.stringify(args))}]]`;
 }
 
 function ofType<T extends TurnFrame["type"]>(
@@ -94,8 +89,7 @@ Deno.test("a connected server's tool: offered with its schema, asks, runs with p
         const alice = await user("hub");
         await connectDouble(sql, alice, double.url);
         const client = await connect(alice);
-        const [before] =
-          await sql`select tool_call_tokens from public.user_limits
+        const [before] = await sql`select tool_call_tokens from public.user_limits
                                  where user_id = ${alice.id}`;
 
         const id = crypto.randomUUID();
@@ -104,9 +98,7 @@ Deno.test("a connected server's tool: offered with its schema, asks, runs with p
           id,
           content: `${toolCall("dbl__slow", { steps: 2, delay_ms: 5 })} go`,
         });
-        const start = await client.take((f) =>
-          f.type === "start" && f.user_message_id === id
-        );
+        const start = await client.take((f) => f.type === "start" && f.user_message_id === id);
         const ask = await client.takeType(
           "approval_required",
           (start as Frame<"start">).turn_id,
@@ -148,14 +140,12 @@ Deno.test("a connected server's tool: offered with its schema, asks, runs with p
         );
         assert.ok(offered.some((t) => t.function.name === "calculator"));
 
-        const usage =
-          await sql`select name, status, source from public.usage_metrics
+        const usage = await sql`select name, status, source from public.usage_metrics
                               where user_id = ${alice.id} and kind = 'tool'`;
         assert.deepEqual(usage.map((u) => [u.name, u.status, u.source]), [
           ["dbl__slow", "ok", "agent"],
         ]);
-        const [after] =
-          await sql`select tool_call_tokens from public.user_limits
+        const [after] = await sql`select tool_call_tokens from public.user_limits
                                 where user_id = ${alice.id}`;
         assert.ok(
           after.tool_call_tokens < before.tool_call_tokens,
@@ -194,9 +184,7 @@ Deno.test("a connected server's tool error, and a cancelled call that hangs, eac
         id,
         content: `${toolCall("dbl__hang", {})} go`,
       });
-      const start = await client.take((f) =>
-        f.type === "start" && f.user_message_id === id
-      );
+      const start = await client.take((f) => f.type === "start" && f.user_message_id === id);
       const turnId = (start as Frame<"start">).turn_id;
       await client.takeType("tool_call", turnId);
       while (!double.calls.some((c) => c.name === "hang")) {
@@ -272,8 +260,7 @@ Deno.test("the project's own mcp function as a server: called with the caller's 
         exact: true,
       });
 
-      const usage =
-        await sql`select name, status, source from public.usage_metrics
+      const usage = await sql`select name, status, source from public.usage_metrics
                               where user_id = ${alice.id} and kind = 'tool'`;
       assert.deepEqual(usage.map((u) => [u.name, u.status, u.source]), [
         ["calculator", "ok", "mcp"],
