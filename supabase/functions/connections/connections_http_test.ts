@@ -152,6 +152,11 @@ Deno.test("connections: a server with a bearer token is discovered and stored en
     assert.deepEqual(listed.body.servers.map((s: { id: string }) => s.id), [
       server.id,
     ]);
+    // Each tool with the grant that decides it: new servers ask.
+    assert.deepEqual(
+      new Set(listed.body.servers[0].tools.map((t: { approval_mode: string }) => t.approval_mode)),
+      new Set(["ask"]),
+    );
 
     // New tools ask first: one `<slug>__*` row.
     const grants = await admin`select tool, approval_mode from public.permissions

@@ -30,6 +30,9 @@ import { requireUser, type UserEnv } from "../http/require_user.ts";
 import { type Credential, type CredentialKey, encryptCredential } from "./credentials.ts";
 import { discoverTools, type RemoteErrorCode, type RemoteSettings, withServer } from "./remote.ts";
 import { deleteServer, listServers, storeServer } from "./store.ts";
+import { loadGrants, resolvePermission } from "../permissions.ts";
+import type { JwtClaims } from "../db/client.ts";
+import type { ServerView } from "./protocol.ts";
 import { offeredToolNames, SLUG_PATTERN } from "./tool_names.ts";
 
 export interface ConnectionsAppDependencies {
@@ -101,8 +104,23 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
   const signedIn = requireUser({ verifier });
   const limited = limitRequests(sql, "connections");
 
+  /** The caller's servers, each tool with the grant that decides it (permissions.ts). */
+  const serversOf = async (claims: JwtClaims): Promise<ServerView[]> => {
+    const [servers, grants] = await Promise.all([
+      listServers(sql, claims),
+      loadGrants(sql, claims),
+    ]);
+    return servers.map((server) => ({
+      ...server,
+      tools: server.tools.map((tool) => ({
+        ...tool,
+        approval_mode: resolvePermission(grants, tool.name)?.mode ?? null,
+      })),
+    }));
+  };
+
   app.get("/", signedIn, limited, async (c) => {
-    return c.json({ servers: await listServers(sql, c.var.user.claims) });
+    return c.json({ servers: await serversOf(c.var.user.claims) });
   });
 
   app.post("/", signedIn, limited, async (c) => {
@@ -167,7 +185,7 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
         path: "slug",
       });
     }
-    const servers = await listServers(sql, c.var.user.claims);
+    const servers = await serversOf(c.var.user.claims);
     return c.json({ server: servers.find((s) => s.id === id) }, 201);
   });
 

@@ -7,6 +7,7 @@
 import postgres from "postgres";
 import { asServiceRole, asUser, type JwtClaims, type Sql } from "../db/client.ts";
 import type { Json } from "../db/database.types.ts";
+import type { ConnectedToolView, ServerView } from "./protocol.ts";
 
 export interface StoredTool {
   name: string;
@@ -55,24 +56,14 @@ export async function storeServer(sql: Sql, server: NewServer): Promise<StoreRes
   }
 }
 
-/** A server as its owner sees it (GET /connections, the web app). */
-export interface ServerView {
-  id: string;
-  slug: string;
-  display_name: string | null;
-  url: string;
-  auth_mode: string;
-  status: string;
-  warnings: string[];
-  created_at: string;
-  tools: Array<
-    Pick<StoredTool, "name" | "original_name" | "title" | "description" | "annotations">
-  >;
-}
+/** A server as stored, its tools without their grants (`app.ts` adds those). */
+export type StoredServerView = Omit<ServerView, "tools"> & {
+  tools: Omit<ConnectedToolView, "approval_mode">[];
+};
 
-export function listServers(sql: Sql, claims: JwtClaims): Promise<ServerView[]> {
+export function listServers(sql: Sql, claims: JwtClaims): Promise<StoredServerView[]> {
   return asUser(sql, claims, (tx) =>
-    tx<ServerView[]>`
+    tx<StoredServerView[]>`
       select s.id, s.slug, s.display_name, s.url, s.auth_mode, s.status, s.warnings,
         s.created_at,
         coalesce((select jsonb_agg(jsonb_build_object('name', t.name,
