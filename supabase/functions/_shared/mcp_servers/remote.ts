@@ -54,13 +54,13 @@ export async function withServer<T>(
   work: (client: Client) => Promise<T>,
   signal?: AbortSignal,
 ): Promise<Remote<T>> {
-  // Set below; a trip closes the client so the request waiting on a cut stream ends now.
-  let client: Client | undefined;
+  const client = new Client(CLIENT_INFO, { capabilities: {} });
+  // A trip closes the client, so the request waiting on a cut stream ends now.
   const egress = guardedFetch(
     settings.policy,
     settings.limits ?? DEFAULT_EGRESS_LIMITS,
     settings.fetch,
-    () => void client?.close().catch(() => {}),
+    () => void client.close().catch(() => {}),
   );
   const transport = new StreamableHTTPClientTransport(new URL(access.url), {
     fetch: egress.fetch,
@@ -74,7 +74,6 @@ export async function withServer<T>(
       reconnectionDelayGrowFactor: 1,
     },
   });
-  client = new Client(CLIENT_INFO, { capabilities: {} });
   try {
     await client.connect(transport, { timeout: settings.requestTimeoutMs, signal });
     return { ok: true, value: await work(client) };
