@@ -139,3 +139,6 @@ grant execute on function public.mcp_store_server(uuid, uuid, text, text, text, 
 alter table public.request_buckets drop constraint request_buckets_surface_check;
 alter table public.request_buckets add constraint request_buckets_surface_check
   check (surface in ('mcp', 'history', 'connections'));
+
+-- A user's deletion cascades to his credentials through this key.
+create index mcp_credentials_user_idx on public.mcp_credentials (user_id);
