@@ -74,6 +74,8 @@ revoke all on public.mcp_servers, public.mcp_tools, public.mcp_credentials
 grant select, delete on public.mcp_servers to authenticated;
 grant select on public.mcp_tools to authenticated;
 grant insert on public.mcp_servers to service_role;
+-- A backend holding the secret key may follow every published table over Realtime.
+grant select on public.mcp_servers to service_role;
 grant insert on public.mcp_tools to service_role;
 grant select, insert on public.mcp_credentials to service_role;
 

@@ -33,7 +33,7 @@ const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
   chat_sessions: { authenticated: "SELECT INSERT UPDATE DELETE", service_role: "SELECT" },
   default_permissions: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   mcp_credentials: { service_role: "SELECT INSERT" },
-  mcp_servers: { authenticated: "SELECT DELETE", service_role: "INSERT" },
+  mcp_servers: { authenticated: "SELECT DELETE", service_role: "SELECT INSERT" },
   mcp_tools: { authenticated: "SELECT", service_role: "INSERT" },
   models: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   permissions: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
