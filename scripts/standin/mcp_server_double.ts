@@ -35,6 +35,8 @@ export interface McpServerDouble {
   calls: Array<{ name: string; args: unknown; headers: Headers }>;
   /** How many HTTP requests reached the server. */
   requests: number;
+  /** What tools/list answers: change it to play a server whose tools change. */
+  tools: Array<Record<string, unknown>>;
   /** The most tools/call running at once so far. */
   maxConcurrentCalls: number;
   close(): Promise<void>;
@@ -88,6 +90,7 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerDouble {
   const calls: McpServerDouble["calls"] = [];
   let requests = 0;
+  const tools: Array<Record<string, unknown>> = [...DOUBLE_TOOLS];
   let running = 0;
   let maxConcurrentCalls = 0;
   const hung = new Set<() => void>();
@@ -96,7 +99,7 @@ export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerD
     const server = new Server({ name: "mcp-double", version: "1.0.0" }, {
       capabilities: { tools: {} },
     });
-    server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: DOUBLE_TOOLS }));
+    server.setRequestHandler(ListToolsRequestSchema, () => ({ tools }));
     server.setRequestHandler(CallToolRequestSchema, async (call, extra) => {
       running++;
       maxConcurrentCalls = Math.max(maxConcurrentCalls, running);
@@ -204,6 +207,7 @@ export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerD
     url: `${origin}/mcp`,
     origin,
     calls,
+    tools,
     get requests() {
       return requests;
     },

@@ -144,3 +144,41 @@ alter table public.request_buckets add constraint request_buckets_surface_check
 
 -- A user's deletion cascades to his credentials through this key.
 create index mcp_credentials_user_idx on public.mcp_credentials (user_id);
+
+-- Replaces a server's tools with a fresh discovery (POST /connections/:id/refresh), in one
+-- transaction: the server's other state and its grants stay. Nothing happens for a server
+-- that is not the user's; returns whether it was.
+create function public.mcp_replace_tools(
+  p_server_id uuid,
+  p_user_id uuid,
+  p_tools jsonb,
+  p_warnings jsonb
+)
+returns boolean
+language plpgsql
+security invoker
+set search_path = ''
+as $$
+begin
+  update public.mcp_servers set warnings = p_warnings, updated_at = now()
+  where id = p_server_id and user_id = p_user_id;
+  if not found then
+    return false;
+  end if;
+  delete from public.mcp_tools where server_id = p_server_id;
+  insert into public.mcp_tools (server_id, user_id, name, original_name, title, description,
+    input_schema, output_schema, annotations)
+  select p_server_id, p_user_id, t.name, t.original_name, t.title, coalesce(t.description, ''),
+    t.input_schema, t.output_schema, coalesce(t.annotations, '{}')
+  from jsonb_to_recordset(p_tools) as t(name text, original_name text, title text,
+    description text, input_schema jsonb, output_schema jsonb, annotations jsonb);
+  return true;
+end;
+$$;
+
+grant update on public.mcp_servers to service_role;
+-- Deleting by server_id reads the column: select with delete.
+grant select, delete on public.mcp_tools to service_role;
+revoke execute on function public.mcp_replace_tools(uuid, uuid, jsonb, jsonb)
+  from public, anon, authenticated;
+grant execute on function public.mcp_replace_tools(uuid, uuid, jsonb, jsonb) to service_role;

@@ -5,7 +5,7 @@
  * not by anon — and `permissions.tool` holds `<slug>__*`.
  */
 import assert from "node:assert/strict";
-import { storeServer } from "../functions/_shared/mcp_servers/store.ts";
+import { replaceTools, storeServer } from "../functions/_shared/mcp_servers/store.ts";
 import { ANON_CLAIMS, as, connectTestDatabase, createUser, sqlState } from "./support/database.ts";
 
 const SERVICE = { role: "service_role" };
@@ -99,6 +99,12 @@ Deno.test("mcp servers: stored whole by the service role; the owner reads and de
       warnings: [],
     });
     assert.deepEqual(again, { ok: false, reason: "slug_taken" });
+
+    // A rediscovery replaces the tools, for the owner's server only.
+    assert.equal(await replaceTools(sql, id, other.id, [tool("epsilon")], []), false);
+    assert.equal(await replaceTools(sql, id, owner.id, [tool("beta"), tool("zeta")], []), true);
+    const replaced = await as(sql, owner, (tx) => tx`select name from public.mcp_tools order by 1`);
+    assert.deepEqual(replaced.map((r) => r.name), ["srv__beta", "srv__zeta"]);
 
     // Another user deletes nothing; the owner deletes it, tools and credential with it.
     assert.equal(

@@ -358,6 +358,36 @@ Deno.test("connections: each bad server is a clear error, and nothing is stored"
   }
 });
 
+Deno.test("connections: refresh lists a server's tools again, with its stored credential", async () => {
+  const double = startMcpServerDouble({ requiredHeader: { name: "X-Key", value: "k" } });
+  const h = await harness();
+  try {
+    const added = await h.call("POST", "", {
+      url: double.url,
+      slug: "fresh",
+      auth: { type: "header", name: "X-Key", value: "k" },
+    });
+    assert.equal(added.status, 201);
+    double.tools.push({
+      name: "Added.Later",
+      description: "A tool the server gained.",
+      inputSchema: { type: "object" },
+    });
+    const refreshed = await h.call("POST", `/${added.body.server.id}/refresh`);
+    assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+    const added_later = refreshed.body.server.tools.find((t: { name: string }) =>
+      t.name === "fresh__added_later"
+    );
+    assert.equal(added_later?.original_name, "Added.Later");
+    assert.equal(added_later?.approval_mode, "ask");
+    assert.equal(refreshed.body.server.tools.length, added.body.server.tools.length + 1);
+    assert.equal((await h.call("POST", `/${crypto.randomUUID()}/refresh`)).status, 404);
+  } finally {
+    await h.close();
+    await double.close();
+  }
+});
+
 Deno.test("connections: DELETE removes the server with its tools and credential; another user's is not found", async () => {
   const double = startMcpServerDouble({
     requiredHeader: { name: "X-Key", value: "k" },

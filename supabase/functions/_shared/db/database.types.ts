@@ -717,6 +717,10 @@ export type Database = {
           "retry_after_ms": number;
         }[];
       };
+      "mcp_replace_tools": {
+        Args: { "p_server_id": string; "p_tools": Json; "p_user_id": string; "p_warnings": Json };
+        Returns: boolean;
+      };
       "mcp_store_server": {
         Args: {
           "p_auth_mode": string;

@@ -5,6 +5,7 @@
  *   POST   /connections       connect one: {url, slug, display_name?, auth?}; the server is
  *                             reached, its tools listed and checked, then everything is stored
  *                             in one transaction (nothing half-way) → 201 with the server
+ *   POST   /connections/:id/refresh   its tools listed again (after tools/list_changed)
  *   DELETE /connections/:id   204; its tools and credential go with it
  *
  * `auth`: {"type":"none"} (default), {"type":"bearer","token"} or {"type":"header","name",
@@ -27,9 +28,21 @@ import type { HostPolicy } from "../http/host_policy.ts";
 import { readJsonBody } from "../http/json_body.ts";
 import { limitRequests } from "../http/limit_requests.ts";
 import { requireUser, type UserEnv } from "../http/require_user.ts";
-import { type Credential, type CredentialKey, encryptCredential } from "./credentials.ts";
+import {
+  type Credential,
+  type CredentialKey,
+  decryptCredential,
+  encryptCredential,
+} from "./credentials.ts";
 import { discoverTools, type RemoteErrorCode, type RemoteSettings, withServer } from "./remote.ts";
-import { deleteServer, listServers, storeServer } from "./store.ts";
+import {
+  deleteServer,
+  listServers,
+  loadSecret,
+  replaceTools,
+  type StoredTool,
+  storeServer,
+} from "./store.ts";
 import { loadGrants, resolvePermission } from "../permissions.ts";
 import type { JwtClaims } from "../db/client.ts";
 import type { ServerView } from "./protocol.ts";
@@ -149,17 +162,7 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
     const headers: Record<string, string> = credential
       ? { [credential.name]: credential.value }
       : {};
-    const discovered = await withServer(
-      { url: body.url, headers },
-      deps.remote,
-      (client) => discoverTools(client, deps.remote.requestTimeoutMs),
-    );
-    if (!discovered.ok) {
-      const { code, message } = discovered.error;
-      throw new HttpError(STATUS_OF[code], code as HttpErrorCode, message, { path: "url" });
-    }
-    const { tools, warnings } = discovered.value;
-    const names = await offeredToolNames(body.slug, tools.map((t) => t.originalName));
+    const { tools, warnings } = await discover(body.url, body.slug, headers);
     const id = crypto.randomUUID();
     const stored = await storeServer(sql, {
       id,
@@ -169,15 +172,7 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
       url: body.url,
       authMode: credential ? "header" : "none",
       secret: credential ? await encryptCredential(deps.credentialKey!, id, credential) : null,
-      tools: tools.map((tool, index) => ({
-        name: names[index],
-        original_name: tool.originalName,
-        title: tool.title ?? null,
-        description: tool.description,
-        input_schema: tool.inputSchema,
-        output_schema: tool.outputSchema ?? null,
-        annotations: tool.annotations,
-      })),
+      tools,
       warnings,
     });
     if (!stored.ok) {
@@ -188,6 +183,57 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
     const servers = await serversOf(c.var.user.claims);
     return c.json({ server: servers.find((s) => s.id === id) }, 201);
   });
+
+  // A server's tools again, as it lists them now (its tools changed: tools/list_changed).
+  app.post("/:id/refresh", signedIn, limited, async (c) => {
+    const id = c.req.param("id");
+    const server = z.uuid().safeParse(id).success
+      ? (await listServers(sql, c.var.user.claims)).find((s) => s.id === id)
+      : undefined;
+    if (!server) throw new HttpError(404, "not_found", "No server of yours has this id");
+    let headers: Record<string, string> = {};
+    if (server.auth_mode === "header") {
+      const secret = await loadSecret(sql, c.var.user.id, id);
+      if (!deps.credentialKey || !secret) {
+        throw new HttpError(503, "not_configured", "The server's credential cannot be read");
+      }
+      const credential = await decryptCredential(deps.credentialKey, id, secret);
+      headers = { [credential.name]: credential.value };
+    }
+    const { tools, warnings } = await discover(server.url, server.slug, headers);
+    if (!await replaceTools(sql, id, c.var.user.id, tools, warnings)) {
+      throw new HttpError(404, "not_found", "No server of yours has this id");
+    }
+    const servers = await serversOf(c.var.user.claims);
+    return c.json({ server: servers.find((s) => s.id === id) });
+  });
+
+  /** The server's tools as it lists them, named for the agent; an unusable server throws. */
+  async function discover(url: string, slug: string, headers: Record<string, string>) {
+    const discovered = await withServer(
+      { url, headers },
+      deps.remote,
+      (client) => discoverTools(client, deps.remote.requestTimeoutMs),
+    );
+    if (!discovered.ok) {
+      const { code, message } = discovered.error;
+      throw new HttpError(STATUS_OF[code], code as HttpErrorCode, message, { path: "url" });
+    }
+    const { tools, warnings } = discovered.value;
+    const names = await offeredToolNames(slug, tools.map((t) => t.originalName));
+    return {
+      warnings,
+      tools: tools.map((tool, index): StoredTool => ({
+        name: names[index],
+        original_name: tool.originalName,
+        title: tool.title ?? null,
+        description: tool.description,
+        input_schema: tool.inputSchema,
+        output_schema: tool.outputSchema ?? null,
+        annotations: tool.annotations,
+      })),
+    };
+  }
 
   app.delete("/:id", signedIn, limited, async (c) => {
     const id = c.req.param("id");

@@ -56,6 +56,27 @@ export async function storeServer(sql: Sql, server: NewServer): Promise<StoreRes
   }
 }
 
+/**
+ * Replaces a server's tools with a fresh discovery, in one transaction; false when the server
+ * is not the user's. Service role, like storing it.
+ */
+export async function replaceTools(
+  sql: Sql,
+  serverId: string,
+  userId: string,
+  tools: StoredTool[],
+  warnings: string[],
+): Promise<boolean> {
+  const [row] = await asServiceRole(
+    sql,
+    (tx) =>
+      tx<{ replaced: boolean }[]>`select public.mcp_replace_tools(${serverId}::uuid,
+      ${userId}::uuid, ${tx.json(tools as unknown as Json[])}::jsonb,
+      ${tx.json(warnings)}::jsonb) as replaced`,
+  );
+  return row.replaced;
+}
+
 /** A server as stored, its tools without their grants (`app.ts` adds those). */
 export type StoredServerView = Omit<ServerView, "tools"> & {
   tools: Omit<ConnectedToolView, "approval_mode">[];
