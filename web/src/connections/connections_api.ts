@@ -54,6 +54,11 @@ export async function addServer(request: AddServerRequest): Promise<ServerView> 
   return (await call<{ server: ServerView }>("POST", "", request)).server;
 }
 
+/** Lists the server's tools again (it changed them). */
+export async function refreshServer(id: string): Promise<ServerView> {
+  return (await call<{ server: ServerView }>("POST", `/${encodeURIComponent(id)}/refresh`)).server;
+}
+
 export async function removeServer(id: string): Promise<void> {
   await call<void>("DELETE", `/${encodeURIComponent(id)}`);
 }
