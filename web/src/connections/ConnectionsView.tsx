@@ -5,7 +5,12 @@
  */
 import { type FormEvent, useState } from "react";
 import { type AppError, toAppError } from "../api/app_error.ts";
-import { addServer, type AddServerRequest, removeServer } from "./connections_api.ts";
+import {
+  addServer,
+  type AddServerRequest,
+  refreshServer,
+  removeServer,
+} from "./connections_api.ts";
 import { useConnections } from "./useConnections.ts";
 
 type AuthKind = "none" | "bearer" | "header";
@@ -46,6 +51,16 @@ export function ConnectionsView({ userId }: { userId: string }) {
       setProblem(toAppError(error));
     } finally {
       setBusy(false);
+    }
+  };
+
+  const refresh = async (id: string) => {
+    setProblem(undefined);
+    try {
+      await refreshServer(id);
+      await reload();
+    } catch (error) {
+      setProblem(toAppError(error));
     }
   };
 
@@ -158,6 +173,7 @@ export function ConnectionsView({ userId }: { userId: string }) {
                 {server.status === "connected" ? "connected" : "needs sign-in"}
               </span>
               <span className="muted">{server.url}</span>
+              <button type="button" onClick={() => refresh(server.id)}>Refresh tools</button>
               <button type="button" onClick={() => remove(server.id)}>Remove</button>
             </header>
             {server.warnings.map((warning) => (
