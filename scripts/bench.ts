@@ -15,6 +15,7 @@ import { databaseBench } from "./bench/database_bench.ts";
 import { historyBench } from "./bench/history_bench.ts";
 import { hardeningBench } from "./bench/hardening_bench.ts";
 import { mcpBench } from "./bench/mcp_bench.ts";
+import { hubBench } from "./bench/hub_bench.ts";
 import { realtimeBench } from "./bench/realtime_bench.ts";
 import type { BenchContext, BenchResult, PoolSizes } from "./bench/types.ts";
 import { webBench } from "./bench/web_bench.ts";
@@ -46,6 +47,7 @@ const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>, string?, s
     LIMITS_OFF,
   ],
   ["MCP", mcpBench, `mcp isolate ${pools.mcp} (MCP_DB_POOL_SIZE)`, LIMITS_OFF],
+  ["Hub", hubBench, `agent isolate ${pools.agent} (AGENT_DB_POOL_SIZE)`, LIMITS_OFF],
   ["Realtime", realtimeBench],
   [
     "Agent",

@@ -25,6 +25,7 @@ import {
   LEGACY_ANON_KEY,
   LEGACY_API_KEYS,
   LEGACY_SERVICE_ROLE_KEY,
+  LOCAL_MCP_CREDENTIALS_KEY,
   LOCAL_PUBLISHABLE_KEY,
   LOCAL_SECRET_KEY,
   STANDARD_API_KEYS,
@@ -64,6 +65,8 @@ const PASSED_THROUGH = [
   "N8N_WEBHOOK_AUTH_VALUE",
   "N8N_TIMEOUT_MS",
   "MCP_FUNCTION_URL",
+  "MCP_CREDENTIALS_KEY",
+  "MCP_REQUEST_TIMEOUT_MS",
   "AUTH_ISSUER_URL",
   "ALLOWED_HOSTS",
   "ALLOWED_ORIGINS",
@@ -280,6 +283,10 @@ export async function startStack(
       SUPABASE_SECRET_KEYS: JSON.stringify({ default: LOCAL_SECRET_KEY }),
       SUPABASE_ANON_KEY: mode === "legacy" ? LEGACY_ANON_KEY : LOCAL_PUBLISHABLE_KEY,
       SUPABASE_SERVICE_ROLE_KEY: mode === "legacy" ? LEGACY_SERVICE_ROLE_KEY : LOCAL_SECRET_KEY,
+      // The connections function and the agent may reach MCP servers on this machine (the
+      // doubles), and seal credentials with a key known to be local.
+      MCP_ALLOW_LOOPBACK: "true",
+      MCP_CREDENTIALS_KEY: LOCAL_MCP_CREDENTIALS_KEY,
       ...functionEnv,
     };
 

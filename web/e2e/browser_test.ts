@@ -23,6 +23,9 @@ import {
   waitForAnswerText,
 } from "./app_driver.ts";
 import { launchChromium, skipBrowserTests } from "./browser.ts";
+import { fixtureArg } from "../../scripts/standin/llm_fixture.ts";
+import { startMcpServerDouble } from "../../scripts/standin/mcp_server_double.ts";
+import { connect } from "../../supabase/functions/_shared/db/client.ts";
 import { startWebStack } from "./web_stack.ts";
 
 const SESSION_URL = /#\/chat\/[0-9a-f-]{36}$/;
@@ -109,6 +112,54 @@ Deno.test({
         assert.equal(await calculator.getAttribute("data-mode"), "ask");
         await screenshot(bob.page, "05-permissions");
         await bob.context.close();
+      });
+
+      await t.step("connect an MCP server; its tools ask first; a chat uses one", async () => {
+        const page = mainPage();
+        const double = startMcpServerDouble();
+        try {
+          await page.getByRole("link", { name: "Connections" }).click();
+          await page.getByLabel("Server URL").fill(double.url);
+          await page.getByLabel("Short name").fill("dbl");
+          await page.getByRole("button", { name: "Connect" }).click();
+          const server = page.locator('[data-testid="connection"][data-slug="dbl"]');
+          await server.locator('li[data-tool="dbl__echo"]').waitFor();
+          assert.match(
+            await server.getByTestId("connection-warning").innerText(),
+            /bad_schema skipped/,
+          );
+          await screenshot(page, "connections-01-added");
+
+          await page.getByRole("link", { name: "Permissions" }).click();
+          const echo = page.locator('[data-testid="server-tools-table"] tr[data-tool="dbl__echo"]');
+          await echo.waitFor();
+          assert.equal(await echo.getAttribute("data-mode"), "ask");
+
+          await page.getByRole("link", { name: "Chat" }).click();
+          await startNewChat(page);
+          const args = fixtureArg(JSON.stringify({ text: "hello hub" }));
+          await send(page, `[[fixture:tool_call tool=dbl__echo args=${args}]] echo`);
+          const allow = page.getByRole("button", { name: "Allow once" });
+          await allow.waitFor();
+          await allow.click();
+          await waitForAnswerState(page, "complete");
+          const card = lastAnswer(page).getByTestId("tool-call");
+          assert.equal(await card.getAttribute("data-status"), "done");
+          assert.match(await card.innerText(), /dbl__echo[\s\S]*hello hub/);
+          await screenshot(page, "connections-02-tool-call");
+
+          const sql = connect(web.stack.dbUrl, { max: 1 });
+          try {
+            const rows = await sql`select u.status from public.usage_metrics u
+              join auth.users a on a.id = u.user_id
+              where a.email = ${email} and u.kind = 'tool' and u.name = 'dbl__echo'`;
+            assert.deepEqual(rows.map((r) => r.status), ["ok"]);
+          } finally {
+            await sql.end();
+          }
+        } finally {
+          await double.close();
+        }
       });
 
       await t.step("stop a turn", async () => {

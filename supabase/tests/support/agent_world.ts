@@ -10,6 +10,7 @@ import {
 } from "../../functions/_shared/agent_protocol.ts";
 import { type AgentApp, createAgentApp } from "../../functions/_shared/agent/app.ts";
 import type { AgentConfig } from "../../functions/_shared/agent/config.ts";
+import type { ConnectedTools } from "../../functions/_shared/agent/runtime.ts";
 import { createTokenVerifier } from "../../functions/_shared/auth.ts";
 import type { Sql } from "../../functions/_shared/db/client.ts";
 import { createToolRegistry } from "../../functions/_shared/tools/registry.ts";
@@ -59,6 +60,8 @@ export interface AgentInstance {
 export interface WorldOptions {
   config?: Partial<AgentConfig>;
   tools?: readonly ToolDefinition[];
+  /** The connected servers' tools, read through each instance's own pool. */
+  connectedTools?: (sql: Sql) => ConnectedTools;
 }
 
 export interface World {
@@ -95,6 +98,7 @@ export async function withWorld(
       llmUrl: fixture.url,
       tools,
       config: { ...TEST_CONFIG, ...options.config, ...config },
+      ...(options.connectedTools ? { connectedTools: options.connectedTools } : {}),
     });
     instances.push(instance);
     return instance;
@@ -139,6 +143,7 @@ export function serveAgent(options: {
   llmUrl: string;
   tools: readonly ToolDefinition[];
   config: Partial<AgentConfig>;
+  connectedTools?: (sql: Sql) => ConnectedTools;
 }): Promise<AgentInstance> {
   const pool = connectFunctionDatabase(POOL_SIZES.agent.defaultSize);
   const flushPool = connectFunctionDatabase(POOL_SIZES.agentFlush.defaultSize);
@@ -153,6 +158,7 @@ export function serveAgent(options: {
     },
     tools: options.tools,
     config: options.config,
+    ...(options.connectedTools ? { connectedTools: options.connectedTools(pool) } : {}),
   });
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },

@@ -1,6 +1,6 @@
 /**
- * The app: the sign-in screen, or for a signed-in user the agent connection and the three
- * screens (chat, usage, permissions). The usage screen and its chart library load on demand,
+ * The app: the sign-in screen, or for a signed-in user the agent connection and the
+ * screens (chat, usage, permissions, connections). The usage screen and its chart library load on demand,
  * which keeps the first load small.
  */
 import { lazy, Suspense, useState } from "react";
@@ -10,6 +10,7 @@ import { AuthScreen } from "../auth/AuthScreen.tsx";
 import { useAuthSession } from "../auth/useAuthSession.ts";
 import { ChatView } from "../chat/ChatView.tsx";
 import { PermissionsView } from "../permissions/PermissionsView.tsx";
+import { ConnectionsView } from "../connections/ConnectionsView.tsx";
 import { supabase } from "../supabase.ts";
 import { ConnectionIndicator } from "./ConnectionIndicator.tsx";
 import { Notices } from "./Notices.tsx";
@@ -57,6 +58,7 @@ export function App() {
               <AdminView />
             </Suspense>
           )}
+          {route.view === "connections" && <ConnectionsView userId={userId} />}
         </main>
       </div>
     </AgentProvider>
@@ -80,6 +82,7 @@ function Header({ email, route, isAdmin }: { email: string; route: Route; isAdmi
         {link("usage", "Usage")}
         {link("permissions", "Permissions")}
         {isAdmin && link("admin", "Admin")}
+        {link("connections", "Connections")}
       </nav>
       <ConnectionIndicator />
       <div className="account">

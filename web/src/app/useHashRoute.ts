@@ -1,5 +1,6 @@
 /**
- * The app's screens in the URL hash (`#/chat/<session>`, `#/usage`, `#/permissions`, `#/admin`),
+ * The app's screens in the URL hash (`#/chat/<session>`, `#/usage`, `#/permissions`,
+ * `#/connections`, `#/admin`),
  * so a chat can be opened in a second tab by its address and the back button works.
  */
 import { useCallback, useEffect, useState } from "react";
@@ -8,7 +9,8 @@ export type Route =
   | { view: "chat"; sessionId?: string }
   | { view: "usage" }
   | { view: "permissions" }
-  | { view: "admin" };
+  | { view: "admin" }
+  | { view: "connections" };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -17,6 +19,7 @@ export function parseRoute(hash: string): Route {
   if (view === "usage") return { view: "usage" };
   if (view === "permissions") return { view: "permissions" };
   if (view === "admin") return { view: "admin" };
+  if (view === "connections") return { view: "connections" };
   return id && UUID.test(id) ? { view: "chat", sessionId: id.toLowerCase() } : { view: "chat" };
 }
 

@@ -26,7 +26,7 @@ import { type AgentConfig, agentConfig } from "./config.ts";
 import { AgentConnection } from "./connection.ts";
 import { registerConnection, unregisterConnection } from "./connections.ts";
 import { readLimits } from "./limits.ts";
-import { AgentRuntime } from "./runtime.ts";
+import { AgentRuntime, type ConnectedTools } from "./runtime.ts";
 import { startQueuedChats } from "./chat_queue.ts";
 import type { LlmSettings } from "./turn_scope.ts";
 import { interruptStaleTurns } from "./turn_store.ts";
@@ -38,6 +38,8 @@ export interface AgentAppOptions {
   verifier: TokenVerifier;
   llm: LlmSettings;
   tools: readonly ToolDefinition[];
+  /** The caller's connected MCP servers' tools, offered beside `tools` (see runtime.ts). */
+  connectedTools?: ConnectedTools;
   config?: Partial<AgentConfig>;
   /** The hosts answered; loopback only unless given (`hostPolicyFromEnv`). */
   hostPolicy?: HostPolicy;
@@ -63,6 +65,7 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     llm: options.llm,
     config,
     registry: options.tools,
+    ...(options.connectedTools ? { connectedTools: options.connectedTools } : {}),
   });
   // Double-texting: a session's next queued chat starts on the isolate that ended its turn.
   runtime.startQueuedChats = (caller, sessionId) => startQueuedChats(runtime, caller, sessionId);
@@ -103,7 +106,14 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     }
     const protocol = c.var.tokenProtocol;
     const { socket, response } = Deno.upgradeWebSocket(request, protocol ? { protocol } : {});
-    serveSocket(runtime, c.var.user, socket, options.verifier, c.var.requestId);
+    serveSocket(
+      runtime,
+      c.var.user,
+      socket,
+      options.verifier,
+      c.var.requestId,
+      c.var.accessToken,
+    );
     return response;
   });
 
@@ -116,6 +126,7 @@ function serveSocket(
   socket: WebSocket,
   verifier: TokenVerifier,
   requestId: string,
+  token: string,
 ): void {
   const connection = new AgentConnection(
     crypto.randomUUID(),
@@ -124,6 +135,7 @@ function serveSocket(
     runtime,
     verifier,
     requestId,
+    token,
   );
   const opened = performance.now();
   const { sql, config } = runtime.deps;

@@ -20,7 +20,7 @@ import { parseAppendInput } from "../history/input.ts";
 import type { HistoryError } from "../history/protocol.ts";
 import { inlineSql } from "../db/inline_sql.ts";
 import type { PermissionGrant } from "../permissions.ts";
-import type { AgentRuntime } from "./runtime.ts";
+import { type AgentRuntime, toolsFor } from "./runtime.ts";
 import type { TurnClient } from "./turn_client.ts";
 import { estimatePromptTokens } from "./limits.ts";
 import { LiveTurn } from "./live_turn.ts";
@@ -45,7 +45,9 @@ export async function handleChat(
   options: ChatOptions = {},
 ): Promise<void> {
   const { user } = client;
-  const { sql, config, registry, llm } = runtime.deps;
+  const { sql, config, llm } = runtime.deps;
+  const caller = { id: user.id, claims: user.claims, accessToken: () => client.accessToken };
+  const registry = await toolsFor(runtime.deps, caller);
 
   const unknown = (frame.tools ?? []).findIndex((name) => !registry.some((t) => t.name === name));
   if (unknown >= 0) {
@@ -210,7 +212,8 @@ export async function handleChat(
     const unsubscribe = turn.subscribe(0, send, send);
     client.follow(turn.turnId, unsubscribe);
     void runtime.launch(turn, {
-      caller: { id: user.id, claims: user.claims },
+      caller,
+      registry,
       grants: context.grants,
       llmTools,
       messages,

@@ -31,6 +31,8 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
   /** Turns this connection follows, with how to stop following each. */
   readonly #following = new Map<string, () => void>();
   #closed = false;
+  /** The latest access token (the upgrade's, then each `auth` frame's); never stored. */
+  #token: string | undefined;
 
   constructor(
     readonly id: string,
@@ -40,15 +42,22 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
     readonly verifier?: TokenVerifier,
     /** The upgrade request's id: in this socket's `error` frames and log lines. */
     readonly requestId?: string,
+    token?: string,
   ) {
     this.userId = user.id;
     this.#user = user;
+    this.#token = token;
     this.#closeAtExpiry();
   }
 
   /** The caller as the latest token says; a turn keeps the claims it started with. */
   get user(): VerifiedUser {
     return this.#user;
+  }
+
+  /** The latest access token, for tools that call this project's functions as the user. */
+  get accessToken(): string | undefined {
+    return this.#token;
   }
 
   /** The latest token's session (what the heartbeat checks is still signed in). */
@@ -108,6 +117,7 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
       return refuse("invalid_token", "Only a signed-in user's token can renew this socket");
     }
     this.#user = result.user;
+    this.#token = token;
     this.#closeAtExpiry();
   }
 

@@ -35,6 +35,23 @@ export interface RuntimeDependencies {
   llm: LlmSettings;
   config: AgentConfig;
   registry: readonly ToolDefinition[];
+  /**
+   * The tools of the servers the caller connected (`mcp_servers/server_tools.ts`), read for
+   * each chat and offered beside `registry`. The one seam between the agent and the hub.
+   */
+  connectedTools?: ConnectedTools;
+}
+
+/** Reads the caller's connected servers' tools, as registry tools. */
+export type ConnectedTools = (caller: ToolCaller) => Promise<ToolDefinition[]>;
+
+/** The built-in tools and, when the runtime has them, the caller's connected ones. */
+export async function toolsFor(
+  deps: Pick<RuntimeDependencies, "registry" | "connectedTools">,
+  caller: ToolCaller,
+): Promise<readonly ToolDefinition[]> {
+  if (!deps.connectedTools) return deps.registry;
+  return [...deps.registry, ...await deps.connectedTools(caller)];
 }
 
 /** A socket as the runtime sees it. */
@@ -171,7 +188,7 @@ export class AgentRuntime {
         sql,
         llm,
         config,
-        registry,
+        registry: inputs.registry ?? registry,
         recordUsage: this.recordUsage,
         reserveStep: (turnId, promptTokens, completionTokens) =>
           reserveStep(sql, turnId, promptTokens, completionTokens),

@@ -47,9 +47,8 @@ export function llmToolDefinitions(
   tools: readonly ToolDefinition[],
 ): LlmToolDefinition[] {
   return tools.map((tool) => {
-    const { $schema: _schema, ...parameters } = z.toJSONSchema(tool.input, {
-      io: "input",
-    });
+    const { $schema: _schema, ...parameters } = tool.inputJsonSchema ??
+      z.toJSONSchema(tool.input, { io: "input" });
     return {
       type: "function",
       function: { name: tool.name, description: tool.description, parameters },
@@ -109,7 +108,8 @@ export async function executeToolCall(
     args,
     policy: async (tool, permission, input) =>
       await askWhenGrantSays(scope, turn, call, tool, permission, input) ??
-        await meterCall(scope, turn),
+        // A server that meters its own calls (our `mcp` function) takes them from his limits.
+        (tool.meteredBy === "server" ? undefined : await meterCall(scope, turn)),
     progress: (progress, total, message, detail) => {
       if (!turn.ended) {
         turn.emit({

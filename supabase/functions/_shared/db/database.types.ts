@@ -302,6 +302,121 @@ export type Database = {
         };
         Relationships: [];
       };
+      "mcp_credentials": {
+        Row: {
+          "created_at": string;
+          "secret": string;
+          "server_id": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "created_at"?: string;
+          "secret": string;
+          "server_id": string;
+          "user_id": string;
+        };
+        Update: {
+          "created_at"?: string;
+          "secret"?: string;
+          "server_id"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "mcp_credentials_server_id_fkey";
+            columns: ["server_id"];
+            isOneToOne: true;
+            referencedRelation: "mcp_servers";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "mcp_servers": {
+        Row: {
+          "auth_mode": string;
+          "created_at": string;
+          "display_name": string | null;
+          "id": string;
+          "slug": string;
+          "status": string;
+          "updated_at": string;
+          "url": string;
+          "user_id": string;
+          "warnings": NonNullable<Json>;
+        };
+        ComputedFields: never;
+        Insert: {
+          "auth_mode": string;
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "id": string;
+          "slug": string;
+          "status"?: string;
+          "updated_at"?: string;
+          "url": string;
+          "user_id": string;
+          "warnings"?: NonNullable<Json>;
+        };
+        Update: {
+          "auth_mode"?: string;
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "id"?: string;
+          "slug"?: string;
+          "status"?: string;
+          "updated_at"?: string;
+          "url"?: string;
+          "user_id"?: string;
+          "warnings"?: NonNullable<Json>;
+        };
+        Relationships: [];
+      };
+      "mcp_tools": {
+        Row: {
+          "annotations": NonNullable<Json>;
+          "description": string;
+          "input_schema": NonNullable<Json>;
+          "name": string;
+          "original_name": string;
+          "output_schema": Json | null;
+          "server_id": string;
+          "title": string | null;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "annotations"?: NonNullable<Json>;
+          "description"?: string;
+          "input_schema": NonNullable<Json>;
+          "name": string;
+          "original_name": string;
+          "output_schema"?: Json | null;
+          "server_id": string;
+          "title"?: string | null;
+          "user_id": string;
+        };
+        Update: {
+          "annotations"?: NonNullable<Json>;
+          "description"?: string;
+          "input_schema"?: NonNullable<Json>;
+          "name"?: string;
+          "original_name"?: string;
+          "output_schema"?: Json | null;
+          "server_id"?: string;
+          "title"?: string | null;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "mcp_tools_server_id_fkey";
+            columns: ["server_id"];
+            isOneToOne: false;
+            referencedRelation: "mcp_servers";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
       "models": {
         Row: {
           "completion_usd_per_token": number;
@@ -679,6 +794,24 @@ export type Database = {
           "reason": string;
           "retry_after_ms": number;
         }[];
+      };
+      "mcp_replace_tools": {
+        Args: { "p_server_id": string; "p_tools": Json; "p_user_id": string; "p_warnings": Json };
+        Returns: boolean;
+      };
+      "mcp_store_server": {
+        Args: {
+          "p_auth_mode": string;
+          "p_display_name": string;
+          "p_secret": string;
+          "p_server_id": string;
+          "p_slug": string;
+          "p_tools": Json;
+          "p_url": string;
+          "p_user_id": string;
+          "p_warnings": Json;
+        };
+        Returns: undefined;
       };
       "my_permissions": {
         Args: Record<PropertyKey, never>;

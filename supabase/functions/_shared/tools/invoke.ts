@@ -74,6 +74,9 @@ export interface ToolOutcome {
   status: UsageStatus;
 }
 
+/** An outcome, and whether the tool's `run` was called (past validation, grant and policy). */
+type CheckedOutcome = ToolOutcome & { ran?: true };
+
 /** Runs one call to its end and records it; resolves, never rejects, for anything the caller did. */
 export async function invokeTool(
   registry: readonly ToolDefinition[],
@@ -81,7 +84,7 @@ export async function invokeTool(
   invocation: ToolInvocation,
 ): Promise<ToolOutcome> {
   const started = performance.now();
-  const outcome = await checkAndRun(registry, scope, invocation);
+  const { ran, ...outcome } = await checkAndRun(registry, scope, invocation);
   const latencyMs = performance.now() - started;
   log(outcome.status === "ok" ? "info" : "warn", "tool_call", {
     source: scope.source,
@@ -93,7 +96,11 @@ export async function invokeTool(
     user_id: scope.caller.id,
     latency_ms: Math.round(latencyMs),
   });
-  await recordToolUsage(scope, invocation.name, outcome.status, latencyMs);
+  const tool = registry.find((candidate) => candidate.name === invocation.name);
+  // A server that meters its own calls writes their row; a call that never reached it is ours.
+  if (!(ran && tool?.meteredBy === "server")) {
+    await recordToolUsage(scope, invocation.name, outcome.status, latencyMs);
+  }
   return outcome;
 }
 
@@ -168,7 +175,7 @@ async function checkAndRun(
   registry: readonly ToolDefinition[],
   scope: ToolScope,
   { name, args, policy, progress }: ToolInvocation,
-): Promise<ToolOutcome> {
+): Promise<CheckedOutcome> {
   const tool = registry.find((candidate) => candidate.name === name);
   if (!tool) return refused(refusal("unknown_tool", `There is no tool named "${name}"`));
   if (!args.ok) {
@@ -201,17 +208,20 @@ async function checkAndRun(
       signal: scope.signal,
       permission: permission!,
     });
-    if (scope.signal.aborted) return cancelled();
-    return { result, status: result.ok ? "ok" : "error" };
+    if (scope.signal.aborted) return { ...cancelled(), ran: true };
+    return { result, status: result.ok ? "ok" : "error", ran: true };
   } catch (error) {
-    if (scope.signal.aborted) return cancelled();
+    if (scope.signal.aborted) return { ...cancelled(), ran: true };
     if (isDatabaseUnavailable(error)) {
-      return refused(
-        refusal("db_unavailable", `${tool.name} needs the database, which cannot be reached now`),
-      );
+      return {
+        ...refused(
+          refusal("db_unavailable", `${tool.name} needs the database, which cannot be reached now`),
+        ),
+        ran: true,
+      };
     }
     // The caller gets a stable code; the details (SQL, stack) stay in the function's log.
     console.error(`${scope.source}: tool ${tool.name} failed`, error);
-    return refused(refusal("internal_error", `${tool.name} failed unexpectedly`));
+    return { ...refused(refusal("internal_error", `${tool.name} failed unexpectedly`)), ran: true };
   }
 }
