@@ -105,6 +105,20 @@ async function serverCount(
   return { servers, tools, credentials };
 }
 
+Deno.test("connections: /health answers without a token; /metrics stays shut without its secret", async () => {
+  const h = await harness();
+  try {
+    const health = await h.call("GET", "/health", undefined, false);
+    assert.equal(health.status, 200, JSON.stringify(health.body));
+    assert.equal(health.body.checks.db.ok, true);
+    const metrics = await h.call("GET", "/metrics", undefined, false);
+    assert.equal(metrics.status, 503);
+    assert.equal(metrics.body.error.code, "not_configured");
+  } finally {
+    await h.close();
+  }
+});
+
 Deno.test("connections: 401 without a token, on GET and POST", async () => {
   const h = await harness();
   try {

@@ -20,5 +20,6 @@ const app = createConnectionsApp({
   remote: remoteSettingsFromEnv(),
   credentialKey: await credentialKeyFromEnv(),
   hostPolicy: hostPolicyFromEnv(),
+  metricsToken: Deno.env.get("METRICS_TOKEN") || undefined,
 });
 Deno.serve(app.fetch);

@@ -24,6 +24,7 @@ import { fieldPath } from "../field_path.ts";
 import { handleMethodNotAllowed, HttpError } from "../http/errors.ts";
 import type { HttpErrorCode } from "../http/error_codes.ts";
 import { createFunctionApp } from "../http/function_app.ts";
+import { addOperatorRoutes } from "../http/operator_routes.ts";
 import type { HostPolicy } from "../http/host_policy.ts";
 import { readJsonBody } from "../http/json_body.ts";
 import { limitRequests } from "../http/limit_requests.ts";
@@ -55,6 +56,8 @@ export interface ConnectionsAppDependencies {
   /** From `MCP_CREDENTIALS_KEY`; without it only servers without a credential can be added. */
   credentialKey?: CredentialKey;
   hostPolicy?: HostPolicy;
+  /** Opens `/metrics` to this bearer token (`METRICS_TOKEN`). */
+  metricsToken?: string;
 }
 
 /** Headers the transport sets itself: a credential may not replace them. */
@@ -116,6 +119,8 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
   app.use(methodNotAllowed({ app, onMethodNotAllowed: handleMethodNotAllowed }));
   const signedIn = requireUser({ verifier });
   const limited = limitRequests(sql, "connections");
+
+  addOperatorRoutes(app, { sql, verifier, metricsToken: deps.metricsToken });
 
   /** The caller's servers, each tool with the grant that decides it (permissions.ts). */
   const serversOf = async (claims: JwtClaims): Promise<ServerView[]> => {
