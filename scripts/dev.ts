@@ -126,14 +126,19 @@ Ready in ${((performance.now() - started) / 1000).toFixed(1)} s. Ctrl-C stops ev
 
 // Closing Vite while it still optimises dependencies (a fresh checkout's first seconds) makes
 // its esbuild service reject a promise nobody awaits; that would end this process before the
-// stack is stopped. Only that rejection, and only once stopping.
+// stack is stopped. A terminal's Ctrl-C reaches esbuild (same process group) before this process
+// has run its own signal handler, so the rejection may come just before `stopping` is set: it is
+// never fatal, and outside a stop it says that the web app's dependencies need a reload.
 let stopping = false;
 globalThis.addEventListener("unhandledrejection", (event) => {
   const message = event.reason instanceof Error ? event.reason.message : "";
-  if (stopping && message.includes("The service was stopped")) {
-    event.preventDefault();
-    console.log("(Vite stopped while it optimised dependencies)");
-  }
+  if (!message.includes("The service was stopped")) return;
+  event.preventDefault();
+  console.log(
+    stopping
+      ? "(Vite stopped while it optimised dependencies)"
+      : "(Vite's dependency optimiser stopped; reload the web app if it fails to load)",
+  );
 });
 
 // Registered after the stack, so it goes first; the stack registered itself when it started.
