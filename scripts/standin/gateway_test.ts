@@ -5,6 +5,11 @@ import { createGateway, ProxiedSockets } from "./gateway.ts";
 import { type FunctionWorker, startFunctionWorker } from "./function_workers.ts";
 import { generateSigningKey, issueAccessToken, jwksOf } from "./signing_keys.ts";
 
+const DenoWebSocket = WebSocket as unknown as new (
+  url: string,
+  options: { protocols?: string[]; headers?: HeadersInit },
+) => WebSocket;
+
 const ECHO_FUNCTION = fileURLToPath(new URL("./testdata/echo_function.ts", import.meta.url));
 
 async function withGateway(
@@ -96,6 +101,29 @@ Deno.test("WebSockets pass through with the chosen subprotocol and close codes",
       "echo:ping",
     ]);
     assert.deepEqual([close.code, close.reason], [4001, "replaced by a newer connection"]);
+  });
+});
+
+Deno.test("a function that sends a frame and closes at once: the client gets both", async () => {
+  await withGateway({ echo: false }, async (base) => {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const ws = new DenoWebSocket(`${base.replace("http", "ws")}/functions/v1/echo/ws?refuse`, {
+        headers: { authorization: "Bearer let-me-in" },
+      });
+      const messages: string[] = [];
+      ws.onmessage = (event) => messages.push(event.data);
+      const timeout = Promise.withResolvers<never>();
+      const timer = setTimeout(
+        () => timeout.reject(new Error("no close reached the client")),
+        10_000,
+      );
+      const close = await Promise.race([
+        new Promise<CloseEvent>((resolve) => ws.onclose = resolve),
+        timeout.promise,
+      ]).finally(() => clearTimeout(timer));
+      assert.equal(messages.length, 1);
+      assert.deepEqual([close.code, close.reason], [4004, "refused at once"]);
+    }
   });
 });
 

@@ -25,7 +25,11 @@ Deno.serve((request) => {
     const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",")
       .map((p) => p.trim()).find((p) => p.startsWith("jwt-"));
     const { socket, response } = Deno.upgradeWebSocket(request, { protocol: offered });
-    socket.onopen = () => socket.send(JSON.stringify({ hello: name, protocol: offered ?? null }));
+    socket.onopen = () => {
+      socket.send(JSON.stringify({ hello: name, protocol: offered ?? null }));
+      // As the agent refusing a socket it cannot set up: a frame, then the close, at once.
+      if (url.searchParams.has("refuse")) socket.close(4004, "refused at once");
+    };
     socket.onmessage = (event) => {
       if (event.data === "close-please") socket.close(4001, "replaced by a newer connection");
       else socket.send(`echo:${event.data}`);
