@@ -136,6 +136,21 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       await definitionOf("public.consume_request(uuid, text)"),
       [[/\s+for update;/i, ";"]],
     );
+    // An isolate that lost a turn (taken over: a new epoch) keeps writing it.
+    mutate(
+      "agent_flush without its epoch check",
+      await definitionOf("public.agent_flush(text, jsonb, jsonb, jsonb)"),
+      [[/ and t\.epoch = x\.epoch/i, ""]],
+    );
+    // Turns of live isolates are taken over.
+    mutate(
+      "agent_adopt_turns ignoring leases",
+      await definitionOf("public.agent_adopt_turns(text, uuid, uuid, integer, integer)"),
+      [[
+        /i\.lease_expires_at > clock_timestamp\(\)\)\)\n\s+or \(t\.state = 'parked'/i,
+        "false))\n or (t.state = 'parked'",
+      ]],
+    );
     // Users who may no longer act pass: a deleted, banned or signed-out token acts on.
     mutate(
       "account_refusal that refuses nobody",

@@ -22,9 +22,11 @@ const agent = createAgentApp({
   tools: createToolRegistry({ workflow: workflowConfigFromEnv() }),
   config: agentConfigFromEnv(),
   hostPolicy: hostPolicyFromEnv(),
+  sweepSecret: Deno.env.get("AGENT_SWEEP_SECRET"),
 });
 
-// Supabase announces the end of a worker: end its turns as interrupted while it still can.
+// Supabase announces the end of a worker: leave its turns to another isolate (stored, lease
+// given up) while it still can.
 addEventListener("beforeunload", () => {
   void agent.close();
 });

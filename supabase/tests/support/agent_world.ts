@@ -34,8 +34,8 @@ const WAIT_MS = 15_000;
 
 /**
  * Fast timings for tests; each test may override. A live isolate counts as dead only after
- * 10 s without a heartbeat, so a machine busy with other work cannot fake a dead isolate;
- * the test that kills one shortens it for the isolate that observes the death.
+ * 10 s without a heartbeat or lease renewal, so a machine busy with other work cannot fake a
+ * dead isolate; the tests that kill one shorten the doomed isolate's lease.
  */
 export const TEST_CONFIG: Partial<AgentConfig> = {
   flushIntervalMs: 50,
@@ -43,6 +43,9 @@ export const TEST_CONFIG: Partial<AgentConfig> = {
   staleAfterMs: 10_000,
   pollIntervalMs: 50,
   approvalTimeoutMs: 5_000,
+  // Likewise a lease: a test that kills an isolate shortens the doomed isolate's own.
+  leaseMs: 10_000,
+  leaseRenewMs: 200,
 };
 
 export interface AgentInstance {

@@ -12,14 +12,17 @@ import { consumeToolCalls } from "../tool_limits.ts";
 import type { ToolDefinition } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";
-import type { ApproveFrame } from "../agent_protocol.ts";
-import { answerRemotely, PendingApprovals } from "./approvals.ts";
+import type { ApproveFrame, ServerError } from "../agent_protocol.ts";
+import { fieldPath } from "../field_path.ts";
+import { answerParked, awaitedCall, type TurnResumption } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
 import { heartbeatConnections, unregisterConnection } from "./connections.ts";
 import { Flusher } from "./flusher.ts";
 import type { LiveTurn } from "./live_turn.ts";
-import { aborted, runTurn } from "./turn.ts";
+import { aborted, runTurn, type TurnEnding, type TurnResumePoint, type TurnRun } from "./turn.ts";
+import { initialCheckpoint, unsettled } from "./turn_checkpoint.ts";
 import type { LlmSettings, TurnInputs } from "./turn_scope.ts";
+import { adoptTurns, releaseLease, renewLeaseAndAdopt, takeOver } from "./turn_takeover.ts";
 import { requestCancel, reserveStep, writeFlush } from "./turn_store.ts";
 
 export interface RuntimeDependencies {
@@ -64,7 +67,6 @@ export class AgentRuntime {
   readonly connections = new Map<string, ConnectionHandle>();
   /** Every open socket, registered yet or not: what shutdown closes. */
   readonly sockets = new Set<ConnectionHandle>();
-  readonly approvals = new PendingApprovals();
   readonly flusher: Flusher;
   /** Usage rows of turns that end together go out in one insert. */
   readonly recordUsage: UsageWriter;
@@ -75,6 +77,9 @@ export class AgentRuntime {
   readonly #runs = new Set<Promise<void>>();
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #beating = false;
+  /** Renews this isolate's lease (and adopts orphaned turns) while it has work. */
+  #leaseTimer: ReturnType<typeof setInterval> | undefined;
+  #renewing = false;
   #closed = false;
 
   constructor(readonly deps: RuntimeDependencies) {
@@ -86,7 +91,7 @@ export class AgentRuntime {
       deps.config.flushIntervalMs,
       {
         onLost: (turn) => {
-          if (!turn.ended) turn.abort("interrupted");
+          if (!turn.ended) turn.abort("lost");
         },
         onCancelRequested: (turn) => {
           if (!turn.ended) turn.abort("cancelled");
@@ -120,6 +125,44 @@ export class AgentRuntime {
     this.#startHeartbeat();
   }
 
+  /**
+   * Takes turns over and runs them here: turns of dead isolates (restarted from their
+   * checkpoint) and parked turns (answered, cancelled or expired). Returns their ids.
+   */
+  async continueTurns(resumptions: readonly TurnResumption[]): Promise<string[]> {
+    const started: string[] = [];
+    for (const resumption of resumptions) {
+      if (this.#closed) break;
+      const taken = await takeOver(this.deps, resumption);
+      if (taken.kind === "refused") {
+        void this.#endAtOnce(taken.turn, taken.ending);
+      } else {
+        void this.launch(taken.turn, taken.inputs, taken.resume);
+      }
+      started.push(resumption.turn_id);
+    }
+    return started;
+  }
+
+  /** Adopts orphaned turns (of one user, or one turn, or any) and runs them here. */
+  async adopt(scope: { userId?: string; turnId?: string } = {}): Promise<string[]> {
+    if (this.#closed) return [];
+    const found = await adoptTurns(this.deps.sql, this.isolateId, this.config, scope);
+    return await this.continueTurns(found);
+  }
+
+  /**
+   * The sweep (`POST /agent/sweep`): renews this isolate's lease, adopts up to a batch of
+   * orphaned or expired turns and runs them here, so turns finish when nobody is connected.
+   */
+  async sweep(): Promise<{ adopted: number }> {
+    if (this.#closed) return { adopted: 0 };
+    const found = await renewLeaseAndAdopt(this.deps.sql, this.isolateId, this.config);
+    const adopted = await this.continueTurns(found);
+    if (adopted.length > 0) this.#startHeartbeat();
+    return { adopted: adopted.length };
+  }
+
   async removeConnection(connectionId: string): Promise<void> {
     if (!this.connections.delete(connectionId)) return;
     this.#stopHeartbeatWhenIdle();
@@ -137,13 +180,14 @@ export class AgentRuntime {
   }
 
   /**
-   * Runs a turn that was just stored: streams it, then stores its ending and settles its
-   * quota reservation. Resolves when all that is done.
+   * Runs `turn` with what this runtime owns, from its checkpoint (the first one, made from
+   * `inputs`, for a new turn), until it ends and its ending is stored, parks, or leaves.
    */
-  /** Runs `turn` with what this runtime owns, until it ends and its ending is stored. */
-  launch(turn: LiveTurn, inputs: TurnInputs): Promise<void> {
+  launch(turn: LiveTurn, inputs: TurnInputs, resume: TurnResumePoint = {}): Promise<void> {
     this.turns.set(turn.turnId, turn);
     turn.onChange = (changed) => this.flusher.markDirty(changed);
+    // The first checkpoint goes out with the turn's first flush: no round trip of its own.
+    if (!turn.checkpoint) turn.setCheckpoint(initialCheckpoint(inputs));
     this.flusher.markDirty(turn);
     this.#startHeartbeat();
     const run = (async () => {
@@ -158,8 +202,8 @@ export class AgentRuntime {
         reserveStep: (turnId, promptTokens, completionTokens) =>
           reserveStep(sql, turnId, promptTokens, completionTokens),
         meterToolCall: (userId) => consumeToolCalls(sql, userId, 1),
-        approvals: this.approvals,
-      });
+        flushTurn: (live) => this.flusher.flushTurn(live),
+      }, resume);
       await this.#finish(turn, ending);
     })();
     const settled = this.track(run.catch((error) => {
@@ -170,29 +214,93 @@ export class AgentRuntime {
     return settled;
   }
 
-  /** Cancels a running turn of the user, wherever it runs; false when none is running. */
+  /**
+   * Cancels a turn of the user, wherever it runs (a parked one is taken here and ended);
+   * false when none is running or parked.
+   */
   async cancel(userId: string, turnId: string): Promise<boolean> {
     const local = this.turns.get(turnId);
     if (local && local.userId === userId && !local.ended) {
       local.abort("cancelled");
       return true;
     }
-    return await requestCancel(this.deps.sql, userId, turnId);
+    if (await requestCancel(this.deps.sql, userId, turnId)) return true;
+    const parked = await answerParked(this.deps.sql, this.isolateId, userId, { turnId }, {
+      decision: "cancel",
+    });
+    if (parked.kind === "none" || parked.kind === "left") return parked.kind === "left";
+    await this.continueTurns([parked]);
+    return true;
   }
 
-  /** Hands an `approve` to the waiting turn, wherever it runs; false when none waits. */
-  async approve(userId: string, frame: ApproveFrame): Promise<boolean> {
-    if (this.approvals.answer(userId, frame)) return true;
-    return await answerRemotely(this.deps.sql, userId, frame);
+  /**
+   * Answers a call waiting for approval, wherever its turn is: a parked turn is taken and
+   * continued here. An error when no call of the user waits for it, or edited arguments do
+   * not fit the tool.
+   */
+  async approve(userId: string, frame: ApproveFrame): Promise<ServerError | undefined> {
+    const { sql } = this.deps;
+    if (frame.args !== undefined && frame.decision === "allow") {
+      const awaited = await awaitedCall(sql, userId, frame.call_id);
+      const tool = this.deps.registry.find((candidate) => candidate.name === awaited?.tool);
+      if (tool) {
+        const checked = tool.input.safeParse(frame.args);
+        if (!checked.success) {
+          const [issue] = checked.error.issues;
+          const path = fieldPath(["args", ...issue.path]);
+          return {
+            code: "bad_request",
+            message: `${path}: ${issue.message}`,
+            retryable: false,
+            ref: frame.call_id,
+            path,
+          };
+        }
+      }
+    }
+    const answer = frame.decision === "allow"
+      ? {
+        decision: "allow" as const,
+        ...(frame.remember ? { remember: frame.remember } : {}),
+        ...(frame.args ? { args: frame.args as Record<string, never> } : {}),
+      }
+      : { decision: "deny" as const };
+    const outcome = await answerParked(
+      sql,
+      this.isolateId,
+      userId,
+      { callId: frame.call_id },
+      answer,
+    );
+    if (outcome.kind === "none") {
+      return {
+        code: "not_found",
+        message: "No tool call of yours is waiting for approval with this id",
+        retryable: false,
+        ref: frame.call_id,
+      };
+    }
+    if (outcome.kind !== "left") await this.continueTurns([outcome]);
+    return undefined;
   }
 
-  /** Ends every turn as interrupted, closes every socket, stops the timers. */
+  /**
+   * `beforeunload`: leaves every running turn to another isolate (their pending output
+   * stored first), gives up the lease so they are adopted at once, closes every socket (1001:
+   * reconnect and resume), stops the timers. Ends no turn.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const turn of this.turns.values()) turn.abort("shutdown");
-    // Turns first: their clients get the final `interrupted` frame before the sockets close.
+    clearInterval(this.#leaseTimer);
+    this.#leaseTimer = undefined;
+    for (const turn of this.turns.values()) turn.abort("released");
     await Promise.allSettled([...this.#runs]);
+    try {
+      await releaseLease(this.deps.sql, this.isolateId);
+    } catch (error) {
+      console.error("agent: could not release the lease; turns are adopted when it expires", error);
+    }
     for (const socket of this.sockets) {
       socket.close(1001, "the server is shutting down; reconnect and resume");
     }
@@ -202,26 +310,55 @@ export class AgentRuntime {
     this.flusher.close();
   }
 
-  async #finish(
-    turn: LiveTurn,
-    ending: Awaited<ReturnType<typeof runTurn>>,
-  ): Promise<void> {
+  /** Ends a turn taken over for a user who may not act any more (deleted, banned). */
+  async #endAtOnce(turn: LiveTurn, ending: TurnEnding): Promise<void> {
+    this.turns.set(turn.turnId, turn);
+    turn.onChange = (changed) => this.flusher.markDirty(changed);
+    this.#startHeartbeat();
+    const settled = this.track(
+      this.#finish(turn, ending).catch((error) => {
+        console.error(`agent: turn ${turn.turnId} could not be finished`, error);
+      }),
+    );
+    this.#runs.add(settled);
+    settled.finally(() => this.#runs.delete(settled));
+    await settled;
+  }
+
+  async #finish(turn: LiveTurn, run: TurnRun): Promise<void> {
+    const gone = turn.abortReason === "lost" || turn.abortReason === "released";
+    if (run.kind !== "ended" || gone) {
+      // Parked, or going on elsewhere: what is new is stored (a released turn's; a lost
+      // turn's flush is refused), and followers here follow it from storage.
+      if (turn.abortReason !== "lost") {
+        await this.flusher.flushTurn(turn).catch((error) =>
+          console.error(`agent: could not store turn ${turn.turnId} before leaving it`, error)
+        );
+      }
+      if (this.turns.get(turn.turnId) === turn) this.turns.delete(turn.turnId);
+      turn.leave();
+      this.#stopHeartbeatWhenIdle();
+      return;
+    }
+    const ending = run;
     // A cancel that lands after the last LLM call changes nothing: the answer is complete.
     const final = turn.signal.aborted && ending.outcome.state !== "complete"
       ? aborted(turn, ending.usage)
       : ending;
     // The reservation is settled with the ending, before the client hears of it: a chat sent
-    // right after `complete` finds the unused tokens back in the bucket.
-    const used = {
+    // right after `complete` finds the unused tokens back in the bucket. What a park settled
+    // already is not settled again.
+    const left = turn.checkpoint ? unsettled({ ...turn.checkpoint, usage: final.usage }) : {
       tokens: final.usage.prompt_tokens + final.usage.completion_tokens,
-      costUsd: final.usage.cost,
+      cost: final.usage.cost,
     };
+    const used = { tokens: left.tokens, costUsd: left.cost };
     turn.end({ ...final.outcome, used }, final.closing);
     try {
       await this.#storeEnding(turn);
     } finally {
       turn.release();
-      this.turns.delete(turn.turnId);
+      if (this.turns.get(turn.turnId) === turn) this.turns.delete(turn.turnId);
       this.#stopHeartbeatWhenIdle();
     }
   }
@@ -244,6 +381,7 @@ export class AgentRuntime {
   }
 
   #startHeartbeat(): void {
+    this.#startLease();
     if (this.#heartbeat !== undefined || this.#closed) return;
     this.#heartbeat = setInterval(() => {
       if (this.#beating) return;
@@ -258,7 +396,26 @@ export class AgentRuntime {
     if (this.connections.size === 0 && this.turns.size === 0) {
       clearInterval(this.#heartbeat);
       this.#heartbeat = undefined;
+      clearInterval(this.#leaseTimer);
+      this.#leaseTimer = undefined;
     }
+  }
+
+  /**
+   * One lease for all of this isolate's turns, renewed every `leaseRenewMs`; the same
+   * statement adopts a batch of orphaned turns, so whichever isolate is alive notices a dead
+   * one's turns within a lease and a renewal.
+   */
+  #startLease(): void {
+    if (this.#leaseTimer !== undefined || this.#closed) return;
+    this.#leaseTimer = setInterval(() => {
+      if (this.#renewing) return;
+      this.#renewing = true;
+      renewLeaseAndAdopt(this.deps.sql, this.isolateId, this.config)
+        .then((found) => this.continueTurns(found))
+        .catch((error) => console.error("agent: lease renewal failed", error))
+        .finally(() => this.#renewing = false);
+    }, this.config.leaseRenewMs);
   }
 
   async #beat(): Promise<void> {

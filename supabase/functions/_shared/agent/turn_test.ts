@@ -1,13 +1,18 @@
 import assert from "node:assert/strict";
 import type { TurnFrame } from "../agent_protocol.ts";
 import { newLiveTurn } from "../../../tests/support/live_turn.ts";
-import { runTurn } from "./turn.ts";
+import { runTurn, type TurnEnding, type TurnRun } from "./turn.ts";
 import {
   fakeTurnScope,
   scriptedLlm,
   textAnswer,
   toolCallAnswer,
 } from "../../../tests/support/turn_fakes.ts";
+
+function ended(run: TurnRun): TurnEnding {
+  assert.equal(run.kind, "ended");
+  return run as TurnEnding;
+}
 
 function framesOf(turn: ReturnType<typeof newLiveTurn>): TurnFrame[] {
   const frames: TurnFrame[] = [];
@@ -21,7 +26,7 @@ Deno.test("turn: a text answer streams token by token and completes with its usa
   const turn = newLiveTurn();
   const frames = framesOf(turn);
 
-  const ending = await runTurn(turn, scope);
+  const ending = ended(await runTurn(turn, scope));
 
   assert.deepEqual(frames.map((f) => f.type === "token" ? f.delta : f.type), ["Hel", "lo"]);
   assert.equal(turn.content, "Hello");
@@ -39,7 +44,7 @@ Deno.test("turn: a tool call runs through the scope's tools and its result goes 
   const turn = newLiveTurn();
   const frames = framesOf(turn);
 
-  const ending = await runTurn(turn, scope);
+  const ending = ended(await runTurn(turn, scope));
 
   assert.deepEqual(frames.map((f) => f.type), ["tool_call", "progress", "tool_result", "token"]);
   const result = frames.find((f) => f.type === "tool_result");
@@ -65,7 +70,7 @@ Deno.test("turn: a model that keeps calling tools stops at the step limit", asyn
   const { scope } = fakeTurnScope(llm.fetch, { maxSteps: 2 });
   const turn = newLiveTurn();
 
-  const ending = await runTurn(turn, scope);
+  const ending = ended(await runTurn(turn, scope));
 
   assert.equal(ending.outcome.state, "error");
   const error = ending.closing.find((frame) => frame.type === "error");
@@ -84,7 +89,7 @@ Deno.test("turn: a further LLM call the user's limits refuse is not made; the tu
   };
   const turn = newLiveTurn();
 
-  const ending = await runTurn(turn, scope);
+  const ending = ended(await runTurn(turn, scope));
 
   assert.equal(llm.requests.length, 1, "only the call reserved at the start");
   assert.equal(asked.length, 1);
@@ -107,7 +112,7 @@ Deno.test("turn: a cancelled turn ends as cancelled without another LLM call", a
     if (frame.type === "tool_result") turn.abort("cancelled");
   });
 
-  const ending = await runTurn(turn, scope);
+  const ending = ended(await runTurn(turn, scope));
 
   assert.equal(ending.outcome.state, "cancelled");
   assert.equal(llm.requests.length, 1);
