@@ -35,9 +35,7 @@ export interface LlmFixtureOptions {
    * request's messages, it may return a function that is given the text of every SSE chunk
    * the moment it is written.
    */
-  watchStream?: (
-    messages: readonly { content: string }[],
-  ) => ((chunk: string) => void) | undefined;
+  watchStream?: (messages: readonly { content: string }[]) => ((chunk: string) => void) | undefined;
 }
 
 export interface LlmFixture {
@@ -78,12 +76,7 @@ type Step =
   | { kind: "disconnect" };
 
 type Reply =
-  | {
-    kind: "http_error";
-    status: number;
-    headers: Record<string, string>;
-    body: Json;
-  }
+  | { kind: "http_error"; status: number; headers: Record<string, string>; body: Json }
   | { kind: "stream"; steps: Step[] };
 
 interface ScriptContext {
@@ -99,9 +92,7 @@ interface ScriptContext {
 const PRICE_PER_PROMPT_TOKEN = 0.15e-6;
 const PRICE_PER_COMPLETION_TOKEN = 0.6e-6;
 
-export function startLlmFixture(
-  options: LlmFixtureOptions = {},
-): Promise<LlmFixture> {
+export function startLlmFixture(options: LlmFixtureOptions = {}): Promise<LlmFixture> {
   const requests: RecordedRequest[] = [];
   const counters = new Map<string, number>();
   const closing = new AbortController();
@@ -119,10 +110,7 @@ export function startLlmFixture(
     const headers = Object.fromEntries(request.headers);
     if (request.method === "GET" && path === "/v1/models") {
       requests.push({ method: "GET", path, headers, body: undefined });
-      return Response.json({
-        object: "list",
-        data: [modelEntry(OFFLINE_DEMO_MODEL)],
-      });
+      return Response.json({ object: "list", data: [modelEntry(OFFLINE_DEMO_MODEL)] });
     }
     if (request.method !== "POST" || path !== "/v1/chat/completions") {
       return errorResponse(404, `no route for ${request.method} ${path}`);
@@ -135,18 +123,14 @@ export function startLlmFixture(
       return errorResponse(400, "the request body is not JSON");
     }
     requests.push({ method: "POST", path, headers, body });
-    if (
-      typeof body !== "object" || body === null || !Array.isArray(body.messages)
-    ) {
+    if (typeof body !== "object" || body === null || !Array.isArray(body.messages)) {
       return errorResponse(400, "messages must be an array");
     }
 
     const messages = body.messages.map(readMessage);
     const directive = findDirective(messages);
     const script = directive ? SCRIPTS[directive.name] : offlineDemo;
-    if (!script) {
-      return errorResponse(400, `unknown fixture script "${directive?.name}"`);
-    }
+    if (!script) return errorResponse(400, `unknown fixture script "${directive?.name}"`);
     const args = directive?.args ?? {};
     const requestedModel = typeof body.model === "string" ? body.model : "fixture-model";
     const model = directive ? requestedModel : OFFLINE_DEMO_MODEL;
@@ -162,11 +146,7 @@ export function startLlmFixture(
     };
     const failModels = (args.fail_models ?? "").split(",").filter((name) => name !== "");
     const reply = failModels.includes(requestedModel)
-      ? httpError(
-        Number(args.fail_status ?? 503),
-        `model ${requestedModel} is failing`,
-        args,
-      )
+      ? httpError(Number(args.fail_status ?? 503), `model ${requestedModel} is failing`, args)
       : script(context);
     const baseHeaders = { "X-Generation-Id": generationId };
 
@@ -248,18 +228,11 @@ const SCRIPTS: Record<string, Script> = {
   tool_call(context) {
     const toolResult = lastToolResult(context.messages);
     if (toolResult) {
-      return stream(
-        context,
-        textSteps(context, splitWords(`The tool returned ${toolResult}.`), 0),
-      );
+      return stream(context, textSteps(context, splitWords(`The tool returned ${toolResult}.`), 0));
     }
     const name = context.args.tool ?? "calculator";
     const args = decodeArg(context.args.args) ?? '{"expression":"(1+2)*3"}';
-    return stream(
-      context,
-      toolCallSteps(context, 0, newCallId(), name, args),
-      "tool_calls",
-    );
+    return stream(context, toolCallSteps(context, 0, newCallId(), name, args), "tool_calls");
   },
 
   parallel_tools(context) {
@@ -282,10 +255,7 @@ const SCRIPTS: Record<string, Script> = {
   },
 
   comments(context) {
-    const steps: Step[] = [{
-      kind: "raw",
-      text: ": OPENROUTER PROCESSING\n\n",
-    }];
+    const steps: Step[] = [{ kind: "raw", text: ": OPENROUTER PROCESSING\n\n" }];
     for (const step of textSteps(context, splitWords(DEFAULT_TEXT), 0)) {
       steps.push(step, { kind: "raw", text: ": OPENROUTER PROCESSING\n\n" }, {
         kind: "raw",
@@ -315,11 +285,7 @@ const SCRIPTS: Record<string, Script> = {
   },
 
   error_mid(context) {
-    const steps = textSteps(
-      context,
-      splitWords("Partial answer before the failure"),
-      0,
-    );
+    const steps = textSteps(context, splitWords("Partial answer before the failure"), 0);
     steps.push({
       kind: "chunk",
       chunk: {
@@ -365,10 +331,7 @@ const SCRIPTS: Record<string, Script> = {
     const args = decodeArg(context.args.args) ?? '{"expression":"1+1"}';
     return stream(
       context,
-      [
-        ...textSteps(context, words, delay),
-        ...toolCallSteps(context, 0, newCallId(), name, args),
-      ],
+      [...textSteps(context, words, delay), ...toolCallSteps(context, 0, newCallId(), name, args)],
       "tool_calls",
     );
   },
@@ -414,17 +377,9 @@ function offlineDemo(context: ScriptContext): Reply {
   return demoStream(context, textSteps(context, splitWords(text), delay));
 }
 
-function demoStream(
-  context: ScriptContext,
-  steps: Step[],
-  finishReason = "stop",
-): Reply {
+function demoStream(context: ScriptContext, steps: Step[], finishReason = "stop"): Reply {
   // The demo is free: tokens are estimated, the cost is zero.
-  return stream(
-    { ...context, args: { cost: "0", ...context.args } },
-    steps,
-    finishReason,
-  );
+  return stream({ ...context, args: { cost: "0", ...context.args } }, steps, finishReason);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -459,11 +414,7 @@ class ChunkFactory {
   }
 }
 
-function textSteps(
-  context: ScriptContext,
-  pieces: string[],
-  delayMs: number,
-): Step[] {
+function textSteps(context: ScriptContext, pieces: string[], delayMs: number): Step[] {
   const steps: Step[] = [];
   pieces.forEach((piece, position) => {
     if (position > 0 && delayMs > 0) steps.push({ kind: "pause", ms: delayMs });
@@ -487,12 +438,7 @@ function toolCallSteps(
     chunk: context.chunks.delta({
       role: "assistant",
       content: null,
-      tool_calls: [{
-        index,
-        id,
-        type: "function",
-        function: { name, arguments: "" },
-      }],
+      tool_calls: [{ index, id, type: "function", function: { name, arguments: "" } }],
     }),
   }];
   const pieceLength = Math.max(1, Math.ceil(args.length / 4));
@@ -500,10 +446,7 @@ function toolCallSteps(
     steps.push({
       kind: "chunk",
       chunk: context.chunks.delta({
-        tool_calls: [{
-          index,
-          function: { arguments: args.slice(start, start + pieceLength) },
-        }],
+        tool_calls: [{ index, function: { arguments: args.slice(start, start + pieceLength) } }],
       }),
     });
   }
@@ -512,25 +455,17 @@ function toolCallSteps(
 }
 
 /** Appends the finish chunk, the usage chunk and `[DONE]`. */
-function stream(
-  context: ScriptContext,
-  steps: Step[],
-  finishReason = "stop",
-): Reply {
+function stream(context: ScriptContext, steps: Step[], finishReason = "stop"): Reply {
   const promptTokens = Math.ceil(
-    context.messages.reduce((sum, message) => sum + message.content.length, 0) /
-      4,
+    context.messages.reduce((sum, message) => sum + message.content.length, 0) / 4,
   );
   const completionTokens = context.chunks.completionTokens;
   const usage = {
     prompt_tokens: Number(context.args.prompt_tokens ?? promptTokens),
-    completion_tokens: Number(
-      context.args.completion_tokens ?? completionTokens,
-    ),
+    completion_tokens: Number(context.args.completion_tokens ?? completionTokens),
     cost: Number(
       context.args.cost ??
-        promptTokens * PRICE_PER_PROMPT_TOKEN +
-          completionTokens * PRICE_PER_COMPLETION_TOKEN,
+        promptTokens * PRICE_PER_PROMPT_TOKEN + completionTokens * PRICE_PER_COMPLETION_TOKEN,
     ),
   };
   return {
@@ -543,10 +478,7 @@ function stream(
         chunk: {
           ...context.chunks.base(),
           choices: [],
-          usage: {
-            ...usage,
-            total_tokens: usage.prompt_tokens + usage.completion_tokens,
-          },
+          usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens },
         },
       },
       { kind: "raw", text: "data: [DONE]\n\n" },
@@ -554,11 +486,7 @@ function stream(
   };
 }
 
-function httpError(
-  status: number,
-  message: string | undefined,
-  args: Args,
-): Reply {
+function httpError(status: number, message: string | undefined, args: Args): Reply {
   const headers: Record<string, string> = {};
   if (args.retry_after !== undefined) headers["Retry-After"] = args.retry_after;
   return {
@@ -627,9 +555,7 @@ function playSteps(
           finished = true;
           stop.abort();
           // Deno.serve logs the error below; the client sees the connection drop mid-body.
-          controller.error(
-            new Error("LLM fixture: simulated disconnect (expected)"),
-          );
+          controller.error(new Error("LLM fixture: simulated disconnect (expected)"));
           return;
         }
         const text = step.kind === "raw" ? step.text : `data: ${JSON.stringify(step.chunk)}\n\n`;
@@ -662,17 +588,12 @@ function nonStreamingResponse(
   let content = "";
   let finishReason: unknown = "stop";
   let usage: unknown;
-  const calls: {
-    id: string;
-    type: "function";
-    function: { name: string; arguments: string };
-  }[] = [];
+  const calls: { id: string; type: "function"; function: { name: string; arguments: string } }[] =
+    [];
   for (const step of steps) {
     if (step.kind !== "chunk") continue;
     const chunk = step.chunk;
-    if (chunk.error) {
-      return Response.json({ error: chunk.error }, { status: 502, headers });
-    }
+    if (chunk.error) return Response.json({ error: chunk.error }, { status: 502, headers });
     if (chunk.usage) usage = chunk.usage;
     const choice = (chunk.choices as Json[] | undefined)?.[0];
     const delta = choice?.delta as Json | undefined;
@@ -680,11 +601,7 @@ function nonStreamingResponse(
     for (const fragment of (delta?.tool_calls as Json[] | undefined) ?? []) {
       const fn = fragment.function as { name?: string; arguments?: string };
       if (typeof fragment.id === "string") {
-        calls.push({
-          id: fragment.id,
-          type: "function",
-          function: { name: "", arguments: "" },
-        });
+        calls.push({ id: fragment.id, type: "function", function: { name: "", arguments: "" } });
       }
       const call = calls[calls.length - 1];
       if (fn.name) call.function.name = fn.name;
@@ -739,9 +656,7 @@ function toolNames(tools: unknown): string[] {
     .filter((name): name is string => typeof name === "string");
 }
 
-function findDirective(
-  messages: Message[],
-): { name: string; args: Args } | undefined {
+function findDirective(messages: Message[]): { name: string; args: Args } | undefined {
   const text = lastUserText(messages);
   const match = text?.match(/\[\[fixture:([a-z_]+)([^\]]*)\]\]/);
   if (!match) return undefined;
@@ -790,9 +705,7 @@ function decodeArg(value: string | undefined): string | undefined {
     const bytes = Uint8Array.from(atob(base64), (char) => char.charCodeAt(0));
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch (error) {
-    if (error instanceof DOMException || error instanceof TypeError) {
-      return value;
-    }
+    if (error instanceof DOMException || error instanceof TypeError) return value;
     throw error;
   }
 }
@@ -800,10 +713,7 @@ function decodeArg(value: string | undefined): string | undefined {
 /** Encodes a value for `args=`/`text=`/`message=` directive arguments. */
 export function fixtureArg(text: string): string {
   const bytes = new TextEncoder().encode(text);
-  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll(
-    "/",
-    "_",
-  )
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_")
     .replaceAll("=", "");
 }
 
@@ -822,13 +732,7 @@ function lineEnd(value: string | undefined): string {
 }
 
 function modelEntry(id: string): Json {
-  return {
-    id,
-    object: "model",
-    created: 0,
-    owned_by: "fixture",
-    name: "Offline demo (fixture)",
-  };
+  return { id, object: "model", created: 0, owned_by: "fixture", name: "Offline demo (fixture)" };
 }
 
 function parsePort(args: string[]): { port: number; hostname: string } {
@@ -839,21 +743,15 @@ function parsePort(args: string[]): { port: number; hostname: string } {
     const value = inline ?? args[++i];
     if (flag === "--port") port = Number(value);
     else if (flag === "--hostname") hostname = value;
-    else {throw new Error(
-        `unknown argument ${args[i]}; use --port N and --hostname H`,
-      );}
+    else throw new Error(`unknown argument ${args[i]}; use --port N and --hostname H`);
   }
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new Error("bad --port");
-  }
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error("bad --port");
   return { port, hostname };
 }
 
 if (import.meta.main) {
   const fixture = await startLlmFixture(parsePort(Deno.args));
-  console.log(
-    `LLM fixture (OpenAI-compatible, model "${OFFLINE_DEMO_MODEL}") on ${fixture.url}`,
-  );
+  console.log(`LLM fixture (OpenAI-compatible, model "${OFFLINE_DEMO_MODEL}") on ${fixture.url}`);
   const stopOnSignal = () => {
     fixture.close().finally(() => Deno.exit(0));
   };

@@ -364,3 +364,51 @@ Deno.test("an approval wait that expires denies the call, and the model is told"
     assert.match(last.messages.at(-1)!.content, /approval_timeout/);
   });
 });
+
+Deno.test("the sweep finishes a turn whose worker died while nobody is connected", async () => {
+  const secret = crypto.randomUUID();
+  const workers: FunctionWorker[] = [];
+  try {
+    await withWorld({ sweepSecret: secret }, async (world) => {
+      const { sql, agent } = world;
+      const alice = await world.user("alice");
+      const a = await agentWorker(world);
+      workers.push(a);
+      const client = await connectTo(world, a, alice);
+      client.send({
+        type: "chat",
+        id: crypto.randomUUID(),
+        content: "[[fixture:slow count=30 delay=25]] go",
+      });
+      const start = await client.takeType("start");
+      await client.takeType("token", start.turn_id);
+      await kill(a, client);
+
+      const sweep = (token: string) =>
+        fetch(`${agent.httpUrl}/sweep`, {
+          method: "POST",
+          headers: { Authorization: `Bearer ${token}` },
+        });
+      const refused = await sweep("not-the-secret");
+      assert.equal(refused.status, 401);
+      await refused.body?.cancel();
+      await eventually(async () => {
+        const response = await sweep(secret);
+        const { adopted } = await response.json();
+        return adopted > 0 ? true : undefined;
+      }, "the sweep adopting the orphaned turn");
+      const [row] = await eventually(async () => {
+        const rows = await sql`select h.status::text, h.content from public.chat_history h
+                               join public.agent_turns t on t.assistant_message_id = h.id
+                               where t.id = ${start.turn_id}`;
+        return rows[0].status === "complete" ? rows : undefined;
+      }, "the turn finished by the sweeping isolate");
+      assert.equal(
+        row.content,
+        Array.from({ length: 30 }, (_, i) => `word${i} `).join(""),
+      );
+    });
+  } finally {
+    for (const worker of workers) await worker.stop();
+  }
+});

@@ -60,6 +60,8 @@ export interface AgentInstance {
 export interface WorldOptions {
   config?: Partial<AgentConfig>;
   tools?: readonly ToolDefinition[];
+  /** Opens every instance's `POST /agent/sweep` to this secret. */
+  sweepSecret?: string;
 }
 
 export interface World {
@@ -96,6 +98,7 @@ export async function withWorld(
       llmUrl: fixture.url,
       tools,
       config: { ...TEST_CONFIG, ...options.config, ...config },
+      ...(options.sweepSecret ? { sweepSecret: options.sweepSecret } : {}),
     });
     instances.push(instance);
     return instance;
@@ -140,6 +143,7 @@ export function serveAgent(options: {
   llmUrl: string;
   tools: readonly ToolDefinition[];
   config: Partial<AgentConfig>;
+  sweepSecret?: string;
 }): Promise<AgentInstance> {
   const pool = connectFunctionDatabase(POOL_SIZES.agent.defaultSize);
   const flushPool = connectFunctionDatabase(POOL_SIZES.agentFlush.defaultSize);
@@ -154,6 +158,7 @@ export function serveAgent(options: {
     },
     tools: options.tools,
     config: options.config,
+    ...(options.sweepSecret ? { sweepSecret: options.sweepSecret } : {}),
   });
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
