@@ -709,12 +709,16 @@ export interface AgentWorker {
   /** User plus system CPU time the worker used so far. */
   cpuSeconds(): Promise<number>;
   stop(): Promise<void>;
+  /** SIGKILL, as the runtime's hard limits end a worker: no `beforeunload`. */
+  kill(): Promise<void>;
 }
 
 export async function startAgentWorker(
   ctx: BenchContext,
   key: SigningKey,
   llmUrl: string,
+  /** More of the function's environment (e.g. `AGENT_LEASE_MS`). */
+  extraEnv: Record<string, string> = {},
 ): Promise<AgentWorker> {
   const port = freePort();
   const child = new Deno.Command(Deno.execPath(), {
@@ -744,6 +748,7 @@ export async function startAgentWorker(
       ...(Deno.env.get("AGENT_BENCH_V8_FLAGS")
         ? { DENO_V8_FLAGS: Deno.env.get("AGENT_BENCH_V8_FLAGS")! }
         : {}),
+      ...extraEnv,
     },
     stdin: "null",
     stdout: "null",
@@ -764,6 +769,10 @@ export async function startAgentWorker(
     cpuSeconds: () => processCpuSeconds(child.pid),
     async stop() {
       child.kill("SIGTERM");
+      await child.status;
+    },
+    async kill() {
+      child.kill("SIGKILL");
       await child.status;
     },
   };
