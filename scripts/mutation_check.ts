@@ -147,7 +147,8 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       "agent_adopt_turns ignoring leases",
       await definitionOf("public.agent_adopt_turns(text, uuid, uuid, integer, integer)"),
       [[
-        /i\.lease_expires_at > clock_timestamp\(\)\)\)\n\s+or \(t\.state = 'parked'/i,
+        // Both looks: the candidates' and the re-check under the row lock.
+        /i\.lease_expires_at > clock_timestamp\(\)\)\)\n\s+or \(t\.state = 'parked'/gi,
         "false))\n or (t.state = 'parked'",
       ]],
     );
