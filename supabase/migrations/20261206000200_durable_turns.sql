@@ -5,7 +5,10 @@
 --   turn's epoch. Every flush is conditional on (owner, epoch): an isolate that lost a turn
 --   writes nothing more of it.
 -- * Checkpoints. At each step boundary (and around each tool call) the turn stores what it
---   needs to go on (agent_turns.checkpoint), with its flush. An adopter continues from it.
+--   needs to go on (agent_turn_checkpoints), with its flush. An adopter continues from it.
+--   A table of its own: a checkpoint holds the system prompt, the grants and the claims the
+--   turn runs with, which users do not read (agent_turns is theirs to read and is published to
+--   Realtime; its rows stay small).
 --   `recoveries` counts adoptions since the last checkpoint that made progress; past the
 --   budget the turn ends interrupted, as before.
 -- * Parked approvals. A turn waiting for an approval is parked (state 'parked'): it holds no
@@ -27,14 +30,27 @@ grant select, insert, update, delete on public.agent_isolates to service_role;
 alter table public.agent_turns
   -- Bumped by each adoption (and each continuation of a parked turn).
   add column epoch integer not null default 0 check (epoch >= 0),
-  -- What the turn needs to go on (turn_checkpoint.ts); null until its first flush.
-  add column checkpoint jsonb check (checkpoint is null or jsonb_typeof(checkpoint) = 'object'),
   -- Adoptions since the last checkpoint that made progress.
   add column recoveries integer not null default 0 check (recoveries >= 0),
   -- [{epoch, seq}]: the seq of the restart_step frame each adoption's isolate starts with.
   add column restarts jsonb not null default '[]' check (jsonb_typeof(restarts) = 'array'),
   -- A parked turn's approval wait ends here (then it is denied).
   add column parked_until timestamptz;
+
+-- What a turn needs to go on (turn_checkpoint.ts); no row until its first flush. Written
+-- by agent_flush with the turn's frames; read by the isolate that takes the turn over.
+create table public.agent_turn_checkpoints (
+  turn_id uuid primary key references public.agent_turns (id) on delete cascade,
+  -- The checkpoint's `progress`: an adoption that finds it unchanged counts as a recovery.
+  progress integer not null check (progress >= 0),
+  checkpoint jsonb not null check (jsonb_typeof(checkpoint) = 'object'),
+  updated_at timestamptz not null default now()
+);
+comment on table public.agent_turn_checkpoints is
+  'Where each agent turn stands, for the isolate that adopts it. Service role only.';
+alter table public.agent_turn_checkpoints enable row level security;
+revoke all on public.agent_turn_checkpoints from anon, authenticated, service_role;
+grant select, insert, update on public.agent_turn_checkpoints to service_role;
 
 -- The sweep looks for running turns of dead isolates and expired parked turns.
 create index agent_turns_live_idx on public.agent_turns (state, created_at)
@@ -88,7 +104,8 @@ as $$
     'steps', t.steps,
     'reserved_tokens', t.reserved_tokens,
     'reserved_cost_usd', t.reserved_cost_usd,
-    'checkpoint', t.checkpoint,
+    'checkpoint', (select c.checkpoint from public.agent_turn_checkpoints c
+                   where c.turn_id = t.id),
     'answer', p_answer,
     'last_seq', (select coalesce(max(e.last_seq), 0) from public.agent_turn_events e
                  where e.turn_id = t.id),
@@ -128,6 +145,7 @@ declare
   v_answer jsonb;
   v_used integer;
   v_cost numeric;
+  v_checkpoint jsonb;
 begin
   if p_owner is null or p_limit is null or p_limit < 1 or p_max_recoveries is null
     or p_max_recoveries < 0 then
@@ -165,12 +183,14 @@ begin
     if v_turn.state = 'running' and v_turn.recoveries >= p_max_recoveries then
       select coalesce(max(e.last_seq), 0) + 1 into v_seq
       from public.agent_turn_events e where e.turn_id = v_turn.id;
+      select c.checkpoint into v_checkpoint
+      from public.agent_turn_checkpoints c where c.turn_id = v_turn.id;
       v_used := greatest(0,
-        coalesce((v_turn.checkpoint #>> '{usage,prompt_tokens}')::integer, 0)
-        + coalesce((v_turn.checkpoint #>> '{usage,completion_tokens}')::integer, 0)
-        - coalesce((v_turn.checkpoint #>> '{settled,tokens}')::integer, 0));
-      v_cost := greatest(0, coalesce((v_turn.checkpoint #>> '{usage,cost}')::numeric, 0)
-        - coalesce((v_turn.checkpoint #>> '{settled,cost}')::numeric, 0));
+        coalesce((v_checkpoint #>> '{usage,prompt_tokens}')::integer, 0)
+        + coalesce((v_checkpoint #>> '{usage,completion_tokens}')::integer, 0)
+        - coalesce((v_checkpoint #>> '{settled,tokens}')::integer, 0));
+      v_cost := greatest(0, coalesce((v_checkpoint #>> '{usage,cost}')::numeric, 0)
+        - coalesce((v_checkpoint #>> '{settled,cost}')::numeric, 0));
       perform public.settle_quota(v_turn.user_id, v_turn.reserved_tokens, v_used, v_cost,
         v_turn.reserved_cost_usd);
       update public.agent_turns t
@@ -306,8 +326,10 @@ begin
     select t.id, t.reserved_tokens, t.reserved_cost_usd,
       -- Settled now: an ending, or a park no answer overtook.
       x.state is not null and not (x.state = 'parked' and t.approval_answer is not null)
-        as settles
+        as settles,
+      coalesce(c.progress, 0) as stored_progress
     from public.agent_turns t join turn_input x on x.id = t.id
+    left join public.agent_turn_checkpoints c on c.turn_id = t.id
   ),
   owned as (
     update public.agent_turns t
@@ -316,10 +338,8 @@ begin
         model = coalesce(x.model, t.model),
         state = case when b.settles then x.state else t.state end,
         error = coalesce(x.error, t.error),
-        checkpoint = coalesce(x.checkpoint, t.checkpoint),
         recoveries = case
-          when coalesce((x.checkpoint ->> 'progress')::integer, -1)
-            > coalesce((t.checkpoint ->> 'progress')::integer, 0) then 0
+          when coalesce((x.checkpoint ->> 'progress')::integer, -1) > b.stored_progress then 0
           else t.recoveries end,
         parked_until = case when b.settles and x.state = 'parked' then x.parked_until
           else t.parked_until end,
@@ -359,6 +379,14 @@ begin
     select e.turn_id, e.seq, e.last_seq, e.user_id, e.frames
     from event_input e join owned on owned.id = e.turn_id
     on conflict do nothing
+  ),
+  checkpoints as (
+    insert into public.agent_turn_checkpoints as c (turn_id, progress, checkpoint)
+    select x.id, greatest(0, coalesce((x.checkpoint ->> 'progress')::integer, 0)), x.checkpoint
+    from turn_input x join owned on owned.id = x.id
+    where x.checkpoint is not null
+    on conflict (turn_id) do update
+    set progress = excluded.progress, checkpoint = excluded.checkpoint, updated_at = now()
   )
   select coalesce(jsonb_agg(to_jsonb(owned)), '[]') into v_owned from owned;
 

@@ -12,6 +12,7 @@ import {
   connectTestDatabase,
   createUser,
   message,
+  sqlState,
 } from "./support/database.ts";
 
 const SERVICE = { role: "service_role" };
@@ -31,9 +32,11 @@ async function storedTurn(sql: Sql, owner: string) {
   await sql`insert into public.user_limits (user_id) values (${user.id}) on conflict do nothing`;
   await sql`update public.user_limits set day_tokens = 500 where user_id = ${user.id}`;
   await sql`insert into public.agent_turns (id, user_id, session_id, user_message_id,
-              assistant_message_id, owner, reserved_tokens, checkpoint)
+              assistant_message_id, owner, reserved_tokens)
             values (${turnId}, ${user.id}, ${sessionId}, ${userRow.id}, ${assistantRow.id},
-              ${owner}, 500, ${sql.json({ progress: 1, step: 1 } as never)})`;
+              ${owner}, 500)`;
+  await sql`insert into public.agent_turn_checkpoints (turn_id, progress, checkpoint)
+            values (${turnId}, 1, ${sql.json({ progress: 1, step: 1 } as never)})`;
   await sql`insert into public.agent_turn_events (turn_id, seq, last_seq, user_id, frames)
             values (${turnId}, 1, 2, ${user.id}, ${sql.json(["a", "b"] as never)})`;
   return { user, turnId, assistantRowId: assistantRow.id as string };
@@ -84,11 +87,27 @@ Deno.test("a live lease keeps a turn; once released, another isolate adopts it w
       (tx) => flush(tx, a, [{ id: turnId, epoch: 0, steps: 2 }], [frame(3)]),
     );
     assert.equal(stale.length, 0);
+    const checkpoint = { progress: 2, step: 2, messages: [{ role: "system", content: "secret" }] };
     const owned = await service(
       sql,
-      (tx) => flush(tx, b, [{ id: turnId, epoch: 1, steps: 2 }], [frame(3)]),
+      (tx) => flush(tx, b, [{ id: turnId, epoch: 1, steps: 2, checkpoint }], [frame(3)]),
     );
     assert.deepEqual(owned.map((row) => row.state), ["running"]);
+    const [stored] = await sql`select progress, checkpoint from public.agent_turn_checkpoints
+                               where turn_id = ${turnId}`;
+    assert.deepEqual([stored.progress, stored.checkpoint], [2, checkpoint]);
+    // The user reads his turn, not its checkpoint (the system prompt, grants, claims).
+    const user = { role: "authenticated", sub: taken.user_id };
+    const [turnRow] = await as(
+      sql,
+      user,
+      (tx) => tx`select epoch from public.agent_turns where id = ${turnId}`,
+    );
+    assert.equal(turnRow.epoch, 1);
+    assert.equal(
+      await sqlState(as(sql, user, (tx) => tx`select 1 from public.agent_turn_checkpoints`)),
+      "42501",
+    );
     const [{ n }] = await sql`select count(*)::int as n from public.agent_turn_events
                               where turn_id = ${turnId}`;
     assert.equal(n, 2);

@@ -28,6 +28,7 @@ const TABLE_PRIVILEGES = [
 const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
   agent_connections: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   agent_isolates: { service_role: "SELECT INSERT UPDATE DELETE" },
+  agent_turn_checkpoints: { service_role: "SELECT INSERT UPDATE" },
   agent_turn_events: { authenticated: "SELECT", service_role: "SELECT INSERT" },
   agent_turns: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE" },
   chat_history: { authenticated: "SELECT INSERT UPDATE DELETE", service_role: "SELECT UPDATE" },

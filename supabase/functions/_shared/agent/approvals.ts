@@ -87,9 +87,10 @@ export async function awaitedCall(
   const [row] = await queryAsServiceRole<{ tool: string | null }>(
     sql,
     inlineSql`
-      select (select c ->> 'name' from jsonb_array_elements(t.checkpoint -> 'calls') c
+      select (select c ->> 'name' from jsonb_array_elements(k.checkpoint -> 'calls') c
               where c ->> 'id' = t.awaiting_call_id) as tool
       from public.agent_turns t
+      join public.agent_turn_checkpoints k on k.turn_id = t.id
       where t.user_id = ${userId}::uuid and t.awaiting_call_id = ${callId}
         and t.state in ('running', 'parked')`,
   );

@@ -49,6 +49,36 @@ export type Database = {
         };
         Relationships: [];
       };
+      "agent_turn_checkpoints": {
+        Row: {
+          "checkpoint": NonNullable<Json>;
+          "progress": number;
+          "turn_id": string;
+          "updated_at": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "checkpoint": NonNullable<Json>;
+          "progress": number;
+          "turn_id": string;
+          "updated_at"?: string;
+        };
+        Update: {
+          "checkpoint"?: NonNullable<Json>;
+          "progress"?: number;
+          "turn_id"?: string;
+          "updated_at"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "agent_turn_checkpoints_turn_id_fkey";
+            columns: ["turn_id"];
+            isOneToOne: true;
+            referencedRelation: "agent_turns";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
       "agent_turn_events": {
         Row: {
           "created_at": string;
@@ -91,7 +121,6 @@ export type Database = {
           "assistant_message_id": string | null;
           "awaiting_call_id": string | null;
           "cancel_requested_at": string | null;
-          "checkpoint": Json | null;
           "completion_usd_per_token": number;
           "created_at": string;
           "epoch": number;
@@ -119,7 +148,6 @@ export type Database = {
           "assistant_message_id"?: string | null;
           "awaiting_call_id"?: string | null;
           "cancel_requested_at"?: string | null;
-          "checkpoint"?: Json | null;
           "completion_usd_per_token"?: number;
           "created_at"?: string;
           "epoch"?: number;
@@ -146,7 +174,6 @@ export type Database = {
           "assistant_message_id"?: string | null;
           "awaiting_call_id"?: string | null;
           "cancel_requested_at"?: string | null;
-          "checkpoint"?: Json | null;
           "completion_usd_per_token"?: number;
           "created_at"?: string;
           "epoch"?: number;
