@@ -30,10 +30,17 @@ const RECOVERY_P50_TARGET_MS = 2_000;
 const RECOVERY_P99_TARGET_MS = 5_000;
 const WAIT_MS = 60_000;
 
+/** `DURABLE_BENCH_*` override a level by hand (e.g. `DURABLE_BENCH_CHURN_SECONDS=60`). */
+function setting(name: string, fallback: number): number {
+  const value = Number(Deno.env.get(`DURABLE_BENCH_${name}`));
+  return Number.isFinite(value) && value > 0 ? value : fallback;
+}
+
 export async function durableBench(ctx: BenchContext): Promise<BenchResult[]> {
-  const recoverySessions = ctx.smoke ? 10 : 100;
-  const churnSessions = ctx.smoke ? 20 : 200;
-  const churnMs = ctx.smoke ? 20_000 : 180_000;
+  const recoverySessions = setting("RECOVERY_SESSIONS", ctx.smoke ? 10 : 100);
+  const churnSessions = setting("CHURN_SESSIONS", ctx.smoke ? 20 : 200);
+  const churnMs = setting("CHURN_SECONDS", ctx.smoke ? 20 : 180) * 1000;
+  const answerTokens = setting("ANSWER_TOKENS", 200);
   const key = await generateSigningKey();
   const users = await createUsers(ctx.sql, recoverySessions + churnSessions, "durable-bench");
   await ctx.sql`insert into public.models (id, prompt_usd_per_token, completion_usd_per_token)
@@ -52,7 +59,7 @@ export async function durableBench(ctx: BenchContext): Promise<BenchResult[]> {
   try {
     return [
       ...await recovery(ctx, key, fixture.url, tokens.slice(0, recoverySessions)),
-      await churn(ctx, key, fixture.url, tokens.slice(recoverySessions), churnMs),
+      await churn(ctx, key, fixture.url, tokens.slice(recoverySessions), churnMs, answerTokens),
     ];
   } finally {
     await fixture.close();
@@ -127,6 +134,7 @@ async function churn(
   llmUrl: string,
   tokens: string[],
   durationMs: number,
+  answerTokens: number,
 ): Promise<BenchResult> {
   const secret = crypto.randomUUID();
   const limits = resolveLimits({
@@ -163,22 +171,46 @@ async function churn(
     ).then((response) => response.body?.cancel()).catch(() => {});
   }, 2_000);
   const deadline = performance.now() + durationMs;
+  // Turns still open this long after the deadline count as lost: the run always ends.
+  const giveUp = deadline + 60_000;
   const outcomes = new Map<string, number>();
   let reconnects = 0;
+  const progress = setInterval(() => {
+    console.error(
+      `durable churn: ${JSON.stringify(Object.fromEntries(outcomes))}, ${reconnects} ` +
+        `reconnects, workers killed ${pool.events.filter((e) => e.kind === "killed").length}`,
+    );
+  }, 15_000);
   try {
     await Promise.all(tokens.map(async (token, i) => {
       // Spread the starts over a few seconds, as users arrive.
       await new Promise((resolve) => setTimeout(resolve, (i * 3_000) / tokens.length));
-      while (performance.now() < deadline) {
-        const session = new Session(`${(await current()).replace("http", "ws")}/agent`, token);
-        await session.open();
-        session.chat("[[fixture:tokens count=200 delay=25]] stream on");
+      // A worker may die while a socket to it opens: try the current one again.
+      const reopen = async (session: Session) => {
         for (;;) {
-          await Promise.race([session.closed, session.until(() => session.ended !== undefined)]);
-          if (session.ended !== undefined) break;
-          reconnects++;
           session.url = `${(await current()).replace("http", "ws")}/agent`;
-          await session.open();
+          try {
+            return await session.open();
+          } catch (error) {
+            if (!(error instanceof Error) || performance.now() > giveUp) throw error;
+            await new Promise((resolve) => setTimeout(resolve, 200));
+          }
+        }
+      };
+      while (performance.now() < deadline) {
+        const session = new Session("", token);
+        await reopen(session);
+        session.chat(`[[fixture:tokens count=${answerTokens} delay=25]] stream on`);
+        for (;;) {
+          await Promise.race([session.closed, session.until(() => session.ended !== undefined)])
+            .catch(() => {});
+          if (session.ended !== undefined) break;
+          if (performance.now() > giveUp) {
+            session.ended = "unfinished";
+            break;
+          }
+          reconnects++;
+          await reopen(session);
           session.resume();
         }
         outcomes.set(session.ended!, (outcomes.get(session.ended!) ?? 0) + 1);
@@ -187,6 +219,7 @@ async function churn(
     }));
   } finally {
     clearInterval(sweeper);
+    clearInterval(progress);
     await pool.kill();
   }
   const killed = pool.events.filter((e) => e.kind === "killed").length;
@@ -196,7 +229,7 @@ async function churn(
   const lost = total - completed;
   return {
     name: `durable: turns lost while the runtime's limits end workers (${tokens.length} ` +
-      `sessions, ${Math.round(durationMs / 1000)} s)`,
+      `sessions, ${answerTokens}-token answers, ${Math.round(durationMs / 1000)} s)`,
     value: lost,
     unit: "turns",
     target: "0",
@@ -246,20 +279,25 @@ class Session {
   chat(content: string): void {
     this.chatId = crypto.randomUUID();
     this.content = content;
-    this.socket!.send(JSON.stringify({ type: "chat", id: this.chatId, content }));
+    this.#send({ type: "chat", id: this.chatId, content });
+  }
+
+  /** A socket that closed meanwhile drops the frame: its close starts the next attempt. */
+  #send(frame: unknown): void {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(frame));
   }
 
   /** Follows the turn on: `resume` once it is known, else the chat again (idempotent by id). */
   resume(): void {
     if (this.turnId) {
-      this.socket!.send(JSON.stringify({
+      this.#send({
         type: "resume",
         turn_id: this.turnId,
         after_seq: this.lastSeq,
         epoch: this.epoch,
-      }));
+      });
     } else {
-      this.socket!.send(JSON.stringify({ type: "chat", id: this.chatId, content: this.content }));
+      this.#send({ type: "chat", id: this.chatId, content: this.content });
     }
   }
 
