@@ -149,7 +149,12 @@ async function pollTurn(
         await followLocally(runtime, client, here, standing(last, epoch, here.restarts));
         return;
       }
-      await abortableSleep(config.pollIntervalMs, stopped.signal);
+      // A lease about to lapse is looked at again right then: its turn is adopted at once.
+      const leaseLeft = current.lease_left_ms;
+      await abortableSleep(
+        leaseLeft === null ? config.pollIntervalMs : Math.min(config.pollIntervalMs, leaseLeft + 5),
+        stopped.signal,
+      );
     }
   } finally {
     client.unfollow(turn.id, stop);

@@ -31,6 +31,8 @@ export type StoredTurn =
   & {
     /** Running, but its isolate's lease lapsed: any isolate may adopt it. */
     orphaned: boolean;
+    /** Running: how long its isolate's lease still lasts (ms), if it has one. */
+    lease_left_ms: number | null;
     /** Where takeovers restarted it (see `restart_step`). */
     restarts: { epoch: number; seq: number }[];
   };
@@ -185,7 +187,11 @@ export async function loadTurn(
       select t.id, t.session_id, t.state, t.owner, t.heartbeat_at, t.steps, t.model, t.error,
              t.epoch, t.restarts, t.state = 'running' and not exists (
                select 1 from public.agent_isolates i
-               where i.id = t.owner and i.lease_expires_at > clock_timestamp()) as orphaned
+               where i.id = t.owner and i.lease_expires_at > clock_timestamp()) as orphaned,
+             (select ceil(extract(epoch from i.lease_expires_at - clock_timestamp()) * 1000)::int
+              from public.agent_isolates i
+              where t.state = 'running' and i.id = t.owner
+                and i.lease_expires_at > clock_timestamp()) as lease_left_ms
       from public.agent_turns t
       where t.id = ${turnId}::uuid and t.user_id = ${userId}::uuid`,
   );
