@@ -154,8 +154,12 @@ async function churn(
       AGENT_SWEEP_SECRET: secret,
     },
     limits,
-    log: () => {},
+    // The workers' own complaints (a turn that could not be taken over, say), a few of them.
+    log: (line) => {
+      if (line.includes("agent:") && workerComplaints++ < 20) console.error(line);
+    },
   });
+  let workerComplaints = 0;
   await pool.start();
   const current = async () => {
     const origin = await pool.acquire();

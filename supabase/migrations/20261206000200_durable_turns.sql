@@ -193,9 +193,14 @@ begin
         - coalesce((v_checkpoint #>> '{settled,cost}')::numeric, 0));
       perform public.settle_quota(v_turn.user_id, v_turn.reserved_tokens, v_used, v_cost,
         v_turn.reserved_cost_usd);
+      -- A takeover of its own (restart_step, then the ending): a client may hold frames the
+      -- dead isolate sent but never stored, past this seq; the restart tells it to drop them
+      -- (keeping all of the stored text), so the ending reaches it.
       update public.agent_turns t
       set state = 'interrupted', finished_at = clock_timestamp(), reserved_tokens = 0,
-          reserved_cost_usd = 0,
+          reserved_cost_usd = 0, epoch = t.epoch + 1,
+          restarts = t.restarts || jsonb_build_array(jsonb_build_object('epoch', t.epoch + 1,
+            'seq', v_seq)),
           error = jsonb_build_object('code', 'interrupted',
             'message', 'The servers running this turn kept stopping before it progressed')
       where t.id = v_turn.id;
@@ -203,12 +208,21 @@ begin
       set status = 'interrupted', updated_at = clock_timestamp()
       where h.id = v_turn.assistant_message_id and h.status = 'streaming';
       insert into public.agent_turn_events (turn_id, seq, last_seq, user_id, frames)
-      values (v_turn.id, v_seq, v_seq, v_turn.user_id, jsonb_build_array(jsonb_build_object(
-        'type', 'error',
-        'code', 'interrupted',
-        'message', 'The servers running this turn kept stopping before it progressed; the '
-          || 'partial answer is kept',
-        'retryable', true)))
+      select v_turn.id, v_seq, v_seq + 1, v_turn.user_id, jsonb_build_array(
+        jsonb_build_object(
+          'type', 'restart_step',
+          'step', coalesce((v_checkpoint ->> 'step')::integer, 0) + 1,
+          'epoch', v_turn.epoch + 1,
+          -- UTF-16 units, as clients count: code points, plus one for each beyond the BMP.
+          'keep_chars', char_length(h.content) + (
+            select count(*) from regexp_matches(h.content, '[\U00010000-\U0010FFFF]', 'g'))),
+        jsonb_build_object(
+          'type', 'error',
+          'code', 'interrupted',
+          'message', 'The servers running this turn kept stopping before it progressed; the '
+            || 'partial answer is kept',
+          'retryable', true))
+      from public.chat_history h where h.id = v_turn.assistant_message_id
       on conflict do nothing;
       return next jsonb_build_object('kind', 'interrupted', 'turn_id', v_turn.id);
       continue;

@@ -134,9 +134,20 @@ Deno.test("past the recovery budget a turn ends interrupted, its reservation set
     const [row] = await sql`select status::text from public.chat_history
                             where id = ${assistantRowId}`;
     assert.equal(row.status, "interrupted");
-    const [last] = await sql`select frames -> 0 ->> 'code' as code from public.agent_turn_events
+    // A restart first (a client may hold unstored frames past seq 2: they are dropped, the
+    // stored text kept), then the ending.
+    const [last] = await sql`select last_seq, frames from public.agent_turn_events
                              where turn_id = ${turnId} and seq = 3`;
-    assert.equal(last.code, "interrupted");
+    assert.equal(last.last_seq, 4);
+    assert.deepEqual(
+      last.frames.map((f: { type: string; code?: string; keep_chars?: number }) => [
+        f.type,
+        f.code ?? f.keep_chars,
+      ]),
+      [["restart_step", "partial".length], ["error", "interrupted"]],
+    );
+    const [ended] = await sql`select epoch, restarts from public.agent_turns where id = ${turnId}`;
+    assert.deepEqual([ended.epoch, ended.restarts], [1, [{ epoch: 1, seq: 3 }]]);
   } finally {
     await sql.end();
   }

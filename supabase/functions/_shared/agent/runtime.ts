@@ -22,7 +22,13 @@ import type { LiveTurn } from "./live_turn.ts";
 import { aborted, runTurn, type TurnEnding, type TurnResumePoint, type TurnRun } from "./turn.ts";
 import { initialCheckpoint, unsettled } from "./turn_checkpoint.ts";
 import type { LlmSettings, TurnInputs } from "./turn_scope.ts";
-import { adoptTurns, releaseLease, renewLeaseAndAdopt, takeOver } from "./turn_takeover.ts";
+import {
+  adoptTurns,
+  handBack,
+  releaseLease,
+  renewLeaseAndAdopt,
+  takeOver,
+} from "./turn_takeover.ts";
 import { requestCancel, reserveStep, writeFlush } from "./turn_store.ts";
 
 export interface RuntimeDependencies {
@@ -132,8 +138,18 @@ export class AgentRuntime {
   async continueTurns(resumptions: readonly TurnResumption[]): Promise<string[]> {
     const started: string[] = [];
     for (const resumption of resumptions) {
-      if (this.#closed) break;
-      const taken = await takeOver(this.deps, resumption);
+      if (this.#closed) {
+        await this.#handBack(resumption.turn_id, resumption.epoch);
+        continue;
+      }
+      let taken;
+      try {
+        taken = await takeOver(this.deps, resumption);
+      } catch (error) {
+        console.error(`agent: could not take turn ${resumption.turn_id} over`, error);
+        await this.#handBack(resumption.turn_id, resumption.epoch);
+        continue;
+      }
       if (taken.kind === "refused") {
         void this.#endAtOnce(taken.turn, taken.ending);
       } else {
@@ -142,6 +158,16 @@ export class AgentRuntime {
       started.push(resumption.turn_id);
     }
     return started;
+  }
+
+  /** A turn taken but not run here goes back to whoever adopts it next. */
+  async #handBack(turnId: string, epoch: number): Promise<void> {
+    try {
+      await handBack(this.deps.sql, this.isolateId, turnId, epoch);
+    } catch (error) {
+      // Kept by this isolate until its lease lapses: then it is adopted all the same.
+      console.error(`agent: could not hand turn ${turnId} back`, error);
+    }
   }
 
   /** Adopts orphaned turns (of one user, or one turn, or any) and runs them here. */
@@ -206,8 +232,11 @@ export class AgentRuntime {
       }, resume);
       await this.#finish(turn, ending);
     })();
-    const settled = this.track(run.catch((error) => {
-      console.error(`agent: turn ${turn.turnId} could not be finished`, error);
+    const settled = this.track(run.catch(async (error) => {
+      console.error(`agent: turn ${turn.turnId} could not be finished; handing it back`, error);
+      if (this.turns.get(turn.turnId) === turn) this.turns.delete(turn.turnId);
+      turn.leave();
+      await this.#handBack(turn.turnId, turn.epoch);
     }));
     this.#runs.add(settled);
     settled.finally(() => this.#runs.delete(settled));

@@ -43,6 +43,26 @@ export async function releaseLease(sql: Sql, owner: string): Promise<void> {
   await queryAsServiceRole(sql, inlineSql`select public.agent_release_lease(${owner})`);
 }
 
+/**
+ * Gives a turn this isolate holds but cannot run (taking it over or storing its ending failed)
+ * back to whoever adopts it next: its owner becomes one with no lease. While this isolate
+ * lives it would otherwise keep the turn, renewing a lease for a turn nobody runs.
+ */
+export async function handBack(
+  sql: Sql,
+  owner: string,
+  turnId: string,
+  epoch: number,
+): Promise<void> {
+  await queryAsServiceRole(
+    sql,
+    inlineSql`
+      update public.agent_turns t set owner = ${`handed-back:${owner}`}
+      where t.id = ${turnId}::uuid and t.owner = ${owner} and t.epoch = ${epoch}
+        and t.state = 'running'`,
+  );
+}
+
 /** Adopts the orphaned turns of one user, or one turn. */
 export async function adoptTurns(
   sql: Sql,
