@@ -10,11 +10,13 @@ import { connect } from "../supabase/functions/_shared/db/client.ts";
 import { POOL_SIZES, poolSizeFromEnv } from "../supabase/functions/_shared/db/config.ts";
 import { agentBench } from "./bench/agent_bench.ts";
 import { agentFlushBench } from "./bench/agent_flush_bench.ts";
+import { crossTabBench } from "./bench/cross_tab_bench.ts";
 import { databaseBench } from "./bench/database_bench.ts";
 import { durableBench } from "./bench/durable_bench.ts";
 import { historyBench } from "./bench/history_bench.ts";
 import { hardeningBench } from "./bench/hardening_bench.ts";
 import { mcpBench } from "./bench/mcp_bench.ts";
+import { hubBench } from "./bench/hub_bench.ts";
 import { realtimeBench } from "./bench/realtime_bench.ts";
 import type { BenchContext, BenchResult, PoolSizes } from "./bench/types.ts";
 import { webBench } from "./bench/web_bench.ts";
@@ -46,6 +48,7 @@ const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>, string?, s
     LIMITS_OFF,
   ],
   ["MCP", mcpBench, `mcp isolate ${pools.mcp} (MCP_DB_POOL_SIZE)`, LIMITS_OFF],
+  ["Hub", hubBench, `agent isolate ${pools.agent} (AGENT_DB_POOL_SIZE)`, LIMITS_OFF],
   ["Realtime", realtimeBench],
   [
     "Agent",
@@ -68,6 +71,7 @@ const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>, string?, s
     "CPU soft 1 s / hard 2 s",
   ],
   ["Web", webBench],
+  ["Cross-tab", crossTabBench, `agent isolate ${pools.agent} + flush ${pools.agentFlush}`],
 ];
 const chosen = suites.filter(([title]) => !only || only.includes(title.toLowerCase()));
 if (only && chosen.length !== only.length) {

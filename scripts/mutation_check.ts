@@ -2,10 +2,11 @@
  * `deno task test:mutations`: proves the database tests guard the schema. For every RLS
  * policy, for the row locks of consume_quota, consume_tool_calls, consume_request and agent_start_turn's
  * concurrent-turn count, for consume_quota's cost reservation and agent_reserve_step's per-step
- * re-check, and for every grant an API role holds in `public` (one per object and role, as the
+ * re-check, for agent_start_chat's busy check and queue order and the one-running-turn index, and for every grant an API role holds in `public` (one per object and role, as the
  * migrations grant them), it makes a copy of the migrated database with that one piece removed
  * and runs the database tests against it. Each
  * such mutant must make at least one test fail; a surviving mutant fails this check.
+ * `--only=<text>` runs just the mutants whose label contains the text.
  *
  * The privilege-matrix test is left out of those runs: it would kill every grant mutant by
  * comparing tables, while the point is that some test does, as that role, what the code does.
@@ -25,6 +26,11 @@ const NOT_RUN_ON_MUTANTS = new Set([
   "architecture_test.ts",
   "auth_matrix_test.ts",
   "auth_modes_stack_test.ts",
+  "database_outage_stack_test.ts",
+  "edge_api_lint_test.ts",
+  "function_size_test.ts",
+  "import_map_contract_test.ts",
+  "runtime_limits_stack_test.ts",
 ]);
 /** Mutants run two at a time: each is one small database and one `deno test` process. */
 const CONCURRENCY = 2;
@@ -37,7 +43,10 @@ const admin = postgres(databaseUrl(cluster.port, "template1", ADMIN_ROLE), {
 });
 
 try {
-  const mutants = await listMutants(postgres(cluster.adminUrl, { max: 1 }));
+  // `--only=<text>`: just the mutants whose label contains it (checking a new guard by hand).
+  const only = Deno.args.find((arg) => arg.startsWith("--only="))?.slice("--only=".length);
+  const mutants = (await listMutants(postgres(cluster.adminUrl, { max: 1 })))
+    .filter((mutant) => only === undefined || mutant.label.includes(only));
   const testFiles = await databaseTestFiles();
   let survivors = 0;
   let next = 0;
@@ -48,9 +57,7 @@ try {
       if (failedTests.length === 0) survivors++;
       console.log(
         failedTests.length > 0
-          ? `killed    ${mutants[index].label}\n            by: ${
-            failedTests.slice(0, 2).join("; ")
-          }${failedTests.length > 2 ? ` and ${failedTests.length - 2} more` : ""}`
+          ? `killed    ${mutants[index].label}\n            by: ${failedTests[0]}`
           : `SURVIVED  ${mutants[index].label}`,
       );
     }
@@ -126,6 +133,24 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       ),
       [[/where l\.user_id = v_user for update;/i, "where l.user_id = v_user;"]],
     );
+    // Double-texting: a busy session starts a second turn, or a queued chat jumps the queue.
+    const startChat = await definitionOf(
+      "public.agent_start_chat(text, jsonb, uuid, uuid, text, jsonb, text, text, integer, " +
+        "integer, integer)",
+    );
+    mutate("agent_start_chat without its busy check", startChat, [
+      [
+        /elsif v_busy\.turn_id is not null or v_head\.chat_id is not null then/i,
+        "elsif false then",
+      ],
+    ]);
+    mutate("agent_start_chat letting any queued chat start first", startChat, [
+      [/or v_head\.chat_id is distinct from v_chat then/i, "then"],
+    ]);
+    mutants.push({
+      label: "two running turns per session",
+      sql: "drop index public.agent_turns_one_running_per_session",
+    });
     mutate(
       "consume_tool_calls without its row lock",
       await definitionOf("public.consume_tool_calls(uuid, integer)"),
@@ -200,7 +225,8 @@ async function runDatabaseTests(
   testFiles: string[],
 ): Promise<string[]> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["test", "-A", "--no-check", ...testFiles],
+    // One failure kills the mutant: the rest of the run would only cost time.
+    args: ["test", "-A", "--no-check", "--fail-fast", ...testFiles],
     cwd: PROJECT_ROOT,
     env: { SUPABASE_DB_URL: url, [ADMIN_URL_VARIABLE]: adminUrl, NO_COLOR: "1" },
     stdout: "piped",

@@ -1,7 +1,8 @@
 -- Demo users for local runs (password: password123), with different grants.
 -- Written as GoTrue writes users: its token columns hold '' (GoTrue reads them into non-null
 -- strings, so a NULL there makes every sign-in fail with "Database error querying schema").
--- alice: the defaults plus execute_workflow (asks first) for the "demo-echo" workflow.
+-- alice: the defaults plus execute_workflow (asks first) for the "demo-echo" workflow; an admin
+--        (app_metadata.role, which only the service role can set): the web app's Admin page.
 -- bob:   the defaults, but calculator asks first and query_table is denied.
 
 insert into auth.users (
@@ -12,7 +13,7 @@ insert into auth.users (
   ('00000000-0000-0000-0000-000000000000', 'a11ce000-0000-4000-8000-000000000001',
    'authenticated', 'authenticated', 'alice@example.com',
    extensions.crypt('password123', extensions.gen_salt('bf', 10)), now(),
-   '{"provider": "email", "providers": ["email"]}', '{"name": "Alice"}', now(), now(),
+   '{"provider": "email", "providers": ["email"], "role": "admin"}', '{"name": "Alice"}', now(), now(),
    '', '', '', ''),
   ('00000000-0000-0000-0000-000000000000', 'b0b00000-0000-4000-8000-000000000002',
    'authenticated', 'authenticated', 'bob@example.com',

@@ -717,6 +717,8 @@ export async function startAgentWorker(
   ctx: BenchContext,
   key: SigningKey,
   llmUrl: string,
+  /** The V8 heap's maximum, as the Edge Runtime sets it to the memory limit; unset: V8's. */
+  heapLimitBytes?: number,
   /** More of the function's environment (e.g. `AGENT_LEASE_MS`). */
   extraEnv: Record<string, string> = {},
 ): Promise<AgentWorker> {
@@ -732,6 +734,9 @@ export async function startAgentWorker(
       join(PROJECT_ROOT, "supabase", "functions", "agent", "deno.json"),
       `--lock=${join(PROJECT_ROOT, "deno.lock")}`,
       "--frozen",
+      ...(heapLimitBytes === undefined
+        ? []
+        : [`--v8-flags=--max-heap-size=${Math.floor(heapLimitBytes / 2 ** 20)}`]),
       join(PROJECT_ROOT, "supabase", "functions", "agent", "index.ts"),
     ],
     cwd: PROJECT_ROOT,

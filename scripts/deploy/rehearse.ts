@@ -35,6 +35,7 @@ const PROJECT_REF = "rehearsedeployxyzabc";
 /** What each function's first unauthenticated request is: the route a client calls first. */
 const PROBES: Record<string, { method: string; path: string; body?: string }> = {
   agent: { method: "GET", path: "/agent" },
+  connections: { method: "GET", path: "/connections" },
   // GET /history has no route; the session list is the first call the web app makes.
   history: { method: "GET", path: "/history/sessions" },
   // A stateless MCP server answers GET with 405 by design; clients begin with POST initialize.

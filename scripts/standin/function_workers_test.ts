@@ -33,7 +33,7 @@ Deno.test("each function starts on its own deno.json and the frozen root lockfil
     SUPABASE_DB_URL: "postgres://postgres@127.0.0.1:9/postgres",
     SUPABASE_JWKS: JSON.stringify({ keys: [] }),
   };
-  for (const name of ["agent", "history", "mcp"]) {
+  for (const name of ["agent", "connections", "history", "mcp"]) {
     const lines: string[] = [];
     const worker = await startFunctionWorker({ name, env, log: (line) => lines.push(line) });
     await worker.stop();

@@ -4,6 +4,8 @@
  */
 export const LOCAL_PUBLISHABLE_KEY = "sb_publishable_ACJWlzQHlZjBrEguHvfOxg_3BJgxAaH";
 export const LOCAL_SECRET_KEY = "sb_secret_N7UND0UgjKTVK-Uodkm0Hg_xSvEMPvz";
+/** The local stack's MCP_CREDENTIALS_KEY (32 bytes, base64): fixed, so data survives restarts. */
+export const LOCAL_MCP_CREDENTIALS_KEY = "bG9jYWwtc3RhbmQtaW4tbWNwLWNyZWRlbnRpYWxzISE=";
 /**
  * The legacy JWT API keys `supabase start` prints, signed with its legacy JWT secret
  * (`LEGACY_JWT_SECRET` in signing_keys.ts; a test checks they still are). A project on the

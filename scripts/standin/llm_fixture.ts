@@ -66,7 +66,7 @@ interface Message {
   role: string;
   content: string;
   tool_call_id?: string;
-  tool_calls?: { id?: string; function?: { name?: string } }[];
+  tool_calls?: { id?: string; function?: { name?: string; arguments?: string } }[];
 }
 
 type Step =
@@ -352,8 +352,7 @@ function offlineDemo(context: ScriptContext): Reply {
   const delay = context.demoDelayMs;
   const toolResult = lastToolResult(context.messages);
   if (toolResult !== undefined) {
-    const toolName = toolNameOfResult(context.messages) ?? "tool";
-    const text = `The ${toolName} tool returned ${toolResult}. ` +
+    const text = `${phraseToolResult(context.messages, toolResult)} ` +
       "(This is the offline demo model: no LLM API key is set.)";
     return demoStream(context, textSteps(context, splitWords(text), delay));
   }
@@ -678,11 +677,45 @@ function lastToolResult(messages: Message[]): string | undefined {
   return last?.role === "tool" ? last.content : undefined;
 }
 
-function toolNameOfResult(messages: Message[]): string | undefined {
+/**
+ * A tool result as a model would say it: "(2+3)*4 = 20." for the calculator, a short sentence
+ * for anything else; never the tool's raw JSON.
+ */
+function phraseToolResult(messages: Message[], result: string): string {
+  const call = toolCallOfResult(messages);
+  const name = call?.function?.name ?? "tool";
+  const parsed = parseJson(result);
+  const args = parseJson(call?.function?.arguments ?? "");
+  if (name === "calculator" && isRecord(parsed) && typeof parsed.value === "string") {
+    const expression = isRecord(args) && typeof args.expression === "string"
+      ? args.expression
+      : "The result";
+    return `${expression} = ${parsed.value}.`;
+  }
+  if (isRecord(parsed) && typeof parsed.message === "string") {
+    return `The ${name} tool could not answer: ${parsed.message}.`;
+  }
+  return `The ${name} tool answered.`;
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    if (error instanceof SyntaxError) return undefined;
+    throw error;
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function toolCallOfResult(messages: Message[]) {
   const id = messages.at(-1)?.tool_call_id;
   for (const message of messages.toReversed()) {
     const call = message.tool_calls?.find((candidate) => candidate.id === id);
-    if (call?.function?.name) return call.function.name;
+    if (call) return call;
   }
   return undefined;
 }

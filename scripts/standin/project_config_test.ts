@@ -6,6 +6,7 @@ Deno.test("the project's functions verify JWTs themselves", async () => {
   const configs = await readFunctionConfigs();
   assert.deepEqual(configs.map((c) => [c.name, c.verifyJwt]).sort(), [
     ["agent", false],
+    ["connections", false],
     ["history", false],
     ["mcp", false],
   ]);

@@ -26,6 +26,7 @@ import {
   LEGACY_ANON_KEY,
   LEGACY_API_KEYS,
   LEGACY_SERVICE_ROLE_KEY,
+  LOCAL_MCP_CREDENTIALS_KEY,
   LOCAL_PUBLISHABLE_KEY,
   LOCAL_SECRET_KEY,
   STANDARD_API_KEYS,
@@ -65,6 +66,8 @@ const PASSED_THROUGH = [
   "N8N_WEBHOOK_AUTH_VALUE",
   "N8N_TIMEOUT_MS",
   "MCP_FUNCTION_URL",
+  "MCP_CREDENTIALS_KEY",
+  "MCP_REQUEST_TIMEOUT_MS",
   "AUTH_ISSUER_URL",
   "ALLOWED_HOSTS",
   "ALLOWED_ORIGINS",
@@ -288,6 +291,10 @@ export async function startStack(
       SUPABASE_SERVICE_ROLE_KEY: mode === "legacy" ? LEGACY_SERVICE_ROLE_KEY : LOCAL_SECRET_KEY,
       // Opens the agent's sweep route to the ticker below (a secret like any other).
       AGENT_SWEEP_SECRET: Deno.env.get("AGENT_SWEEP_SECRET") || crypto.randomUUID(),
+      // The connections function and the agent may reach MCP servers on this machine (the
+      // doubles), and seal credentials with a key known to be local.
+      MCP_ALLOW_LOOPBACK: "true",
+      MCP_CREDENTIALS_KEY: LOCAL_MCP_CREDENTIALS_KEY,
       ...functionEnv,
     };
 

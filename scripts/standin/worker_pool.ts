@@ -154,6 +154,7 @@ export class FunctionPool {
       log: this.#options.log,
       verbose: this.#options.verbose,
       unloadGraceMs: limits?.unloadGraceMs,
+      heapLimitBytes: limits?.memoryBytes,
     });
     const entry: Supervised = { worker, bootedAt, retired: false, ending: false, exited: false };
     if (this.#stopped) {

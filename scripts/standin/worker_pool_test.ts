@@ -169,6 +169,16 @@ Deno.test("memory: a worker over the limit is killed, the next request gets a fr
   });
 });
 
+Deno.test("memory: a worker's V8 heap is capped at the memory limit, as the Edge Runtime caps it", async () => {
+  await withPool({ plan: "free", memoryBytes: 160 * 1024 * 1024 }, async (h) => {
+    const response = await fetch(`${h.base}/heap`);
+    const { limit } = await response.json() as { limit: number };
+    // V8 rounds the limit to its pages; what matters is that it is the limit, not the default.
+    assert.ok(limit <= 160 * 1024 * 1024, `heap limit ${limit} over the 160 MiB memory limit`);
+    assert.ok(limit >= 150 * 1024 * 1024, `heap limit ${limit} far under the memory limit`);
+  });
+});
+
 Deno.test("limits may be made stricter, never laxer, and CPU lifted only by name", () => {
   assert.throws(
     () => resolveLimits({ plan: "free", wallClockMs: 200_000 }),

@@ -15,6 +15,7 @@ const WEB_MAY_IMPORT = new Set([
   "supabase/functions/_shared/db/database.types.ts",
   "supabase/functions/_shared/history/protocol.ts",
   "supabase/functions/_shared/http/error_codes.ts",
+  "supabase/functions/_shared/mcp_servers/protocol.ts",
 ]);
 
 /**

@@ -12,6 +12,13 @@
  * a new channel joins and gets it too, the agent socket opened at the start runs a new turn with
  * a tool, MCP answers tools/call, Auth signs in and REST reads. What was in flight ends with an
  * error carrying its stable code, not a hang.
+ *
+ * And the outage is said plainly (docs/operations.md): while Postgres is down, `/health` answers
+ * 503 naming `db`, an HTTP call 503 `db_unavailable` with `Retry-After`, a new agent socket
+ * an `error` db_unavailable and the close code 4004, and a turn that streamed through the crash
+ * a `notice` that its ending waits for the database; its `response` and `complete` follow once
+ * Postgres is back. At the end the stack's output is scanned: every function log line is JSON,
+ * one turn's lines share its request id, and no token, key or message content is in any line.
  */
 import assert from "node:assert/strict";
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
@@ -19,6 +26,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import postgres from "postgres";
 import { type RunningStack, startStack } from "../../scripts/standin/stack.ts";
+import { CLOSE_CODES } from "../functions/_shared/agent_protocol.ts";
 import { AgentClient, eventually } from "./support/agent_world.ts";
 
 const CYCLES = 5;
@@ -47,7 +55,12 @@ Deno.test(`Postgres killed and restarted ${CYCLES} times under Realtime, agent a
     await standing.until(() => standing.subscribed >= 1, "the first join");
     const agent = await openAgent(stack, token);
     clients.push(agent);
-    // MCP as another user: a turn held inside agent_start_turn keeps its user's limits row
+    // Another socket, for a turn that streams through each crash.
+    const streamer = await openAgent(stack, token);
+    clients.push(streamer);
+    await streamer.takeType("ready");
+    await expectHealth(stack, "agent", 200);
+    // MCP as another user: a turn held inside agent_start_chat (agent_start_turn) keeps its user's limits row
     // locked, which would hold up that user's tool calls before they reach their tool.
     const mcp = await openMcp(stack, await signIn(stack, "bob@example.com"));
     clients.push(mcp);
@@ -61,6 +74,10 @@ Deno.test(`Postgres killed and restarted ${CYCLES} times under Realtime, agent a
       const failure = (what: string) => `${context}: ${what}\n${logs.slice(-60).join("\n")}`;
 
       // --- Work in flight when Postgres dies.
+      const streaming = settle(
+        streamer.chat(`[[fixture:slow count=40 delay=100]] streaming through crash ${cycle}`),
+      );
+      await within(streamer.takeType("token"), "the streaming turn's first token");
       locks = await holdLocks(stack.dbUrl);
       const inFlight = {
         mcp: settle(searchHistory(mcp)),
@@ -73,7 +90,7 @@ Deno.test(`Postgres killed and restarted ${CYCLES} times under Realtime, agent a
       };
       // Each of them waits inside the database, so the kill lands in the middle of it.
       const caught = [
-        /agent_start_turn/,
+        /agent_start_chat/,
         /agent_register_connection/,
         /join public\.chat_sessions/,
       ];
@@ -100,17 +117,17 @@ Deno.test(`Postgres killed and restarted ${CYCLES} times under Realtime, agent a
         failure("Realtime telling the channel its feed is down"),
       );
       // What was in flight ends, with an error, while the database is still down. MCP: the
-      // function's error envelope (HTTP 500, as the SDK reports it) or a tool error result,
-      // either way with its stable code.
+      // function's error envelope (HTTP 503, as the SDK reports it) or a tool error result,
+      // either way with the code db_unavailable.
       const mcpOutcome = await inFlight.mcp;
       const mcpError = mcpOutcome.ok ? JSON.stringify(mcpOutcome.value) : `${mcpOutcome.error}`;
       assert.ok(
         mcpOutcome.ok
           ? mcpOutcome.value.isError
-          : (mcpOutcome.error as { code?: number }).code === 500,
+          : (mcpOutcome.error as { code?: number }).code === 503,
         failure(`the MCP call in flight: ${mcpError}`),
       );
-      assert.match(mcpError, /internal_error/, failure(mcpError));
+      assert.match(mcpError, /db_unavailable/, failure(mcpError));
       const turnOutcome = await inFlight.turn;
       assert.ok(
         turnOutcome.ok,
@@ -118,17 +135,55 @@ Deno.test(`Postgres killed and restarted ${CYCLES} times under Realtime, agent a
       );
       assert.deepEqual(
         turnOutcome.value.map((frame) => [frame.type, "code" in frame && frame.code]),
-        [["error", "internal_error"]],
+        [["error", "db_unavailable"]],
         failure(JSON.stringify(turnOutcome.value)),
       );
-      // A socket whose set-up could not finish is closed with 1011 by the function (the
-      // gateway passes the code on in the reason), before any frame.
+      // A socket whose set-up could not finish hears why and is closed with 4004.
       const greeting = await inFlight.greeting;
-      assert.ok(!greeting.first.ok, failure(`the greeting in flight: ${JSON.stringify(greeting)}`));
+      assert.ok(greeting.first.ok, failure(`the greeting in flight: ${JSON.stringify(greeting)}`));
+      assert.deepEqual(
+        [greeting.first.value.type, "code" in greeting.first.value && greeting.first.value.code],
+        ["error", "db_unavailable"],
+      );
       assert.deepEqual(
         greeting.close,
-        { code: 1000, reason: "[1011] the server could not set up this connection" },
+        {
+          code: CLOSE_CODES.databaseUnavailable,
+          reason: "the database is unavailable; reconnect shortly",
+        },
         failure(JSON.stringify(greeting.close)),
+      );
+
+      // --- While it is down, every surface says so.
+      await expectHealth(stack, "agent", 503);
+      if (cycle === 1) {
+        await expectHealth(stack, "history", 503);
+        await expectHealth(stack, "mcp", 503);
+      }
+      const refused = await within(
+        fetch(`${stack.apiUrl}/functions/v1/history/sessions`, {
+          headers: { Authorization: `Bearer ${token}`, "x-request-id": `outage-${cycle}` },
+        }),
+        "history during the outage",
+      );
+      assert.equal(refused.status, 503, failure("history during the outage"));
+      assert.equal(refused.headers.get("retry-after"), "5");
+      assert.deepEqual((await refused.json()).error.code, "db_unavailable");
+      const late = await openAgent(stack, token);
+      clients.push(late);
+      const lateFirst = await within(late.take(() => true), "a new socket's first frame")
+        .catch((error) => error);
+      assert.equal(
+        (lateFirst as { code?: string }).code,
+        "db_unavailable",
+        failure(JSON.stringify(lateFirst)),
+      );
+      assert.equal((await within(late.closed, "the new socket's close")).code, 4004);
+      // The turn that streamed through the crash has ended; its client hears that the ending
+      // waits for the database.
+      await within(
+        streamer.take((frame) => frame.type === "notice" && frame.code === "ending_delayed"),
+        failure("the streaming turn's notice"),
       );
 
       await stack.restartDatabase();
@@ -145,6 +200,19 @@ Deno.test(`Postgres killed and restarted ${CYCLES} times under Realtime, agent a
       await standing.until(() => standing.contents.includes(content), failure("standing row"));
       await joined.until(() => joined.contents.includes(content), failure("new channel row"));
       await supabase.removeChannel(joined.channel);
+
+      // The streamed turn's ending is stored now, and its client gets it (after the notice).
+      const streamed = await streaming;
+      assert.ok(streamed.ok, failure(`the streaming turn: ${!streamed.ok && streamed.error}`));
+      const types = streamed.value.map((frame) => frame.type);
+      assert.deepEqual(types.slice(-2), ["response", "complete"], failure(`${types}`));
+      const turnId = streamed.value[0].turn_id;
+      const at = (type: string) =>
+        streamer.frames.findIndex((frame) =>
+          frame.type === type && (frame as { turn_id?: string }).turn_id === turnId
+        );
+      assert.ok(at("notice") >= 0 && at("notice") < at("complete"), failure("notice first"));
+      await expectHealth(stack, "agent", 200);
 
       assert.ok(!agent.isClosed, failure("the agent socket opened at the start closed"));
       const turn = await agent.chat("What is (2+3)*4?");
@@ -172,6 +240,10 @@ Deno.test(`Postgres killed and restarted ${CYCLES} times under Realtime, agent a
       );
     }
     assert.ok(!agent.isClosed);
+    scanLogs(logs, {
+      secrets: [token, stack.secretKey, stack.signingKey.privateJwk.d as string],
+      contents: ["What is (2+3)*4?", "before any crash", "after crash", "in flight at crash"],
+    });
   } finally {
     // Ends the test's lock-holding transaction first, or the stack's pools would wait on it.
     await locks?.forget();
@@ -338,4 +410,66 @@ function watchInserts(supabase: SupabaseClient, topic: string): Watched {
     },
     close: () => supabase.removeChannel(channel),
   };
+}
+
+/** `/health` of a function, without a token, answers `status` (eventually, once back). */
+async function expectHealth(stack: RunningStack, name: string, status: 200 | 503) {
+  let last: unknown;
+  await eventually(
+    async () => {
+      const response = await fetch(`${stack.apiUrl}/functions/v1/${name}/health`);
+      const body = await response.json();
+      last = body;
+      if (response.status !== status) return undefined;
+      assert.equal(body.status, status === 200 ? "ok" : "failing");
+      if (status === 503) assert.ok(body.failed.includes("db"), JSON.stringify(body));
+      return true;
+    },
+    `${name}/health answering ${status}`,
+    RECOVERY_MS,
+  ).catch((error) => {
+    throw new Error(`${error.message}: ${JSON.stringify(last)}`);
+  });
+}
+
+/**
+ * The stack's output, as an operator's log drain would get it: every line a function wrote
+ * through the logger is JSON; a turn's lines share its request id; and nothing secret or
+ * private is anywhere (tokens, keys, what users wrote).
+ */
+function scanLogs(logs: string[], forbidden: { secrets: string[]; contents: string[] }) {
+  for (const line of logs) {
+    for (const secret of forbidden.secrets) {
+      assert.ok(!line.includes(secret), `a secret in the log: ${line.slice(0, 200)}`);
+    }
+    for (const content of forbidden.contents) {
+      assert.ok(!line.includes(content), `message content in the log: ${line}`);
+    }
+  }
+  const structured = logs
+    .map((line) => line.match(/^\[(agent|mcp|history)\] (\{.*)$/)?.[2])
+    .filter((json): json is string => json !== undefined)
+    .map((json) => JSON.parse(json) as Record<string, unknown>);
+  const events = new Set(structured.map((line) => line.event));
+  for (const event of ["request", "socket_open", "socket_close", "turn_end", "tool_call"]) {
+    assert.ok(events.has(event), `no ${event} line among ${[...events]}`);
+  }
+  // A turn that ran a tool: its end and its tool call carry the same request and turn ids,
+  // those of the socket that started it.
+  const ended = structured.filter((line) => line.event === "turn_end" && line.state === "complete");
+  const withTool = ended.find((end) =>
+    structured.some((line) => line.event === "tool_call" && line.turn_id === end.turn_id)
+  );
+  assert.ok(withTool, "a completed turn with a tool call");
+  const call = structured.find((line) =>
+    line.event === "tool_call" && line.turn_id === withTool.turn_id
+  )!;
+  assert.equal(call.request_id, withTool.request_id);
+  assert.ok(
+    structured.some((line) =>
+      line.event === "socket_open" && line.request_id === withTool.request_id
+    ),
+  );
+  assert.equal(call.user, withTool.user, "the same hashed user");
+  assert.match(String(call.user), /^[0-9a-f]{16}$/);
 }

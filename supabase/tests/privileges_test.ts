@@ -26,6 +26,7 @@ const TABLE_PRIVILEGES = [
 
 /** Per table and role, the privileges held; a role not named holds none (`anon` nowhere). */
 const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
+  agent_chat_queue: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   agent_connections: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   agent_isolates: { service_role: "SELECT INSERT UPDATE DELETE" },
   agent_turn_checkpoints: { service_role: "SELECT INSERT UPDATE" },
@@ -34,6 +35,9 @@ const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
   chat_history: { authenticated: "SELECT INSERT UPDATE DELETE", service_role: "SELECT UPDATE" },
   chat_sessions: { authenticated: "SELECT INSERT UPDATE DELETE", service_role: "SELECT" },
   default_permissions: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
+  mcp_credentials: { service_role: "SELECT INSERT" },
+  mcp_servers: { authenticated: "SELECT DELETE", service_role: "SELECT INSERT UPDATE" },
+  mcp_tools: { authenticated: "SELECT", service_role: "SELECT INSERT DELETE" },
   models: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   permissions: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   request_buckets: { service_role: "SELECT INSERT UPDATE" },
@@ -48,20 +52,29 @@ const EXPECTED_FUNCTIONS: Record<string, ApiRole[]> = {
   "agent_adopt_turns(text,uuid,uuid,integer,integer)": ["service_role"],
   "agent_answer_parked(text,uuid,uuid,text,jsonb)": ["service_role"],
   "agent_chat_context(uuid,uuid,integer,uuid[])": ["authenticated"],
+  "agent_fail_queued_chat(uuid,uuid,jsonb)": ["service_role"],
   "agent_flush(text,jsonb,jsonb,jsonb)": ["service_role"],
   "agent_interrupt_stale_turns(uuid,integer,uuid,uuid)": ["service_role"],
   "agent_register_connection(uuid,uuid,text,integer)": ["service_role"],
   "agent_release_lease(text)": ["service_role"],
   "agent_renew_lease(text,integer)": ["service_role"],
   "agent_reserve_step(uuid,integer,integer)": ["service_role"],
+  "agent_session_busy_turn(uuid,uuid,integer)": ["service_role"],
+  "agent_start_chat(text,jsonb,uuid,uuid,text,jsonb,text,text,integer,integer,integer)": [
+    "service_role",
+  ],
   "agent_start_turn(uuid,uuid,text,jsonb,text,text,integer,integer,integer)": ["service_role"],
   "agent_turn_resumption(uuid,text,jsonb)": ["service_role"],
+  "agent_startable_chats(uuid,uuid,integer)": ["service_role"],
   "append_messages(uuid,jsonb,text)": ["authenticated"],
   "caller_account_refusal()": ["authenticated"],
   "consume_quota(uuid,integer,numeric)": ["service_role"],
   "consume_request(uuid,text)": ["service_role"],
   "consume_tool_calls(uuid,integer)": ["service_role"],
+  "mcp_replace_tools(uuid,uuid,jsonb,jsonb)": ["service_role"],
+  "mcp_store_server(uuid,uuid,text,text,text,text,bytea,jsonb,jsonb)": ["service_role"],
   "my_permissions()": ["authenticated"],
+  "operator_metrics(integer,integer)": ["service_role"],
   "settle_quota(uuid,integer,integer,numeric,numeric)": ["service_role"],
 };
 

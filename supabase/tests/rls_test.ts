@@ -295,6 +295,7 @@ Deno.test("new users get the default grants and limits; the watched tables are p
       "agent_turns",
       "chat_history",
       "chat_sessions",
+      "mcp_servers",
       "permissions",
       "usage_metrics",
     ]);

@@ -200,6 +200,7 @@ Deno.test("a backend with the secret key reads every table published to Realtime
       "agent_turns",
       "chat_history",
       "chat_sessions",
+      "mcp_servers",
       "permissions",
       "usage_metrics",
     ]);

@@ -336,10 +336,19 @@ export async function startChangeFeed(options: ChangeFeedOptions): Promise<Chang
       try {
         // A fresh slot starts from now and announces every relation again before its rows.
         relations.clear();
-        connection = await connect();
+        const reconnected = await connect();
+        if (closed) {
+          // Stopped while connecting: close() saw no connection, so this one is ended here.
+          reconnected.stream.end();
+          await reconnected.sql.end({ timeout: 1 });
+          return;
+        }
+        connection = reconnected;
         reconnectAttempt = 0;
         options.onStatus?.("up", "replication connection re-established");
       } catch (error) {
+        // A stop during the attempt: the failure is the stop's, not news.
+        if (closed) return;
         console.error("realtime: reconnecting the change feed failed", error);
         scheduleReconnect();
       }

@@ -350,3 +350,45 @@ Deno.test("http: apikey and vsn are checked before the upgrade; other routes are
     assert.deepEqual([unknown.status, unknown.body.code], [404, "not_found"]);
   });
 });
+
+Deno.test("wire: a join while the replication connection is down hears the same status its socket last heard", async () => {
+  const sql = connectTestDatabase(2);
+  await withRealtime(async (realtime) => {
+    const socket = await RawSocket.open(realtime, SERVICE_QUERY);
+    try {
+      const bindings = [{ event: "*", schema: "public", table: "chat_sessions" }];
+      socket.send(joinFrame("1", "before", bindings));
+      await socket.next("the first join's reply");
+      const subscribed = await socket.next("the first join's system message") as unknown[];
+      assert.equal((subscribed[4] as { status: string }).status, "ok");
+
+      const [{ terminated }] = await sql<{ terminated: boolean }[]>`
+        select bool_or(pg_terminate_backend(pid)) as terminated from pg_stat_activity
+        where application_name = 'local-realtime-feed' and datname = current_database()`;
+      assert.equal(terminated, true);
+      const lost = await socket.next("the lost-connection message") as unknown[];
+      assert.deepEqual(lost.slice(2, 4), ["realtime:before", "system"]);
+      assert.equal((lost[4] as { status: string }).status, "error");
+
+      // Frames of one socket are ordered: whatever the reconnect's timing, the new channel's
+      // system message must agree with the last status the first channel heard before it.
+      socket.send(joinFrame("2", "during", bindings));
+      let lastHeard = "error";
+      for (;;) {
+        const frame = await socket.next("the second join's system message") as unknown[];
+        if (frame[3] !== "system") continue;
+        const { status } = frame[4] as { status: string };
+        if (frame[2] === "realtime:before") {
+          lastHeard = status;
+          continue;
+        }
+        assert.equal(frame[2], "realtime:during");
+        assert.equal(status, lastHeard, "the new channel was told something else than the old");
+        break;
+      }
+    } finally {
+      await socket.close();
+    }
+  });
+  await sql.end();
+});

@@ -52,6 +52,7 @@ export async function createRealtimeHandler(
   const authorizer = createAuthorizer(pool);
   const sessions = new Set<Session>();
 
+  let replicationDown: string | undefined;
   let feed;
   try {
     feed = await startChangeFeed({
@@ -63,6 +64,7 @@ export async function createRealtimeHandler(
         const message = status === "up"
           ? "Subscribed to PostgreSQL"
           : `Realtime lost its replication connection (${detail}); changes are not delivered until it is back`;
+        replicationDown = status === "up" ? undefined : message;
         for (const session of sessions) {
           session.pushSystemToSubscribers(status === "up" ? "ok" : "error", message);
         }
@@ -105,6 +107,7 @@ export async function createRealtimeHandler(
       catalog,
       verifier: options.verifier,
       apikey: apikeyIdentity(role),
+      replicationDown: () => replicationDown,
     });
     sessions.add(session);
     socket.onmessage = (event) => session.receive(event.data);

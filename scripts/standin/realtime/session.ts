@@ -24,6 +24,8 @@ export interface SessionContext {
   verifier: TokenVerifier;
   /** Who the socket's apikey stands for. */
   apikey: Identity;
+  /** Why changes are not delivered right now (the replication connection is down), or undefined. */
+  replicationDown(): string | undefined;
 }
 
 export class Session implements Transport {
@@ -146,8 +148,11 @@ export class Session implements Transport {
     if (compiled.ok) this.context.registry.setBindings(channel, compiled.bindings);
     channel.reply(message.ref, "ok", { postgres_changes: compiled.echo });
     if (compiled.echo.length > 0) {
-      if (compiled.ok) channel.pushSystem("postgres_changes", "ok", "Subscribed to PostgreSQL");
-      else channel.pushSystem("postgres_changes", "error", compiled.message);
+      const down = this.context.replicationDown();
+      if (!compiled.ok) channel.pushSystem("postgres_changes", "error", compiled.message);
+      // Joined while the feed is down: the channel hears so now, and "Subscribed" when it is back.
+      else if (down !== undefined) channel.pushSystem("postgres_changes", "error", down);
+      else channel.pushSystem("postgres_changes", "ok", "Subscribed to PostgreSQL");
     }
     channel.watchExpiry(() => this.#shutdown(channel, "InvalidJWTToken: Token has expired"));
   }

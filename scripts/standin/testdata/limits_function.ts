@@ -5,6 +5,7 @@
  * graceful shutdown would.
  */
 import process from "node:process";
+import { getHeapStatistics } from "node:v8";
 
 const sockets = new Set<WebSocket>();
 addEventListener("beforeunload", () => {
@@ -46,6 +47,7 @@ Deno.serve((request) => {
     // Touched, so the pages are resident.
     held.push(new Uint8Array(Number(url.searchParams.get("mb")) * 1024 * 1024).fill(1));
   }
+  if (route === "heap") return Response.json({ limit: getHeapStatistics().heap_size_limit });
   if (route === "crash") Deno.exit(3);
   return Response.json({ pid: Deno.pid });
 });

@@ -4,8 +4,9 @@
  * tests all import it. Frames are JSON text frames, one JSON object each, told apart by `type`.
  *
  * Client → server: chat, cancel, approve, resume, ping.
- * Server → client: ready (once, after the upgrade), pong, and the frames of a turn: start,
- * token, tool_call, approval_required, progress, tool_result, response, complete, error.
+ * Server → client: ready (once, after the upgrade), pong, queued, and the frames of a turn: start,
+ * step, token, tool_call, approval_required, progress, tool_result, response, complete, error;
+ * and `notice`, a live word about a turn that is neither numbered nor stored.
  * Every turn frame carries the `turn_id` and a per-turn `seq` (1, 2, 3, … without gaps); a
  * turn ends with exactly one `complete` or `error` frame. An `error` without `turn_id`
  * answers one client frame (bad input, a refused chat) and ends nothing.
@@ -41,6 +42,11 @@ export const CLOSE_CODES = {
    * access_revoked naming which): do not reconnect with this session's tokens.
    */
   accessRevoked: 4003,
+  /**
+   * The database could not be reached while setting up the socket (after an `error`
+   * db_unavailable): reconnect after a backoff; nothing was lost.
+   */
+  databaseUnavailable: 4004,
 } as const;
 
 /** The Sec-WebSocket-Protocol prefix that carries the access token (`jwt-<token>`). */
@@ -84,8 +90,16 @@ export const ERROR_CODES = [
    * `user_deleted`, `user_banned`, `session_ended`); the socket closes with 4003.
    */
   "access_revoked",
+  /**
+   * The database cannot be reached right now: a chat that could not be stored (`ref` is its
+   * id; send it again with the same id after `retry_after_ms`), or a socket's set-up (closed
+   * with 4004).
+   */
+  "db_unavailable",
   /** Anything else; details are in the server's log. */
   "internal_error",
+  /** The chat's session has a running turn (`running_turn_id`) and the policy is `reject`. */
+  "session_busy",
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -117,6 +131,12 @@ export const ChatFrameSchema = z.object({
   model: z.string().min(1).max(200).optional(),
   /** Offer only these tools (those the user may use); absent: every tool he may use. */
   tools: z.array(toolName()).max(64).optional(),
+  /**
+   * What to do when the session already has a running turn: `reject` (the default) answers
+   * `session_busy`; `enqueue` stores the chat (`queued`) and starts it when the turns ahead
+   * of it have ended, in order.
+   */
+  policy: z.enum(["reject", "enqueue"]).optional(),
 });
 
 export const CancelFrameSchema = z.object({
@@ -208,12 +228,31 @@ export const LimitsSchema = z.object({
 
 export const ReadyFrameSchema = z.object({
   type: z.literal("ready"),
+  /** The id of the socket's upgrade request in the server's logs. */
+  request_id: z.string().optional(),
   user_id: uuid(),
   connection_id: uuid(),
   limits: LimitsSchema,
 });
 
 export const PongFrameSchema = z.object({ type: z.literal("pong") });
+
+/**
+ * A chat sent with `policy: "enqueue"` to a busy session was stored; its turn (`turn_id`)
+ * starts when the turns ahead of it end, and this connection follows it from `start` on.
+ * Not a turn frame: it has no seq.
+ */
+export const QueuedFrameSchema = z.object({
+  type: z.literal("queued"),
+  /** The chat's id. */
+  ref: uuid(),
+  turn_id: uuid(),
+  session_id: uuid(),
+  /** Queued chats of the session ahead of this one (0: it starts next). */
+  ahead: z.int().min(0),
+  /** The turn running in the session when the chat was queued. */
+  running_turn_id: uuid().optional(),
+});
 
 const turnFrame = <Type extends string, Shape extends z.ZodRawShape>(
   type: Type,
@@ -230,6 +269,18 @@ export const StartFrameSchema = turnFrame("start", {
 });
 
 export const TokenFrameSchema = turnFrame("token", { delta: z.string() });
+
+/** What the agent starts doing between tokens (`STEP_KINDS`; a client ignores kinds it does not know). */
+export const STEP_KINDS = ["calling_model", "running_tool"] as const;
+
+export const StepFrameSchema = turnFrame("step", {
+  step: z.string(),
+  /** The LLM call this belongs to: 1, 2, … */
+  index: z.int().min(1),
+  /** For `running_tool`. */
+  tool: z.string().optional(),
+  call_id: z.string().optional(),
+});
 
 export const ToolCallFrameSchema = turnFrame("tool_call", {
   call_id: z.string(),
@@ -266,6 +317,10 @@ export const ProgressFrameSchema = turnFrame("progress", {
   progress: z.number(),
   total: z.number().optional(),
   message: z.string().optional(),
+  /** The phase the tool is in, in its own words (e.g. `fetching`, `parsing`). */
+  stage: z.string().optional(),
+  /** A partial result the tool chose to show early. */
+  data: z.unknown().optional(),
 });
 
 export const ToolResultFrameSchema = turnFrame("tool_result", {
@@ -293,10 +348,16 @@ export const CompleteFrameSchema = turnFrame("complete", {
   usage: UsageSchema,
   /** LLM calls the turn made. */
   steps: z.int(),
+  /** From the turn's start to its end, in this isolate (a resumed turn: since its adoption). */
+  duration_ms: z.int().min(0).optional(),
+  /** The model that answered (the last call's; a fallback when the asked one failed). */
+  model: z.string().optional(),
 });
 
 export const ErrorFrameSchema = z.object({
   type: z.literal("error"),
+  /** The id of the request (the socket's upgrade) in the server's logs. */
+  request_id: z.string().optional(),
   /** Present when the error ends a turn. */
   turn_id: uuid().optional(),
   seq: seq().optional(),
@@ -312,6 +373,22 @@ export const ErrorFrameSchema = z.object({
   reason: z.string().optional(),
   /** For `rate_limited`: when trying again may succeed. */
   retry_after_ms: z.int().optional(),
+  /** For `session_busy`: the turn that holds the session. */
+  running_turn_id: uuid().optional(),
+});
+
+/**
+ * A live word about a turn, for the clients following it on the isolate that runs it: not
+ * numbered, not stored, never replayed. `ending_delayed`: the turn has ended but the database
+ * has not stored its ending after a second (it may be unreachable); its closing frames follow
+ * once it has (or, after about 30 s of tries, anyway).
+ */
+export const NoticeFrameSchema = z.object({
+  type: z.literal("notice"),
+  turn_id: uuid(),
+  code: z.string(),
+  message: z.string(),
+  retry_after_ms: z.int().optional(),
 });
 
 /** An `error` that ends a turn: numbered like every frame of the turn. */
@@ -322,6 +399,7 @@ export const TurnErrorFrameSchema = ErrorFrameSchema.extend({
 
 export const TurnFrameSchema = z.discriminatedUnion("type", [
   StartFrameSchema,
+  StepFrameSchema,
   TokenFrameSchema,
   ToolCallFrameSchema,
   ApprovalRequiredFrameSchema,
@@ -336,7 +414,9 @@ export const TurnFrameSchema = z.discriminatedUnion("type", [
 export const ServerFrameSchema = z.discriminatedUnion("type", [
   ReadyFrameSchema,
   PongFrameSchema,
+  QueuedFrameSchema,
   StartFrameSchema,
+  StepFrameSchema,
   TokenFrameSchema,
   ToolCallFrameSchema,
   ApprovalRequiredFrameSchema,
@@ -346,12 +426,15 @@ export const ServerFrameSchema = z.discriminatedUnion("type", [
   CompleteFrameSchema,
   ErrorFrameSchema,
   RestartStepFrameSchema,
+  NoticeFrameSchema,
 ]);
 
 export type Limits = z.infer<typeof LimitsSchema>;
 export type ReadyFrame = z.infer<typeof ReadyFrameSchema>;
 export type PongFrame = z.infer<typeof PongFrameSchema>;
+export type QueuedFrame = z.infer<typeof QueuedFrameSchema>;
 export type StartFrame = z.infer<typeof StartFrameSchema>;
+export type StepFrame = z.infer<typeof StepFrameSchema>;
 export type TokenFrame = z.infer<typeof TokenFrameSchema>;
 export type ToolCallFrame = z.infer<typeof ToolCallFrameSchema>;
 export type ApprovalRequiredFrame = z.infer<typeof ApprovalRequiredFrameSchema>;
@@ -362,6 +445,7 @@ export type ResponseFrame = z.infer<typeof ResponseFrameSchema>;
 export type Usage = z.infer<typeof UsageSchema>;
 export type CompleteFrame = z.infer<typeof CompleteFrameSchema>;
 export type ErrorFrame = z.infer<typeof ErrorFrameSchema>;
+export type NoticeFrame = z.infer<typeof NoticeFrameSchema>;
 export type TurnErrorFrame = z.infer<typeof TurnErrorFrameSchema>;
 export type TurnFrame = z.infer<typeof TurnFrameSchema>;
 export type ServerFrame = z.infer<typeof ServerFrameSchema>;

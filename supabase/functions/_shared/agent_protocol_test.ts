@@ -18,6 +18,7 @@ Deno.test("every client frame type decodes", () => {
       session_id: id,
       model: "m",
       tools: ["calculator"],
+      policy: "enqueue",
     },
     { type: "cancel", turn_id: id },
     {
@@ -71,6 +72,7 @@ Deno.test("a bad client frame names the field at fault", () => {
     problem({ type: "resume", turn_id: id, after_seq: -1 }).path,
     "after_seq",
   );
+  assert.equal(problem({ type: "chat", id, content: "hi", policy: "interrupt" }).path, "policy");
   const unknown = problem({ type: "shout" });
   assert.equal(unknown.path, "type");
   assert.equal(
@@ -129,4 +131,26 @@ Deno.test("turn frames need turn_id and seq; only complete and error are termina
     ["start", "token", "response", "complete", "error"].filter((type) => isTerminalFrame({ type })),
     ["complete", "error"],
   );
+});
+
+Deno.test("queued is a server frame without a seq; session_busy names the running turn", () => {
+  const queued = decodeServerFrame(JSON.stringify({
+    type: "queued",
+    ref: id,
+    turn_id: id,
+    session_id: id,
+    ahead: 0,
+    running_turn_id: id,
+  }));
+  assert.equal(queued.type, "queued");
+  assert.throws(() => TurnFrameSchema.parse(queued));
+  const busy = decodeServerFrame(JSON.stringify({
+    type: "error",
+    code: "session_busy",
+    message: "busy",
+    retryable: true,
+    ref: id,
+    running_turn_id: id,
+  }));
+  assert.ok(busy.type === "error" && busy.running_turn_id === id && busy.turn_id === undefined);
 });

@@ -88,7 +88,24 @@ export interface TokenVerifier {
    * server fault, not a reason to tell the client its token is bad.
    */
   verify(token: string): Promise<AuthResult>;
+  /**
+   * Whether the keys can be had, for `/health`: when the JWKS (or, for a legacy project,
+   * Auth) last answered. Fetches only what is stale, so probing it costs nothing most times.
+   */
+  health?(): Promise<KeysHealth>;
 }
+
+export interface KeysHealth {
+  ok: boolean;
+  /** Where keys come from: the environment, the JWKS URL, or Auth (legacy JWT secret). */
+  source: "environment" | "jwks_url" | "auth";
+  /** Seconds since the JWKS or Auth last answered; null for keys from the environment. */
+  age_s: number | null;
+  error?: string;
+}
+
+/** Auth is asked for its health when it has not answered a token check for this long. */
+const AUTH_HEALTH_STALE_MS = 60 * 1000;
 
 /** The only algorithms Supabase Auth signs with, each bound to the key type that can do it. */
 const ALGORITHM_OF_KEY_TYPE: Record<string, string> = { EC: "ES256", RSA: "RS256", oct: "HS256" };
@@ -111,11 +128,14 @@ interface KeySource {
   keys(): Promise<JWK[]>;
   /** The keys again after a fetch, when a `kid` is unknown (a rotation); fixed sets: same. */
   refreshed(): Promise<JWK[]>;
+  /** When the JWKS last answered (epoch ms); undefined for fixed keys or before any answer. */
+  answeredAt(): number | undefined;
+  readonly remote: boolean;
 }
 
 function fixedKeys(jwks: JSONWebKeySet): KeySource {
   const keys = Promise.resolve(jwks.keys);
-  return { keys: () => keys, refreshed: () => keys };
+  return { keys: () => keys, refreshed: () => keys, answeredAt: () => undefined, remote: false };
 }
 
 /**
@@ -123,6 +143,8 @@ function fixedKeys(jwks: JSONWebKeySet): KeySource {
  * spares a JWKS fetch on every request.
  */
 const remoteKeySets = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
+/** When each of them last fetched its keys (epoch ms). */
+const remoteAnsweredAt = new Map<string, number>();
 
 function remoteKeys(url: string | URL): KeySource {
   const href = new URL(url).href;
@@ -133,16 +155,22 @@ function remoteKeys(url: string | URL): KeySource {
   }
   const remote = set;
   const current = () => remote.jwks()?.keys ?? [];
+  const reload = async () => {
+    await remote.reload();
+    remoteAnsweredAt.set(href, Date.now());
+  };
   return {
     async keys() {
-      if (!remote.jwks() || !remote.fresh) await remote.reload();
+      if (!remote.jwks() || !remote.fresh) await reload();
       return current();
     },
     async refreshed() {
       // jose's cooldown (30 s) keeps a stream of unknown kids from refetching every time.
-      if (!remote.coolingDown) await remote.reload();
+      if (!remote.coolingDown) await reload();
       return current();
     },
+    answeredAt: () => remoteAnsweredAt.get(href),
+    remote: true,
   };
 }
 
@@ -158,7 +186,8 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
   const capacity = options.cacheSize ?? DEFAULT_CACHE_SIZE;
   const verified = new TokenCache<Readonly<Record<string, unknown>>>(capacity);
   const refused = new TokenCache<AuthResult & { ok: false }>(capacity);
-  const askAuth = options.authServer ? authServerCheck(options.authServer) : undefined;
+  const authState: AuthServerState = {};
+  const askAuth = options.authServer ? authServerCheck(options.authServer, authState) : undefined;
   /** Auth questions in flight, so a burst of one token asks Auth once. */
   const asking = new Map<string, Promise<AuthResult>>();
 
@@ -183,7 +212,44 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     return result;
   };
 
+  const ageSeconds = (at: number | undefined) =>
+    at === undefined ? null : Math.max(0, Math.round((now() - at) / 1000));
+
   return {
+    async health(): Promise<KeysHealth> {
+      let keys: JWK[];
+      try {
+        keys = await source.keys();
+      } catch (error) {
+        return {
+          ok: false,
+          source: "jwks_url",
+          age_s: ageSeconds(source.answeredAt()),
+          error: "the JWKS cannot be fetched: " + (error instanceof Error ? error.message : ""),
+        };
+      }
+      if (keys.length > 0 || !options.authServer) {
+        return source.remote
+          ? { ok: true, source: "jwks_url", age_s: ageSeconds(source.answeredAt()) }
+          : { ok: keys.length > 0, source: "environment", age_s: null };
+      }
+      // A legacy project: its tokens are only as good as Auth's answers.
+      const last = authState.answeredAt;
+      if (last === undefined || now() - last > AUTH_HEALTH_STALE_MS) {
+        try {
+          await askAuthHealth(options.authServer, authState);
+        } catch (error) {
+          return {
+            ok: false,
+            source: "auth",
+            age_s: ageSeconds(authState.answeredAt),
+            error: "Auth does not answer: " + (error instanceof Error ? error.message : ""),
+          };
+        }
+      }
+      return { ok: true, source: "auth", age_s: ageSeconds(authState.answeredAt) };
+    },
+
     async verify(token: string): Promise<AuthResult> {
       if (!token) return { ok: false, code: "missing_token", message: "No access token" };
       const at = now();
@@ -300,8 +366,26 @@ function checkClaims(
  * session); 400/401/403/404 mean it did not; anything else, or no answer, means Auth cannot say
  * right now, which rejects so the edge answers 503.
  */
+interface AuthServerState {
+  /** When Auth last answered anything (epoch ms). */
+  answeredAt?: number;
+}
+
+/** `GET /health` on Auth (GoTrue's liveness route); rejects unless it answers 200. */
+async function askAuthHealth(options: AuthServerOptions, state: AuthServerState): Promise<void> {
+  const base = String(options.url).replace(/\/+$/, "");
+  const response = await (options.fetch ?? fetch)(`${base}/health`, {
+    headers: { apikey: options.apiKey },
+    signal: AbortSignal.timeout(options.timeoutMs ?? DEFAULT_AUTH_TIMEOUT_MS),
+  });
+  await response.body?.cancel();
+  if (!response.ok) throw new Error(`GET /health answered ${response.status}`);
+  state.answeredAt = Date.now();
+}
+
 function authServerCheck(
   options: AuthServerOptions,
+  state: AuthServerState,
 ): (token: string, claims: JWTPayload) => Promise<AuthResult> {
   const base = String(options.url).replace(/\/+$/, "");
   const userUrl = `${base}/user`;
@@ -312,6 +396,7 @@ function authServerCheck(
       headers: { Authorization: `Bearer ${token}`, apikey: options.apiKey },
       signal: AbortSignal.timeout(timeoutMs),
     });
+    if (response.status < 500) state.answeredAt = Date.now();
     if (response.ok) {
       const user = await response.json() as { id?: unknown };
       // Auth vouched for the token, and the token names this user: its claims are the caller's.

@@ -424,12 +424,18 @@ Deno.test("llm: the offline demo calls the calculator, then quotes its result", 
             function: { name: "calculator", arguments: calls[0].arguments },
           }],
         },
-        { role: "tool", tool_call_id: calls[0].id, content: '{"result":5}' },
+        {
+          role: "tool",
+          tool_call_id: calls[0].id,
+          content: '{"value":"5","fraction":"5","exact":true}',
+        },
       ],
       tools: [CALCULATOR],
     }, options(fixture)));
     const answer = textOf(second);
-    assert.match(answer, /calculator tool returned \{"result":5\}/);
+    // A sentence, as a model would say it, not the tool's raw JSON.
+    assert.match(answer, /^2\+3 = 5\./);
+    assert.doesNotMatch(answer, /\{/);
     assert.match(answer, /offline demo/);
     assert.equal(only(second, "done").finishReason, "stop");
   });

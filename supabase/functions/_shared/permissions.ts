@@ -1,7 +1,8 @@
 /**
  * A user's permission for a tool, as the `permissions` table states it: a row for the tool
  * itself wins over a '*' row, whatever their modes, so a user can hold "everything" with one
- * tool denied or set to `ask`. No row at all means no permission.
+ * tool denied or set to `ask`. A connected server's tool (`<slug>__<name>`) has a rung between:
+ * its server's `<slug>__*` row. No row at all means no permission.
  *
  * Grants are read as the user (RLS: he sees only his own), never as service_role: a bug here
  * then cannot hand one user another's grants.
@@ -9,6 +10,7 @@
 import type { Database, Json } from "./db/database.types.ts";
 import { type JwtClaims, queryAsUser, type Sql } from "./db/client.ts";
 import { inlineSql } from "./db/inline_sql.ts";
+import { serverWildcardOf } from "./mcp_servers/tool_names.ts";
 
 export type ApprovalMode = Database["public"]["Enums"]["approval_mode"];
 
@@ -22,7 +24,7 @@ export const WILDCARD_TOOL = "*";
 export interface ResolvedPermission {
   /** The tool asked about. */
   tool: string;
-  /** The row that decided: the tool's own name, or '*'. */
+  /** The row that decided: the tool's own name, its server's `<slug>__*`, or '*'. */
   grantedBy: string;
   mode: ApprovalMode;
   /** The deciding row's constraints; always an object (the table checks that). */
@@ -34,7 +36,9 @@ export function resolvePermission(
   grants: readonly PermissionGrant[],
   tool: string,
 ): ResolvedPermission | null {
+  const server = serverWildcardOf(tool);
   const grant = grants.find((g) => g.tool === tool) ??
+    (server === undefined ? undefined : grants.find((g) => g.tool === server)) ??
     grants.find((g) => g.tool === WILDCARD_TOOL);
   if (!grant) return null;
   return {

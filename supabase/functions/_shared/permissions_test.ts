@@ -35,6 +35,21 @@ Deno.test("'*' covers tools without a row of their own, with its constraints", (
   });
 });
 
+Deno.test("a connected server's tool: its own row, then its server's '<slug>__*', then '*'", () => {
+  const grants = [grant("*", "auto"), grant("gh__*", "ask"), grant("gh__read_file", "deny")];
+  assert.equal(resolvePermission(grants, "gh__read_file")?.grantedBy, "gh__read_file");
+  assert.equal(resolvePermission(grants, "gh__read_file")?.mode, "deny");
+  assert.deepEqual(resolvePermission(grants, "gh__create_issue"), {
+    tool: "gh__create_issue",
+    grantedBy: "gh__*",
+    mode: "ask",
+    constraints: {},
+  });
+  assert.equal(resolvePermission(grants, "other__x")?.grantedBy, "*");
+  // '<slug>__*' covers only its own server's tools, never a built-in one.
+  assert.equal(resolvePermission([grant("calculator__*", "auto")], "calculator"), null);
+});
+
 Deno.test("no matching row means no permission", () => {
   assert.equal(resolvePermission([], "calculator"), null);
   assert.equal(resolvePermission([grant("get_usage", "auto")], "calculator"), null);

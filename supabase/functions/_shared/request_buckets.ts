@@ -7,7 +7,7 @@ import { queryAsServiceRole, type Sql } from "./db/client.ts";
 import { inlineSql } from "./db/inline_sql.ts";
 
 /** The surfaces with a request bucket of their own. */
-export type RequestSurface = "mcp" | "history";
+export type RequestSurface = "mcp" | "history" | "connections";
 
 export type RequestDecision =
   | { allowed: true }

@@ -164,7 +164,7 @@ Deno.test("cancel stops the upstream request and stores the partial answer", asy
     assert.equal(turn.state, "cancelled");
     const [row] = await sql`select content, status from public.chat_history
                             where client_id = ${start.message_id}`;
-    assert.equal(row.status, "interrupted");
+    assert.equal(row.status, "stopped", "a stopped answer reads Stopped, not Interrupted");
     assert.equal(row.content, tokensOf(frames));
     assert.ok(row.content.length > 0 && !row.content.includes("word39"));
     const [usage] = await sql`select status from public.usage_metrics
@@ -211,6 +211,7 @@ Deno.test("past its recovery budget, a killed isolate's turn ends interrupted wi
           AGENT_FLUSH_MS: "50",
           AGENT_LEASE_MS: "600",
           AGENT_LEASE_RENEW_MS: "200",
+          AGENT_TEXT_FLUSH_MS: "50",
         },
         log: () => {},
       });
@@ -268,10 +269,11 @@ Deno.test("past its recovery budget, a killed isolate's turn ends interrupted wi
         JSON.stringify(last),
       );
       assert.equal(last.retryable, true);
-      assert.equal(
-        tokensOf(frames),
-        partial,
-        "the stored frames hold exactly the stored text",
+      // The row's text is rewritten less often than frames are stored (AGENT_TEXT_FLUSH_MS,
+      // doubling), so it may lag behind them, never disagree.
+      assert.ok(
+        tokensOf(frames).startsWith(partial),
+        "the stored text is the start of what the stored frames hold",
       );
     },
   );

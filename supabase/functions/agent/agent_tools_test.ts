@@ -32,7 +32,7 @@ const progressProbe: ToolDefinition<typeof probeInput, typeof probeOutput> = {
   permission: "progress_probe",
   async run({ steps }, { progress }) {
     for (let step = 1; step <= steps; step++) {
-      await progress(step, steps, `step ${step}`);
+      await progress(step, steps, `step ${step}`, { stage: `stage ${step}`, data: { done: step } });
     }
     return { ok: true, output: { done: true, steps } };
   },
@@ -60,8 +60,11 @@ Deno.test("a tool call with split arguments runs, and its result goes back to th
       frames.map((frame) => frame.type).filter((type) => type !== "token"),
       [
         "start",
+        "step",
+        "step",
         "tool_call",
         "tool_result",
+        "step",
         "response",
         "complete",
       ],
@@ -127,6 +130,11 @@ Deno.test("a tool reports progress frames before its result", async () => {
       `${toolCall("progress_probe", { steps: 3 })} go`,
     );
     const progress = ofType(frames, "progress");
+    assert.deepEqual(progress.map((p) => [p.stage, p.data]), [
+      ["stage 1", { done: 1 }],
+      ["stage 2", { done: 2 }],
+      ["stage 3", { done: 3 }],
+    ]);
     assert.deepEqual(progress.map((p) => [p.progress, p.total, p.message]), [
       [1, 3, "step 1"],
       [2, 3, "step 2"],

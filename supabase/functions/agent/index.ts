@@ -11,18 +11,34 @@ import { databaseConfigFromEnv, POOL_SIZES, poolSizeFromEnv } from "../_shared/d
 import { llmConfigFromEnv } from "../_shared/llm_client.ts";
 import { workflowConfigFromEnv } from "../_shared/tools/execute_workflow.ts";
 import { createToolRegistry } from "../_shared/tools/registry.ts";
+import { credentialKeyFromEnv } from "../_shared/mcp_servers/credentials.ts";
+import { remoteSettingsFromEnv } from "../_shared/mcp_servers/remote.ts";
+import {
+  createConnectedToolsLoader,
+  ownMcpUrlFromEnv,
+} from "../_shared/mcp_servers/server_tools.ts";
 
 const database = databaseConfigFromEnv();
+const sql = connectTo(database, poolSizeFromEnv(POOL_SIZES.agent));
+const ownMcpUrl = ownMcpUrlFromEnv();
 
 const agent = createAgentApp({
-  sql: connectTo(database, poolSizeFromEnv(POOL_SIZES.agent)),
+  sql,
   flushSql: connectTo(database, poolSizeFromEnv(POOL_SIZES.agentFlush)),
   verifier: tokenVerifierFromEnv(),
   llm: llmConfigFromEnv(),
   tools: createToolRegistry({ workflow: workflowConfigFromEnv() }),
+  // The servers each user connected (the connections function), offered beside the tools above.
+  connectedTools: createConnectedToolsLoader({
+    sql,
+    remote: remoteSettingsFromEnv(),
+    credentialKey: await credentialKeyFromEnv(),
+    ...(ownMcpUrl ? { ownMcpUrl } : {}),
+  }),
   config: agentConfigFromEnv(),
   hostPolicy: hostPolicyFromEnv(),
   sweepSecret: Deno.env.get("AGENT_SWEEP_SECRET"),
+  metricsToken: Deno.env.get("METRICS_TOKEN") || undefined,
 });
 
 // Supabase announces the end of a worker: leave its turns to another isolate (stored, lease

@@ -303,9 +303,16 @@ Deno.test("another user's session is 404 for GET messages, DELETE and POST into 
       messages: [message("sneaky")],
     });
     assertError(into, 404, "not_found");
-    // The same answer as for a session that never existed.
+    // The same answer as for a session that never existed (but for each request's own id).
+    const withoutId = (body: { error: { request_id?: string } }) => {
+      assert.ok(body.error.request_id, "the error names its request");
+      return { error: { ...body.error, request_id: undefined } };
+    };
     const missing = await call(h, bob, "GET", `/sessions/${crypto.randomUUID()}/messages`);
-    assert.deepEqual(missing.body, (await call(h, bob, "DELETE", `/sessions/${sessionId}`)).body);
+    assert.deepEqual(
+      withoutId(missing.body),
+      withoutId((await call(h, bob, "DELETE", `/sessions/${sessionId}`)).body),
+    );
 
     const still = await call(h, alice, "GET", `/sessions/${sessionId}/messages`);
     assert.deepEqual(still.body.messages.map((m: { content: string }) => m.content), ["secret"]);
@@ -560,6 +567,49 @@ Deno.test("a deleted user's still-valid token is 401 invalid_token, not a server
     assert.equal(reply.status, 401);
     assert.equal(reply.body.error.code, "invalid_token");
     assert.match(reply.headers.get("WWW-Authenticate") ?? "", /^Bearer error="invalid_token"/);
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("admin summary: /metrics as JSON for app_metadata.role admin, 403 for anyone else", async () => {
+  const h = await start();
+  try {
+    const plain = await caller(h, "plain");
+    const refused = await call(h, plain, "GET", "/admin/summary");
+    assertError(refused, 403, "forbidden");
+    // A role in user_metadata (which users write themselves) is not app_metadata's.
+    const pretender = {
+      ...plain,
+      token: await issueAccessToken(h.key, {
+        userId: plain.user.id,
+        issuer: ISSUER,
+        userMetadata: { role: "admin" },
+      }),
+    };
+    assertError(await call(h, pretender, "GET", "/admin/summary"), 403, "forbidden");
+
+    const adminUser = await createUser(h.sql, "admin");
+    const admin = {
+      user: adminUser,
+      token: await issueAccessToken(h.key, {
+        userId: adminUser.id,
+        issuer: ISSUER,
+        appMetadata: { role: "admin" },
+      }),
+    };
+    await h.sql`insert into public.usage_metrics (user_id, kind, source, name, status, latency_ms)
+                values (${adminUser.id}, 'tool', 'mcp', 'admin-probe-tool', 'ok', 7)`;
+    const summary = await call(h, admin, "GET", "/admin/summary?window=600");
+    assert.equal(summary.status, 200, JSON.stringify(summary.body));
+    assert.equal(summary.body.window_seconds, 600);
+    assert.deepEqual(
+      summary.body.usage
+        .filter((group: { name: string }) => group.name === "admin-probe-tool")
+        .map((group: { calls: number; status: string }) => [group.calls, group.status]),
+      [[1, "ok"]],
+    );
+    assertError(await call(h, admin, "GET", "/admin/summary?window=1"), 422, "invalid_request");
   } finally {
     await h.close();
   }

@@ -12,5 +12,6 @@ const app = createHistoryApp({
   sql: connectTo(databaseConfigFromEnv(), poolSizeFromEnv(POOL_SIZES.history)),
   verifier: tokenVerifierFromEnv(),
   hostPolicy: hostPolicyFromEnv(),
+  metricsToken: Deno.env.get("METRICS_TOKEN") || undefined,
 });
 Deno.serve(app.fetch);

@@ -14,6 +14,7 @@ const app = createMcpApp({
   functionUrl: Deno.env.get("MCP_FUNCTION_URL") || undefined,
   authIssuerUrl: Deno.env.get("AUTH_ISSUER_URL") || undefined,
   hostPolicy: hostPolicyFromEnv(),
+  metricsToken: Deno.env.get("METRICS_TOKEN") || undefined,
 });
 
 Deno.serve(app.fetch);

@@ -10,6 +10,7 @@ import {
 } from "../../functions/_shared/agent_protocol.ts";
 import { type AgentApp, createAgentApp } from "../../functions/_shared/agent/app.ts";
 import type { AgentConfig } from "../../functions/_shared/agent/config.ts";
+import type { ConnectedTools } from "../../functions/_shared/agent/runtime.ts";
 import { createTokenVerifier } from "../../functions/_shared/auth.ts";
 import type { Sql } from "../../functions/_shared/db/client.ts";
 import { createToolRegistry } from "../../functions/_shared/tools/registry.ts";
@@ -39,6 +40,8 @@ const WAIT_MS = 15_000;
  */
 export const TEST_CONFIG: Partial<AgentConfig> = {
   flushIntervalMs: 50,
+  // The tests of stored partial text (a killed isolate's, say) look at the row within 15 s.
+  textFlushIntervalMs: 50,
   heartbeatIntervalMs: 200,
   staleAfterMs: 10_000,
   pollIntervalMs: 50,
@@ -62,6 +65,8 @@ export interface WorldOptions {
   tools?: readonly ToolDefinition[];
   /** Opens every instance's `POST /agent/sweep` to this secret. */
   sweepSecret?: string;
+  /** The connected servers' tools, read through each instance's own pool. */
+  connectedTools?: (sql: Sql) => ConnectedTools;
 }
 
 export interface World {
@@ -99,6 +104,7 @@ export async function withWorld(
       tools,
       config: { ...TEST_CONFIG, ...options.config, ...config },
       ...(options.sweepSecret ? { sweepSecret: options.sweepSecret } : {}),
+      ...(options.connectedTools ? { connectedTools: options.connectedTools } : {}),
     });
     instances.push(instance);
     return instance;
@@ -144,6 +150,7 @@ export function serveAgent(options: {
   tools: readonly ToolDefinition[];
   config: Partial<AgentConfig>;
   sweepSecret?: string;
+  connectedTools?: (sql: Sql) => ConnectedTools;
 }): Promise<AgentInstance> {
   const pool = connectFunctionDatabase(POOL_SIZES.agent.defaultSize);
   const flushPool = connectFunctionDatabase(POOL_SIZES.agentFlush.defaultSize);
@@ -159,6 +166,7 @@ export function serveAgent(options: {
     tools: options.tools,
     config: options.config,
     ...(options.sweepSecret ? { sweepSecret: options.sweepSecret } : {}),
+    ...(options.connectedTools ? { connectedTools: options.connectedTools(pool) } : {}),
   });
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },

@@ -17,7 +17,9 @@ import { type AppendedRow, callAppendMessages } from "../../functions/_shared/hi
 export function testDatabaseUrl(): string {
   const url = Deno.env.get("SUPABASE_DB_URL");
   if (!url) {
-    throw new Error("SUPABASE_DB_URL is not set: run the tests with `deno task test`.");
+    throw new Error(
+      "SUPABASE_DB_URL is not set: run the tests with `deno task test`.",
+    );
   }
   return url;
 }
@@ -33,7 +35,10 @@ export function connectTestDatabase(max = 10): Sql {
  */
 export function functionDatabaseEnv(): Record<string, string> {
   const pooler = Deno.env.get("DATABASE_URL");
-  return { SUPABASE_DB_URL: testDatabaseUrl(), ...(pooler ? { DATABASE_URL: pooler } : {}) };
+  return {
+    SUPABASE_DB_URL: testDatabaseUrl(),
+    ...(pooler ? { DATABASE_URL: pooler } : {}),
+  };
 }
 
 /** A pool as a function builds it from `functionDatabaseEnv()`: through the pooler if any. */
@@ -75,7 +80,11 @@ export async function createUser(sql: Sql, label = "user"): Promise<TestUser> {
  * per user), each signed in with a session whose id is the user's; the project's trigger adds
  * their grants and limits. Returns their ids.
  */
-export async function createUsers(sql: Sql, count: number, label = "user"): Promise<string[]> {
+export async function createUsers(
+  sql: Sql,
+  count: number,
+  label = "user",
+): Promise<string[]> {
   const rows = await sql<{ id: string }[]>`
     with created as (
     insert into auth.users (instance_id, id, aud, role, email, encrypted_password,
@@ -98,7 +107,10 @@ export async function createUsers(sql: Sql, count: number, label = "user"): Prom
  * Lifts a user's request and tool-call limits, as an operator would for a load test: a
  * benchmark measures the server, not the caller's quota.
  */
-export async function liftRequestLimits(sql: Sql, userId: string): Promise<void> {
+export async function liftRequestLimits(
+  sql: Sql,
+  userId: string,
+): Promise<void> {
   const lots = 1_000_000_000;
   await sql`update public.user_limits
     set request_capacity = ${lots}, requests_per_minute = ${lots},
@@ -107,7 +119,11 @@ export async function liftRequestLimits(sql: Sql, userId: string): Promise<void>
     where user_id = ${userId}`;
 }
 
-export function userClaims(id: string, email?: string, sessionId?: string): JwtClaims {
+export function userClaims(
+  id: string,
+  email?: string,
+  sessionId?: string,
+): JwtClaims {
   return {
     sub: id,
     role: "authenticated",
@@ -120,16 +136,23 @@ export function userClaims(id: string, email?: string, sessionId?: string): JwtC
 
 export const ANON_CLAIMS: JwtClaims = { role: "anon" };
 
-export function as<T>(sql: Sql, who: TestUser | JwtClaims, work: (tx: Tx) => Promise<T>) {
+export function as<T>(
+  sql: Sql,
+  who: TestUser | JwtClaims,
+  work: (tx: Tx) => Promise<T>,
+) {
   return asUser(sql, isTestUser(who) ? who.claims : who, work);
 }
 
 function isTestUser(who: TestUser | JwtClaims): who is TestUser {
-  return typeof (who as TestUser).id === "string" && typeof who.claims === "object";
+  return typeof (who as TestUser).id === "string" &&
+    typeof who.claims === "object";
 }
 
 /** The SQLSTATE of a failed query, for asserting which error a statement raised. */
-export async function sqlState(promise: Promise<unknown>): Promise<string | undefined> {
+export async function sqlState(
+  promise: Promise<unknown>,
+): Promise<string | undefined> {
   try {
     await promise;
     return undefined;
@@ -147,7 +170,10 @@ export interface MessageInput {
   [field: string]: unknown;
 }
 
-export function message(content: string, role: MessageInput["role"] = "user"): MessageInput {
+export function message(
+  content: string,
+  role: MessageInput["role"] = "user",
+): MessageInput {
   return { id: crypto.randomUUID(), role, content };
 }
 

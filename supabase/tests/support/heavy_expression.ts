@@ -5,7 +5,27 @@
  * BigInt gcd first. Tests and the hardening benchmark send this same one.
  */
 export function heavyExpression(): string {
-  const numerators = [3, 5, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73];
+  const numerators = [
+    3,
+    5,
+    11,
+    13,
+    17,
+    19,
+    23,
+    29,
+    31,
+    37,
+    41,
+    43,
+    47,
+    53,
+    59,
+    61,
+    67,
+    71,
+    73,
+  ];
   let text = "";
   for (let i = 0; text.length < 960; i++) {
     text += `${i === 0 ? "" : i % 2 ? "+" : "-"}${numerators[i % numerators.length]}^4000/7^4000`;

@@ -1,7 +1,7 @@
 /** A `LiveTurn` with fresh ids, for the unit tests of the turn and of what consumes it. */
-import { LiveTurn } from "../../functions/_shared/agent/live_turn.ts";
+import { LiveTurn, type LiveTurnInit } from "../../functions/_shared/agent/live_turn.ts";
 
-export function newLiveTurn(): LiveTurn {
+export function newLiveTurn(init: Partial<LiveTurnInit> = {}): LiveTurn {
   return new LiveTurn({
     turnId: crypto.randomUUID(),
     userId: crypto.randomUUID(),
@@ -12,5 +12,6 @@ export function newLiveTurn(): LiveTurn {
     model: "m",
     reservedTokens: 10,
     reservedCostUsd: 0,
+    ...init,
   });
 }

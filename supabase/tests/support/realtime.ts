@@ -50,7 +50,11 @@ export async function startRealtime(
       return handler;
     },
     tokenFor: (userId, tokenOptions = {}) =>
-      issueAccessToken(key, { userId, issuer: ISSUER, expiresIn: tokenOptions.expiresIn }),
+      issueAccessToken(key, {
+        userId,
+        issuer: ISSUER,
+        expiresIn: tokenOptions.expiresIn,
+      }),
     async stop() {
       await handler?.close();
       await server?.shutdown();
@@ -81,7 +85,11 @@ export async function startRealtime(
  */
 export async function realtimeClient(
   url: string,
-  options: { key?: string; token?: string | (() => string); vsn?: "1.0.0" | "2.0.0" } = {},
+  options: {
+    key?: string;
+    token?: string | (() => string);
+    vsn?: "1.0.0" | "2.0.0";
+  } = {},
 ): Promise<SupabaseClient> {
   const token = options.token;
   const client = createClient(url, options.key ?? LOCAL_PUBLISHABLE_KEY, {
@@ -103,7 +111,9 @@ export function subscribe(channel: RealtimeChannel): Promise<void> {
     if (settled) return;
     settled = true;
     if (status === "SUBSCRIBED") resolve();
-    else reject(new Error(`subscribe: ${status}${error ? ` (${error.message})` : ""}`));
+    else {reject(
+        new Error(`subscribe: ${status}${error ? ` (${error.message})` : ""}`),
+      );}
   });
   return promise;
 }
@@ -122,7 +132,11 @@ export class Inbox<T> {
     });
   };
 
-  waitFor(predicate: (items: T[]) => boolean, what: string, timeoutMs = WAIT_MS): Promise<T[]> {
+  waitFor(
+    predicate: (items: T[]) => boolean,
+    what: string,
+    timeoutMs = WAIT_MS,
+  ): Promise<T[]> {
     return waitUntil(
       (wake) => {
         const test = () => predicate(this.items);
@@ -147,7 +161,10 @@ function waitUntil(
   timeoutMs: number,
 ): Promise<void> {
   const { promise, resolve, reject } = Promise.withResolvers<void>();
-  const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
+  const timer = setTimeout(
+    () => reject(new Error(`timed out waiting for ${what}`)),
+    timeoutMs,
+  );
   const done = () => {
     clearTimeout(timer);
     resolve();
@@ -165,7 +182,11 @@ export class StatusLog {
     return this.statuses.items.filter((item) => item === status).length;
   }
 
-  waitForCount(status: string, count: number, timeoutMs = WAIT_MS): Promise<unknown> {
+  waitForCount(
+    status: string,
+    count: number,
+    timeoutMs = WAIT_MS,
+  ): Promise<unknown> {
     return this.statuses.waitFor(
       (items) => items.filter((item) => item === status).length >= count,
       `${count}× ${status}`,

@@ -16,10 +16,16 @@ type Chunk = Record<string, unknown>;
 
 export function textAnswer(...deltas: string[]): Chunk[] {
   return [
-    ...deltas.map((content) => ({ choices: [{ index: 0, delta: { content } }] })),
+    ...deltas.map((content) => ({
+      choices: [{ index: 0, delta: { content } }],
+    })),
     {
       choices: [{ index: 0, delta: {}, finish_reason: "stop" }],
-      usage: { prompt_tokens: 10, completion_tokens: deltas.length, cost: 0.001 },
+      usage: {
+        prompt_tokens: 10,
+        completion_tokens: deltas.length,
+        cost: 0.001,
+      },
     },
   ];
 }
@@ -41,7 +47,10 @@ export function toolCallAnswer(name: string, args: unknown): Chunk[] {
     }],
   });
   return [
-    fragment({ id: "model-call-1", type: "function", function: { name } }, text.slice(0, half)),
+    fragment(
+      { id: "model-call-1", type: "function", function: { name } },
+      text.slice(0, half),
+    ),
     fragment({}, text.slice(half)),
     {
       choices: [{ index: 0, delta: {}, finish_reason: "tool_calls" }],
@@ -53,14 +62,21 @@ export function toolCallAnswer(name: string, args: unknown): Chunk[] {
 /** A `fetch` that answers each LLM request with the next scripted stream, and keeps the bodies. */
 export function scriptedLlm(...answers: Chunk[][]) {
   const requests: Record<string, unknown>[] = [];
-  const fetch = async (_input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+  const fetch = async (
+    _input: RequestInfo | URL,
+    init?: RequestInit,
+  ): Promise<Response> => {
     requests.push(JSON.parse(String(init?.body)));
     const answer = answers.shift();
-    if (!answer) return new Response("no more answers scripted", { status: 500 });
+    if (!answer) {
+      return new Response("no more answers scripted", { status: 500 });
+    }
     const body = answer.map((chunk) => `data: ${JSON.stringify(chunk)}\n\n`).join("") +
       "data: [DONE]\n\n";
     await Promise.resolve();
-    return new Response(body, { headers: { "Content-Type": "text/event-stream" } });
+    return new Response(body, {
+      headers: { "Content-Type": "text/event-stream" },
+    });
   };
   return { fetch: fetch as typeof globalThis.fetch, requests };
 }
@@ -72,7 +88,10 @@ const DoublerOutput = z.object({ doubled: z.number() });
  * Doubles `n`, reporting progress once; answers 13 with a tool error and throws on 666 (a bug,
  * as far as its callers know). Touches no database.
  */
-export const doublerTool: ToolDefinition<typeof DoublerInput, typeof DoublerOutput> = {
+export const doublerTool: ToolDefinition<
+  typeof DoublerInput,
+  typeof DoublerOutput
+> = {
   name: "doubler",
   title: "Doubler",
   description: "Doubles n",
@@ -82,7 +101,9 @@ export const doublerTool: ToolDefinition<typeof DoublerInput, typeof DoublerOutp
   permission: "doubler",
   async run({ n }, { progress }) {
     if (n === 666) throw new Error("the details stay in the log");
-    if (n === 13) return { ok: false, error: { code: "unlucky", message: "13" } };
+    if (n === 13) {
+      return { ok: false, error: { code: "unlucky", message: "13" } };
+    }
     await progress(1, 1, "doubled");
     return { ok: true, output: { doubled: n * 2 } };
   },
@@ -96,10 +117,15 @@ export function fakeTurnScope(
   const usage: UsageRecord[] = [];
   const scope: TurnScope = {
     caller: { id: "user-1", claims: { sub: "user-1" } as never },
-    grants: options.grants ?? [{ tool: "doubler", approval_mode: "auto", constraints: {} }],
+    grants: options.grants ??
+      [{ tool: "doubler", approval_mode: "auto", constraints: {} }],
     llmTools: [{
       type: "function",
-      function: { name: "doubler", description: "Doubles n", parameters: { type: "object" } },
+      function: {
+        name: "doubler",
+        description: "Doubles n",
+        parameters: { type: "object" },
+      },
     }],
     messages: [{ role: "user", content: "double 21" }],
     sql: {} as Sql,
@@ -110,7 +136,12 @@ export function fakeTurnScope(
     // Every step admitted: the limits are the database's, tested in supabase/tests.
     reserveStep: () => Promise.resolve({ allowed: true, reservedTokens: 0, reservedCostUsd: 0 }),
     meterToolCall: () => Promise.resolve({ allowed: true }),
-    llm: { baseUrl: "http://llm.invalid/v1", model: "m", fallbackModels: [], fetch: llmFetch },
+    llm: {
+      baseUrl: "http://llm.invalid/v1",
+      model: "m",
+      fallbackModels: [],
+      fetch: llmFetch,
+    },
     config: agentConfig({ maxSteps: options.maxSteps ?? 4 }),
     registry: [doublerTool],
     // Nothing to store: the flush is the database's, tested with the runtime.

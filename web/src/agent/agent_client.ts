@@ -25,16 +25,35 @@ export type AgentClientOptions =
     AgentConnectionOptions,
     "onFrame" | "onStatus" | "onReady" | "onProblem"
   >
-  & { store?: AgentStore; newId?: () => string };
+  & {
+    store?: AgentStore;
+    newId?: () => string;
+    /**
+     * The user's turns running now, from the database (any tab, device or isolate started
+     * them): asked after every `ready`, and each is followed, so live text, Stop and approval
+     * prompts show wherever the user is. (Turns parked on an approval belong here too once
+     * they exist: the query decides.)
+     */
+    findRunningTurns?: () => Promise<string[]>;
+  };
 
 export class AgentClient {
   readonly store: AgentStore;
   readonly #connection: AgentConnection;
   readonly #newId: () => string;
+  readonly #findRunningTurns: (() => Promise<string[]>) | undefined;
+  /**
+   * Turns this tab follows over its own socket though it did not start them (another tab's,
+   * another device's, or found running on load): resumed from seq 0 once, then like any other
+   * running turn after each reconnect. Only their frames reach this tab, not the stored row's
+   * every rewrite.
+   */
+  readonly #followed = new Set<string>();
 
   constructor(options: AgentClientOptions) {
     this.store = options.store ?? new AgentStore();
     this.#newId = options.newId ?? (() => crypto.randomUUID());
+    this.#findRunningTurns = options.findRunningTurns;
     this.#connection = new AgentConnection({
       ...options,
       onFrame: (frame) => this.#receive(frame),
@@ -86,6 +105,14 @@ export class AgentClient {
     if (chat) this.#sendChat(chat);
   }
 
+  /** Follows a running turn this tab does not know yet (seen streaming in the database). */
+  followTurn(turnId: string): void {
+    if (this.#followed.has(turnId) || this.store.hasTurn(turnId)) return;
+    this.#followed.add(turnId);
+    // Not connected: the next `ready` resumes it.
+    this.#connection.send({ type: "resume", turn_id: turnId, after_seq: 0 });
+  }
+
   cancel(turnId: string): void {
     const sent = this.#connection.send({ type: "cancel", turn_id: turnId });
     if (!sent.ok) this.store.addNotice(sent.code, "Not connected: the turn cannot be stopped now");
@@ -116,6 +143,8 @@ export class AgentClient {
       content: chat.content,
       ...(chat.sessionId ? { session_id: chat.sessionId } : {}),
       ...(chat.model ? { model: chat.model } : {}),
+      // Sent while the session still answers (from another tab, say): it waits its turn.
+      policy: "enqueue",
     });
     // Not connected: the chat stays "sending" and goes out after the next `ready`.
     if (!sent.ok && sent.code === "bad_request") {
@@ -124,11 +153,14 @@ export class AgentClient {
   }
 
   #receive(frame: ServerFrame): void {
-    if (frame.type === "pong") return;
+    // A queued chat stays "sending" until its turn's `start`, which this socket will get.
+    if (frame.type === "pong" || frame.type === "queued") return;
     if (frame.type === "error" && frame.turn_id === undefined) {
       return this.store.applyRefusal(frame);
     }
     if (frame.type === "ready") return;
+    // A live word about a turn (its ending waits for the database): shown, ends nothing.
+    if (frame.type === "notice") return this.store.addNotice(frame.code, frame.message);
     // What is left are the frames of a turn (an `error` here carries its turn_id and seq).
     this.store.applyFrame(frame as TurnFrame);
   }
@@ -137,6 +169,18 @@ export class AgentClient {
     for (const turn of this.store.runningTurns()) {
       this.#connection.send({ type: "resume", turn_id: turn.turnId, after_seq: turn.lastSeq });
     }
+    for (const turnId of this.#followed) {
+      if (this.store.hasTurn(turnId)) this.#followed.delete(turnId);
+      else this.#connection.send({ type: "resume", turn_id: turnId, after_seq: 0 });
+    }
     for (const chat of this.store.unstartedChats()) this.#sendChat(chat);
+    this.#findRunningTurns?.().then(
+      (turnIds) => turnIds.forEach((turnId) => this.followTurn(turnId)),
+      (error: unknown) =>
+        this.store.addNotice(
+          "running_turns_unavailable",
+          `Could not look for running answers: ${error instanceof Error ? error.message : error}`,
+        ),
+    );
   }
 }

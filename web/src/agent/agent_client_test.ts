@@ -4,7 +4,7 @@ import { AgentStore, intervalScheduler, NEW_SESSION } from "./store.ts";
 import { FakeSocket, FakeTimers, settle, TurnScript } from "./test_support.ts";
 
 /** A client on fake sockets whose store notifies at once (no batching timer). */
-function harness() {
+function harness(findRunningTurns?: () => Promise<string[]>) {
   const timers = new FakeTimers();
   const sockets: FakeSocket[] = [];
   const store = new AgentStore((flush) => flush());
@@ -16,6 +16,7 @@ function harness() {
     pingIntervalMs: 0,
     store,
     newId: () => ids.shift() ?? crypto.randomUUID(),
+    ...(findRunningTurns ? { findRunningTurns } : {}),
     openSocket: (url, protocols) => {
       const socket = new FakeSocket(url, protocols);
       sockets.push(socket);
@@ -33,7 +34,9 @@ Deno.test("a chat shows at once, goes out with its client id, and joins its sess
   const id = h.client.sendChat({ content: "hello", model: "m1" });
   assert.equal(id, "00000000-0000-4000-8000-000000000001");
   assert.deepEqual(h.store.pendingIn(NEW_SESSION).map((c) => [c.id, c.state]), [[id, "sending"]]);
-  assert.deepEqual(h.last().sent, [{ type: "chat", id, content: "hello", model: "m1" }]);
+  assert.deepEqual(h.last().sent, [
+    { type: "chat", id, content: "hello", model: "m1", policy: "enqueue" },
+  ]);
 
   const s = new TurnScript(id);
   const started: string[] = [];
@@ -193,4 +196,85 @@ Deno.test("a refreshed token goes to the open socket as an auth frame; closed, i
   assert.deepEqual(h.last().sent, [], "the next connect carries the fresh token itself");
   h.client.renewToken("refreshed");
   assert.deepEqual(h.last().sent, [{ type: "auth", access_token: "refreshed" }]);
+});
+
+Deno.test("step frames, a complete's duration, a progress stage and a notice about a turn keep the turn going", async () => {
+  const h = harness();
+  h.client.start();
+  await settle();
+  h.last().accept();
+  const id = h.client.sendChat({ content: "compute" });
+  const s = new TurnScript(id);
+  h.last().receive(s.start());
+  h.last().receive({
+    type: "step",
+    turn_id: s.turnId,
+    seq: s.nextSeq,
+    step: "calling_model",
+    index: 1,
+  });
+  s.token(""); // the step took a seq: keep the script's numbering in step
+  assert.equal(h.store.runningTurnIn(s.sessionId)?.step?.kind, "calling_model");
+  h.last().receive(s.toolCall("c1", "calculator", {}));
+  h.last().receive({
+    ...s.progress("c1", 1, 2),
+    stage: "parsing",
+    data: { partial: 1 },
+  } as never);
+  const turn = h.store.runningTurnIn(s.sessionId)!;
+  assert.equal(turn.toolCalls[0].progress?.stage, "parsing");
+  h.last().receive({
+    type: "step",
+    turn_id: s.turnId,
+    seq: s.nextSeq,
+    step: "a_future_kind",
+    index: 1,
+  });
+  s.token("");
+  h.last().receive({
+    type: "notice",
+    turn_id: s.turnId,
+    code: "ending_delayed",
+    message: "The database has not stored the ending yet",
+  });
+  assert.ok(h.store.runningTurnIn(s.sessionId), "a notice ends nothing");
+  h.last().receive(s.response("4"));
+  h.last().receive({ ...s.complete(), duration_ms: 1234 } as never);
+  assert.equal(h.store.runningTurnIn(s.sessionId), undefined);
+});
+
+Deno.test("a turn seen streaming elsewhere is followed over this socket, from seq 0, once", async () => {
+  const h = harness();
+  h.client.start();
+  await settle();
+  h.last().accept();
+  const s = new TurnScript();
+  h.client.followTurn(s.turnId);
+  h.client.followTurn(s.turnId);
+  assert.deepEqual(h.last().sent, [{ type: "resume", turn_id: s.turnId, after_seq: 0 }]);
+  // Lost before any frame came: the next connection asks again from 0.
+  h.last().drop();
+  h.timers.advance(1000);
+  await settle();
+  h.last().accept();
+  assert.deepEqual(h.last().sent, [{ type: "resume", turn_id: s.turnId, after_seq: 0 }]);
+  h.last().receive(s.start());
+  h.last().receive(s.token("live"));
+  assert.equal(h.store.turnOfMessage(s.messageId)?.text, "live");
+  assert.equal(h.store.runningTurnIn(s.sessionId)?.turnId, s.turnId, "Stop shows here too");
+});
+
+Deno.test("on every ready it finds the user's running turns in the database and follows them", async () => {
+  const running = crypto.randomUUID();
+  let asked = 0;
+  const h = harness(() => {
+    asked++;
+    return Promise.resolve([running]);
+  });
+  h.client.start();
+  await settle();
+  h.last().accept();
+  await settle();
+  assert.equal(asked, 1);
+  assert.deepEqual(h.last().sent, [{ type: "resume", turn_id: running, after_seq: 0 }]);
 });

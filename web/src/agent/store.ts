@@ -137,6 +137,10 @@ export class AgentStore {
     return undefined;
   }
 
+  hasTurn(turnId: string): boolean {
+    return this.#turns.has(turnId);
+  }
+
   runningTurns(): TurnView[] {
     return [...this.#turns.values()].filter((turn) => turn.status === "running");
   }

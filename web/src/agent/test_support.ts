@@ -155,10 +155,11 @@ export class TurnScript {
     return this.#frame("response", { message_id: this.messageId, content });
   }
 
-  complete(): ServerFrame {
+  complete(fields: { model?: string } = {}): ServerFrame {
     return this.#frame("complete", {
       usage: { prompt_tokens: 10, completion_tokens: 5, cost: 0.0001 },
       steps: 1,
+      ...fields,
     });
   }
 

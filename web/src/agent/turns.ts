@@ -14,7 +14,7 @@ export interface ToolCallView {
   status: ToolCallStatus;
   /** While awaiting approval: how long the server waits, and what this client answered. */
   approval?: { timeoutMs: number; answered?: "allow" | "deny" };
-  progress?: { progress: number; total?: number; message?: string };
+  progress?: { progress: number; total?: number; message?: string; stage?: string };
   result?: unknown;
 }
 
@@ -39,6 +39,10 @@ export interface TurnView {
   status: TurnStatus;
   error?: TurnError;
   usage?: Usage;
+  /** What the agent is doing now (the last `step` frame): calling the model, running a tool. */
+  step?: { kind: string; tool?: string };
+  /** How long the turn took on the server, from its `complete`. */
+  durationMs?: number;
 }
 
 /** The turn after `frame`; the same object when the frame changes nothing. */
@@ -61,6 +65,9 @@ export function applyTurnFrame(turn: TurnView | undefined, frame: TurnFrame): Tu
   if (!turn || frame.seq <= turn.lastSeq) return turn;
   const next: TurnView = { ...turn, lastSeq: frame.seq };
   switch (frame.type) {
+    case "step":
+      next.step = { kind: frame.step, ...(frame.tool ? { tool: frame.tool } : {}) };
+      return next;
     case "token":
       next.text = turn.text + frame.delta;
       return next;
@@ -95,7 +102,12 @@ export function applyTurnFrame(turn: TurnView | undefined, frame: TurnFrame): Tu
           ? {
             ...call,
             status: "running",
-            progress: { progress: frame.progress, total: frame.total, message: frame.message },
+            progress: {
+              progress: frame.progress,
+              total: frame.total,
+              message: frame.message,
+              ...(frame.stage === undefined ? {} : { stage: frame.stage }),
+            },
           }
           : call
       );
@@ -114,6 +126,8 @@ export function applyTurnFrame(turn: TurnView | undefined, frame: TurnFrame): Tu
     case "complete":
       next.status = "complete";
       next.usage = frame.usage;
+      if (frame.duration_ms !== undefined) next.durationMs = frame.duration_ms;
+      if (frame.model) next.model = frame.model;
       return next;
     case "error":
       next.status = frame.code === "cancelled" ? "cancelled" : "failed";
@@ -123,6 +137,9 @@ export function applyTurnFrame(turn: TurnView | undefined, frame: TurnFrame): Tu
           ? { ...call, status: "failed" }
           : call
       );
+      return next;
+    default:
+      // A kind of frame this client does not know yet: its seq is taken, nothing else.
       return next;
   }
 }

@@ -22,6 +22,12 @@ Deno.test("tokens build the text; the response replaces it with the whole answer
   assert.equal(done.usage?.completion_tokens, 5);
 });
 
+Deno.test("the label names the model that answered, not the one asked for", () => {
+  const s = new TurnScript();
+  const turn = play([s.start(), s.token("hi"), s.complete({ model: "fallback/model" })])!;
+  assert.equal(turn.model, "fallback/model");
+});
+
 Deno.test("frames replayed by a resume change nothing", () => {
   const s = new TurnScript();
   const start = s.start();

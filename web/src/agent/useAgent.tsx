@@ -31,6 +31,14 @@ export function AgentProvider({ userId, children }: { userId: string; children: 
           if (error) throw error;
           return data.session?.access_token;
         },
+        findRunningTurns: async () => {
+          // RLS: only this user's turns. Parked turns (waiting for an approval) join here
+          // when that state exists: `.in("state", ["running", "parked"])`.
+          const { data, error } = await supabase.from("agent_turns").select("id")
+            .eq("state", "running");
+          if (error) throw error;
+          return data.map((row) => row.id);
+        },
       }),
     [userId],
   );

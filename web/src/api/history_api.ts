@@ -4,6 +4,7 @@
  * and become AppErrors with that code.
  */
 import type {
+  AdminSummary,
   HistoryMessage,
   MessagesPage,
   SessionsPage,
@@ -13,7 +14,7 @@ import { SUPABASE_PUBLISHABLE_KEY, SUPABASE_URL } from "../config.ts";
 import { supabase } from "../supabase.ts";
 import { AppError } from "./app_error.ts";
 
-export type { HistoryMessage, SessionSummary };
+export type { AdminSummary, HistoryMessage, SessionSummary };
 
 const HISTORY_URL = `${SUPABASE_URL}/functions/v1/history`;
 
@@ -57,4 +58,9 @@ export async function listMessages(sessionId: string): Promise<HistoryMessage[]>
     if (page.next_after_seq === null) return messages;
     afterSeq = page.next_after_seq;
   }
+}
+
+/** The operator's numbers over the last `windowSeconds` (admins only; others get `forbidden`). */
+export function adminSummary(windowSeconds = 3600): Promise<AdminSummary> {
+  return getJson<AdminSummary>(`/admin/summary?window=${windowSeconds}`);
 }

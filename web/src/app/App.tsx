@@ -1,6 +1,6 @@
 /**
- * The app: the sign-in screen, or for a signed-in user the agent connection and the three
- * screens (chat, usage, permissions). The usage screen and its chart library load on demand,
+ * The app: the sign-in screen, or for a signed-in user the agent connection and the
+ * screens (chat, usage, permissions, connections). The usage screen and its chart library load on demand,
  * which keeps the first load small.
  */
 import { lazy, Suspense, useState } from "react";
@@ -10,12 +10,14 @@ import { AuthScreen } from "../auth/AuthScreen.tsx";
 import { useAuthSession } from "../auth/useAuthSession.ts";
 import { ChatView } from "../chat/ChatView.tsx";
 import { PermissionsView } from "../permissions/PermissionsView.tsx";
+import { ConnectionsView } from "../connections/ConnectionsView.tsx";
 import { supabase } from "../supabase.ts";
 import { ConnectionIndicator } from "./ConnectionIndicator.tsx";
 import { Notices } from "./Notices.tsx";
 import { type Route, useHashRoute } from "./useHashRoute.ts";
 
 const UsageView = lazy(() => import("../usage/UsageView.tsx"));
+const AdminView = lazy(() => import("../admin/AdminView.tsx"));
 
 export function App() {
   const { session, error } = useAuthSession();
@@ -34,10 +36,12 @@ export function App() {
     );
   }
   const userId = session.user.id;
+  // app_metadata is the service role's to set: a user cannot make himself an admin.
+  const isAdmin = session.user.app_metadata?.role === "admin";
   return (
     <AgentProvider userId={userId}>
       <div className="app">
-        <Header email={session.user.email ?? ""} route={route} />
+        <Header email={session.user.email ?? ""} route={route} isAdmin={isAdmin} />
         <Notices />
         <main className="app-main">
           {route.view === "chat" && (
@@ -49,13 +53,19 @@ export function App() {
             </Suspense>
           )}
           {route.view === "permissions" && <PermissionsView userId={userId} />}
+          {route.view === "admin" && (
+            <Suspense fallback={<p className="muted">Loading…</p>}>
+              <AdminView />
+            </Suspense>
+          )}
+          {route.view === "connections" && <ConnectionsView userId={userId} />}
         </main>
       </div>
     </AgentProvider>
   );
 }
 
-function Header({ email, route }: { email: string; route: Route }) {
+function Header({ email, route, isAdmin }: { email: string; route: Route; isAdmin: boolean }) {
   const [signOutError, setSignOutError] = useState<string>();
   const signOut = async () => {
     const { error } = await supabase.auth.signOut();
@@ -71,6 +81,8 @@ function Header({ email, route }: { email: string; route: Route }) {
         {link("chat", "Chat")}
         {link("usage", "Usage")}
         {link("permissions", "Permissions")}
+        {isAdmin && link("admin", "Admin")}
+        {link("connections", "Connections")}
       </nav>
       <ConnectionIndicator />
       <div className="account">

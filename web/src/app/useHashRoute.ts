@@ -1,5 +1,6 @@
 /**
- * The app's three screens in the URL hash (`#/chat/<session>`, `#/usage`, `#/permissions`),
+ * The app's screens in the URL hash (`#/chat/<session>`, `#/usage`, `#/permissions`,
+ * `#/connections`, `#/admin`),
  * so a chat can be opened in a second tab by its address and the back button works.
  */
 import { useCallback, useEffect, useState } from "react";
@@ -7,7 +8,9 @@ import { useCallback, useEffect, useState } from "react";
 export type Route =
   | { view: "chat"; sessionId?: string }
   | { view: "usage" }
-  | { view: "permissions" };
+  | { view: "permissions" }
+  | { view: "admin" }
+  | { view: "connections" };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -15,6 +18,8 @@ export function parseRoute(hash: string): Route {
   const [view, id] = hash.replace(/^#\/?/, "").split("/");
   if (view === "usage") return { view: "usage" };
   if (view === "permissions") return { view: "permissions" };
+  if (view === "admin") return { view: "admin" };
+  if (view === "connections") return { view: "connections" };
   return id && UUID.test(id) ? { view: "chat", sessionId: id.toLowerCase() } : { view: "chat" };
 }
 

@@ -6,6 +6,7 @@ Deno.test("routes come from the hash; anything unknown is a new chat", () => {
   assert.deepEqual(parseRoute(`#/chat/${id}`), { view: "chat", sessionId: id.toLowerCase() });
   assert.deepEqual(parseRoute("#/usage"), { view: "usage" });
   assert.deepEqual(parseRoute("#/permissions"), { view: "permissions" });
+  assert.deepEqual(parseRoute("#/connections"), { view: "connections" });
   assert.deepEqual(parseRoute("#/chat/not-a-session"), { view: "chat" });
   assert.deepEqual(parseRoute(""), { view: "chat" });
 });

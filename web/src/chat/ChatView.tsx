@@ -38,6 +38,16 @@ export function ChatView({ userId, sessionId, navigate }: ChatViewProps) {
     sentHere.current.add(agent.sendChat({ content, sessionId, model }));
   }, [agent, sessionId]);
   const closeDrawer = useCallback(() => setDrawerOpen(false), []);
+  // On a narrow screen the drawer covers the conversation: Escape closes it, as a tap on
+  // what it covers (the backdrop) and its close button do.
+  useEffect(() => {
+    if (!drawerOpen) return;
+    const onKey = (event: KeyboardEvent) => {
+      if (event.key === "Escape") setDrawerOpen(false);
+    };
+    document.addEventListener("keydown", onKey);
+    return () => document.removeEventListener("keydown", onKey);
+  }, [drawerOpen]);
 
   return (
     <div className="chat-layout">
@@ -46,8 +56,19 @@ export function ChatView({ userId, sessionId, navigate }: ChatViewProps) {
         className={`chat-sidebar${drawerOpen ? " open" : ""}`}
         aria-label="Your chats"
       >
+        <button
+          type="button"
+          className="drawer-close"
+          aria-label="Close the chat list"
+          onClick={closeDrawer}
+        >
+          ×
+        </button>
         <Sessions userId={userId} currentId={sessionId} onPick={closeDrawer} />
       </aside>
+      {drawerOpen && (
+        <div className="drawer-backdrop" data-testid="drawer-backdrop" onClick={closeDrawer} />
+      )}
       <section className="chat-main" aria-label="Conversation">
         <div className="chat-toolbar">
           <button

@@ -4,7 +4,7 @@
  * changes when a turn starts or ends). Enter sends, Shift+Enter adds a line.
  */
 import { type FormEvent, type KeyboardEvent, useId, useState } from "react";
-import { useAgent, useRunningTurn } from "../agent/useAgent.tsx";
+import { useAgent, useConnectionStatus, useRunningTurn } from "../agent/useAgent.tsx";
 import { renderCounts } from "../perf.ts";
 import { ModelPicker, useModelChoice } from "./ModelPicker.tsx";
 
@@ -20,7 +20,10 @@ export function Composer({ sessionId, onSend }: ComposerProps) {
   const [text, setText] = useState("");
   const [model, setModel, modelChoices] = useModelChoice();
   const id = useId();
-  const canSend = text.trim() !== "" && !running;
+  const status = useConnectionStatus();
+  // A newer connection of the user took this tab's place: sending here would go nowhere.
+  const replaced = status.state === "offline" && status.code === "replaced";
+  const canSend = text.trim() !== "" && !running && !replaced;
 
   const submit = (event?: FormEvent) => {
     event?.preventDefault();
@@ -34,6 +37,12 @@ export function Composer({ sessionId, onSend }: ComposerProps) {
 
   return (
     <form className="composer" onSubmit={submit}>
+      {replaced && (
+        <p className="inline-error" role="alert" data-testid="replaced-notice">
+          This tab was replaced by a newer connection (another tab or device). Reconnect to use it
+          here.
+        </p>
+      )}
       <label htmlFor={id} className="visually-hidden">Message</label>
       <textarea
         id={id}

@@ -2,7 +2,7 @@
  * One message. It subscribes to its own row, live turn and optimistic chat, so a token
  * re-renders this message and nothing else.
  */
-import { memo } from "react";
+import { memo, useEffect } from "react";
 import { useAgent, usePendingChat, useTurnOfMessage } from "../agent/useAgent.tsx";
 import { renderCounts } from "../perf.ts";
 import type { ChatRows } from "./chat_rows.ts";
@@ -29,6 +29,14 @@ export const MessageItem = memo(function MessageItem(
   const turn = useTurnOfMessage(id);
   const pending = usePendingChat(id);
   const view = messageView(id, row, turn, pending);
+  // An answer streaming in another tab or device: follow its turn over this tab's socket
+  // (live text, Stop, approvals) instead of waiting for the stored row's rare rewrites.
+  const streamingTurn = !turn && row?.role === "assistant" && row.status === "streaming"
+    ? row.turnId
+    : null;
+  useEffect(() => {
+    if (streamingTurn) agent.followTurn(streamingTurn);
+  }, [agent, streamingTurn]);
   if (!view || view.role === "system") return null;
   const stateText = STATE_TEXT[view.state];
   return (

@@ -1,5 +1,6 @@
 /** The tools this user may use and how each is approved. */
 import { usePermissions } from "./usePermissions.ts";
+import { useConnections } from "../connections/useConnections.ts";
 
 const MODE_TEXT = {
   auto: "Runs without asking",
@@ -9,6 +10,8 @@ const MODE_TEXT = {
 
 export function PermissionsView({ userId }: { userId: string }) {
   const { grants, loading, error } = usePermissions(userId);
+  const connected = useConnections(userId);
+  const serverTools = connected.servers.flatMap((server) => server.tools);
   return (
     <section className="page" aria-labelledby="permissions-title">
       <h1 id="permissions-title">Permissions</h1>
@@ -58,6 +61,48 @@ export function PermissionsView({ userId }: { userId: string }) {
             </table>
           </div>
         )}
+      {serverTools.length > 0 && (
+        <>
+          <h2>Tools of your connected servers</h2>
+          <div className="table-scroll">
+            <table className="data-table" data-testid="server-tools-table">
+              <thead>
+                <tr>
+                  <th scope="col">Tool</th>
+                  <th scope="col">Approval</th>
+                  <th scope="col">What it does</th>
+                </tr>
+              </thead>
+              <tbody>
+                {serverTools.map((tool) => (
+                  <tr
+                    key={tool.name}
+                    data-tool={tool.name}
+                    data-mode={tool.approval_mode ?? "none"}
+                  >
+                    <th scope="row">
+                      <code>{tool.name}</code>
+                    </th>
+                    <td>
+                      {tool.approval_mode
+                        ? (
+                          <>
+                            <span className={`badge badge-${tool.approval_mode}`}>
+                              {tool.approval_mode}
+                            </span>{" "}
+                            {MODE_TEXT[tool.approval_mode]}
+                          </>
+                        )
+                        : "No grant"}
+                    </td>
+                    <td>{tool.description}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        </>
+      )}
     </section>
   );
 }

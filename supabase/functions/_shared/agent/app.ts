@@ -9,12 +9,16 @@
  * JWKS, a scratch database and the LLM fixture; several instances in one process behave as
  * several isolates.
  */
-import { TOKEN_SUBPROTOCOL_PREFIX } from "../agent_protocol.ts";
+import { CLOSE_CODES, TOKEN_SUBPROTOCOL_PREFIX } from "../agent_protocol.ts";
 import { accountRefusals } from "../account_access.ts";
 import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import { asServiceRole, asUser, type Sql } from "../db/client.ts";
+import { DATABASE_RETRY_AFTER_SECONDS, isDatabaseUnavailable } from "../db/unavailable.ts";
 import { errorResponse } from "../http/errors.ts";
+import { log } from "../log.ts";
 import { createFunctionApp } from "../http/function_app.ts";
+import { addOperatorRoutes } from "../http/operator_routes.ts";
+import { llmReachability } from "../llm_reachability.ts";
 import type { HostPolicy } from "../http/host_policy.ts";
 import { requireSecret } from "../http/require_secret.ts";
 import { requireUser, type UserEnv } from "../http/require_user.ts";
@@ -23,7 +27,8 @@ import { type AgentConfig, agentConfig } from "./config.ts";
 import { AgentConnection } from "./connection.ts";
 import { registerConnection, unregisterConnection } from "./connections.ts";
 import { readLimits } from "./limits.ts";
-import { AgentRuntime } from "./runtime.ts";
+import { AgentRuntime, type ConnectedTools } from "./runtime.ts";
+import { startQueuedChats } from "./chat_queue.ts";
 import type { LlmSettings } from "./turn_scope.ts";
 import { renewLease } from "./turn_takeover.ts";
 
@@ -34,6 +39,8 @@ export interface AgentAppOptions {
   verifier: TokenVerifier;
   llm: LlmSettings;
   tools: readonly ToolDefinition[];
+  /** The caller's connected MCP servers' tools, offered beside `tools` (see runtime.ts). */
+  connectedTools?: ConnectedTools;
   config?: Partial<AgentConfig>;
   /** The hosts answered; loopback only unless given (`hostPolicyFromEnv`). */
   hostPolicy?: HostPolicy;
@@ -42,6 +49,8 @@ export interface AgentAppOptions {
    * route stays shut without it.
    */
   sweepSecret?: string;
+  /** Opens `/metrics` to this bearer token (`METRICS_TOKEN`). */
+  metricsToken?: string;
 }
 
 export interface AgentApp {
@@ -62,7 +71,10 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     llm: options.llm,
     config,
     registry: options.tools,
+    ...(options.connectedTools ? { connectedTools: options.connectedTools } : {}),
   });
+  // Double-texting: a session's next queued chat starts on the isolate that ended its turn.
+  runtime.startQueuedChats = (caller, sessionId) => startQueuedChats(runtime, caller, sessionId);
   const app = createFunctionApp<UserEnv>(FUNCTION_NAME, {
     trailingSlashAgnostic: true,
     hostPolicy: options.hostPolicy,
@@ -85,6 +97,16 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
       return c.json(await runtime.sweep());
     },
   );
+  addOperatorRoutes(app, {
+    sql: options.sql,
+    verifier: options.verifier,
+    llm: llmReachability({
+      baseUrl: options.llm.baseUrl,
+      ...(options.llm.apiKey ? { apiKey: options.llm.apiKey } : {}),
+      ...(options.llm.fetch ? { fetch: options.llm.fetch } : {}),
+    }),
+    metricsToken: options.metricsToken,
+  });
 
   app.get("/", signedIn, (c) => {
     const request = c.req.raw;
@@ -102,7 +124,14 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     }
     const protocol = c.var.tokenProtocol;
     const { socket, response } = Deno.upgradeWebSocket(request, protocol ? { protocol } : {});
-    serveSocket(runtime, c.var.user, socket, options.verifier);
+    serveSocket(
+      runtime,
+      c.var.user,
+      socket,
+      options.verifier,
+      c.var.requestId,
+      c.var.accessToken,
+    );
     return response;
   });
 
@@ -114,6 +143,8 @@ function serveSocket(
   user: VerifiedUser,
   socket: WebSocket,
   verifier: TokenVerifier,
+  requestId: string,
+  token: string,
 ): void {
   const connection = new AgentConnection(
     crypto.randomUUID(),
@@ -121,7 +152,10 @@ function serveSocket(
     socket,
     runtime,
     verifier,
+    requestId,
+    token,
   );
+  const opened = performance.now();
   const { sql, config } = runtime.deps;
   let markClosed: () => void = () => {};
   // Pending until the socket closes: Supabase must not retire the worker under it.
@@ -131,16 +165,40 @@ function serveSocket(
   socket.onopen = () => {
     runtime.track(
       greet(runtime, connection).catch((error) => {
+        if (isDatabaseUnavailable(error)) {
+          connection.sendError({
+            code: "db_unavailable",
+            message: "The database cannot be reached right now; reconnect shortly",
+            retryable: true,
+            retry_after_ms: DATABASE_RETRY_AFTER_SECONDS * 1000,
+          });
+          return connection.close(
+            CLOSE_CODES.databaseUnavailable,
+            "the database is unavailable; reconnect shortly",
+          );
+        }
         console.error("agent: could not set up a connection", error);
         connection.close(1011, "the server could not set up this connection");
       }),
     );
+    log("info", "socket_open", {
+      request_id: requestId,
+      connection_id: connection.id,
+      user_id: user.id,
+    });
   };
   socket.onmessage = (event) => connection.onMessage(event.data);
   socket.onerror = () => {
     // The close event follows; nothing else to do.
   };
-  socket.onclose = () => {
+  socket.onclose = (event) => {
+    log("info", "socket_close", {
+      request_id: requestId,
+      connection_id: connection.id,
+      user_id: user.id,
+      close_code: event.code,
+      latency_ms: Math.round(performance.now() - opened),
+    });
     runtime.sockets.delete(connection);
     connection.closed()
       .catch((error) => console.error("agent: could not unregister a connection", error))
@@ -188,11 +246,19 @@ function serveSocket(
     );
     connection.send({
       type: "ready",
+      request_id: connection.requestId,
       user_id: user.id,
       connection_id: connection.id,
       limits,
     });
     // The user's turns whose isolate died go on here, for him to resume.
     await runtime.adopt({ userId: user.id });
+    // Chats queued behind a turn whose isolate died before starting them start now; a
+    // failure leaves them to the next look (a follower, a connection) and the socket open.
+    runtime.track(
+      runtime.startQueuedChats(user).catch((error) =>
+        console.error("agent: could not start queued chats", error)
+      ),
+    );
   }
 }

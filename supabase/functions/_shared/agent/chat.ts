@@ -11,12 +11,12 @@
  * Concurrent attempts of one chat end with one turn: an attempt that loses the race to store
  * the messages reads again and follows the winner's turn.
  */
-import type { ChatFrame } from "../agent_protocol.ts";
+import type { ChatFrame, ServerFrame } from "../agent_protocol.ts";
 import { appendRow } from "../history/append.ts";
 import { errorFromDatabase, isConflict, isRace } from "../history/database_errors.ts";
 import { parseAppendInput } from "../history/input.ts";
 import type { HistoryError } from "../history/protocol.ts";
-import type { AgentRuntime } from "./runtime.ts";
+import { type AgentRuntime, toolsFor } from "./runtime.ts";
 import type { TurnClient } from "./turn_client.ts";
 import { estimatePromptTokens } from "./limits.ts";
 import { LiveTurn } from "./live_turn.ts";
@@ -30,13 +30,21 @@ const TITLE_CHARACTERS = 80;
 /** How often a chat that lost a race to a concurrent attempt of itself reads again. */
 const RACE_RETRIES = 3;
 
+export interface ChatOptions {
+  /** Set when starting a queued chat (`chat_queue.ts`): the turn id its followers wait for. */
+  queuedTurnId?: string;
+}
+
 export async function handleChat(
   runtime: AgentRuntime,
   client: TurnClient,
   frame: ChatFrame,
+  options: ChatOptions = {},
 ): Promise<void> {
   const { user } = client;
-  const { sql, config, registry, llm } = runtime.deps;
+  const { sql, config, llm } = runtime.deps;
+  const caller = { id: user.id, claims: user.claims, accessToken: () => client.accessToken };
+  const registry = await toolsFor(runtime.deps, caller);
 
   const unknown = (frame.tools ?? []).findIndex((name) => !registry.some((t) => t.name === name));
   if (unknown >= 0) {
@@ -87,7 +95,7 @@ export async function handleChat(
     // The first LLM call's worst case; each further call is reserved before it is made.
     const promptTokens = estimatePromptTokens(messages, llmTools);
     const reserved = promptTokens + config.maxCompletionTokens;
-    const proposedTurnId = existing?.turnId ?? crypto.randomUUID();
+    const proposedTurnId = existing?.turnId ?? options.queuedTurnId ?? crypto.randomUUID();
     const input = parseAppendInput({
       session_id: sessionId,
       title: continuing ? null : titleOf(frame.content),
@@ -120,6 +128,8 @@ export async function handleChat(
           // Always given: it also tells live turns from dead isolates' for the concurrent-turn
           // cap (for a new session, there is nothing of it to interrupt).
           staleAfterMs: config.staleAfterMs,
+          policy: options.queuedTurnId ? "queued" : frame.policy ?? "reject",
+          frame,
         })
       );
     } catch (error) {
@@ -151,6 +161,29 @@ export async function handleChat(
       });
     }
     if (started.kind === "exists") return await followTurn(runtime, client, started.turnId, 0);
+    // A queue head whose session is still busy stays queued; one already started is gone.
+    if (started.kind === "gone" || (started.kind === "busy" && options.queuedTurnId)) return;
+    if (started.kind === "busy") {
+      return client.sendError({
+        code: "session_busy",
+        message: "This session is still answering; wait for its turn to end, or send the " +
+          'chat with policy "enqueue"',
+        retryable: true,
+        ref: frame.id,
+        running_turn_id: started.turnId,
+      });
+    }
+    if (started.kind === "queued") {
+      client.send({
+        type: "queued",
+        ref: frame.id,
+        turn_id: started.turnId,
+        session_id: sessionId,
+        ahead: started.ahead,
+        ...(started.runningTurnId ? { running_turn_id: started.runningTurnId } : {}),
+      });
+      return await followTurn(runtime, client, started.turnId, 0);
+    }
 
     const turn = new LiveTurn({
       turnId: started.turnId,
@@ -162,6 +195,8 @@ export async function handleChat(
       model,
       reservedTokens: started.reservedTokens,
       reservedCostUsd: started.reservedCostUsd,
+      ...(client.requestId ? { requestId: client.requestId } : {}),
+      textFlushIntervalMs: config.textFlushIntervalMs,
     });
     turn.emit({
       type: "start",
@@ -170,15 +205,18 @@ export async function handleChat(
       user_message_id: frame.id,
       model,
     });
+    const send = (frame: ServerFrame) => client.send(frame);
     const unsubscribe = turn.subscribe(
       0,
-      (frame) => client.send(frame),
+      send,
+      send,
       // Taken over, released or parked: follow it on from storage.
       (last) => void followTurn(runtime, client, turn.turnId, last, turn.epoch),
     );
     client.follow(turn.turnId, unsubscribe);
     void runtime.launch(turn, {
-      caller: { id: user.id, claims: user.claims },
+      caller,
+      registry,
       grants: context.grants,
       llmTools,
       messages,

@@ -34,6 +34,13 @@ export interface AgentConfig {
    * Postgres while a turn streams. At most 500.
    */
   flushIntervalMs: number;
+  /**
+   * `AGENT_TEXT_FLUSH_MS`: how often a streaming answer's text is rewritten in its message
+   * row (the frames still go out every `flushIntervalMs`). Each rewrite reaches every tab
+   * watching the row through Realtime with the whole text, so it is rare; tabs follow the
+   * stream over their own socket (`resume`).
+   */
+  textFlushIntervalMs: number;
   /** `AGENT_HEARTBEAT_MS`: how often an isolate tells Postgres its turns and sockets live. */
   heartbeatIntervalMs: number;
   /** `AGENT_STALE_AFTER_MS`: a heartbeat older than this means a dead isolate (default 3×). */
@@ -80,6 +87,7 @@ export const DEFAULT_AGENT_CONFIG: AgentConfig = {
   adoptBatch: 20,
   maxCompletionTokens: 2048,
   flushIntervalMs: 250,
+  textFlushIntervalMs: 5_000,
   heartbeatIntervalMs: 5_000,
   staleAfterMs: 15_000,
   pollIntervalMs: 250,
@@ -121,6 +129,7 @@ const INTEGER_VARIABLES: [keyof AgentConfig, string, number][] = [
   ["approvalTimeoutMs", "AGENT_APPROVAL_TIMEOUT_MS", 1],
   ["maxCompletionTokens", "AGENT_MAX_COMPLETION_TOKENS", 1],
   ["flushIntervalMs", "AGENT_FLUSH_MS", 1],
+  ["textFlushIntervalMs", "AGENT_TEXT_FLUSH_MS", 0],
   ["heartbeatIntervalMs", "AGENT_HEARTBEAT_MS", 1],
   ["staleAfterMs", "AGENT_STALE_AFTER_MS", 1],
   ["pollIntervalMs", "AGENT_POLL_MS", 1],

@@ -14,7 +14,9 @@ import {
 } from "../agent_protocol.ts";
 import { type AccountRefusal, accountRefusalMessage, sessionIdOf } from "../account_access.ts";
 import type { TokenVerifier, VerifiedUser } from "../auth.ts";
+import { DATABASE_RETRY_AFTER_SECONDS, isDatabaseUnavailable } from "../db/unavailable.ts";
 import { USER_ROLE } from "../http/require_user.ts";
+import { log } from "../log.ts";
 import { handleChat } from "./chat.ts";
 import { frameRateWindow, type SlidingWindow } from "./limits.ts";
 import { followTurn } from "./resume.ts";
@@ -29,6 +31,8 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
   /** Turns this connection follows, with how to stop following each. */
   readonly #following = new Map<string, () => void>();
   #closed = false;
+  /** The latest access token (the upgrade's, then each `auth` frame's); never stored. */
+  #token: string | undefined;
 
   constructor(
     readonly id: string,
@@ -36,15 +40,24 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
     readonly socket: WebSocket,
     readonly runtime: AgentRuntime,
     readonly verifier?: TokenVerifier,
+    /** The upgrade request's id: in this socket's `error` frames and log lines. */
+    readonly requestId?: string,
+    token?: string,
   ) {
     this.userId = user.id;
     this.#user = user;
+    this.#token = token;
     this.#closeAtExpiry();
   }
 
   /** The caller as the latest token says; a turn keeps the claims it started with. */
   get user(): VerifiedUser {
     return this.#user;
+  }
+
+  /** The latest access token, for tools that call this project's functions as the user. */
+  get accessToken(): string | undefined {
+    return this.#token;
   }
 
   /** The latest token's session (what the heartbeat checks is still signed in). */
@@ -104,6 +117,7 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
       return refuse("invalid_token", "Only a signed-in user's token can renew this socket");
     }
     this.#user = result.user;
+    this.#token = token;
     this.#closeAtExpiry();
   }
 
@@ -116,7 +130,20 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
   }
 
   sendError(error: ServerError): void {
-    this.send({ type: "error", ...error });
+    // A client over the frame rate would turn each dropped frame into a line: not logged.
+    if (error.reason !== "frames_per_second") {
+      log("warn", "refusal", {
+        request_id: this.requestId,
+        user_id: this.userId,
+        code: error.code,
+        ...(error.reason ? { reason: error.reason } : {}),
+      });
+    }
+    this.send({
+      type: "error",
+      ...error,
+      ...(this.requestId === undefined ? {} : { request_id: this.requestId }),
+    });
   }
 
   close(code: number, reason: string): void {
@@ -185,6 +212,21 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
     const frame = decoded.frame;
     this.runtime.track(
       this.#dispatch(frame).catch((error) => {
+        if (isDatabaseUnavailable(error)) {
+          log("warn", "db_unavailable", {
+            request_id: this.requestId,
+            what: `${frame.type} frame`,
+            user_id: this.userId,
+          });
+          return this.sendError({
+            code: "db_unavailable",
+            message: `The database cannot be reached right now; send the ${frame.type} frame ` +
+              "again shortly",
+            retryable: true,
+            retry_after_ms: DATABASE_RETRY_AFTER_SECONDS * 1000,
+            ...refOf(frame),
+          });
+        }
         console.error(`agent: ${frame.type} frame failed`, error);
         this.sendError({
           code: "internal_error",

@@ -4,7 +4,13 @@
  * (`takeFlush`) and reports back (`flushed` / `flushFailed`). Postgres holds the truth; this
  * object only lets clients on this isolate follow the turn without polling.
  */
-import type { ErrorCode, ErrorFrame, TurnFrame, UnnumberedTurnFrame } from "../agent_protocol.ts";
+import type {
+  ErrorCode,
+  ErrorFrame,
+  NoticeFrame,
+  TurnFrame,
+  UnnumberedTurnFrame,
+} from "../agent_protocol.ts";
 import type { Database } from "../db/database.types.ts";
 import type { StoredToolCall } from "../history/protocol.ts";
 import type { TurnCheckpoint } from "./turn_checkpoint.ts";
@@ -32,6 +38,16 @@ export interface LiveTurnInit {
   content?: { text: string; units: number; chars: number };
   /** Seqs where takeovers restarted the turn ({epoch, seq}), for `resume`. */
   restarts?: { epoch: number; seq: number }[];
+  /** The request (the socket's upgrade) that started it, for log lines. */
+  requestId?: string;
+  /**
+   * Streamed text is written to the message row at most this often at first, then at twice
+   * the previous interval each time (default 0: with every flush). Clients follow the frames;
+   * every rewrite of the row sends its whole text to each tab watching it through Realtime, so
+   * rewrites are kept rare, and doubling keeps their bytes under about twice the answer's
+   * however long it grows. Tool calls and the ending store the text at once.
+   */
+  textFlushIntervalMs?: number;
 }
 
 /** How a turn ended (or parked), as it is stored. */
@@ -53,6 +69,8 @@ export interface TurnOutcome {
 export type AbortReason = "cancelled" | "interrupted" | "shutdown" | "lost" | "released";
 
 export type FrameListener = (frame: TurnFrame) => void;
+/** Hears a turn's live-only notices (`NoticeFrame`). */
+export type NoticeListener = (notice: NoticeFrame) => void;
 
 /** Told, with the last seq it was given, that the turn goes on elsewhere (or parked). */
 export type LeaveListener = (lastSeq: number) => void;
@@ -102,6 +120,7 @@ export class LiveTurn {
   readonly assistantRowId: string;
   readonly assistantMessageId: string;
   readonly userMessageId: string;
+  readonly requestId?: string;
   /** What the turn has reserved so far; grows with each step (`reserveStep`). */
   reservedTokens: number;
   reservedCostUsd: number;
@@ -119,6 +138,8 @@ export class LiveTurn {
   /** The row as the last flush that carried this turn left it. */
   storedState: StoredTurnState | undefined;
 
+  /** When this isolate took the turn on (for `complete`'s `duration_ms`). */
+  readonly #startedAt = performance.now();
   /** Aborts the LLM request and the running tool. */
   readonly #abort = new AbortController();
   #abortReason: AbortReason | undefined;
@@ -133,10 +154,14 @@ export class LiveTurn {
   #chars = 0;
   #storedChars = 0;
   #storedUnits = 0;
+  #textFlushIntervalMs: number;
+  /** When the text was last taken for storing (`performance.now()`). */
+  #textTakenAt = performance.now();
   #outcome: TurnOutcome | undefined;
   #outcomeStored = false;
   readonly #listeners = new Set<FrameListener>();
   readonly #leaveListeners = new Map<FrameListener, { onLeave: LeaveListener; last: number }>();
+  readonly #noticeListeners = new Set<NoticeListener>();
   /** Told of every change that needs storing (the runtime hands it to the flusher). */
   onChange: (turn: LiveTurn) => void = () => {};
 
@@ -147,6 +172,7 @@ export class LiveTurn {
     this.assistantRowId = init.assistantRowId;
     this.assistantMessageId = init.assistantMessageId;
     this.userMessageId = init.userMessageId;
+    this.requestId = init.requestId;
     this.model = init.model;
     this.reservedTokens = init.reservedTokens;
     this.reservedCostUsd = init.reservedCostUsd;
@@ -162,7 +188,10 @@ export class LiveTurn {
       this.#storedChars = init.content.chars;
       this.#storedUnits = init.content.units;
       this.#messageDirty = true;
+      // The cut is written with the first flush, whatever the text interval.
+      this.#textTakenAt = -Infinity;
     }
+    this.#textFlushIntervalMs = init.textFlushIntervalMs ?? 0;
   }
 
   get signal(): AbortSignal {
@@ -178,6 +207,17 @@ export class LiveTurn {
     if (this.#abort.signal.aborted) return;
     this.#abortReason = reason;
     this.#abort.abort(reason);
+  }
+
+  /** Milliseconds since this isolate took the turn on. */
+  elapsedMs(): number {
+    return Math.round(performance.now() - this.#startedAt);
+  }
+
+  /** Tells the turn's listeners something live (not numbered, not stored, never replayed). */
+  notify(notice: Omit<NoticeFrame, "type" | "turn_id">): void {
+    const frame: NoticeFrame = { type: "notice", turn_id: this.turnId, ...notice };
+    for (const listener of this.#noticeListeners) listener(frame);
   }
 
   get lastSeq(): number {
@@ -260,7 +300,12 @@ export class LiveTurn {
    * Replays the frames after `afterSeq` to `listener` and keeps it informed of new ones,
    * synchronously, so nothing falls between replay and live. Returns the unsubscribe.
    */
-  subscribe(afterSeq: number, listener: FrameListener, onLeave?: LeaveListener): () => void {
+  subscribe(
+    afterSeq: number,
+    listener: FrameListener,
+    onNotice?: NoticeListener,
+    onLeave?: LeaveListener,
+  ): () => void {
     if (afterSeq < this.baseSeq) {
       throw new Error(`turn ${this.turnId}: frames up to ${this.baseSeq} are only in storage`);
     }
@@ -278,10 +323,12 @@ export class LiveTurn {
       tracked(frame);
     }
     this.#listeners.add(tracked);
+    if (onNotice) this.#noticeListeners.add(onNotice);
     if (onLeave) this.#leaveListeners.set(tracked, { onLeave, last });
     return () => {
       this.#listeners.delete(tracked);
       this.#leaveListeners.delete(tracked);
+      if (onNotice) this.#noticeListeners.delete(onNotice);
     };
   }
 
@@ -293,6 +340,7 @@ export class LiveTurn {
     const leaving = [...this.#leaveListeners.values()];
     this.#leaveListeners.clear();
     this.#listeners.clear();
+    this.#noticeListeners.clear();
     for (const { onLeave, last } of leaving) onLeave(last);
   }
 
@@ -301,7 +349,13 @@ export class LiveTurn {
     const frames = this.#frames.slice(this.#storedSeq - this.baseSeq);
     const outcome = (this.#outcomeStored ? undefined : this.#outcome) ?? this.#pendingPark;
     this.#pendingPark = undefined;
-    if (frames.length === 0 && !this.#messageDirty && !outcome && !this.#checkpointDirty) {
+    // A checkpoint records the answer's position: the text up to it is stored with it, so an
+    // adopter finds it (and a park or an ending stores it too).
+    const forced = this.#toolCallsDirty || outcome !== undefined || this.#checkpointDirty;
+    const timed = !forced && performance.now() - this.#textTakenAt >= this.#textFlushIntervalMs;
+    const messageDue = this.#messageDirty && (forced || timed);
+    if (messageDue && timed) this.#textFlushIntervalMs *= 2;
+    if (frames.length === 0 && !messageDue && !outcome && !this.#checkpointDirty) {
       return undefined;
     }
     const entry: FlushEntry = {
@@ -315,7 +369,8 @@ export class LiveTurn {
       entry.checkpoint = this.checkpoint;
       this.#checkpointDirty = false;
     }
-    if (this.#messageDirty) {
+    if (messageDue) {
+      this.#textTakenAt = performance.now();
       entry.message = {
         fromChars: this.#storedChars,
         text: this.content.slice(this.#storedUnits),

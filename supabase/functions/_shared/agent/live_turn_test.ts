@@ -95,3 +95,26 @@ Deno.test("abort keeps its first reason", () => {
   assert.equal(live.signal.aborted, true);
   assert.equal(live.abortReason, "cancelled");
 });
+
+Deno.test("streamed text is stored at most once per text interval; tool calls and the ending at once", () => {
+  // Watchers follow the frames; the stored row is for late readers and recovery, so each of
+  // its rewrites (one Realtime message with the whole text to every watching tab) is rare.
+  const live = newLiveTurn({ textFlushIntervalMs: 3_600_000 });
+  live.emit({ type: "token", delta: "Hel" });
+  live.appendText("Hel");
+  const first = live.takeFlush();
+  assert.equal(first?.frames.length, 1, "the frames go out with every flush");
+  assert.equal(first?.message, undefined, "the text waits for its interval");
+  live.flushed(first!);
+  live.appendText("lo");
+  live.recordToolCall({ id: "c1", tool: "calculator", args: {} } as never);
+  const withCall = live.takeFlush();
+  assert.equal(withCall?.message?.text, "Hello", "a tool call stores the text with it");
+  live.flushed(withCall!);
+  live.appendText("!");
+  assert.equal(live.takeFlush(), undefined, "nothing new to store but text within its interval");
+  live.end({ state: "complete", messageStatus: "complete" }, []);
+  const ending = live.takeFlush();
+  assert.equal(ending?.message?.text, "!");
+  assert.equal(ending?.message?.fromChars, 5);
+});

@@ -17,7 +17,13 @@ import { asUser } from "../db/client.ts";
 import type { LiveTurn } from "./live_turn.ts";
 import type { AgentRuntime } from "./runtime.ts";
 import type { TurnClient } from "./turn_client.ts";
-import { lastStoredFrame, loadTurn, readFrames, type StoredTurn } from "./turn_store.ts";
+import {
+  lastStoredFrame,
+  loadTurn,
+  readFrames,
+  readQueuedChat,
+  type StoredTurn,
+} from "./turn_store.ts";
 
 export async function followTurn(
   runtime: AgentRuntime,
@@ -31,7 +37,10 @@ export async function followTurn(
     return await followLocally(runtime, client, here, standing(afterSeq, epoch, here.restarts));
   }
   const { sql } = runtime.deps;
-  let turn = await loadTurn(sql, client.user.id, turnId);
+  const found = await loadTurn(sql, client.user.id, turnId) ??
+    await waitWhileQueued(runtime, client, turnId);
+  if (found === "reported") return;
+  let turn = found;
   if (!turn) {
     return client.sendError({
       code: "not_found",
@@ -64,6 +73,52 @@ function standing(
   return after;
 }
 
+/** How many polls of a queued turn pass between looks for a free session to start it in. */
+const QUEUE_KICK_POLLS = 4;
+
+/**
+ * A turn that is still a queued chat (`chat_queue.ts`): waits until it starts (then returns
+ * it) or fails to (then says why, with the chat's id as `ref`: "reported"); undefined when
+ * there is no such queued chat either. Now and then it starts the queue itself when the
+ * session is free: the isolate that ended the turn ahead may have died before starting the
+ * next.
+ */
+async function waitWhileQueued(
+  runtime: AgentRuntime,
+  client: TurnClient,
+  turnId: string,
+): Promise<StoredTurn | "reported" | undefined> {
+  const { sql, config } = runtime.deps;
+  const claims = client.user.claims;
+  const stopped = new AbortController();
+  const stop = () => stopped.abort();
+  client.follow(turnId, stop);
+  try {
+    for (let poll = 0; !stopped.signal.aborted && client.isOpen; poll++) {
+      const [queued, turn] = await Promise.all([
+        asUser(sql, claims, (tx) => readQueuedChat(tx, turnId)),
+        loadTurn(sql, client.user.id, turnId),
+      ]);
+      if (turn) return turn;
+      if (!queued) return undefined;
+      if (queued.error) {
+        client.sendError({ ...queued.error, ref: queued.chat_id });
+        return "reported";
+      }
+      if (poll % QUEUE_KICK_POLLS === QUEUE_KICK_POLLS - 1) {
+        // A failed look is only a missed chance: the next poll looks again.
+        await runtime.startQueuedChats(client.user, queued.session_id).catch((error) =>
+          console.error("agent: could not start queued chats", error)
+        );
+      }
+      await abortableSleep(config.pollIntervalMs, stopped.signal);
+    }
+  } finally {
+    client.unfollow(turnId, stop);
+  }
+  return "reported";
+}
+
 async function followLocally(
   runtime: AgentRuntime,
   client: TurnClient,
@@ -91,6 +146,7 @@ async function followLocally(
       client.send(frame);
       if (isTerminalFrame(frame)) client.unfollow(live.turnId, stop);
     },
+    (notice) => client.send(notice),
     (last) => {
       client.unfollow(live.turnId, stop);
       void followTurn(runtime, client, live.turnId, last, live.epoch).catch((error) =>

@@ -9,9 +9,11 @@
 import type { AccountRefusal } from "../account_access.ts";
 import { asServiceRole, type Sql } from "../db/client.ts";
 import { consumeToolCalls } from "../tool_limits.ts";
-import type { ToolDefinition } from "../tools/types.ts";
+import type { ToolCaller, ToolDefinition } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";
+import { isDatabaseUnavailable } from "../db/unavailable.ts";
+import { log } from "../log.ts";
 import type { ApproveFrame, ServerError } from "../agent_protocol.ts";
 import { fieldPath } from "../field_path.ts";
 import { answerParked, awaitedCall, type TurnResumption } from "./approvals.ts";
@@ -42,6 +44,23 @@ export interface RuntimeDependencies {
   llm: LlmSettings;
   config: AgentConfig;
   registry: readonly ToolDefinition[];
+  /**
+   * The tools of the servers the caller connected (`mcp_servers/server_tools.ts`), read for
+   * each chat and offered beside `registry`. The one seam between the agent and the hub.
+   */
+  connectedTools?: ConnectedTools;
+}
+
+/** Reads the caller's connected servers' tools, as registry tools. */
+export type ConnectedTools = (caller: ToolCaller) => Promise<ToolDefinition[]>;
+
+/** The built-in tools and, when the runtime has them, the caller's connected ones. */
+export async function toolsFor(
+  deps: Pick<RuntimeDependencies, "registry" | "connectedTools">,
+  caller: ToolCaller,
+): Promise<readonly ToolDefinition[]> {
+  if (!deps.connectedTools) return deps.registry;
+  return [...deps.registry, ...await deps.connectedTools(caller)];
 }
 
 /** A socket as the runtime sees it. */
@@ -64,7 +83,15 @@ interface EdgeRuntimeGlobal {
 export const EVICTION_REASON =
   "too many connections: the user opened another one and this is the oldest";
 
-const FINAL_FLUSH_RETRY_DELAYS_MS = [100, 500, 2000];
+/**
+ * Retries of a turn's ending: a blip heals in the first ones; a database restart (seconds to
+ * tens of seconds) in the later ones, 3 s apart, about 30 s in all, while the client has been
+ * told it waits (`notice`).
+ */
+/** How long a turn's ending may wait for the database before its clients are told. */
+const ENDING_NOTICE_AFTER_MS = 1000;
+
+const FINAL_FLUSH_RETRY_DELAYS_MS = [100, 500, 1000, 2000, ...Array(9).fill(3000)] as number[];
 
 export class AgentRuntime {
   readonly isolateId = `isolate-${crypto.randomUUID()}`;
@@ -81,6 +108,14 @@ export class AgentRuntime {
   readonly #tasks = new Set<Promise<unknown>>();
   /** The running turns' promises (a subset of `#tasks`): shutdown waits for them first. */
   readonly #runs = new Set<Promise<void>>();
+  /**
+   * Starts the next queued chat of the user's free sessions (or of one): called once a turn's
+   * ending is stored (not while shutting down) and by followers of queued turns. `app.ts`
+   * wires `chat_queue.ts`'s `startQueuedChats` (a hook, so that module's imports of the chat
+   * path make no cycle with the runtime's users).
+   */
+  startQueuedChats: (caller: ToolCaller, sessionId?: string) => Promise<void> = () =>
+    Promise.resolve();
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #beating = false;
   /** Renews this isolate's lease (and adopts orphaned turns) while it has work. */
@@ -223,7 +258,7 @@ export class AgentRuntime {
         sql,
         llm,
         config,
-        registry,
+        registry: inputs.registry ?? registry,
         recordUsage: this.recordUsage,
         reserveStep: (turnId, promptTokens, completionTokens) =>
           reserveStep(sql, turnId, promptTokens, completionTokens),
@@ -231,6 +266,15 @@ export class AgentRuntime {
         flushTurn: (live) => this.flusher.flushTurn(live),
       }, resume);
       await this.#finish(turn, ending);
+      // An ended turn frees its session (a parked or departed one does not): the next queued
+      // chat starts, adopted turns' included.
+      if (!this.#closed && turn.ended) {
+        this.track(
+          this.startQueuedChats(inputs.caller, turn.sessionId).catch((error) =>
+            console.error(`agent: the chats queued after turn ${turn.turnId} did not start`, error)
+          ),
+        );
+      }
     })();
     const settled = this.track(run.catch(async (error) => {
       console.error(`agent: turn ${turn.turnId} could not be finished; handing it back`, error);
@@ -383,6 +427,17 @@ export class AgentRuntime {
     };
     const used = { tokens: left.tokens, costUsd: left.cost };
     turn.end({ ...final.outcome, used }, final.closing);
+    log(final.outcome.state === "complete" ? "info" : "warn", "turn_end", {
+      request_id: turn.requestId,
+      turn_id: turn.turnId,
+      user_id: turn.userId,
+      state: final.outcome.state,
+      code: final.outcome.error?.code,
+      steps: turn.steps,
+      prompt_tokens: final.usage.prompt_tokens,
+      completion_tokens: final.usage.completion_tokens,
+      latency_ms: turn.elapsedMs(),
+    });
     try {
       await this.#storeEnding(turn);
     } finally {
@@ -393,19 +448,25 @@ export class AgentRuntime {
   }
 
   async #storeEnding(turn: LiveTurn): Promise<void> {
-    for (let attempt = 0;; attempt++) {
-      try {
-        await this.flusher.flushTurn(turn);
-        if (turn.settled) return;
-      } catch (error) {
-        if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) throw error;
-        console.error(
-          `agent: storing the end of turn ${turn.turnId} failed; retrying`,
-          error,
-        );
+    // Its clients hear that the ending waits, once it has waited a while (a database that is
+    // down may take long to say so: a connection attempt, a lock).
+    const waiting = setTimeout(() => tellEndingWaits(turn), ENDING_NOTICE_AFTER_MS);
+    try {
+      for (let attempt = 0;; attempt++) {
+        try {
+          await this.flusher.flushTurn(turn);
+          if (turn.settled) return;
+        } catch (error) {
+          if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) throw error;
+          if (!isDatabaseUnavailable(error)) {
+            console.error(`agent: storing the end of turn ${turn.turnId} failed; retrying`, error);
+          }
+        }
+        if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) return;
+        await new Promise((resolve) => setTimeout(resolve, FINAL_FLUSH_RETRY_DELAYS_MS[attempt]));
       }
-      if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) return;
-      await new Promise((resolve) => setTimeout(resolve, FINAL_FLUSH_RETRY_DELAYS_MS[attempt]));
+    } finally {
+      clearTimeout(waiting);
     }
   }
 
@@ -480,4 +541,14 @@ export class AgentRuntime {
     const closed = beaten.filter((connection) => !this.connections.has(connection.id));
     await Promise.all(closed.map(({ id }) => unregisterConnection(this.deps.sql, id)));
   }
+}
+
+/** The turn is over but the database has not taken its ending: its clients hear so. */
+function tellEndingWaits(turn: LiveTurn): void {
+  log("warn", "ending_delayed", { request_id: turn.requestId, turn_id: turn.turnId });
+  turn.notify({
+    code: "ending_delayed",
+    message: "The turn has ended, but the database has not stored its ending yet (it may be " +
+      "unreachable); its last frames follow once it is stored",
+  });
 }

@@ -47,9 +47,8 @@ export function llmToolDefinitions(
   tools: readonly ToolDefinition[],
 ): LlmToolDefinition[] {
   return tools.map((tool) => {
-    const { $schema: _schema, ...parameters } = z.toJSONSchema(tool.input, {
-      io: "input",
-    });
+    const { $schema: _schema, ...parameters } = tool.inputJsonSchema ??
+      z.toJSONSchema(tool.input, { io: "input" });
     return {
       type: "function",
       function: { name: tool.name, description: tool.description, parameters },
@@ -135,16 +134,18 @@ export async function executeToolCall(
       source: "agent",
       sessionId: turn.sessionId,
       turnId: turn.turnId,
+      ...(turn.requestId ? { requestId: turn.requestId } : {}),
     }, {
       name: call.name,
       args,
       policy: async (tool, permission, input) =>
         await askWhenGrantSays(scope, turn, call, tool, permission, input, options.answer) ??
-          await meterCall(scope, turn) ??
+          // A server that meters its own calls (our `mcp` function) takes them from his limits.
+          (tool.meteredBy === "server" ? undefined : await meterCall(scope, turn)) ??
           (!options.beforeRun || await options.beforeRun()
             ? undefined
             : refusal("cancelled", "The turn moved to another server", "cancelled")),
-      progress: (progress, total, message) => {
+      progress: (progress, total, message, detail) => {
         if (!turn.ended) {
           turn.emit({
             type: "progress",
@@ -152,6 +153,8 @@ export async function executeToolCall(
             progress,
             ...(total === undefined ? {} : { total }),
             ...(message === undefined ? {} : { message }),
+            ...(detail?.stage === undefined ? {} : { stage: detail.stage }),
+            ...(detail?.data === undefined ? {} : { data: detail.data }),
           });
         }
         return Promise.resolve();

@@ -79,6 +79,7 @@ export async function runTurn(
         if (turn.signal.aborted) return left() ? { kind: "left" } : aborted(turn, usage);
         if (refusal) return refused(refusal, usage);
       }
+      turn.emit({ type: "step", step: "calling_model", index: step });
       const result = await streamStep(turn, scope, lastStep);
       turn.steps = step;
       usage.prompt_tokens += result.usage.promptTokens;
@@ -191,6 +192,13 @@ async function runCalls(
       }
     }
     const callAnswer = call.status === "awaiting" ? answer ?? { decision: "expired" } : undefined;
+    turn.emit({
+      type: "step",
+      step: "running_tool",
+      index: turn.checkpoint!.step,
+      tool: call.name,
+      call_id: call.id,
+    });
     const outcome = await executeToolCall(scope, turn, call, {
       announce: call.status !== "awaiting",
       ...(callAnswer ? { answer: callAnswer } : {}),
@@ -393,7 +401,13 @@ function completed(turn: LiveTurn, usage: Usage): TurnEnding {
         message_id: turn.assistantMessageId,
         content: turn.content,
       },
-      { type: "complete", usage, steps: turn.steps },
+      {
+        type: "complete",
+        usage,
+        steps: turn.steps,
+        duration_ms: turn.elapsedMs(),
+        model: turn.model,
+      },
     ],
     usage,
   };
@@ -463,7 +477,7 @@ export function aborted(turn: LiveTurn, usage: Usage): TurnEnding {
       kind: "ended",
       outcome: {
         state: "cancelled",
-        messageStatus: "interrupted",
+        messageStatus: "stopped",
         error: { code: "cancelled", message: "Cancelled by the user" },
       },
       closing: [errorFrame("cancelled", "The turn was cancelled", false)],

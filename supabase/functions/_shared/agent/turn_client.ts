@@ -9,6 +9,10 @@ import type { VerifiedUser } from "../auth.ts";
 
 export interface TurnClient {
   readonly user: VerifiedUser;
+  /** The request that opened it, for log lines. */
+  readonly requestId?: string;
+  /** The latest access token, when the client holds one (the socket does). */
+  readonly accessToken?: string;
   readonly isOpen: boolean;
   send(frame: ServerFrame): void;
   sendError(error: ServerError): void;

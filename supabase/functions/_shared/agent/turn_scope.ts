@@ -24,6 +24,8 @@ export interface TurnInputs {
   grants: PermissionGrant[];
   /** Offered to the model. */
   llmTools: LlmToolDefinition[];
+  /** The tools this turn may call, when more than the runtime's (the caller's connected ones). */
+  registry?: readonly ToolDefinition[];
   /** The conversation so far, ending with the user's message (the first checkpoint's). */
   messages: ChatMessage[];
 }

@@ -9,7 +9,7 @@
  * service_role, in the same statement, so stored frames and stored text never disagree; the
  * message row itself was created as the user.
  */
-import type { TurnFrame } from "../agent_protocol.ts";
+import type { ChatFrame, ServerError, TurnFrame } from "../agent_protocol.ts";
 import type { Database, Json } from "../db/database.types.ts";
 import {
   type JwtClaims,
@@ -54,10 +54,22 @@ export interface TurnStart {
   completionTokens: number;
   /** Set when continuing a session: its turns of dead isolates are marked interrupted first. */
   staleAfterMs?: number;
+  /**
+   * Double-texting: what a busy session does with the chat (default `reject`; `queued`: the
+   * queue's head starting now), and the chat frame a queue stores (needed for `enqueue`).
+   */
+  policy?: "reject" | "enqueue" | "queued";
+  frame?: ChatFrame;
 }
 
 export type TurnStartOutcome =
   | { kind: "refused"; reason: string; retryAfterMs?: number }
+  /** The session has a running turn (or chats queued before): `reject`, or a queue head. */
+  | { kind: "busy"; turnId: string }
+  /** Stored in the session's queue; `ahead` chats start before it. */
+  | { kind: "queued"; turnId: string; ahead: number; runningTurnId: string | null }
+  /** A queue head that is no longer queued: another isolate started it. */
+  | { kind: "gone" }
   /** A concurrent attempt of the same chat started the turn; follow it. */
   | { kind: "exists"; turnId: string }
   | {
@@ -73,8 +85,10 @@ export type TurnStartOutcome =
   };
 
 /**
- * Starts a turn in one round trip and one transaction (`public.agent_start_turn`): interrupts
- * the session's dead turns, reserves the quota, stores the messages as the user and the turn.
+ * Starts a turn in one round trip and one transaction (`public.agent_start_chat`, then
+ * `public.agent_start_turn`): applies the double-texting policy under the session's lock,
+ * interrupts the session's dead turns, reserves the quota, stores the messages as the user
+ * and the turn.
  * Throws the database's error when the messages cannot be stored (see `errorFromDatabase`)
  * or a concurrent attempt of the same chat won a race (`isRace`: read again and retry).
  */
@@ -87,7 +101,9 @@ export async function startTurn(
     sql,
     claims,
     inlineSql`
-      select public.agent_start_turn(${start.turnId}::uuid, ${start.sessionId}::uuid,
+      select public.agent_start_chat(${start.policy ?? "reject"},
+        ${start.frame ? jsonText(start.frame) : null}::jsonb,
+        ${start.turnId}::uuid, ${start.sessionId}::uuid,
         ${start.title}, ${jsonText(start.messages)}::jsonb, ${start.owner}, ${start.model},
         ${start.promptTokens}, ${start.completionTokens}, ${start.staleAfterMs ?? null}::integer)
         as outcome`,
@@ -102,6 +118,17 @@ export async function startTurn(
       };
     case "exists":
       return { kind: "exists", turnId: outcome.turn_id };
+    case "busy":
+      return { kind: "busy", turnId: outcome.turn_id };
+    case "queued":
+      return {
+        kind: "queued",
+        turnId: outcome.turn_id,
+        ahead: outcome.ahead,
+        runningTurnId: outcome.running_turn_id,
+      };
+    case "gone":
+      return { kind: "gone" };
     case "started":
       return {
         kind: "started",
@@ -115,10 +142,13 @@ export async function startTurn(
   }
 }
 
-/** What `agent_start_turn` returns. */
+/** What `agent_start_chat` (and so `agent_start_turn`) returns. */
 type StartRow =
   | { kind: "refused"; reason: string | null; retry_after_ms: number | null }
   | { kind: "exists"; turn_id: string }
+  | { kind: "busy"; turn_id: string }
+  | { kind: "queued"; turn_id: string; ahead: number; running_turn_id: string | null }
+  | { kind: "gone" }
   | {
     kind: "started";
     turn_id: string;
@@ -172,6 +202,23 @@ export async function reserveStep(
     reason: outcome.reason ?? "quota",
     ...(outcome.retry_after_ms == null ? {} : { retryAfterMs: outcome.retry_after_ms }),
   };
+}
+
+/** A queued chat of the caller's, as its follower sees it (read as the user: RLS). */
+export interface QueuedChat {
+  chat_id: string;
+  session_id: string;
+  /** Set when it could not start: an `error` frame's fields. */
+  error: ServerError | null;
+}
+
+export async function readQueuedChat(tx: Tx, turnId: string): Promise<QueuedChat | undefined> {
+  const [row] = await run<QueuedChat>(
+    tx,
+    inlineSql`select q.chat_id, q.session_id, q.error from public.agent_chat_queue q
+      where q.turn_id = ${turnId}::uuid`,
+  );
+  return row;
 }
 
 /** A turn of the user's, or undefined (also for another user's turn). */

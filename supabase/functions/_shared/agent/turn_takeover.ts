@@ -10,6 +10,7 @@ import type { TurnResumption } from "./approvals.ts";
 import { readChatContext } from "./chat_context.ts";
 import type { AgentConfig } from "./config.ts";
 import { errorFrame, LiveTurn } from "./live_turn.ts";
+import { type ConnectedTools, toolsFor } from "./runtime.ts";
 import { buildMessages } from "./prompt.ts";
 import type { ToolDefinition } from "../tools/types.ts";
 import { llmToolDefinitions, offeredTools } from "./tools.ts";
@@ -96,6 +97,8 @@ export interface TakeOverDeps {
   sql: Sql;
   config: AgentConfig;
   registry: readonly ToolDefinition[];
+  /** The caller's connected servers' tools (as for a chat: `toolsFor`). */
+  connectedTools?: ConnectedTools;
 }
 
 export type TakeOver =
@@ -109,10 +112,14 @@ export type TakeOver =
  * clients are told so with `restart_step`), its reservation is the row's.
  */
 export async function takeOver(deps: TakeOverDeps, taken: TurnResumption): Promise<TakeOver> {
-  const { registry } = deps;
   const claims: JwtClaims = taken.checkpoint?.claims ??
     { sub: taken.user_id, role: "authenticated", aud: "authenticated" };
-  const checkpoint = taken.checkpoint ?? await firstCheckpoint(deps, taken, claims);
+  // No socket holds the user's access token here: tools that need it (the project's own
+  // MCP function) ask him to sign in again; connected servers use their stored credentials.
+  const caller = { id: taken.user_id, claims };
+  // The tools the chat offered, connected ones included, found again as the chat found them.
+  const registry = taken.refusal ? deps.registry : await toolsFor(deps, caller);
+  const checkpoint = taken.checkpoint ?? await firstCheckpoint(deps, taken, claims, registry);
   const turn = new LiveTurn({
     turnId: taken.turn_id,
     userId: taken.user_id,
@@ -123,6 +130,7 @@ export async function takeOver(deps: TakeOverDeps, taken: TurnResumption): Promi
     model: taken.model,
     reservedTokens: taken.reserved_tokens,
     reservedCostUsd: Number(taken.reserved_cost_usd),
+    textFlushIntervalMs: deps.config.textFlushIntervalMs,
     epoch: taken.epoch,
     baseSeq: taken.last_seq,
     content: { text: taken.content, ...checkpoint.text },
@@ -165,7 +173,8 @@ export async function takeOver(deps: TakeOverDeps, taken: TurnResumption): Promi
     kind: "run",
     turn,
     inputs: {
-      caller: { id: taken.user_id, claims },
+      caller,
+      registry,
       grants: checkpoint.grants,
       llmTools: llmToolDefinitions(tools),
       messages: checkpoint.messages,
@@ -187,8 +196,9 @@ async function firstCheckpoint(
   deps: TakeOverDeps,
   taken: TurnResumption,
   claims: JwtClaims,
+  registry: readonly ToolDefinition[],
 ): Promise<TurnCheckpoint> {
-  const { sql, config, registry } = deps;
+  const { sql, config } = deps;
   const context = await readChatContext(sql, claims, {
     chatId: taken.user_message_id,
     sessionId: taken.session_id,

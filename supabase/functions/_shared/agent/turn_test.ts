@@ -30,10 +30,21 @@ Deno.test("turn: a text answer streams token by token and completes with its usa
 
   const ending = ended(await runTurn(turn, scope));
 
-  assert.deepEqual(frames.map((f) => f.type === "token" ? f.delta : f.type), ["Hel", "lo"]);
+  assert.deepEqual(frames.map((f) => f.type === "token" ? f.delta : f.type), [
+    "step",
+    "Hel",
+    "lo",
+  ]);
+  const [step] = frames;
+  assert.deepEqual(step.type === "step" && [step.step, step.index], ["calling_model", 1]);
   assert.equal(turn.content, "Hello");
   assert.deepEqual(ending.outcome, { state: "complete", messageStatus: "complete" });
   assert.deepEqual(ending.closing.map((f) => f.type), ["response", "complete"]);
+  const complete = ending.closing[1];
+  assert.ok(
+    complete.type === "complete" && complete.duration_ms! >= 0,
+    "complete says its duration",
+  );
   assert.deepEqual(ending.usage, { prompt_tokens: 10, completion_tokens: 2, cost: 0.001 });
   assert.deepEqual(usage.map((row) => [row.kind, row.name, row.status]), [["llm", "m", "ok"]]);
   assert.equal(usage[0].turn_id, turn.turnId);
@@ -48,7 +59,21 @@ Deno.test("turn: a tool call runs through the scope's tools and its result goes 
 
   const ending = ended(await runTurn(turn, scope));
 
-  assert.deepEqual(frames.map((f) => f.type), ["tool_call", "progress", "tool_result", "token"]);
+  assert.deepEqual(frames.map((f) => f.type === "step" ? `${f.step}:${f.index}` : f.type), [
+    "calling_model:1",
+    "running_tool:1",
+    "tool_call",
+    "progress",
+    "tool_result",
+    "calling_model:2",
+    "token",
+  ]);
+  const running = frames.find((f) => f.type === "step" && f.step === "running_tool");
+  const call = frames.find((f) => f.type === "tool_call");
+  assert.deepEqual(
+    running?.type === "step" && [running.tool, running.call_id],
+    ["doubler", call?.type === "tool_call" && call.call_id],
+  );
   const result = frames.find((f) => f.type === "tool_result");
   assert.deepEqual(result?.type === "tool_result" && result.result, { doubled: 42 });
   assert.equal(ending.outcome.state, "complete");

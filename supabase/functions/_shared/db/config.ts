@@ -33,6 +33,7 @@ export const POOL_SIZES = {
   agentFlush: { variable: "AGENT_FLUSH_DB_POOL_SIZE", defaultSize: 1 },
   mcp: { variable: "MCP_DB_POOL_SIZE", defaultSize: 2 },
   history: { variable: "HISTORY_DB_POOL_SIZE", defaultSize: 2 },
+  connections: { variable: "CONNECTIONS_DB_POOL_SIZE", defaultSize: 2 },
 } as const satisfies Record<string, PoolSetting>;
 
 export type DatabaseConfigErrorCode = "database_url_missing" | "invalid_pool_size";

@@ -34,7 +34,7 @@ Deno.test("no database URL at all is a coded error", () => {
 Deno.test("pool sizes: the defaults per isolate, each overridable by its own variable", () => {
   assert.deepEqual(
     Object.values(POOL_SIZES).map((pool) => poolSizeFromEnv(pool, env({}))),
-    [3, 1, 2, 2],
+    [3, 1, 2, 2, 2],
   );
   assert.equal(poolSizeFromEnv(POOL_SIZES.mcp, env({ MCP_DB_POOL_SIZE: " 4 " })), 4);
   assert.equal(poolSizeFromEnv(POOL_SIZES.history, env({ MCP_DB_POOL_SIZE: "4" })), 2);

@@ -5,6 +5,48 @@ export type Json = string | number | boolean | null | { [key: string]: Json | un
 export type Database = {
   "public": {
     Tables: {
+      "agent_chat_queue": {
+        Row: {
+          "chat_id": string;
+          "created_at": string;
+          "error": Json | null;
+          "frame": NonNullable<Json>;
+          "position": number;
+          "session_id": string;
+          "turn_id": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "chat_id": string;
+          "created_at"?: string;
+          "error"?: Json | null;
+          "frame": NonNullable<Json>;
+          "position"?: never;
+          "session_id": string;
+          "turn_id": string;
+          "user_id": string;
+        };
+        Update: {
+          "chat_id"?: string;
+          "created_at"?: string;
+          "error"?: Json | null;
+          "frame"?: NonNullable<Json>;
+          "position"?: never;
+          "session_id"?: string;
+          "turn_id"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "agent_chat_queue_session_id_fkey";
+            columns: ["session_id"];
+            isOneToOne: false;
+            referencedRelation: "chat_sessions";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
       "agent_connections": {
         Row: {
           "created_at": string;
@@ -318,6 +360,121 @@ export type Database = {
         };
         Relationships: [];
       };
+      "mcp_credentials": {
+        Row: {
+          "created_at": string;
+          "secret": string;
+          "server_id": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "created_at"?: string;
+          "secret": string;
+          "server_id": string;
+          "user_id": string;
+        };
+        Update: {
+          "created_at"?: string;
+          "secret"?: string;
+          "server_id"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "mcp_credentials_server_id_fkey";
+            columns: ["server_id"];
+            isOneToOne: true;
+            referencedRelation: "mcp_servers";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
+      "mcp_servers": {
+        Row: {
+          "auth_mode": string;
+          "created_at": string;
+          "display_name": string | null;
+          "id": string;
+          "slug": string;
+          "status": string;
+          "updated_at": string;
+          "url": string;
+          "user_id": string;
+          "warnings": NonNullable<Json>;
+        };
+        ComputedFields: never;
+        Insert: {
+          "auth_mode": string;
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "id": string;
+          "slug": string;
+          "status"?: string;
+          "updated_at"?: string;
+          "url": string;
+          "user_id": string;
+          "warnings"?: NonNullable<Json>;
+        };
+        Update: {
+          "auth_mode"?: string;
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "id"?: string;
+          "slug"?: string;
+          "status"?: string;
+          "updated_at"?: string;
+          "url"?: string;
+          "user_id"?: string;
+          "warnings"?: NonNullable<Json>;
+        };
+        Relationships: [];
+      };
+      "mcp_tools": {
+        Row: {
+          "annotations": NonNullable<Json>;
+          "description": string;
+          "input_schema": NonNullable<Json>;
+          "name": string;
+          "original_name": string;
+          "output_schema": Json | null;
+          "server_id": string;
+          "title": string | null;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "annotations"?: NonNullable<Json>;
+          "description"?: string;
+          "input_schema": NonNullable<Json>;
+          "name": string;
+          "original_name": string;
+          "output_schema"?: Json | null;
+          "server_id": string;
+          "title"?: string | null;
+          "user_id": string;
+        };
+        Update: {
+          "annotations"?: NonNullable<Json>;
+          "description"?: string;
+          "input_schema"?: NonNullable<Json>;
+          "name"?: string;
+          "original_name"?: string;
+          "output_schema"?: Json | null;
+          "server_id"?: string;
+          "title"?: string | null;
+          "user_id"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "mcp_tools_server_id_fkey";
+            columns: ["server_id"];
+            isOneToOne: false;
+            referencedRelation: "mcp_servers";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
       "models": {
         Row: {
           "completion_usd_per_token": number;
@@ -597,6 +754,10 @@ export type Database = {
         };
         Returns: Json;
       };
+      "agent_fail_queued_chat": {
+        Args: { "p_chat_id": string; "p_error": Json; "p_user_id": string };
+        Returns: undefined;
+      };
       "agent_flush": {
         Args: { "p_events": Json; "p_messages": Json; "p_owner": string; "p_turns": Json };
         Returns: {
@@ -638,6 +799,29 @@ export type Database = {
         Args: { "p_completion_tokens": number; "p_prompt_tokens": number; "p_turn_id": string };
         Returns: Json;
       };
+      "agent_session_busy_turn": {
+        Args: { "p_session_id": string; "p_stale_ms": number; "p_user_id": string };
+        Returns: {
+          "enqueueable": boolean;
+          "turn_id": string;
+        }[];
+      };
+      "agent_start_chat": {
+        Args: {
+          "p_completion_tokens": number;
+          "p_frame": Json;
+          "p_messages": Json;
+          "p_model": string;
+          "p_owner": string;
+          "p_policy": string;
+          "p_prompt_tokens": number;
+          "p_session_id": string;
+          "p_stale_ms": number;
+          "p_title": string;
+          "p_turn_id": string;
+        };
+        Returns: Json;
+      };
       "agent_start_turn": {
         Args: {
           "p_completion_tokens": number;
@@ -651,6 +835,15 @@ export type Database = {
           "p_turn_id": string;
         };
         Returns: Json;
+      };
+      "agent_startable_chats": {
+        Args: { "p_session_id": string; "p_stale_ms": number; "p_user_id": string };
+        Returns: {
+          "chat_id": string;
+          "frame": Json;
+          "session_id": string;
+          "turn_id": string;
+        }[];
       };
       "agent_turn_resumption": {
         Args: { "p_answer": Json; "p_kind": string; "p_turn_id": string };
@@ -691,6 +884,24 @@ export type Database = {
           "retry_after_ms": number;
         }[];
       };
+      "mcp_replace_tools": {
+        Args: { "p_server_id": string; "p_tools": Json; "p_user_id": string; "p_warnings": Json };
+        Returns: boolean;
+      };
+      "mcp_store_server": {
+        Args: {
+          "p_auth_mode": string;
+          "p_display_name": string;
+          "p_secret": string;
+          "p_server_id": string;
+          "p_slug": string;
+          "p_tools": Json;
+          "p_url": string;
+          "p_user_id": string;
+          "p_warnings": Json;
+        };
+        Returns: undefined;
+      };
       "my_permissions": {
         Args: Record<PropertyKey, never>;
         Returns: {
@@ -698,6 +909,10 @@ export type Database = {
           "constraints": Json;
           "tool": string;
         }[];
+      };
+      "operator_metrics": {
+        Args: { "p_stale_seconds": number; "p_window_seconds": number };
+        Returns: Json;
       };
       "settle_quota": {
         Args: {
@@ -713,7 +928,7 @@ export type Database = {
     Enums: {
       "approval_mode": "auto" | "ask" | "deny";
       "message_role": "user" | "assistant" | "system" | "tool";
-      "message_status": "streaming" | "complete" | "interrupted" | "error";
+      "message_status": "streaming" | "complete" | "stopped" | "interrupted" | "error";
       "turn_state": "running" | "parked" | "complete" | "cancelled" | "interrupted" | "error";
       "usage_kind": "llm" | "tool";
       "usage_source": "agent" | "mcp";
@@ -831,7 +1046,7 @@ export const Constants = {
     Enums: {
       "approval_mode": ["auto", "ask", "deny"],
       "message_role": ["user", "assistant", "system", "tool"],
-      "message_status": ["streaming", "complete", "interrupted", "error"],
+      "message_status": ["streaming", "complete", "stopped", "interrupted", "error"],
       "turn_state": ["running", "parked", "complete", "cancelled", "interrupted", "error"],
       "usage_kind": ["llm", "tool"],
       "usage_source": ["agent", "mcp"],

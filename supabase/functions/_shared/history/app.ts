@@ -16,6 +16,8 @@
  * rate_limited with Retry-After (the caller's history request bucket, 30 at once and 120 a
  * minute by default, is empty), 503 auth_unavailable (the signing keys cannot be had).
  */
+import { z } from "zod";
+import { readOperatorMetrics } from "../metrics.ts";
 import type { Context } from "hono";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
@@ -23,11 +25,12 @@ import type { TokenVerifier } from "../auth.ts";
 import { asUser, type Sql, type Tx } from "../db/client.ts";
 import { appendMessages } from "./append.ts";
 import type { AppendInput } from "./input.ts";
-import type { HistoryError, HistoryErrorCode, HistoryResult } from "./protocol.ts";
+import type { AdminSummary, HistoryError, HistoryErrorCode, HistoryResult } from "./protocol.ts";
 import { searchMessages } from "./search.ts";
 import { deleteSession, listMessages, listSessions } from "./sessions.ts";
 import { handleMethodNotAllowed, HttpError } from "../http/errors.ts";
 import { createFunctionApp } from "../http/function_app.ts";
+import { addOperatorRoutes } from "../http/operator_routes.ts";
 import type { HostPolicy } from "../http/host_policy.ts";
 import { MAX_JSON_BODY_BYTES, readJsonBody } from "../http/json_body.ts";
 import { limitRequests } from "../http/limit_requests.ts";
@@ -38,7 +41,11 @@ export interface HistoryAppDependencies {
   verifier: TokenVerifier;
   /** The hosts answered; loopback only unless given (`hostPolicyFromEnv`). */
   hostPolicy?: HostPolicy;
+  /** Opens `/metrics` to this bearer token (`METRICS_TOKEN`). */
+  metricsToken?: string;
 }
+
+const AdminWindowSchema = z.coerce.number().int().min(60).max(86400).default(3600);
 
 const STATUS_OF: Record<HistoryErrorCode, ContentfulStatusCode> = {
   invalid_request: 422,
@@ -47,7 +54,9 @@ const STATUS_OF: Record<HistoryErrorCode, ContentfulStatusCode> = {
   forbidden: 403,
 };
 
-export function createHistoryApp({ sql, verifier, hostPolicy }: HistoryAppDependencies) {
+export function createHistoryApp(
+  { sql, verifier, hostPolicy, metricsToken }: HistoryAppDependencies,
+) {
   const app = createFunctionApp<UserEnv>("history", {
     corsMethods: ["GET", "HEAD", "POST", "DELETE"],
     hostPolicy,
@@ -56,6 +65,8 @@ export function createHistoryApp({ sql, verifier, hostPolicy }: HistoryAppDepend
   const signedIn = requireUser({ verifier });
   // Every request of a signed-in caller takes one from his history request bucket.
   const limited = limitRequests(sql, "history");
+
+  addOperatorRoutes(app, { sql, verifier, metricsToken });
 
   /** One transaction as the caller; an error value becomes the HTTP error it stands for. */
   const asCaller = async <T>(
@@ -66,6 +77,23 @@ export function createHistoryApp({ sql, verifier, hostPolicy }: HistoryAppDepend
     if (!result.ok) throw httpErrorOf(result);
     return result.value;
   };
+
+  // The operator's numbers for the web app's admin page: /metrics as JSON, for users whose
+  // app_metadata (which only the service role can set) makes them admins.
+  app.get("/admin/summary", signedIn, limited, async (c) => {
+    const appMetadata = c.var.user.claims.app_metadata as { role?: unknown } | undefined;
+    if (appMetadata?.role !== "admin") {
+      throw new HttpError(403, "forbidden", "Only admins (app_metadata.role) see this summary");
+    }
+    const window = AdminWindowSchema.safeParse(c.req.query("window"));
+    if (!window.success) {
+      throw new HttpError(422, "invalid_request", "window: seconds, from 60 to 86400", {
+        path: "window",
+      });
+    }
+    const summary: AdminSummary = await readOperatorMetrics(sql, window.data, 30);
+    return c.json(summary, 200, { "Cache-Control": "no-store" });
+  });
 
   app.post("/messages", signedIn, limited, async (c) => {
     const body = await readJsonBody(c.req.raw, MAX_JSON_BODY_BYTES);

@@ -95,3 +95,25 @@ export interface SearchHit {
    */
   snippet: string;
 }
+
+/**
+ * `GET /history/admin/summary?window=<seconds>` (users whose `app_metadata.role` is `admin`):
+ * what `/metrics` reports, as JSON for the web app's admin page.
+ */
+export interface AdminSummary {
+  window_seconds: number;
+  open_sockets: number;
+  turns: { state: string; code: string; turns: number }[];
+  usage: {
+    kind: "llm" | "tool";
+    source: string;
+    name: string;
+    status: string;
+    calls: number;
+    prompt_tokens: number;
+    completion_tokens: number;
+    cost_usd: number;
+    latency_ms_sum: number;
+    latency_buckets: number[];
+  }[];
+}

@@ -26,8 +26,17 @@ export const HTTP_ERROR_CODES = [
   // What the request asked for
   "conflict",
   "rate_limited",
+  // A server the caller connects (the connections function)
+  "url_not_allowed",
+  "server_unreachable",
+  "server_timeout",
+  "server_response_too_large",
+  "not_an_mcp_server",
+  "server_auth_failed",
   // The server
   "auth_unavailable",
+  /** Postgres cannot be reached; `Retry-After` says when to try again. */
+  "db_unavailable",
   "not_configured",
   "unavailable",
   "internal_error",

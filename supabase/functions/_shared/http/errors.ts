@@ -8,6 +8,8 @@ import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import postgres from "postgres";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { DATABASE_RETRY_AFTER_SECONDS, isDatabaseUnavailable } from "../db/unavailable.ts";
+import { describeError, log } from "../log.ts";
 import type { HttpErrorCode } from "./error_codes.ts";
 
 export interface ErrorDetail {
@@ -17,6 +19,8 @@ export interface ErrorDetail {
   message: string;
   /** The offending input field, e.g. `messages[3].role` or `limit`. */
   path?: string;
+  /** The request's id (`x-request-id`), to quote when reporting a problem. */
+  request_id?: string;
 }
 
 export interface ErrorEnvelope {
@@ -94,20 +98,49 @@ const CODE_OF_STATUS: Partial<Record<number, HttpErrorCode>> = {
  * (Hono copies the headers middleware already set, CORS included, onto the returned response.)
  */
 export function handleError(error: unknown, c: Context): Response {
-  if (error instanceof HttpError) return error.toResponse();
+  const requestId = c.get("requestId") as string | undefined;
+  const answer = (
+    status: ContentfulStatusCode,
+    detail: ErrorDetail,
+    headers: Record<string, string> = {},
+  ) => {
+    c.set("errorCode", detail.code);
+    return errorResponse(
+      status,
+      requestId ? { ...detail, request_id: requestId } : detail,
+      headers,
+    );
+  };
+  if (error instanceof HttpError) return answer(error.status, error.detail, error.headers);
   if (error instanceof HTTPException && error.status < 500) {
     const status = error.status as ContentfulStatusCode;
     const code = CODE_OF_STATUS[status] ?? "bad_request";
-    return errorResponse(status, { code, message: error.message || code });
+    return answer(status, { code, message: error.message || code });
   }
   if (isMissingUser(error)) {
-    return errorResponse(401, {
+    return answer(401, {
       code: "invalid_token",
       message: "The token's user no longer exists",
     }, { "WWW-Authenticate": `Bearer error="invalid_token"` });
   }
-  console.error(`${c.req.method} ${c.req.path} failed:`, error);
-  return errorResponse(500, { code: "internal_error", message: "Internal server error" });
+  if (isDatabaseUnavailable(error)) {
+    log("warn", "db_unavailable", {
+      request_id: requestId,
+      route: `${c.req.method} ${c.req.path}`,
+      error: describeError(error),
+    });
+    return answer(503, {
+      code: "db_unavailable",
+      message: "The database cannot be reached right now; try again shortly",
+    }, { "Retry-After": String(DATABASE_RETRY_AFTER_SECONDS) });
+  }
+  log("error", "failure", {
+    request_id: requestId,
+    route: `${c.req.method} ${c.req.path}`,
+    error: describeError(error),
+    stack: error instanceof Error ? error.stack?.slice(0, 2000) : undefined,
+  });
+  return answer(500, { code: "internal_error", message: "Internal server error" });
 }
 
 /**

@@ -8,6 +8,7 @@ import { type Env as HonoEnv, Hono } from "hono";
 import { cors } from "hono/cors";
 import { handleError, handleNotFound } from "./errors.ts";
 import { checkHost, type HostPolicy, LOOPBACK_ONLY } from "./host_policy.ts";
+import { requestContext } from "./request_context.ts";
 
 export interface FunctionAppOptions {
   /** Treat `/name` and `/name/` as one route (the WebSocket endpoint is reached both ways). */
@@ -32,6 +33,7 @@ export function createFunctionApp<E extends HonoEnv = HonoEnv>(
   const app = new Hono<E>({ strict: !options.trailingSlashAgnostic }).basePath(`/${name}`);
   app.onError(handleError);
   app.notFound(handleNotFound);
+  app.use(requestContext(name));
   app.use(checkHost(options.hostPolicy ?? LOOPBACK_ONLY));
   if (options.corsMethods) {
     app.use(cors({

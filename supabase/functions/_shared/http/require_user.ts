@@ -8,6 +8,7 @@
  */
 import type { MiddlewareHandler } from "hono";
 import type { AuthErrorCode, TokenVerifier, VerifiedUser } from "../auth.ts";
+import { describeError, log } from "../log.ts";
 import { HttpError } from "./errors.ts";
 
 export interface RequireUserOptions {
@@ -50,7 +51,10 @@ export function requireUser(options: RequireUserOptions): MiddlewareHandler<User
       : resourceMetadataUrl;
     const metadata = metadataUrl ? `resource_metadata="${metadataUrl}"` : "";
     const credentials = credentialsOf(c.req.raw, options);
+    const failed = (code: string) =>
+      log("warn", "sign_in_failed", { request_id: c.var.requestId, route: c.req.path, code });
     if (!credentials.token) {
+      failed("missing_token");
       throw new HttpError(401, "missing_token", missingMessage, {
         headers: { "WWW-Authenticate": metadata ? `Bearer ${metadata}` : "Bearer" },
       });
@@ -60,7 +64,12 @@ export function requireUser(options: RequireUserOptions): MiddlewareHandler<User
       result = await verifier.verify(credentials.token);
     } catch (error) {
       // The verifier rejects only when the keys or Auth cannot be had: our fault, not the token's.
-      console.error(`${c.req.path}: cannot verify access tokens:`, error);
+      log("error", "failure", {
+        request_id: c.var.requestId,
+        route: c.req.path,
+        code: "auth_unavailable",
+        error: describeError(error),
+      });
       throw new HttpError(
         503,
         "auth_unavailable",
@@ -70,6 +79,7 @@ export function requireUser(options: RequireUserOptions): MiddlewareHandler<User
     }
     // RFC 6750 §3: a bad token is "invalid_token"; the description must be a quoted-string.
     const refuse = (code: AuthErrorCode, message: string) => {
+      failed(code);
       const description = message.replace(/["\\]/g, "'");
       const challenge = [`error="invalid_token"`, `error_description="${description}"`];
       if (metadata) challenge.push(metadata);

@@ -42,6 +42,7 @@ import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import type { Sql } from "../db/client.ts";
 import { errorResponse, HttpError } from "../http/errors.ts";
 import { createFunctionApp } from "../http/function_app.ts";
+import { addOperatorRoutes } from "../http/operator_routes.ts";
 import { checkOrigin, type HostPolicy, LOOPBACK_ONLY, publicOrigin } from "../http/host_policy.ts";
 import { authorizationServerOf } from "./authorization_server.ts";
 import { readJsonBody } from "../http/json_body.ts";
@@ -68,6 +69,8 @@ export interface McpAppOptions {
   /** Defaults to the registry with workflow settings from the environment. */
   tools?: readonly ToolDefinition[];
   serverInfo?: { name: string; version: string };
+  /** Opens `/metrics` to this bearer token (`METRICS_TOKEN`). */
+  metricsToken?: string;
 }
 
 const FUNCTION_NAME = "mcp";
@@ -107,6 +110,8 @@ export function createMcpApp(options: McpAppOptions) {
     resourceMetadataUrl: (request) => functionUrlFor(request) + METADATA_PATH,
   });
   app.use("/", checkOrigin(hostPolicy));
+
+  addOperatorRoutes(app, { sql, verifier, metricsToken: options.metricsToken });
 
   // RFC 9728 protected resource metadata: what this resource is and who issues its tokens.
   app.get(METADATA_PATH, async (c) => {
@@ -171,11 +176,19 @@ export function createMcpApp(options: McpAppOptions) {
         )
       ),
     );
-    return await exchange({ request, body: body.value, user, token, calls, grants });
+    return await exchange({
+      request,
+      body: body.value,
+      user,
+      token,
+      calls,
+      grants,
+      requestId: c.var.requestId,
+    });
   });
 
   /** One POST through a new server and transport; each tool call leaves its usage row. */
-  async function exchange({ request, body, user, token, calls, grants }: Exchange) {
+  async function exchange({ request, body, user, token, calls, grants, requestId }: Exchange) {
     const server = new Server(serverInfo, { capabilities: { tools: {} }, jsonSchemaValidator });
     const transport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: undefined,
@@ -189,6 +202,7 @@ export function createMcpApp(options: McpAppOptions) {
       signal,
       recordUsage: writeUsage,
       source: "mcp",
+      requestId,
     });
     const unsettled = new Set(handled.map((call) => call.id));
     let cancelledAny = false;
@@ -255,6 +269,7 @@ interface Exchange {
   /** The registry tools this POST calls. */
   calls: ToolCall[];
   grants: PermissionGrant[];
+  requestId: string;
 }
 
 /** The same response, calling `onCancel` when the client stops reading its body. */

@@ -11,7 +11,7 @@
  */
 import { z } from "zod";
 import type { Env } from "../env.ts";
-import type { ToolDefinition, ToolResult } from "./types.ts";
+import type { ProgressReporter, ToolDefinition, ToolResult } from "./types.ts";
 
 export interface WorkflowConfig {
   /** `N8N_BASE_URL`, e.g. `https://n8n.example.com`; the tool fails cleanly without it. */
@@ -218,7 +218,7 @@ async function readLimited(response: Response, maxBytes: number): Promise<string
 
 /** Reports elapsed seconds every interval until stopped or aborted. */
 function startProgress(
-  progress: (progress: number, total?: number, message?: string) => Promise<void>,
+  progress: ProgressReporter,
   workflowId: string,
   started: number,
   intervalMs: number,
@@ -229,7 +229,12 @@ function startProgress(
     // Milliseconds of precision keep successive reports strictly increasing, as MCP asks.
     const elapsedS = Math.round(performance.now() - started) / 1000;
     // A lost progress report is no reason to fail the workflow: it is only a heartbeat.
-    progress(elapsedS, undefined, `Waiting for workflow "${workflowId}": ${elapsedS.toFixed(1)} s`)
+    progress(
+      elapsedS,
+      undefined,
+      `Waiting for workflow "${workflowId}": ${elapsedS.toFixed(1)} s`,
+      { stage: "waiting_for_workflow" },
+    )
       .catch((error) => console.warn("execute_workflow: progress report failed", error));
   }, intervalMs);
   return { stop: () => clearInterval(timer) };

@@ -6,6 +6,8 @@
  * failure or a cancellation to a stable code, and writes one usage row naming its source.
  * Every refusal is a tool error the caller sees; nothing here throws for what a caller sent.
  */
+import { isDatabaseUnavailable } from "../db/unavailable.ts";
+import { log } from "../log.ts";
 import { fieldPath } from "../field_path.ts";
 import { asUser, type Sql } from "../db/client.ts";
 import {
@@ -35,6 +37,8 @@ export interface ToolScope {
   /** Put on the usage row when the call belongs to a chat turn. */
   sessionId?: string;
   turnId?: string;
+  /** The request the call came in (MCP's POST), for the log line. */
+  requestId?: string;
 }
 
 /** The arguments as the caller sent them: a value, or JSON text that did not parse. */
@@ -70,6 +74,9 @@ export interface ToolOutcome {
   status: UsageStatus;
 }
 
+/** An outcome, and whether the tool's `run` was called (past validation, grant and policy). */
+type CheckedOutcome = ToolOutcome & { ran?: true };
+
 /** Runs one call to its end and records it; resolves, never rejects, for anything the caller did. */
 export async function invokeTool(
   registry: readonly ToolDefinition[],
@@ -77,8 +84,23 @@ export async function invokeTool(
   invocation: ToolInvocation,
 ): Promise<ToolOutcome> {
   const started = performance.now();
-  const outcome = await checkAndRun(registry, scope, invocation);
-  await recordToolUsage(scope, invocation.name, outcome.status, performance.now() - started);
+  const { ran, ...outcome } = await checkAndRun(registry, scope, invocation);
+  const latencyMs = performance.now() - started;
+  log(outcome.status === "ok" ? "info" : "warn", "tool_call", {
+    source: scope.source,
+    tool: invocation.name.slice(0, 64),
+    status: outcome.status,
+    ...(outcome.result.ok ? {} : { code: outcome.result.error.code }),
+    ...(scope.turnId ? { turn_id: scope.turnId } : {}),
+    ...(scope.requestId ? { request_id: scope.requestId } : {}),
+    user_id: scope.caller.id,
+    latency_ms: Math.round(latencyMs),
+  });
+  const tool = registry.find((candidate) => candidate.name === invocation.name);
+  // A server that meters its own calls writes their row; a call that never reached it is ours.
+  if (!(ran && tool?.meteredBy === "server")) {
+    await recordToolUsage(scope, invocation.name, outcome.status, latencyMs);
+  }
   return outcome;
 }
 
@@ -153,7 +175,7 @@ async function checkAndRun(
   registry: readonly ToolDefinition[],
   scope: ToolScope,
   { name, args, policy, progress }: ToolInvocation,
-): Promise<ToolOutcome> {
+): Promise<CheckedOutcome> {
   const tool = registry.find((candidate) => candidate.name === name);
   if (!tool) return refused(refusal("unknown_tool", `There is no tool named "${name}"`));
   if (!args.ok) {
@@ -186,12 +208,20 @@ async function checkAndRun(
       signal: scope.signal,
       permission: permission!,
     });
-    if (scope.signal.aborted) return cancelled();
-    return { result, status: result.ok ? "ok" : "error" };
+    if (scope.signal.aborted) return { ...cancelled(), ran: true };
+    return { result, status: result.ok ? "ok" : "error", ran: true };
   } catch (error) {
-    if (scope.signal.aborted) return cancelled();
+    if (scope.signal.aborted) return { ...cancelled(), ran: true };
+    if (isDatabaseUnavailable(error)) {
+      return {
+        ...refused(
+          refusal("db_unavailable", `${tool.name} needs the database, which cannot be reached now`),
+        ),
+        ran: true,
+      };
+    }
     // The caller gets a stable code; the details (SQL, stack) stay in the function's log.
     console.error(`${scope.source}: tool ${tool.name} failed`, error);
-    return refused(refusal("internal_error", `${tool.name} failed unexpectedly`));
+    return { ...refused(refusal("internal_error", `${tool.name} failed unexpectedly`)), ran: true };
   }
 }

@@ -30,6 +30,11 @@ export const READ_ONLY_ANNOTATIONS: Readonly<ToolAnnotations> = Object.freeze({
 export interface ToolCaller {
   id: string;
   claims: JwtClaims;
+  /**
+   * The caller's current access token, where a surface holds one (the agent's socket, renewed
+   * by `auth` frames): for a tool that calls this project's own functions as him. Never stored.
+   */
+  accessToken?: () => string | undefined;
 }
 
 /** Runs `work` in one transaction as the caller, so RLS decides what the tool sees. */
@@ -40,7 +45,14 @@ export type ProgressReporter = (
   progress: number,
   total?: number,
   message?: string,
+  /** The phase the tool is in, and a partial result it chose to show early (agent only). */
+  detail?: ProgressDetail,
 ) => Promise<void>;
+
+export interface ProgressDetail {
+  stage?: string;
+  data?: unknown;
+}
 
 export interface ToolContext {
   caller: ToolCaller;
@@ -79,6 +91,17 @@ export interface ToolDefinition<
   annotations: ToolAnnotations;
   /** The `permissions.tool` a caller needs (a row for it, or for '*'). */
   permission: string;
+  /**
+   * The input's JSON Schema when the tool was not defined in zod (a connected MCP server's
+   * tool: its own schema, handed on as is); `input` then only checks for an object.
+   */
+  inputJsonSchema?: Record<string, unknown>;
+  /**
+   * `server`: what the tool calls meters the call and writes its usage row itself (this
+   * project's own `mcp` function, connected as a server), so the caller's surface does neither
+   * once the call has gone out.
+   */
+  meteredBy?: "server";
   // Method syntax on purpose: it lets a concrete tool stand in for `ToolDefinition`.
   run(input: z.output<Input>, context: ToolContext): Promise<ToolResult<z.output<Output>>>;
 }

@@ -1,0 +1,250 @@
+/**
+ * The `connections` Edge Function: the MCP servers a user connects for the agent.
+ *
+ *   GET    /connections       the caller's servers, each with its tools, status and warnings
+ *   POST   /connections       connect one: {url, slug, display_name?, auth?}; the server is
+ *                             reached, its tools listed and checked, then everything is stored
+ *                             in one transaction (nothing half-way) → 201 with the server
+ *   POST   /connections/:id/refresh   its tools listed again (after tools/list_changed)
+ *   DELETE /connections/:id   204; its tools and credential go with it
+ *
+ * `auth`: {"type":"none"} (default), {"type":"bearer","token"} or {"type":"header","name",
+ * "value"}; the secret is encrypted in the function (credentials.ts) and never shown again.
+ * Errors: 401 without a token, 409 conflict (slug in use), 422 invalid_request (names the
+ * field) or url_not_allowed (not https, a private address…), 502 server_unreachable /
+ * not_an_mcp_server / server_auth_failed / server_response_too_large, 504 server_timeout,
+ * 503 not_configured (a credential given but MCP_CREDENTIALS_KEY not set), 429 rate_limited.
+ */
+import { methodNotAllowed } from "hono/method-not-allowed";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { z } from "zod";
+import type { TokenVerifier } from "../auth.ts";
+import type { Sql } from "../db/client.ts";
+import { fieldPath } from "../field_path.ts";
+import { handleMethodNotAllowed, HttpError } from "../http/errors.ts";
+import type { HttpErrorCode } from "../http/error_codes.ts";
+import { createFunctionApp } from "../http/function_app.ts";
+import type { HostPolicy } from "../http/host_policy.ts";
+import { readJsonBody } from "../http/json_body.ts";
+import { limitRequests } from "../http/limit_requests.ts";
+import { requireUser, type UserEnv } from "../http/require_user.ts";
+import {
+  type Credential,
+  type CredentialKey,
+  decryptCredential,
+  encryptCredential,
+} from "./credentials.ts";
+import { discoverTools, type RemoteErrorCode, type RemoteSettings, withServer } from "./remote.ts";
+import {
+  deleteServer,
+  listServers,
+  loadSecret,
+  replaceTools,
+  type StoredTool,
+  storeServer,
+} from "./store.ts";
+import { loadGrants, resolvePermission } from "../permissions.ts";
+import type { JwtClaims } from "../db/client.ts";
+import type { ServerView } from "./protocol.ts";
+import { offeredToolNames, SLUG_PATTERN } from "./tool_names.ts";
+
+export interface ConnectionsAppDependencies {
+  sql: Sql;
+  verifier: TokenVerifier;
+  remote: RemoteSettings;
+  /** From `MCP_CREDENTIALS_KEY`; without it only servers without a credential can be added. */
+  credentialKey?: CredentialKey;
+  hostPolicy?: HostPolicy;
+}
+
+/** Headers the transport sets itself: a credential may not replace them. */
+const RESERVED_HEADERS = new Set([
+  "host",
+  "content-length",
+  "content-type",
+  "accept",
+  "connection",
+  "transfer-encoding",
+  "mcp-session-id",
+  "mcp-protocol-version",
+  "last-event-id",
+]);
+
+const HEADER_NAME = z.string().regex(/^[A-Za-z0-9-]{1,100}$/, "must be an HTTP header name")
+  .refine((name) => !RESERVED_HEADERS.has(name.toLowerCase()), "is set by the MCP transport");
+// Printable ASCII without CR/LF: what an HTTP header value may carry.
+const HEADER_VALUE = z.string().min(1).max(8192).regex(/^[\x20-\x7e]+$/, "must be printable ASCII");
+
+export const AddServerBody = z.strictObject({
+  url: z.string().min(1).max(2048),
+  slug: z.string().regex(SLUG_PATTERN, "must match [a-z][a-z0-9]{0,15}"),
+  display_name: z.string().trim().min(1).max(100).optional(),
+  auth: z.discriminatedUnion("type", [
+    z.strictObject({ type: z.literal("none") }),
+    z.strictObject({ type: z.literal("bearer"), token: HEADER_VALUE }),
+    z.strictObject({ type: z.literal("header"), name: HEADER_NAME, value: HEADER_VALUE }),
+  ]).default({ type: "none" }),
+});
+export type AddServerBody = z.infer<typeof AddServerBody>;
+
+const STATUS_OF: Record<RemoteErrorCode, ContentfulStatusCode> = {
+  url_not_allowed: 422,
+  server_unreachable: 502,
+  not_an_mcp_server: 502,
+  server_auth_failed: 502,
+  server_response_too_large: 502,
+  server_timeout: 504,
+};
+
+export function credentialOf(auth: AddServerBody["auth"]): Credential | null {
+  switch (auth.type) {
+    case "none":
+      return null;
+    case "bearer":
+      return { kind: "header", name: "Authorization", value: `Bearer ${auth.token}` };
+    case "header":
+      return { kind: "header", name: auth.name, value: auth.value };
+  }
+}
+
+export function createConnectionsApp(deps: ConnectionsAppDependencies) {
+  const { sql, verifier } = deps;
+  const app = createFunctionApp<UserEnv>("connections", {
+    corsMethods: ["GET", "POST", "DELETE"],
+    hostPolicy: deps.hostPolicy,
+  });
+  app.use(methodNotAllowed({ app, onMethodNotAllowed: handleMethodNotAllowed }));
+  const signedIn = requireUser({ verifier });
+  const limited = limitRequests(sql, "connections");
+
+  /** The caller's servers, each tool with the grant that decides it (permissions.ts). */
+  const serversOf = async (claims: JwtClaims): Promise<ServerView[]> => {
+    const [servers, grants] = await Promise.all([
+      listServers(sql, claims),
+      loadGrants(sql, claims),
+    ]);
+    return servers.map((server) => ({
+      ...server,
+      tools: server.tools.map((tool) => ({
+        ...tool,
+        approval_mode: resolvePermission(grants, tool.name)?.mode ?? null,
+      })),
+    }));
+  };
+
+  app.get("/", signedIn, limited, async (c) => {
+    return c.json({ servers: await serversOf(c.var.user.claims) });
+  });
+
+  app.post("/", signedIn, limited, async (c) => {
+    const parsed = AddServerBody.safeParse(await readJsonBody(c.req.raw));
+    if (!parsed.success) {
+      const [issue] = parsed.error.issues;
+      const path = fieldPath(issue.path);
+      throw new HttpError(
+        422,
+        "invalid_request",
+        path ? `${path}: ${issue.message}` : issue.message,
+        {
+          ...(path ? { path } : {}),
+        },
+      );
+    }
+    const body = parsed.data;
+    const credential = credentialOf(body.auth);
+    if (credential && !deps.credentialKey) {
+      throw new HttpError(
+        503,
+        "not_configured",
+        "Servers with a credential need the MCP_CREDENTIALS_KEY secret, which is not set",
+      );
+    }
+    const headers: Record<string, string> = credential
+      ? { [credential.name]: credential.value }
+      : {};
+    const { tools, warnings } = await discover(body.url, body.slug, headers);
+    const id = crypto.randomUUID();
+    const stored = await storeServer(sql, {
+      id,
+      userId: c.var.user.id,
+      slug: body.slug,
+      displayName: body.display_name ?? null,
+      url: body.url,
+      authMode: credential ? "header" : "none",
+      secret: credential ? await encryptCredential(deps.credentialKey!, id, credential) : null,
+      tools,
+      warnings,
+    });
+    if (!stored.ok) {
+      throw new HttpError(409, "conflict", `You already use the slug "${body.slug}"`, {
+        path: "slug",
+      });
+    }
+    const servers = await serversOf(c.var.user.claims);
+    return c.json({ server: servers.find((s) => s.id === id) }, 201);
+  });
+
+  // A server's tools again, as it lists them now (its tools changed: tools/list_changed).
+  app.post("/:id/refresh", signedIn, limited, async (c) => {
+    const id = c.req.param("id");
+    const server = z.uuid().safeParse(id).success
+      ? (await listServers(sql, c.var.user.claims)).find((s) => s.id === id)
+      : undefined;
+    if (!server) throw new HttpError(404, "not_found", "No server of yours has this id");
+    let headers: Record<string, string> = {};
+    if (server.auth_mode === "header") {
+      const secret = await loadSecret(sql, c.var.user.id, id);
+      if (!deps.credentialKey || !secret) {
+        throw new HttpError(503, "not_configured", "The server's credential cannot be read");
+      }
+      const credential = await decryptCredential(deps.credentialKey, id, secret);
+      headers = { [credential.name]: credential.value };
+    }
+    const { tools, warnings } = await discover(server.url, server.slug, headers);
+    if (!await replaceTools(sql, id, c.var.user.id, tools, warnings)) {
+      throw new HttpError(404, "not_found", "No server of yours has this id");
+    }
+    const servers = await serversOf(c.var.user.claims);
+    return c.json({ server: servers.find((s) => s.id === id) });
+  });
+
+  /** The server's tools as it lists them, named for the agent; an unusable server throws. */
+  async function discover(url: string, slug: string, headers: Record<string, string>) {
+    const discovered = await withServer(
+      { url, headers },
+      deps.remote,
+      (client) => discoverTools(client, deps.remote.requestTimeoutMs),
+    );
+    if (!discovered.ok) {
+      const { code, message } = discovered.error;
+      throw new HttpError(STATUS_OF[code], code as HttpErrorCode, message, { path: "url" });
+    }
+    const { tools, warnings } = discovered.value;
+    const names = await offeredToolNames(slug, tools.map((t) => t.originalName));
+    return {
+      warnings,
+      tools: tools.map((tool, index): StoredTool => ({
+        name: names[index],
+        original_name: tool.originalName,
+        title: tool.title ?? null,
+        description: tool.description,
+        input_schema: tool.inputSchema,
+        output_schema: tool.outputSchema ?? null,
+        annotations: tool.annotations,
+      })),
+    };
+  }
+
+  app.delete("/:id", signedIn, limited, async (c) => {
+    const id = c.req.param("id");
+    if (!z.uuid().safeParse(id).success) {
+      throw new HttpError(404, "not_found", "No server of yours has this id");
+    }
+    if (!await deleteServer(sql, c.var.user.claims, id)) {
+      throw new HttpError(404, "not_found", "No server of yours has this id");
+    }
+    return c.body(null, 204);
+  });
+
+  return app;
+}

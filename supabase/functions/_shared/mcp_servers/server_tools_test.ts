@@ -1,0 +1,95 @@
+/**
+ * A connected server's tools as the agent's registry holds them, run directly against the MCP
+ * server double: the stored credential is sent, calls to one server are bounded per isolate,
+ * and an answer too large or too late is a tool error with a stable code.
+ */
+import assert from "node:assert/strict";
+import { startMcpServerDouble } from "../../../../scripts/standin/mcp_server_double.ts";
+import { connectFunctionDatabase, createUser } from "../../../tests/support/database.ts";
+import type { ToolContext, ToolDefinition } from "../tools/types.ts";
+import { encryptCredential, importCredentialKey } from "./credentials.ts";
+import { createConnectedToolsLoader } from "./server_tools.ts";
+import { storeServer } from "./store.ts";
+
+const LOCAL = {
+  allowLoopback: true,
+  resolveDns: (h: string, t: "A" | "AAAA") => Deno.resolveDns(h, t),
+};
+
+function contextFor(caller: { id: string; claims: ToolContext["caller"]["claims"] }): ToolContext {
+  return {
+    caller,
+    db: () => Promise.reject(new Error("not used")),
+    progress: () => Promise.resolve(),
+    signal: new AbortController().signal,
+    permission: { tool: "x", grantedBy: "*", mode: "auto", constraints: {} },
+  };
+}
+
+Deno.test("server tools: the credential is sent, calls per server are bounded, big and late answers are tool errors", async () => {
+  const double = startMcpServerDouble({ requiredHeader: { name: "X-Key", value: "sesame" } });
+  const sql = connectFunctionDatabase(3);
+  const credentialKey = await importCredentialKey(
+    btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))),
+  );
+  try {
+    const user = await createUser(sql, "tools");
+    const id = crypto.randomUUID();
+    const spec = (name: string) => ({
+      name: `dbl__${name}`,
+      original_name: name,
+      title: null,
+      description: name,
+      input_schema: { type: "object" },
+      output_schema: null,
+      annotations: {},
+    });
+    await storeServer(sql, {
+      id,
+      userId: user.id,
+      slug: "dbl",
+      displayName: null,
+      url: double.url,
+      authMode: "header",
+      secret: await encryptCredential(credentialKey, id, {
+        kind: "header",
+        name: "X-Key",
+        value: "sesame",
+      }),
+      tools: ["echo", "slow", "huge", "hang"].map(spec),
+      warnings: [],
+    });
+    const load = createConnectedToolsLoader({
+      sql,
+      credentialKey,
+      remote: {
+        policy: LOCAL,
+        requestTimeoutMs: 1_000,
+        limits: { maxResponseBytes: 256 * 1024, headersTimeoutMs: 1_000 },
+      },
+      perServerConcurrency: 2,
+    });
+    const tools = await load({ id: user.id, claims: user.claims });
+    const tool = (name: string) => tools.find((t) => t.name === `dbl__${name}`) as ToolDefinition;
+    const context = contextFor({ id: user.id, claims: user.claims });
+
+    assert.deepEqual(await tool("echo").run({ text: "hi" }, context), {
+      ok: true,
+      output: { text: "hi" },
+    });
+
+    const slow = await Promise.all(
+      Array.from({ length: 5 }, () => tool("slow").run({ steps: 1, delay_ms: 40 }, context)),
+    );
+    assert.ok(slow.every((r) => r.ok), JSON.stringify(slow));
+    assert.equal(double.maxConcurrentCalls, 2, "at most 2 calls to one server at once");
+
+    const huge = await tool("huge").run({ megabytes: 1 }, context);
+    assert.equal(huge.ok ? "ok" : huge.error.code, "mcp_server_response_too_large");
+    const hang = await tool("hang").run({}, context);
+    assert.equal(hang.ok ? "ok" : hang.error.code, "mcp_server_timeout");
+  } finally {
+    await sql.end();
+    await double.close();
+  }
+});

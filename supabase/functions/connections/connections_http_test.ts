@@ -1,0 +1,440 @@
+/**
+ * The `connections` function over real HTTP against the MCP server double: real ES256 tokens,
+ * a real database with RLS, the SDK's client talking Streamable HTTP to the SDK's server.
+ * Each bad input is a clear error with a stable code, and nothing of it is stored.
+ */
+import assert from "node:assert/strict";
+import { startMcpServerDouble } from "../../../scripts/standin/mcp_server_double.ts";
+import {
+  generateSigningKey,
+  issueAccessToken,
+  jwksOf,
+} from "../../../scripts/standin/signing_keys.ts";
+import {
+  as,
+  connectFunctionDatabase,
+  connectTestDatabase,
+  createUser,
+  sqlState,
+  type TestUser,
+} from "../../tests/support/database.ts";
+import { createTokenVerifier } from "../_shared/auth.ts";
+import { createConnectionsApp } from "../_shared/mcp_servers/app.ts";
+import { decryptCredential, importCredentialKey } from "../_shared/mcp_servers/credentials.ts";
+import type { UrlPolicy } from "../_shared/mcp_servers/url_safety.ts";
+
+const ISSUER = "http://127.0.0.1/auth/v1";
+const KEY_TEXT = btoa(
+  String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))),
+);
+const LOCAL: UrlPolicy = {
+  allowLoopback: true,
+  resolveDns: (h, t) => Deno.resolveDns(h, t),
+};
+/** Hosted settings, with a DNS where `loopback.example` points at 127.0.0.1. */
+const HOSTED: UrlPolicy = {
+  allowLoopback: false,
+  resolveDns: (host, type) =>
+    Promise.resolve(
+      host === "loopback.example" && type === "A" ? ["127.0.0.1"] : [],
+    ),
+};
+
+async function harness(policy: UrlPolicy = LOCAL) {
+  const sql = connectFunctionDatabase(4);
+  const signing = await generateSigningKey();
+  const credentialKey = await importCredentialKey(KEY_TEXT);
+  const app = createConnectionsApp({
+    sql,
+    verifier: createTokenVerifier({ jwks: jwksOf(signing) }),
+    remote: {
+      policy,
+      requestTimeoutMs: 1500,
+      limits: { maxResponseBytes: 1024 * 1024, headersTimeoutMs: 1500 },
+    },
+    credentialKey,
+  });
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    app.fetch,
+  );
+  const base = `http://127.0.0.1:${server.addr.port}/connections`;
+  const user = await createUser(sql, "hub");
+  const token = await issueAccessToken(signing, {
+    userId: user.id,
+    email: user.email,
+    issuer: ISSUER,
+  });
+  const call = async (
+    method: string,
+    path = "",
+    body?: unknown,
+    auth = true,
+  ) => {
+    const response = await fetch(`${base}${path}`, {
+      method,
+      headers: {
+        ...(auth ? { Authorization: `Bearer ${token}` } : {}),
+        ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    return { status: response.status, body: text ? JSON.parse(text) : null };
+  };
+  return {
+    sql,
+    user,
+    credentialKey,
+    call,
+    async close() {
+      await server.shutdown();
+      await sql.end();
+    },
+  };
+}
+
+async function serverCount(
+  sql: ReturnType<typeof connectTestDatabase>,
+  user: TestUser,
+) {
+  const [{ servers, tools, credentials }] = await sql`
+    select (select count(*)::int from public.mcp_servers where user_id = ${user.id}) as servers,
+      (select count(*)::int from public.mcp_tools where user_id = ${user.id}) as tools,
+      (select count(*)::int from public.mcp_credentials where user_id = ${user.id}) as credentials`;
+  return { servers, tools, credentials };
+}
+
+Deno.test("connections: 401 without a token, on GET and POST", async () => {
+  const h = await harness();
+  try {
+    assert.equal((await h.call("GET", "", undefined, false)).status, 401);
+    const posted = await h.call("POST", "", {
+      url: "https://example.com/mcp",
+      slug: "x",
+    }, false);
+    assert.equal(posted.status, 401);
+    assert.equal(posted.body.error.code, "missing_token");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("connections: a server with a bearer token is discovered and stored encrypted; a bad schema is a warning", async () => {
+  const secret = `tok-${crypto.randomUUID()}`;
+  const double = startMcpServerDouble({
+    requiredHeader: { name: "Authorization", value: `Bearer ${secret}` },
+  });
+  const h = await harness();
+  const admin = connectTestDatabase(1);
+  try {
+    const added = await h.call("POST", "", {
+      url: double.url,
+      slug: "dbl",
+      display_name: "Double",
+      auth: { type: "bearer", token: secret },
+    });
+    assert.equal(added.status, 201, JSON.stringify(added.body));
+    const server = added.body.server;
+    assert.equal(server.slug, "dbl");
+    assert.equal(server.auth_mode, "header");
+    assert.deepEqual(
+      server.tools.map((t: { name: string }) => t.name),
+      ["dbl__echo", "dbl__fail", "dbl__hang", "dbl__huge", "dbl__slow"],
+    );
+    assert.equal(server.warnings.length, 1);
+    assert.match(
+      server.warnings[0],
+      /^bad_schema skipped: .*not valid JSON Schema/,
+    );
+
+    const listed = await h.call("GET");
+    assert.deepEqual(listed.body.servers.map((s: { id: string }) => s.id), [
+      server.id,
+    ]);
+    // Each tool with the grant that decides it: new servers ask.
+    assert.deepEqual(
+      new Set(listed.body.servers[0].tools.map((t: { approval_mode: string }) => t.approval_mode)),
+      new Set(["ask"]),
+    );
+
+    // New tools ask first: one `<slug>__*` row.
+    const grants = await admin`select tool, approval_mode from public.permissions
+      where user_id = ${h.user.id} and tool like 'dbl%'`;
+    assert.deepEqual(grants.map((g) => `${g.tool}:${g.approval_mode}`), [
+      "dbl__*:ask",
+    ]);
+
+    // The credential decrypts with the key and the server's id, and with nothing else.
+    const [{ secret: sealed }] = await admin`select secret from public.mcp_credentials
+      where server_id = ${server.id}`;
+    const opened = await decryptCredential(h.credentialKey, server.id, sealed);
+    assert.equal(opened.value, `Bearer ${secret}`);
+    await assert.rejects(
+      decryptCredential(h.credentialKey, crypto.randomUUID(), sealed),
+    );
+
+    // No text, jsonb or bytea column anywhere holds the token.
+    const columns = await admin<
+      {
+        table_schema: string;
+        table_name: string;
+        column_name: string;
+        data_type: string;
+      }[]
+    >`
+      select c.table_schema, c.table_name, c.column_name, c.data_type
+      from information_schema.columns c join information_schema.tables t
+        on t.table_schema = c.table_schema and t.table_name = c.table_name
+      where t.table_type = 'BASE TABLE' and c.table_schema in ('public', 'auth')
+        and c.data_type in ('text', 'jsonb', 'bytea', 'character varying')`;
+    assert.ok(columns.length > 20);
+    for (const c of columns) {
+      const column = `${admin(c.table_schema)}.${admin(c.table_name)}`;
+      const [{ found }] = c.data_type === "bytea"
+        ? await admin`select count(*)::int as found from ${admin(c.table_schema)}.${
+          admin(c.table_name)
+        } where position(convert_to(${secret}, 'UTF8') in ${admin(c.column_name)}) > 0`
+        : await admin`select count(*)::int as found from ${admin(c.table_schema)}.${
+          admin(c.table_name)
+        } where ${admin(c.column_name)}::text like ${"%" + secret + "%"}`;
+      assert.equal(
+        found,
+        0,
+        `${String(column)}.${c.column_name} holds the token`,
+      );
+    }
+  } finally {
+    await admin.end();
+    await h.close();
+    await double.close();
+  }
+});
+
+Deno.test("connections: each bad server is a clear error, and nothing is stored", async () => {
+  const double = startMcpServerDouble({
+    requiredHeader: { name: "X-Key", value: "right" },
+  });
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closedPort = (closed.addr as Deno.NetAddr).port;
+  closed.close();
+  const h = await harness();
+  const hosted = await harness(HOSTED);
+  const admin = connectTestDatabase(1);
+  try {
+    const cases: Array<[string, typeof h, unknown, number, string]> = [
+      [
+        "non-MCP page",
+        h,
+        { url: `${double.origin}/html`, slug: "a" },
+        502,
+        "not_an_mcp_server",
+      ],
+      [
+        "unreachable",
+        h,
+        { url: `http://127.0.0.1:${closedPort}/mcp`, slug: "a" },
+        502,
+        "server_unreachable",
+      ],
+      [
+        "metadata address",
+        h,
+        { url: "http://169.254.169.254/latest", slug: "a" },
+        422,
+        "url_not_allowed",
+      ],
+      [
+        "private https",
+        h,
+        { url: "https://10.0.0.1/mcp", slug: "a" },
+        422,
+        "url_not_allowed",
+      ],
+      [
+        "redirect inward",
+        h,
+        {
+          url: `${double.origin}/redirect?to=${encodeURIComponent("http://169.254.169.254/")}`,
+          slug: "a",
+        },
+        422,
+        "url_not_allowed",
+      ],
+      [
+        "50 MB answer",
+        h,
+        { url: `${double.origin}/huge`, slug: "a" },
+        502,
+        "server_response_too_large",
+      ],
+      [
+        "hanging answer",
+        h,
+        { url: `${double.origin}/hang`, slug: "a" },
+        504,
+        "server_timeout",
+      ],
+      [
+        "wrong credential",
+        h,
+        {
+          url: double.url,
+          slug: "a",
+          auth: { type: "header", name: "X-Key", value: "wrong" },
+        },
+        502,
+        "server_auth_failed",
+      ],
+      [
+        "loopback on hosted",
+        hosted,
+        { url: double.url, slug: "a" },
+        422,
+        "url_not_allowed",
+      ],
+      [
+        "name to 127.0.0.1 on hosted",
+        hosted,
+        { url: "https://loopback.example/mcp", slug: "a" },
+        422,
+        "url_not_allowed",
+      ],
+      [
+        "bad slug",
+        h,
+        { url: double.url, slug: "Bad-Slug" },
+        422,
+        "invalid_request",
+      ],
+      [
+        "reserved header",
+        h,
+        {
+          url: double.url,
+          slug: "a",
+          auth: { type: "header", name: "Host", value: "x" },
+        },
+        422,
+        "invalid_request",
+      ],
+    ];
+    for (const [label, who, body, status, code] of cases) {
+      const reply = await who.call("POST", "", body);
+      assert.equal(
+        reply.status,
+        status,
+        `${label}: ${JSON.stringify(reply.body)}`,
+      );
+      assert.equal(reply.body.error.code, code, label);
+      assert.ok(reply.body.error.message.length > 10, label);
+    }
+    assert.deepEqual(await serverCount(admin, h.user), {
+      servers: 0,
+      tools: 0,
+      credentials: 0,
+    });
+
+    // A slug in use is a conflict; the first server stays as it was.
+    const good = {
+      url: double.url,
+      slug: "dup",
+      auth: { type: "header", name: "X-Key", value: "right" },
+    };
+    assert.equal((await h.call("POST", "", good)).status, 201);
+    const again = await h.call("POST", "", good);
+    assert.equal(again.status, 409);
+    assert.equal(again.body.error.code, "conflict");
+    assert.deepEqual(await serverCount(admin, h.user), {
+      servers: 1,
+      tools: 5,
+      credentials: 1,
+    });
+  } finally {
+    await admin.end();
+    await h.close();
+    await hosted.close();
+    await double.close();
+  }
+});
+
+Deno.test("connections: refresh lists a server's tools again, with its stored credential", async () => {
+  const double = startMcpServerDouble({ requiredHeader: { name: "X-Key", value: "k" } });
+  const h = await harness();
+  try {
+    const added = await h.call("POST", "", {
+      url: double.url,
+      slug: "fresh",
+      auth: { type: "header", name: "X-Key", value: "k" },
+    });
+    assert.equal(added.status, 201);
+    double.tools.push({
+      name: "Added.Later",
+      description: "A tool the server gained.",
+      inputSchema: { type: "object" },
+    });
+    const refreshed = await h.call("POST", `/${added.body.server.id}/refresh`);
+    assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+    const added_later = refreshed.body.server.tools.find((t: { name: string }) =>
+      t.name === "fresh__added_later"
+    );
+    assert.equal(added_later?.original_name, "Added.Later");
+    assert.equal(added_later?.approval_mode, "ask");
+    assert.equal(refreshed.body.server.tools.length, added.body.server.tools.length + 1);
+    assert.equal((await h.call("POST", `/${crypto.randomUUID()}/refresh`)).status, 404);
+  } finally {
+    await h.close();
+    await double.close();
+  }
+});
+
+Deno.test("connections: DELETE removes the server with its tools and credential; another user's is not found", async () => {
+  const double = startMcpServerDouble({
+    requiredHeader: { name: "X-Key", value: "k" },
+  });
+  const h = await harness();
+  const admin = connectTestDatabase(1);
+  try {
+    const added = await h.call("POST", "", {
+      url: double.url,
+      slug: "gone",
+      auth: { type: "header", name: "X-Key", value: "k" },
+    });
+    assert.equal(added.status, 201);
+    const stranger = await createUser(admin, "stranger");
+    // Another user deletes nothing (RLS), and cannot read credentials at all.
+    const removed = await as(
+      admin,
+      stranger,
+      (tx) => tx`delete from public.mcp_servers where id = ${added.body.server.id} returning id`,
+    );
+    assert.equal(removed.length, 0);
+    assert.equal(
+      await sqlState(
+        as(
+          admin,
+          h.user,
+          (tx) => tx`select secret from public.mcp_credentials`,
+        ),
+      ),
+      "42501",
+    );
+    assert.equal(
+      (await h.call("DELETE", `/${added.body.server.id}`)).status,
+      204,
+    );
+    assert.equal(
+      (await h.call("DELETE", `/${added.body.server.id}`)).status,
+      404,
+    );
+    assert.deepEqual(await serverCount(admin, h.user), {
+      servers: 0,
+      tools: 0,
+      credentials: 0,
+    });
+  } finally {
+    await admin.end();
+    await h.close();
+    await double.close();
+  }
+});
