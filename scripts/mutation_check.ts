@@ -151,6 +151,12 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       label: "two running turns per session",
       sql: "drop index public.agent_turns_one_running_per_session",
     });
+    // A parked turn no longer holds its session: a chat queues behind it, or starts beside it.
+    mutate(
+      "agent_session_busy_turn ignoring parked turns",
+      await definitionOf("public.agent_session_busy_turn(uuid, uuid, integer)"),
+      [[/\(t\.state = 'parked'\n\s+or /i, "(false or "]],
+    );
     mutate(
       "consume_tool_calls without its row lock",
       await definitionOf("public.consume_tool_calls(uuid, integer)"),

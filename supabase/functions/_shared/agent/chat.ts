@@ -166,8 +166,10 @@ export async function handleChat(
     if (started.kind === "busy") {
       return client.sendError({
         code: "session_busy",
-        message: "This session is still answering; wait for its turn to end, or send the " +
-          'chat with policy "enqueue"',
+        message: started.enqueueable === false
+          ? "This session's turn waits for your approval; answer it (or stop it) first"
+          : "This session is still answering; wait for its turn to end, or send the " +
+            'chat with policy "enqueue"',
         retryable: true,
         ref: frame.id,
         running_turn_id: started.turnId,

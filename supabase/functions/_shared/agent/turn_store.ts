@@ -64,8 +64,11 @@ export interface TurnStart {
 
 export type TurnStartOutcome =
   | { kind: "refused"; reason: string; retryAfterMs?: number }
-  /** The session has a running turn (or chats queued before): `reject`, or a queue head. */
-  | { kind: "busy"; turnId: string }
+  /**
+   * The session has a running turn (or chats queued before): `reject`, or a queue head; or a
+   * parked turn, which refuses even `enqueue` (`enqueueable: false`).
+   */
+  | { kind: "busy"; turnId: string; enqueueable?: false }
   /** Stored in the session's queue; `ahead` chats start before it. */
   | { kind: "queued"; turnId: string; ahead: number; runningTurnId: string | null }
   /** A queue head that is no longer queued: another isolate started it. */
@@ -119,7 +122,11 @@ export async function startTurn(
     case "exists":
       return { kind: "exists", turnId: outcome.turn_id };
     case "busy":
-      return { kind: "busy", turnId: outcome.turn_id };
+      return {
+        kind: "busy",
+        turnId: outcome.turn_id,
+        ...(outcome.enqueueable === false ? { enqueueable: false as const } : {}),
+      };
     case "queued":
       return {
         kind: "queued",
@@ -146,7 +153,7 @@ export async function startTurn(
 type StartRow =
   | { kind: "refused"; reason: string | null; retry_after_ms: number | null }
   | { kind: "exists"; turn_id: string }
-  | { kind: "busy"; turn_id: string }
+  | { kind: "busy"; turn_id: string; enqueueable: boolean | null }
   | { kind: "queued"; turn_id: string; ahead: number; running_turn_id: string | null }
   | { kind: "gone" }
   | {
