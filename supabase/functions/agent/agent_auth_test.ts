@@ -5,17 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { importJWK, SignJWT } from "jose";
-import {
-  generateSigningKey,
-  issueAccessToken,
-} from "../../../scripts/standin/signing_keys.ts";
+import { generateSigningKey, issueAccessToken } from "../../../scripts/standin/signing_keys.ts";
 import { CLOSE_CODES } from "../_shared/agent_protocol.ts";
-import {
-  AgentClient,
-  eventually,
-  ISSUER,
-  withWorld,
-} from "../../tests/support/agent_world.ts";
+import { AgentClient, eventually, ISSUER, withWorld } from "../../tests/support/agent_world.ts";
 
 function base64url(value: unknown): string {
   return btoa(JSON.stringify(value)).replaceAll("+", "-").replaceAll("/", "_")
@@ -86,9 +78,7 @@ Deno.test("bad tokens get 401 with a JSON error code, before any upgrade", async
     const wrongAudience = await new SignJWT({ ...payload, aud: "someone-else" })
       .setProtectedHeader({ alg: "ES256", kid: key.kid })
       .sign(await importJWK(key.privateJwk, "ES256"));
-    const algNone = `${base64url({ alg: "none", typ: "JWT" })}.${
-      base64url(payload)
-    }.`;
+    const algNone = `${base64url({ alg: "none", typ: "JWT" })}.${base64url(payload)}.`;
     const hs256 = await new SignJWT(payload)
       .setProtectedHeader({ alg: "HS256", kid: key.kid })
       .sign(
@@ -197,9 +187,7 @@ Deno.test("a socket closes at its token's exp (4002) unless an auth frame renewe
 Deno.test("a deleted, banned or signed-out user's socket closes (4003) at the next heartbeat", async () => {
   await withWorld({}, async ({ sql, connect, user }) => {
     const [deleted, banned, signedOut, bystander] = await Promise.all(
-      ["deleted", "banned", "signed-out", "bystander"].map((label) =>
-        user(label)
-      ),
+      ["deleted", "banned", "signed-out", "bystander"].map((label) => user(label)),
     );
     const clients = await Promise.all(
       [deleted, banned, signedOut, bystander].map((who) => connect(who)),
@@ -225,9 +213,7 @@ Deno.test("a deleted, banned or signed-out user's socket closes (4003) at the ne
     // for: the revoked rows go, the bystander's stays.
     const rows = await eventually(async () => {
       const found = await sql`select user_id from public.agent_connections
-                              where user_id in ${
-        sql([banned.id, signedOut.id, bystander.id])
-      }`;
+                              where user_id in ${sql([banned.id, signedOut.id, bystander.id])}`;
       return found.length <= 1 ? found : undefined;
     }, "the revoked users' connection rows to go");
     assert.deepEqual(rows.map((row) => row.user_id), [bystander.id]);
@@ -263,8 +249,7 @@ Deno.test("a signed-out session's token gets no socket and starts no turn", asyn
 
       const [limits] = await sql`select day_tokens from public.user_limits
                                  where user_id = ${alice.id}`;
-      const turns =
-        await sql`select id from public.agent_turns where user_id = ${alice.id}`;
+      const turns = await sql`select id from public.agent_turns where user_id = ${alice.id}`;
       assert.deepEqual(
         [Number(limits.day_tokens), turns.length],
         [0, 0],
