@@ -18,6 +18,7 @@ import type { ApproveFrame, ServerError } from "../agent_protocol.ts";
 import { fieldPath } from "../field_path.ts";
 import { answerParked, awaitedCall, type TurnResumption } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
+import type { ConnectedTools } from "./connected_tools.ts";
 import { heartbeatConnections, unregisterConnection } from "./connections.ts";
 import { Flusher } from "./flusher.ts";
 import type { LiveTurn } from "./live_turn.ts";
@@ -32,6 +33,8 @@ import {
   takeOver,
 } from "./turn_takeover.ts";
 import { requestCancel, reserveStep, writeFlush } from "./turn_store.ts";
+
+export { type ConnectedTools, toolsFor } from "./connected_tools.ts";
 
 export interface RuntimeDependencies {
   sql: Sql;
@@ -49,18 +52,6 @@ export interface RuntimeDependencies {
    * each chat and offered beside `registry`. The one seam between the agent and the hub.
    */
   connectedTools?: ConnectedTools;
-}
-
-/** Reads the caller's connected servers' tools, as registry tools. */
-export type ConnectedTools = (caller: ToolCaller) => Promise<ToolDefinition[]>;
-
-/** The built-in tools and, when the runtime has them, the caller's connected ones. */
-export async function toolsFor(
-  deps: Pick<RuntimeDependencies, "registry" | "connectedTools">,
-  caller: ToolCaller,
-): Promise<readonly ToolDefinition[]> {
-  if (!deps.connectedTools) return deps.registry;
-  return [...deps.registry, ...await deps.connectedTools(caller)];
 }
 
 /** A socket as the runtime sees it. */

@@ -10,7 +10,7 @@ import type { TurnResumption } from "./approvals.ts";
 import { readChatContext } from "./chat_context.ts";
 import type { AgentConfig } from "./config.ts";
 import { errorFrame, LiveTurn } from "./live_turn.ts";
-import { type ConnectedTools, toolsFor } from "./runtime.ts";
+import { type ConnectedTools, toolsFor } from "./connected_tools.ts";
 import { buildMessages } from "./prompt.ts";
 import type { ToolDefinition } from "../tools/types.ts";
 import { llmToolDefinitions, offeredTools } from "./tools.ts";

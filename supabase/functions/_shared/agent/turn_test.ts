@@ -168,7 +168,14 @@ Deno.test("turn: after a takeover, a call that was running is run again only if 
   const again = takenOverDuringTheCall(idempotent.scope);
   const frames = framesOf(again);
   assert.equal(ended(await runTurn(again, idempotent.scope)).outcome.state, "complete");
-  assert.deepEqual(frames.map((f) => f.type), ["tool_call", "progress", "tool_result", "token"]);
+  assert.deepEqual(frames.map((f) => f.type), [
+    "step",
+    "tool_call",
+    "progress",
+    "tool_result",
+    "step",
+    "token",
+  ]);
   assert.deepEqual(idempotent.usage.map((row) => [row.kind, row.status]), [
     ["tool", "ok"],
     ["llm", "ok"],
@@ -184,7 +191,7 @@ Deno.test("turn: after a takeover, a call that was running is run again only if 
   const unknown = takenOverDuringTheCall(once.scope);
   const seen = framesOf(unknown);
   assert.equal(ended(await runTurn(unknown, once.scope)).outcome.state, "complete");
-  assert.deepEqual(seen.map((f) => f.type), ["tool_result", "token"]);
+  assert.deepEqual(seen.map((f) => f.type), ["tool_result", "step", "token"]);
   assert.deepEqual(once.usage.map((row) => row.kind), ["llm"], "the tool did not run");
   assert.deepEqual(unknown.toolCalls.map((c) => [c.id, c.outcome, c.is_error]), [[
     "call_1",
