@@ -112,12 +112,20 @@ export class AgentRuntime {
   /** Renews this isolate's lease (and adopts orphaned turns) while it has work. */
   #leaseTimer: ReturnType<typeof setInterval> | undefined;
   #renewing = false;
+  /**
+   * Where the lease goes: the flusher's pool, beside the writes it keeps valid. Renewed every
+   * half second, it must not run up the backoff of the main pool while the database is down
+   * (postgres.js waits 3^failures / 100 s, up to 20 s, before a pool's next connect), or a
+   * turn's usage row and a chat's reads would wait that long after the database is back.
+   */
+  readonly #leaseSql: Sql;
   #closed = false;
 
   constructor(readonly deps: RuntimeDependencies) {
     this.recordUsage = createUsageWriter(deps.sql);
     this.turnStarts = new ConcurrencyLimit(deps.config.startConcurrency);
     const flushSql = deps.flushSql ?? deps.sql;
+    this.#leaseSql = flushSql;
     this.flusher = new Flusher(
       (entries) => writeFlush(flushSql, this.isolateId, entries),
       deps.config.flushIntervalMs,
@@ -209,7 +217,7 @@ export class AgentRuntime {
    */
   async sweep(): Promise<{ adopted: number }> {
     if (this.#closed) return { adopted: 0 };
-    const found = await renewLeaseAndAdopt(this.deps.sql, this.isolateId, this.config);
+    const found = await renewLeaseAndAdopt(this.#leaseSql, this.isolateId, this.config);
     const adopted = await this.continueTurns(found);
     if (adopted.length > 0) this.#startHeartbeat();
     return { adopted: adopted.length };
@@ -361,7 +369,7 @@ export class AgentRuntime {
     for (const turn of this.turns.values()) turn.abort("released");
     await Promise.allSettled([...this.#runs]);
     try {
-      await releaseLease(this.deps.sql, this.isolateId);
+      await releaseLease(this.#leaseSql, this.isolateId);
     } catch (error) {
       console.error("agent: could not release the lease; turns are adopted when it expires", error);
     }
@@ -492,7 +500,7 @@ export class AgentRuntime {
     this.#leaseTimer = setInterval(() => {
       if (this.#renewing) return;
       this.#renewing = true;
-      renewLeaseAndAdopt(this.deps.sql, this.isolateId, this.config)
+      renewLeaseAndAdopt(this.#leaseSql, this.isolateId, this.config)
         .then((found) => this.continueTurns(found))
         .catch((error) => console.error("agent: lease renewal failed", error))
         .finally(() => this.#renewing = false);
