@@ -95,10 +95,10 @@ async function waitWhileQueued(
   client.follow(turnId, stop);
   try {
     for (let poll = 0; !stopped.signal.aborted && client.isOpen; poll++) {
-      const [queued, turn] = await Promise.all([
-        asUser(sql, claims, (tx) => readQueuedChat(tx, turnId)),
-        loadTurn(sql, client.user.id, turnId),
-      ]);
+      // The queue row first, then the turn: a chat leaves the queue in the transaction that
+      // starts its turn, so one of the two reads finds it (read together, both could miss).
+      const queued = await asUser(sql, claims, (tx) => readQueuedChat(tx, turnId));
+      const turn = await loadTurn(sql, client.user.id, turnId);
       if (turn) return turn;
       if (!queued) return undefined;
       if (queued.error) {
