@@ -12,6 +12,7 @@ import { agentBench } from "./bench/agent_bench.ts";
 import { agentFlushBench } from "./bench/agent_flush_bench.ts";
 import { crossTabBench } from "./bench/cross_tab_bench.ts";
 import { databaseBench } from "./bench/database_bench.ts";
+import { durableBench } from "./bench/durable_bench.ts";
 import { historyBench } from "./bench/history_bench.ts";
 import { hardeningBench } from "./bench/hardening_bench.ts";
 import { mcpBench } from "./bench/mcp_bench.ts";
@@ -61,6 +62,13 @@ const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>, string?, s
     hardeningBench,
     `agent isolate ${pools.agent} + flush ${pools.agentFlush}`,
     LIMITS_OFF,
+  ],
+  [
+    "Durable",
+    durableBench,
+    `agent isolate ${pools.agent} + flush ${pools.agentFlush}`,
+    "recovery: limits off, workers killed by the benchmark; churn: Free limits, wall clock 20 s, " +
+    "CPU soft 1 s / hard 2 s",
   ],
   ["Web", webBench],
   ["Cross-tab", crossTabBench, `agent isolate ${pools.agent} + flush ${pools.agentFlush}`],

@@ -151,6 +151,12 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       label: "two running turns per session",
       sql: "drop index public.agent_turns_one_running_per_session",
     });
+    // A parked turn no longer holds its session: a chat queues behind it, or starts beside it.
+    mutate(
+      "agent_session_busy_turn ignoring parked turns",
+      await definitionOf("public.agent_session_busy_turn(uuid, uuid, integer)"),
+      [[/\(t\.state = 'parked'\n\s+or /i, "(false or "]],
+    );
     mutate(
       "consume_tool_calls without its row lock",
       await definitionOf("public.consume_tool_calls(uuid, integer)"),
@@ -160,6 +166,22 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       "consume_request without its row lock",
       await definitionOf("public.consume_request(uuid, text)"),
       [[/\s+for update;/i, ";"]],
+    );
+    // An isolate that lost a turn (taken over: a new epoch) keeps writing it.
+    mutate(
+      "agent_flush without its epoch check",
+      await definitionOf("public.agent_flush(text, jsonb, jsonb, jsonb)"),
+      [[/ and t\.epoch = x\.epoch/i, ""]],
+    );
+    // Turns of live isolates are taken over.
+    mutate(
+      "agent_adopt_turns ignoring leases",
+      await definitionOf("public.agent_adopt_turns(text, uuid, uuid, integer, integer)"),
+      [[
+        // Both looks: the candidates' and the re-check under the row lock.
+        /i\.lease_expires_at > clock_timestamp\(\)\)\)\n\s+or \(t\.state = 'parked'/gi,
+        "false))\n or (t.state = 'parked'",
+      ]],
     );
     // Users who may no longer act pass: a deleted, banned or signed-out token acts on.
     mutate(

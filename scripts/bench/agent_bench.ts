@@ -709,6 +709,8 @@ export interface AgentWorker {
   /** User plus system CPU time the worker used so far. */
   cpuSeconds(): Promise<number>;
   stop(): Promise<void>;
+  /** SIGKILL, as the runtime's hard limits end a worker: no `beforeunload`. */
+  kill(): Promise<void>;
 }
 
 export async function startAgentWorker(
@@ -717,6 +719,8 @@ export async function startAgentWorker(
   llmUrl: string,
   /** The V8 heap's maximum, as the Edge Runtime sets it to the memory limit; unset: V8's. */
   heapLimitBytes?: number,
+  /** More of the function's environment (e.g. `AGENT_LEASE_MS`). */
+  extraEnv: Record<string, string> = {},
 ): Promise<AgentWorker> {
   const port = freePort();
   const child = new Deno.Command(Deno.execPath(), {
@@ -749,6 +753,7 @@ export async function startAgentWorker(
       ...(Deno.env.get("AGENT_BENCH_V8_FLAGS")
         ? { DENO_V8_FLAGS: Deno.env.get("AGENT_BENCH_V8_FLAGS")! }
         : {}),
+      ...extraEnv,
     },
     stdin: "null",
     stdout: "null",
@@ -769,6 +774,10 @@ export async function startAgentWorker(
     cpuSeconds: () => processCpuSeconds(child.pid),
     async stop() {
       child.kill("SIGTERM");
+      await child.status;
+    },
+    async kill() {
+      child.kill("SIGKILL");
       await child.status;
     },
   };

@@ -310,6 +310,32 @@ const SCRIPTS: Record<string, Script> = {
     return { kind: "stream", steps };
   },
 
+  /**
+   * A turn of `steps` LLM calls: each of the first steps-1 streams `words` words ("s1w0 …",
+   * `delay` ms apart) and then calls `tool` with `args`; the last streams `final` words
+   * ("final0 …"). Which step is asked is read from the tool results so far, so a step asked
+   * again (after a takeover) is answered the same way.
+   */
+  multi_step(context) {
+    const steps = Number(context.args.steps ?? 4);
+    const delay = Number(context.args.delay ?? 20);
+    const done = context.messages.filter((message) => message.role === "tool").length;
+    if (done >= steps - 1) {
+      const count = Number(context.args.final ?? 20);
+      const words = Array.from({ length: count }, (_, i) => `final${i} `);
+      return stream(context, textSteps(context, words, delay), "stop");
+    }
+    const count = Number(context.args.words ?? 5);
+    const words = Array.from({ length: count }, (_, i) => `s${done + 1}w${i} `);
+    const name = context.args.tool ?? "calculator";
+    const args = decodeArg(context.args.args) ?? '{"expression":"1+1"}';
+    return stream(
+      context,
+      [...textSteps(context, words, delay), ...toolCallSteps(context, 0, newCallId(), name, args)],
+      "tool_calls",
+    );
+  },
+
   tokens(context) {
     const count = Number(context.args.count ?? 100);
     const delay = Number(context.args.delay ?? 0);

@@ -18,6 +18,7 @@ import {
   resolveLimits,
   type RuntimeLimits,
 } from "./runtime_limits.ts";
+import { startSweepTicker, type SweepTicker } from "./sweep_ticker.ts";
 import { FunctionPool } from "./worker_pool.ts";
 import { startPgBouncer } from "./pgbouncer.ts";
 import {
@@ -148,6 +149,9 @@ export interface RunningStack {
   stop(): Promise<void>;
 }
 
+/** How often the local stack calls the agent's sweep (what pg_cron does on hosted). */
+export const SWEEP_INTERVAL_MS = 2_000;
+
 export async function startStack(
   options: StackOptions = {},
 ): Promise<RunningStack> {
@@ -160,8 +164,10 @@ export async function startStack(
   // clients. Then the rest, newest first: the gateway with Auth, Realtime and REST, the LLM
   // double, PgBouncer, Postgres last.
   let stopping: Promise<void> | undefined;
+  let sweeper: SweepTicker | undefined;
   const stop = () =>
     stopping ??= (async () => {
+      await sweeper?.stop();
       await Promise.all([...pools.values()].map((pool) => pool.stop()));
       for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
       unregister();
@@ -283,6 +289,8 @@ export async function startStack(
       SUPABASE_SECRET_KEYS: JSON.stringify({ default: LOCAL_SECRET_KEY }),
       SUPABASE_ANON_KEY: mode === "legacy" ? LEGACY_ANON_KEY : LOCAL_PUBLISHABLE_KEY,
       SUPABASE_SERVICE_ROLE_KEY: mode === "legacy" ? LEGACY_SERVICE_ROLE_KEY : LOCAL_SECRET_KEY,
+      // Opens the agent's sweep route to the ticker below (a secret like any other).
+      AGENT_SWEEP_SECRET: Deno.env.get("AGENT_SWEEP_SECRET") || crypto.randomUUID(),
       // The connections function and the agent may reach MCP servers on this machine (the
       // doubles), and seal credentials with a key known to be local.
       MCP_ALLOW_LOOPBACK: "true",
@@ -343,6 +351,14 @@ export async function startStack(
       });
     handler = gatewayOver(standIns);
     cleanups.push(stopGateway);
+    if (pools.has("agent")) {
+      sweeper = startSweepTicker({
+        url: `${apiUrl}/functions/v1/agent/sweep`,
+        secret: env.AGENT_SWEEP_SECRET,
+        intervalMs: SWEEP_INTERVAL_MS,
+        log,
+      });
+    }
 
     return {
       apiUrl,

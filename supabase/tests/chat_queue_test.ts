@@ -121,3 +121,60 @@ Deno.test("agent_start_chat: reject and enqueue on a busy session, the queue in 
     await sql.end();
   }
 });
+
+Deno.test("a parked turn holds its session: even enqueue is refused naming it, and chats queued before it wait", async () => {
+  const sql = connectTestDatabase();
+  try {
+    const alice = await createUser(sql, "queue-parked");
+    const sessionId = crypto.randomUUID();
+    const first = await startTurn(sql, alice.claims, chat(sessionId));
+    assert.equal(first.kind, "started");
+    const turnId = (first as { turnId: string }).turnId;
+    // Queued while the turn still ran; then the turn parks on an approval.
+    const early = chat(sessionId, { title: null });
+    assert.equal(
+      (await startTurn(sql, alice.claims, { ...early, policy: "enqueue" })).kind,
+      "queued",
+    );
+    await sql`update public.agent_turns
+              set state = 'parked', parked_until = now() + interval '1 day',
+                  awaiting_call_id = 'call_1', reserved_tokens = 0
+              where id = ${turnId}`;
+
+    for (const policy of ["reject", "enqueue"] as const) {
+      assert.deepEqual(
+        await startTurn(sql, alice.claims, { ...chat(sessionId, { title: null }), policy }),
+        { kind: "busy", turnId, enqueueable: false },
+        `${policy}: refused, naming the parked turn`,
+      );
+    }
+    const [{ n }] = await sql`select count(*)::int as n from public.agent_chat_queue
+                              where session_id = ${sessionId}`;
+    assert.equal(n, 1, "nothing more was queued");
+    const asService = <T>(work: (tx: typeof sql) => Promise<T>) =>
+      sql.begin(async (tx) => {
+        await tx`set local role service_role`;
+        return await work(tx as unknown as typeof sql);
+      }) as Promise<T>;
+    const startable = await asService((tx) =>
+      tx`select turn_id from public.agent_startable_chats(${alice.id}, ${sessionId}, 10000)`
+    );
+    assert.equal(startable.length, 0, "the chat queued before the park waits for the turn");
+    assert.equal((await startTurn(sql, alice.claims, { ...early, policy: "queued" })).kind, "busy");
+
+    // Answered: the turn runs again (the one running turn of its session), then ends; the
+    // queued chat starts after it.
+    const [{ outcome }] = await asService((tx) =>
+      tx`select public.agent_answer_parked('iso-b', ${alice.id}::uuid, null, 'call_1',
+         '{"decision":"allow"}'::jsonb) as outcome`
+    );
+    assert.equal(outcome.kind, "continue");
+    await sql`update public.agent_turns set state = 'complete' where id = ${turnId}`;
+    assert.equal(
+      (await startTurn(sql, alice.claims, { ...early, policy: "queued" })).kind,
+      "started",
+    );
+  } finally {
+    await sql.end();
+  }
+});

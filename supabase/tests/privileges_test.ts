@@ -28,6 +28,8 @@ const TABLE_PRIVILEGES = [
 const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
   agent_chat_queue: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   agent_connections: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
+  agent_isolates: { service_role: "SELECT INSERT UPDATE DELETE" },
+  agent_turn_checkpoints: { service_role: "SELECT INSERT UPDATE" },
   agent_turn_events: { authenticated: "SELECT", service_role: "SELECT INSERT" },
   agent_turns: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE" },
   chat_history: { authenticated: "SELECT INSERT UPDATE DELETE", service_role: "SELECT UPDATE" },
@@ -47,17 +49,22 @@ const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
 /** Per function in `public`, the roles that may execute it (through PUBLIC too). */
 const EXPECTED_FUNCTIONS: Record<string, ApiRole[]> = {
   "account_refusal(uuid,uuid)": ["service_role"],
+  "agent_adopt_turns(text,uuid,uuid,integer,integer)": ["service_role"],
+  "agent_answer_parked(text,uuid,uuid,text,jsonb)": ["service_role"],
   "agent_chat_context(uuid,uuid,integer,uuid[])": ["authenticated"],
   "agent_fail_queued_chat(uuid,uuid,jsonb)": ["service_role"],
   "agent_flush(text,jsonb,jsonb,jsonb)": ["service_role"],
   "agent_interrupt_stale_turns(uuid,integer,uuid,uuid)": ["service_role"],
   "agent_register_connection(uuid,uuid,text,integer)": ["service_role"],
+  "agent_release_lease(text)": ["service_role"],
+  "agent_renew_lease(text,integer)": ["service_role"],
   "agent_reserve_step(uuid,integer,integer)": ["service_role"],
   "agent_session_busy_turn(uuid,uuid,integer)": ["service_role"],
   "agent_start_chat(text,jsonb,uuid,uuid,text,jsonb,text,text,integer,integer,integer)": [
     "service_role",
   ],
   "agent_start_turn(uuid,uuid,text,jsonb,text,text,integer,integer,integer)": ["service_role"],
+  "agent_turn_resumption(uuid,text,jsonb)": ["service_role"],
   "agent_startable_chats(uuid,uuid,integer)": ["service_role"],
   "append_messages(uuid,jsonb,text)": ["authenticated"],
   "caller_account_refusal()": ["authenticated"],

@@ -91,7 +91,7 @@ Deno.test("the agent starts, flushes and interrupts turns as service role", asyn
 
     const owned = await asServiceRole(sql, (tx) =>
       tx`select id from public.agent_flush('isolate-a',
-        ${tx.json([{ id: turnId, steps: 1, model: "m", state: null, error: null }])},
+        ${tx.json([{ id: turnId, epoch: 0, steps: 1, model: "m", state: null, error: null }])},
         ${
         tx.json([{
           turn_id: turnId,

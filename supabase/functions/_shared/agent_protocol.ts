@@ -150,6 +150,12 @@ export const ApproveFrameSchema = z.object({
   decision: z.enum(["allow", "deny"]),
   /** "session": allow this tool for the rest of the session; "always": set it to auto. */
   remember: z.enum(["session", "always"]).optional(),
+  /**
+   * With `allow`: the arguments to run the call with instead of the model's (checked against
+   * the tool's schema; a `bad_request` with `path` when they do not fit). The model's own
+   * arguments are kept beside them.
+   */
+  args: z.record(z.string(), z.unknown()).optional(),
 });
 
 export const ResumeFrameSchema = z.object({
@@ -157,6 +163,12 @@ export const ResumeFrameSchema = z.object({
   turn_id: uuid(),
   /** The last seq the client has; 0 for everything. */
   after_seq: z.int().min(0),
+  /**
+   * The highest `restart_step.epoch` the client has seen (0 or absent: none). Frames a client
+   * got from a server that then died may have been replaced: with this the server knows which
+   * of the client's frames still stand, and resends from the first that does not.
+   */
+  epoch: z.int().min(0).optional(),
 });
 
 export const PingFrameSchema = z.object({ type: z.literal("ping") });
@@ -285,6 +297,21 @@ export const ApprovalRequiredFrameSchema = turnFrame("approval_required", {
   timeout_ms: z.int(),
 });
 
+/**
+ * The server that ran this turn stopped and another took it over from its last checkpoint.
+ * Drop every frame of this turn you hold with this frame's seq or later (they came from the
+ * stopped server and are replaced from here), and cut the answer text you have to its first
+ * `keep_chars` UTF-16 units: the text after them was the partial output of the step that is
+ * now requested again. Then go on with the frames after this one.
+ */
+export const RestartStepFrameSchema = turnFrame("restart_step", {
+  /** The LLM call (1-based) asked again, or continued after its tool calls. */
+  step: z.int().min(1),
+  /** The takeover's number (1 for the first); send the highest you saw with `resume`. */
+  epoch: z.int().min(1),
+  keep_chars: z.int().min(0),
+});
+
 export const ProgressFrameSchema = turnFrame("progress", {
   call_id: z.string(),
   progress: z.number(),
@@ -381,6 +408,7 @@ export const TurnFrameSchema = z.discriminatedUnion("type", [
   ResponseFrameSchema,
   CompleteFrameSchema,
   TurnErrorFrameSchema,
+  RestartStepFrameSchema,
 ]);
 
 export const ServerFrameSchema = z.discriminatedUnion("type", [
@@ -397,6 +425,7 @@ export const ServerFrameSchema = z.discriminatedUnion("type", [
   ResponseFrameSchema,
   CompleteFrameSchema,
   ErrorFrameSchema,
+  RestartStepFrameSchema,
   NoticeFrameSchema,
 ]);
 
@@ -410,6 +439,7 @@ export type TokenFrame = z.infer<typeof TokenFrameSchema>;
 export type ToolCallFrame = z.infer<typeof ToolCallFrameSchema>;
 export type ApprovalRequiredFrame = z.infer<typeof ApprovalRequiredFrameSchema>;
 export type ProgressFrame = z.infer<typeof ProgressFrameSchema>;
+export type RestartStepFrame = z.infer<typeof RestartStepFrameSchema>;
 export type ToolResultFrame = z.infer<typeof ToolResultFrameSchema>;
 export type ResponseFrame = z.infer<typeof ResponseFrameSchema>;
 export type Usage = z.infer<typeof UsageSchema>;

@@ -195,7 +195,7 @@ Deno.test("cancel through another isolate reaches the one running the turn", asy
   );
 });
 
-Deno.test("a killed isolate leaves an interrupted turn with its partial text", async () => {
+Deno.test("past its recovery budget, a killed isolate's turn ends interrupted with its partial text", async () => {
   await withWorld(
     {},
     async ({ sql, key, fixture, user, tokenFor, connect, startInstance }) => {
@@ -209,6 +209,8 @@ Deno.test("a killed isolate leaves an interrupted turn with its partial text", a
           LLM_MODEL: "fixture-model",
           AGENT_HEARTBEAT_MS: "200",
           AGENT_FLUSH_MS: "50",
+          AGENT_LEASE_MS: "600",
+          AGENT_LEASE_RENEW_MS: "200",
           AGENT_TEXT_FLUSH_MS: "50",
         },
         log: () => {},
@@ -238,8 +240,9 @@ Deno.test("a killed isolate leaves an interrupted turn with its partial text", a
       const [before] = await sql`select state from public.agent_turns where id = ${start.turn_id}`;
       assert.equal(before.state, "running", "nobody has looked at it yet");
 
-      // Another isolate notices on the user's next connection, once the heartbeat is stale.
-      const survivor = await startInstance({ heartbeatIntervalMs: 200, staleAfterMs: 600 });
+      // Another isolate notices on the user's next connection, once the lease lapsed; with no
+      // recoveries left (the budget is 0 here) it ends the turn instead of adopting it.
+      const survivor = await startInstance({ maxRecoveries: 0 });
       const [{ partial }] = await sql`select content as partial from public.chat_history
                                     where client_id = ${start.message_id}`;
       await eventually(async () => {
@@ -276,7 +279,7 @@ Deno.test("a killed isolate leaves an interrupted turn with its partial text", a
   );
 });
 
-Deno.test("an isolate shutting down stores its running turns as interrupted", async () => {
+Deno.test("an isolate shutting down leaves its running turns to another, which finishes them", async () => {
   await withWorld({}, async ({ sql, connect, user, startInstance }) => {
     const alice = await user();
     const instance = await startInstance();
@@ -285,15 +288,24 @@ Deno.test("an isolate shutting down stores its running turns as interrupted", as
     await instance.app.close();
     // The close comes after every frame sent before it.
     assert.equal((await client.closed).code, 1001);
-    const last = receivedOf(client, start.turn_id).at(-1)!;
-    assert.ok(last.type === "error" && last.code === "interrupted", JSON.stringify(last));
-    const [turn] = await sql`select state from public.agent_turns where id = ${start.turn_id}`;
-    assert.equal(turn.state, "interrupted");
+    const seen = receivedOf(client, start.turn_id);
+    assert.ok(seen.every((frame) => frame.type !== "error"), "nothing ended the turn");
+    const [released] = await sql`select state from public.agent_turns where id = ${start.turn_id}`;
+    assert.equal(released.state, "running");
+
+    // The lease was given up: the next isolate adopts the turn at once and finishes it.
+    const next = await connect(alice, await startInstance());
+    next.send({ type: "resume", turn_id: start.turn_id, after_seq: seen.at(-1)!.seq });
+    const rest = await next.turnFrames(start.turn_id);
+    const restart = rest.find((frame) => frame.type === "restart_step");
+    assert.ok(restart?.type === "restart_step", "told to drop the step's partial text");
+    assert.equal(restart.keep_chars, 0);
+    const after = rest.slice(rest.indexOf(restart));
+    assert.deepEqual(after.map((frame) => frame.seq), after.map((_, i) => restart.seq + i));
+    assert.equal(rest.at(-1)?.type, "complete");
+    assert.equal(tokensOf(after), Array.from({ length: 40 }, (_, i) => `word${i} `).join(""));
     const [row] = await sql`select content, status from public.chat_history
                             where client_id = ${start.message_id}`;
-    assert.deepEqual([row.status, row.content], [
-      "interrupted",
-      tokensOf(receivedOf(client, start.turn_id)),
-    ]);
+    assert.deepEqual([row.status, row.content], ["complete", tokensOf(after)]);
   });
 });

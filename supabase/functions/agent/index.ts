@@ -37,10 +37,12 @@ const agent = createAgentApp({
   }),
   config: agentConfigFromEnv(),
   hostPolicy: hostPolicyFromEnv(),
+  sweepSecret: Deno.env.get("AGENT_SWEEP_SECRET"),
   metricsToken: Deno.env.get("METRICS_TOKEN") || undefined,
 });
 
-// Supabase announces the end of a worker: end its turns as interrupted while it still can.
+// Supabase announces the end of a worker: leave its turns to another isolate (stored, lease
+// given up) while it still can.
 addEventListener("beforeunload", () => {
   void agent.close();
 });

@@ -35,8 +35,8 @@ const WAIT_MS = 15_000;
 
 /**
  * Fast timings for tests; each test may override. A live isolate counts as dead only after
- * 10 s without a heartbeat, so a machine busy with other work cannot fake a dead isolate;
- * the test that kills one shortens it for the isolate that observes the death.
+ * 10 s without a heartbeat or lease renewal, so a machine busy with other work cannot fake a
+ * dead isolate; the tests that kill one shorten the doomed isolate's lease.
  */
 export const TEST_CONFIG: Partial<AgentConfig> = {
   flushIntervalMs: 50,
@@ -46,6 +46,9 @@ export const TEST_CONFIG: Partial<AgentConfig> = {
   staleAfterMs: 10_000,
   pollIntervalMs: 50,
   approvalTimeoutMs: 5_000,
+  // Likewise a lease: a test that kills an isolate shortens the doomed isolate's own.
+  leaseMs: 10_000,
+  leaseRenewMs: 200,
 };
 
 export interface AgentInstance {
@@ -60,6 +63,8 @@ export interface AgentInstance {
 export interface WorldOptions {
   config?: Partial<AgentConfig>;
   tools?: readonly ToolDefinition[];
+  /** Opens every instance's `POST /agent/sweep` to this secret. */
+  sweepSecret?: string;
   /** The connected servers' tools, read through each instance's own pool. */
   connectedTools?: (sql: Sql) => ConnectedTools;
 }
@@ -98,6 +103,7 @@ export async function withWorld(
       llmUrl: fixture.url,
       tools,
       config: { ...TEST_CONFIG, ...options.config, ...config },
+      ...(options.sweepSecret ? { sweepSecret: options.sweepSecret } : {}),
       ...(options.connectedTools ? { connectedTools: options.connectedTools } : {}),
     });
     instances.push(instance);
@@ -143,6 +149,7 @@ export function serveAgent(options: {
   llmUrl: string;
   tools: readonly ToolDefinition[];
   config: Partial<AgentConfig>;
+  sweepSecret?: string;
   connectedTools?: (sql: Sql) => ConnectedTools;
 }): Promise<AgentInstance> {
   const pool = connectFunctionDatabase(POOL_SIZES.agent.defaultSize);
@@ -158,6 +165,7 @@ export function serveAgent(options: {
     },
     tools: options.tools,
     config: options.config,
+    ...(options.sweepSecret ? { sweepSecret: options.sweepSecret } : {}),
     ...(options.connectedTools ? { connectedTools: options.connectedTools(pool) } : {}),
   });
   const server = Deno.serve(

@@ -8,7 +8,6 @@ import type { Sql } from "../../functions/_shared/db/client.ts";
 import type { PermissionGrant } from "../../functions/_shared/permissions.ts";
 import { READ_ONLY_ANNOTATIONS, type ToolDefinition } from "../../functions/_shared/tools/types.ts";
 import type { UsageRecord } from "../../functions/_shared/usage.ts";
-import { PendingApprovals } from "../../functions/_shared/agent/approvals.ts";
 import { agentConfig } from "../../functions/_shared/agent/config.ts";
 import type { TurnScope } from "../../functions/_shared/agent/turn_scope.ts";
 
@@ -145,7 +144,8 @@ export function fakeTurnScope(
     },
     config: agentConfig({ maxSteps: options.maxSteps ?? 4 }),
     registry: [doublerTool],
-    approvals: new PendingApprovals(),
+    // Nothing to store: the flush is the database's, tested with the runtime.
+    flushTurn: () => Promise.resolve(),
   };
   return { scope, usage };
 }

@@ -31,8 +31,7 @@ export type AgentClientOptions =
     /**
      * The user's turns running now, from the database (any tab, device or isolate started
      * them): asked after every `ready`, and each is followed, so live text, Stop and approval
-     * prompts show wherever the user is. (Turns parked on an approval belong here too once
-     * they exist: the query decides.)
+     * prompts show wherever the user is: running turns and turns parked on an approval.
      */
     findRunningTurns?: () => Promise<string[]>;
   };
@@ -167,7 +166,13 @@ export class AgentClient {
 
   #catchUp(): void {
     for (const turn of this.store.runningTurns()) {
-      this.#connection.send({ type: "resume", turn_id: turn.turnId, after_seq: turn.lastSeq });
+      this.#connection.send({
+        type: "resume",
+        turn_id: turn.turnId,
+        after_seq: turn.lastSeq,
+        // Which of its frames still stand after takeovers it has seen (`restart_step`).
+        ...(turn.epoch ? { epoch: turn.epoch } : {}),
+      });
     }
     for (const turnId of this.#followed) {
       if (this.store.hasTurn(turnId)) this.#followed.delete(turnId);

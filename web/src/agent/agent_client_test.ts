@@ -278,3 +278,22 @@ Deno.test("on every ready it finds the user's running turns in the database and 
   assert.equal(asked, 1);
   assert.deepEqual(h.last().sent, [{ type: "resume", turn_id: running, after_seq: 0 }]);
 });
+
+Deno.test("a resume after a takeover carries the epoch of the last restart_step seen", async () => {
+  const h = harness();
+  h.client.start();
+  await settle();
+  h.last().accept();
+  const id = h.client.sendChat({ content: "tell me" });
+  const s = new TurnScript(id);
+  h.last().receive(s.start());
+  h.last().receive(s.token("one "));
+  h.last().receive(
+    { type: "restart_step", turn_id: s.turnId, seq: 3, step: 1, epoch: 2, keep_chars: 4 } as never,
+  );
+  h.last().drop();
+  h.timers.advance(1000);
+  await settle();
+  h.last().accept();
+  assert.deepEqual(h.last().sent, [{ type: "resume", turn_id: s.turnId, after_seq: 3, epoch: 2 }]);
+});

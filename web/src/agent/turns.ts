@@ -16,6 +16,8 @@ export interface ToolCallView {
   approval?: { timeoutMs: number; answered?: "allow" | "deny" };
   progress?: { progress: number; total?: number; message?: string; stage?: string };
   result?: unknown;
+  /** The seq of the frame that first showed it (a `restart_step` drops calls from its seq on). */
+  seenAt?: number;
 }
 
 export type TurnStatus = "running" | "complete" | "cancelled" | "failed";
@@ -43,6 +45,8 @@ export interface TurnView {
   step?: { kind: string; tool?: string };
   /** How long the turn took on the server, from its `complete`. */
   durationMs?: number;
+  /** The highest `restart_step.epoch` seen (absent: none), sent with `resume`. */
+  epoch?: number;
 }
 
 /** The turn after `frame`; the same object when the frame changes nothing. */
@@ -62,7 +66,20 @@ export function applyTurnFrame(turn: TurnView | undefined, frame: TurnFrame): Tu
     };
   }
   // Nothing can be shown of a turn whose start this client never saw; resume from 0 gets it.
-  if (!turn || frame.seq <= turn.lastSeq) return turn;
+  if (!turn) return turn;
+  if (frame.type === "restart_step" && frame.epoch > (turn.epoch ?? 0)) {
+    // Another server took the turn over: what this client holds from this seq on came from the
+    // one that stopped and is replaced. The answer keeps its first `keep_chars` UTF-16 units
+    // (the step asked again streams the rest anew); calls first seen from this seq on go.
+    return {
+      ...turn,
+      lastSeq: frame.seq,
+      epoch: frame.epoch,
+      text: turn.text.slice(0, frame.keep_chars),
+      toolCalls: turn.toolCalls.filter((call) => (call.seenAt ?? 0) < frame.seq),
+    };
+  }
+  if (frame.seq <= turn.lastSeq) return turn;
   const next: TurnView = { ...turn, lastSeq: frame.seq };
   switch (frame.type) {
     case "step":
@@ -81,6 +98,7 @@ export function applyTurnFrame(turn: TurnView | undefined, frame: TurnFrame): Tu
           ...call,
           status: "running",
         }),
+        frame.seq,
       );
       return next;
     case "approval_required":
@@ -94,6 +112,7 @@ export function applyTurnFrame(turn: TurnView | undefined, frame: TurnFrame): Tu
           status: "awaiting_approval",
           approval: { timeoutMs: frame.timeout_ms },
         }),
+        frame.seq,
       );
       return next;
     case "progress":
@@ -117,7 +136,7 @@ export function applyTurnFrame(turn: TurnView | undefined, frame: TurnFrame): Tu
         ...call,
         status: frame.is_error ? "failed" : "done",
         result: frame.result,
-      }));
+      }), frame.seq);
       return next;
     case "response":
       // The whole answer: authoritative, also when some token was never seen.
@@ -170,8 +189,11 @@ function upsertCall(
   tool: string,
   args: unknown,
   update: (call: ToolCallView) => ToolCallView,
+  seenAt?: number,
 ): ToolCallView[] {
   const index = calls.findIndex((call) => call.callId === callId);
-  if (index === -1) return [...calls, update({ callId, tool, args, status: "running" })];
+  if (index === -1) {
+    return [...calls, update({ callId, tool, args, status: "running", seenAt })];
+  }
   return calls.map((call, i) => (i === index ? update(call) : call));
 }

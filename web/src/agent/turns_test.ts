@@ -87,3 +87,40 @@ Deno.test("frames of a turn whose start was never seen are ignored", () => {
   s.start();
   assert.equal(applyTurnFrame(undefined, s.token("x") as TurnFrame), undefined);
 });
+
+Deno.test("a restart_step drops the frames from its seq on: the step's partial text and calls", () => {
+  const s = new TurnScript();
+  // seq 1-4: from the server that died; only 1-2 were stored.
+  const before = play([
+    s.start(),
+    s.token("Hello "),
+    s.token("wor"),
+    s.toolCall("c9", "calc", {}),
+  ])!;
+  assert.equal(before.toolCalls.length, 1);
+  const restart = {
+    type: "restart_step",
+    turn_id: s.turnId,
+    seq: 3,
+    step: 1,
+    epoch: 1,
+    keep_chars: 6,
+  };
+  const after = play([
+    restart,
+    { type: "token", turn_id: s.turnId, seq: 4, delta: "world" },
+    {
+      type: "complete",
+      turn_id: s.turnId,
+      seq: 5,
+      usage: { prompt_tokens: 1, completion_tokens: 1, cost: 0 },
+      steps: 1,
+    },
+  ], before)!;
+  assert.equal(after.text, "Hello world");
+  assert.deepEqual(after.toolCalls, [], "the dead server's unstored call is gone");
+  assert.equal(after.epoch, 1);
+  assert.equal(after.status, "complete");
+  // Seen again (a resume replays it): nothing changes.
+  assert.equal(applyTurnFrame(after, restart as TurnFrame), after);
+});

@@ -32,10 +32,10 @@ export function AgentProvider({ userId, children }: { userId: string; children: 
           return data.session?.access_token;
         },
         findRunningTurns: async () => {
-          // RLS: only this user's turns. Parked turns (waiting for an approval) join here
-          // when that state exists: `.in("state", ["running", "parked"])`.
+          // RLS: only this user's turns. A parked turn (waiting for an approval) is followed
+          // too: its prompt and Stop show in every tab.
           const { data, error } = await supabase.from("agent_turns").select("id")
-            .eq("state", "running");
+            .in("state", ["running", "parked"]);
           if (error) throw error;
           return data.map((row) => row.id);
         },

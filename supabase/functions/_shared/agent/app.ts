@@ -20,6 +20,7 @@ import { createFunctionApp } from "../http/function_app.ts";
 import { addOperatorRoutes } from "../http/operator_routes.ts";
 import { llmReachability } from "../llm_reachability.ts";
 import type { HostPolicy } from "../http/host_policy.ts";
+import { requireSecret } from "../http/require_secret.ts";
 import { requireUser, type UserEnv } from "../http/require_user.ts";
 import type { ToolDefinition } from "../tools/types.ts";
 import { type AgentConfig, agentConfig } from "./config.ts";
@@ -29,7 +30,7 @@ import { readLimits } from "./limits.ts";
 import { AgentRuntime, type ConnectedTools } from "./runtime.ts";
 import { startQueuedChats } from "./chat_queue.ts";
 import type { LlmSettings } from "./turn_scope.ts";
-import { interruptStaleTurns } from "./turn_store.ts";
+import { renewLease } from "./turn_takeover.ts";
 
 export interface AgentAppOptions {
   sql: Sql;
@@ -43,6 +44,11 @@ export interface AgentAppOptions {
   config?: Partial<AgentConfig>;
   /** The hosts answered; loopback only unless given (`hostPolicyFromEnv`). */
   hostPolicy?: HostPolicy;
+  /**
+   * `AGENT_SWEEP_SECRET`: opens `POST /agent/sweep` to callers bearing it (a cron job); the
+   * route stays shut without it.
+   */
+  sweepSecret?: string;
   /** Opens `/metrics` to this bearer token (`METRICS_TOKEN`). */
   metricsToken?: string;
 }
@@ -79,6 +85,18 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
     queryParameter: true,
   });
 
+  // The sweep: adopts turns nobody is connected to (their isolate died, or their approval
+  // wait expired) and runs them in this isolate. A cron job calls it every few seconds.
+  app.post(
+    "/sweep",
+    requireSecret({ secret: options.sweepSecret, settingName: "AGENT_SWEEP_SECRET" }),
+    async (c) => {
+      if (runtime.closed) {
+        return errorResponse(503, { code: "unavailable", message: "The server is shutting down" });
+      }
+      return c.json(await runtime.sweep());
+    },
+  );
   addOperatorRoutes(app, {
     sql: options.sql,
     verifier: options.verifier,
@@ -192,8 +210,8 @@ function serveSocket(
     connection: AgentConnection,
   ): Promise<void> {
     // One transaction: check the user may still act (his token outlives a deletion, a ban or
-    // a sign-out), register (evicting what this connection pushes over the limit) and mark
-    // turns of the user's dead isolates interrupted.
+    // a sign-out), register (evicting what this connection pushes over the limit) and renew
+    // this isolate's lease (the turns it starts must not look orphaned).
     const registration = await asServiceRole(sql, async (tx) => {
       const refusals = await accountRefusals(tx, [
         { key: connection.id, userId: user.id, sessionId: connection.sessionId },
@@ -207,7 +225,7 @@ function serveSocket(
           isolateId: runtime.isolateId,
           staleAfterMs: config.staleAfterMs,
         }),
-        interruptStaleTurns(tx, user.id, config.staleAfterMs),
+        renewLease(tx, runtime.isolateId, config.leaseMs),
       ]);
       return registered;
     });
@@ -233,6 +251,8 @@ function serveSocket(
       connection_id: connection.id,
       limits,
     });
+    // The user's turns whose isolate died go on here, for him to resume.
+    await runtime.adopt({ userId: user.id });
     // Chats queued behind a turn whose isolate died before starting them start now; a
     // failure leaves them to the next look (a follower, a connection) and the socket open.
     runtime.track(

@@ -1,101 +1,17 @@
 /**
- * Approvals for tools whose grant says `ask`: the turn waits for the user's `approve` frame
- * (denied after a timeout), and a decision may be remembered — for the rest of the session
- * (`tool_approvals`, written as the user: it only ever skips the question of an `ask` grant)
- * or for good (the user's grant becomes `auto`, written as service_role like every grant).
+ * Approvals for tools whose grant says `ask`: the turn parks in Postgres until the user's
+ * `approve` frame (through any isolate: the one it reaches takes the turn and continues it)
+ * or until its wait expires (denied). A decision may be remembered — for the rest of the
+ * session (`tool_approvals`, written as the user: it only ever skips the question of an `ask`
+ * grant) or for good (the user's grant becomes `auto`, written as service_role like every
+ * grant).
  */
-import type { ApproveFrame } from "../agent_protocol.ts";
+import type { AccountRefusal } from "../account_access.ts";
 import { type JwtClaims, queryAsServiceRole, queryAsUser, type Sql } from "../db/client.ts";
+import type { StoredToolCall } from "../history/protocol.ts";
+import type { ParkedAnswer, TurnCheckpoint } from "./turn_checkpoint.ts";
 import type { ResolvedPermission } from "../permissions.ts";
 import { inlineSql, jsonText } from "../db/inline_sql.ts";
-
-export type ApprovalOutcome =
-  | { kind: "allow"; remember?: ApproveFrame["remember"] }
-  | { kind: "deny" }
-  | { kind: "timeout" }
-  | { kind: "aborted" };
-
-interface Pending {
-  userId: string;
-  resolve: (outcome: ApprovalOutcome) => void;
-}
-
-/** Looks for an answer that arrived through another isolate. */
-export interface RemoteAnswers {
-  check(): Promise<ApprovalOutcome | undefined>;
-  intervalMs: number;
-}
-
-/** The approvals this isolate's turns are waiting for, by call id. */
-export class PendingApprovals {
-  readonly #pending = new Map<string, Pending>();
-
-  /**
-   * Waits for the user's decision on `callId`: an `approve` on this isolate, or one `remote`
-   * finds; at most `timeoutMs`, or until `signal` aborts.
-   */
-  wait(
-    userId: string,
-    callId: string,
-    timeoutMs: number,
-    signal: AbortSignal,
-    remote?: RemoteAnswers,
-  ): Promise<ApprovalOutcome> {
-    if (signal.aborted) return Promise.resolve({ kind: "aborted" });
-    return new Promise((resolve) => {
-      let settled = false;
-      let poll: ReturnType<typeof setTimeout> | undefined;
-      const finish = (outcome: ApprovalOutcome) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        clearTimeout(poll);
-        signal.removeEventListener("abort", onAbort);
-        this.#pending.delete(callId);
-        resolve(outcome);
-      };
-      const onAbort = () => finish({ kind: "aborted" });
-      const timer = setTimeout(() => finish({ kind: "timeout" }), timeoutMs);
-      signal.addEventListener("abort", onAbort, { once: true });
-      this.#pending.set(callId, { userId, resolve: finish });
-      const schedule = () => {
-        if (!remote || settled) return;
-        poll = setTimeout(() => {
-          remote.check().then(
-            (outcome) => outcome ? finish(outcome) : schedule(),
-            (error) => {
-              console.error(
-                "agent: could not look for a remote approval",
-                error,
-              );
-              schedule();
-            },
-          );
-        }, remote.intervalMs);
-      };
-      schedule();
-    });
-  }
-
-  /** Hands the decision to the waiting turn; false when no call of this user waits for it. */
-  answer(userId: string, frame: ApproveFrame): boolean {
-    const pending = this.#pending.get(frame.call_id);
-    if (!pending || pending.userId !== userId) return false;
-    pending.resolve(
-      frame.decision === "allow"
-        ? {
-          kind: "allow",
-          ...(frame.remember ? { remember: frame.remember } : {}),
-        }
-        : { kind: "deny" },
-    );
-    return true;
-  }
-
-  get size(): number {
-    return this.#pending.size;
-  }
-}
 
 /** Names the call the turn now waits for, so an `approve` on another isolate can find it. */
 export async function awaitApproval(sql: Sql, turnId: string, callId: string | null) {
@@ -108,47 +24,77 @@ export async function awaitApproval(sql: Sql, turnId: string, callId: string | n
   );
 }
 
-/**
- * Leaves the user's decision for a call that waits on another isolate; false when none of
- * the user's running turns waits for this call.
- */
-export async function answerRemotely(sql: Sql, userId: string, frame: ApproveFrame) {
-  const answer = {
-    decision: frame.decision,
-    ...(frame.remember ? { remember: frame.remember } : {}),
-  };
-  const rows = await queryAsServiceRole(
-    sql,
-    inlineSql`
-      update public.agent_turns
-      set approval_answer = ${jsonText(answer)}::jsonb
-      where user_id = ${userId}::uuid and state = 'running'
-        and awaiting_call_id = ${frame.call_id}
-      returning id`,
-  );
-  return rows.length > 0;
+/** What `agent_answer_parked` and `agent_adopt_turns` hand the isolate that takes a turn. */
+export interface TurnResumption {
+  kind: "adopted" | "expired" | "continue";
+  turn_id: string;
+  user_id: string;
+  session_id: string;
+  assistant_row_id: string;
+  assistant_message_id: string;
+  user_message_id: string;
+  user_content: string;
+  model: string;
+  epoch: number;
+  steps: number;
+  reserved_tokens: number;
+  /** numeric: a number in JSON. */
+  reserved_cost_usd: number | string;
+  checkpoint: TurnCheckpoint | null;
+  answer: ParkedAnswer | null;
+  last_seq: number;
+  content: string;
+  tool_calls: StoredToolCall[];
+  restarts: { epoch: number; seq: number }[];
+  /** Why the user may not act any more (`account_refusal`), or null. */
+  refusal: AccountRefusal | null;
 }
 
-/** The answer another isolate left for the call, if any. */
-export async function remoteAnswer(
+export type ParkedAnswerOutcome =
+  /** No turn of the user waits for this call (or is parked, for a cancel). */
+  | { kind: "none" }
+  /** The turn has not parked yet: its isolate picks the answer up with its park. */
+  | { kind: "left"; turn_id: string }
+  /** The turn was parked: it is ours now, to continue. */
+  | TurnResumption;
+
+/**
+ * Answers a parked turn's approval (by `callId`), or cancels a parked turn (by `turnId`, with
+ * the answer `cancel`); a parked turn is taken by `owner` on the way, in the same statement.
+ */
+export async function answerParked(
   sql: Sql,
-  turnId: string,
+  owner: string,
+  userId: string,
+  target: { callId?: string; turnId?: string },
+  answer: ParkedAnswer,
+): Promise<ParkedAnswerOutcome> {
+  const [row] = await queryAsServiceRole<{ outcome: ParkedAnswerOutcome | null }>(
+    sql,
+    inlineSql`select public.agent_answer_parked(${owner}, ${userId}::uuid,
+      ${target.turnId ?? null}::uuid, ${target.callId ?? null}, ${jsonText(answer)}::jsonb)
+      as outcome`,
+  );
+  return row.outcome ?? { kind: "none" };
+}
+
+/** The call a turn of the user waits for approval of, with its tool's name, if any. */
+export async function awaitedCall(
+  sql: Sql,
+  userId: string,
   callId: string,
-): Promise<ApprovalOutcome | undefined> {
-  const [row] = await queryAsServiceRole<{
-    answer: { decision?: string; remember?: ApproveFrame["remember"] } | null;
-  }>(
+): Promise<{ tool: string } | undefined> {
+  const [row] = await queryAsServiceRole<{ tool: string | null }>(
     sql,
     inlineSql`
-      select t.approval_answer as answer from public.agent_turns t
-      where t.id = ${turnId}::uuid and t.awaiting_call_id = ${callId}`,
+      select (select c ->> 'name' from jsonb_array_elements(k.checkpoint -> 'calls') c
+              where c ->> 'id' = t.awaiting_call_id) as tool
+      from public.agent_turns t
+      join public.agent_turn_checkpoints k on k.turn_id = t.id
+      where t.user_id = ${userId}::uuid and t.awaiting_call_id = ${callId}
+        and t.state in ('running', 'parked')`,
   );
-  const answer = row?.answer;
-  if (!answer) return undefined;
-  if (answer.decision === "allow") {
-    return { kind: "allow", ...(answer.remember ? { remember: answer.remember } : {}) };
-  }
-  return { kind: "deny" };
+  return row?.tool ? { tool: row.tool } : undefined;
 }
 
 /** Whether the user allowed `tool` for the rest of this session (read as the user). */

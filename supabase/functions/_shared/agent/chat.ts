@@ -11,23 +11,20 @@
  * Concurrent attempts of one chat end with one turn: an attempt that loses the race to store
  * the messages reads again and follows the winner's turn.
  */
-import type { AccountRefusal } from "../account_access.ts";
 import type { ChatFrame, ServerFrame } from "../agent_protocol.ts";
-import { type JwtClaims, queryAsUser, type Sql } from "../db/client.ts";
 import { appendRow } from "../history/append.ts";
 import { errorFromDatabase, isConflict, isRace } from "../history/database_errors.ts";
 import { parseAppendInput } from "../history/input.ts";
 import type { HistoryError } from "../history/protocol.ts";
-import { inlineSql } from "../db/inline_sql.ts";
-import type { PermissionGrant } from "../permissions.ts";
 import { type AgentRuntime, toolsFor } from "./runtime.ts";
 import type { TurnClient } from "./turn_client.ts";
 import { estimatePromptTokens } from "./limits.ts";
 import { LiveTurn } from "./live_turn.ts";
-import { buildMessages, type HistoryRow } from "./prompt.ts";
+import { readChatContext } from "./chat_context.ts";
+import { buildMessages } from "./prompt.ts";
 import { followTurn } from "./resume.ts";
 import { llmToolDefinitions, offeredTools } from "./tools.ts";
-import { type MessageTurn, startTurn } from "./turn_store.ts";
+import { startTurn } from "./turn_store.ts";
 
 const TITLE_CHARACTERS = 80;
 /** How often a chat that lost a race to a concurrent attempt of itself reads again. */
@@ -169,8 +166,10 @@ export async function handleChat(
     if (started.kind === "busy") {
       return client.sendError({
         code: "session_busy",
-        message: "This session is still answering; wait for its turn to end, or send the " +
-          'chat with policy "enqueue"',
+        message: started.enqueueable === false
+          ? "This session's turn waits for your approval; answer it (or stop it) first"
+          : "This session is still answering; wait for its turn to end, or send the " +
+            'chat with policy "enqueue"',
         retryable: true,
         ref: frame.id,
         running_turn_id: started.turnId,
@@ -209,7 +208,13 @@ export async function handleChat(
       model,
     });
     const send = (frame: ServerFrame) => client.send(frame);
-    const unsubscribe = turn.subscribe(0, send, send);
+    const unsubscribe = turn.subscribe(
+      0,
+      send,
+      send,
+      // Taken over, released or parked: follow it on from storage.
+      (last) => void followTurn(runtime, client, turn.turnId, last, turn.epoch),
+    );
     client.follow(turn.turnId, unsubscribe);
     void runtime.launch(turn, {
       caller,
@@ -220,50 +225,6 @@ export async function handleChat(
     }).finally(() => client.unfollow(turn.turnId, unsubscribe));
     return;
   }
-}
-
-/** What a chat needs to know before it can start its turn. */
-interface ChatContext {
-  /** The user's message with the chat's client id, stored by an earlier attempt. */
-  existing: MessageTurn | undefined;
-  grants: PermissionGrant[];
-  /** The session's recent messages, oldest first (none for a new session). */
-  history: HistoryRow[];
-  /** Why the caller may not act any more (`public.caller_account_refusal`), if so. */
-  refusal: AccountRefusal | null;
-}
-
-/** What `public.agent_chat_context` returns. */
-interface ChatContextRow {
-  existing: MessageTurn | null;
-  grants: PermissionGrant[];
-  history: HistoryRow[];
-}
-
-/** Reads a chat's context as the user, in one statement (one round trip). */
-async function readChatContext(
-  sql: Sql,
-  claims: JwtClaims,
-  request: { chatId: string; sessionId?: string; historyMessages: number; exclude: string[] },
-): Promise<ChatContext> {
-  // Uuids only (the chat frame's id is validated, the other derived from it).
-  const exclude = `{${request.exclude.join(",")}}`;
-  const [{ context, refusal }] = await queryAsUser<
-    { context: ChatContextRow; refusal: AccountRefusal | null }
-  >(
-    sql,
-    claims,
-    inlineSql`select public.agent_chat_context(${request.chatId}::uuid,
-      ${request.sessionId ?? null}::uuid, ${request.historyMessages}, ${exclude}::uuid[])
-      as context, public.caller_account_refusal() as refusal`,
-  );
-  const row = context;
-  return {
-    existing: row.existing ?? undefined,
-    grants: row.grants,
-    history: row.history,
-    refusal,
-  };
 }
 
 /**

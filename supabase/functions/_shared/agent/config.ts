@@ -7,8 +7,26 @@ import type { Env } from "../env.ts";
 export interface AgentConfig {
   /** `AGENT_MAX_STEPS`: LLM calls per turn. */
   maxSteps: number;
-  /** `AGENT_APPROVAL_TIMEOUT_MS`: an unanswered `approval_required` is denied after this. */
+  /**
+   * `AGENT_APPROVAL_TIMEOUT_MS`: how long a turn stays parked on an unanswered
+   * `approval_required` before the call is denied (a grant may set its own:
+   * `constraints.approval_timeout_ms`). The wait holds no isolate, so it may be long.
+   */
   approvalTimeoutMs: number;
+  /**
+   * `AGENT_LEASE_MS`: an isolate's lease on its turns; a turn whose isolate has not renewed
+   * it for this long is adopted by another isolate.
+   */
+  leaseMs: number;
+  /** `AGENT_LEASE_RENEW_MS`: how often an isolate renews its lease (and adopts orphans). */
+  leaseRenewMs: number;
+  /**
+   * `AGENT_MAX_RECOVERIES`: adoptions of a turn without a new checkpoint between them, after
+   * which it ends as interrupted.
+   */
+  maxRecoveries: number;
+  /** `AGENT_ADOPT_BATCH`: turns one isolate adopts at most per renewal or sweep. */
+  adoptBatch: number;
   /** `AGENT_MAX_COMPLETION_TOKENS`: `max_tokens` of each LLM call, and part of the reservation. */
   maxCompletionTokens: number;
   /**
@@ -60,8 +78,13 @@ export const FREE_SOCKET_GUARANTEE_MS = 75_000;
 
 export const DEFAULT_AGENT_CONFIG: AgentConfig = {
   maxSteps: 8,
-  // Until a parked approval survives its isolate, an answer must come while the socket lives.
-  approvalTimeoutMs: 60_000,
+  approvalTimeoutMs: 24 * 60 * 60 * 1000,
+  // Renewed three times a lease: one late renewal does not lose the turns, and a dead
+  // isolate's turns are adopted within about 1.5-2 s.
+  leaseMs: 1_500,
+  leaseRenewMs: 500,
+  maxRecoveries: 3,
+  adoptBatch: 20,
   maxCompletionTokens: 2048,
   flushIntervalMs: 250,
   textFlushIntervalMs: 5_000,
@@ -90,6 +113,9 @@ export function agentConfig(overrides: Partial<AgentConfig> = {}): AgentConfig {
       `the flush interval must be at most ${MAX_FLUSH_INTERVAL_MS} ms`,
     );
   }
+  if (config.leaseMs <= config.leaseRenewMs) {
+    throw new Error("the lease must be longer than its renewal interval");
+  }
   if (config.staleAfterMs <= config.heartbeatIntervalMs) {
     throw new Error(
       "the stale threshold must be longer than the heartbeat interval",
@@ -110,6 +136,10 @@ const INTEGER_VARIABLES: [keyof AgentConfig, string, number][] = [
   ["historyMessages", "AGENT_HISTORY_MESSAGES", 0],
   ["startConcurrency", "AGENT_START_CONCURRENCY", 1],
   ["llmTimeoutMs", "AGENT_LLM_TIMEOUT_MS", 1],
+  ["leaseMs", "AGENT_LEASE_MS", 1],
+  ["leaseRenewMs", "AGENT_LEASE_RENEW_MS", 1],
+  ["maxRecoveries", "AGENT_MAX_RECOVERIES", 0],
+  ["adoptBatch", "AGENT_ADOPT_BATCH", 1],
 ];
 
 /** The configuration from the function's environment; a malformed value is an error. */

@@ -11,18 +11,20 @@ function env(values: Record<string, string>) {
   return { get: (name: string) => values[name] };
 }
 
-Deno.test("defaults: 8 steps, 60 s approvals, stale after three heartbeats", () => {
+Deno.test("defaults: 8 steps, 24 h approvals, 1.5 s leases, stale after three heartbeats", () => {
   const config = agentConfigFromEnv(env({}));
   assert.deepEqual(config, DEFAULT_AGENT_CONFIG);
   assert.equal(config.maxSteps, 8);
-  assert.equal(config.approvalTimeoutMs, 60_000);
+  // A parked approval holds no isolate: it may wait far longer than any socket lives.
+  assert.equal(config.approvalTimeoutMs, 24 * 3600 * 1000);
+  assert.equal(config.leaseMs, 1_500);
+  assert.equal(config.maxRecoveries, 3);
   assert.equal(config.llmTimeoutMs, 60_000);
   assert.equal(config.staleAfterMs, 3 * config.heartbeatIntervalMs);
 });
 
 Deno.test("every default wait a socket holds ends inside what a Free isolate guarantees", () => {
   const waits = {
-    approval: DEFAULT_AGENT_CONFIG.approvalTimeoutMs,
     "LLM silence": DEFAULT_AGENT_CONFIG.llmTimeoutMs,
     webhook: DEFAULT_WORKFLOW_TIMEOUT_MS,
   };

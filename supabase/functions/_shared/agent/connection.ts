@@ -247,7 +247,13 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
       case "chat":
         return await handleChat(this.runtime, this, frame);
       case "resume":
-        return await followTurn(this.runtime, this, frame.turn_id, frame.after_seq);
+        return await followTurn(
+          this.runtime,
+          this,
+          frame.turn_id,
+          frame.after_seq,
+          frame.epoch ?? 0,
+        );
       case "cancel": {
         if (await this.runtime.cancel(this.userId, frame.turn_id)) return;
         return this.sendError({
@@ -258,13 +264,9 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
         });
       }
       case "approve": {
-        if (await this.runtime.approve(this.userId, frame)) return;
-        return this.sendError({
-          code: "not_found",
-          message: "No tool call of yours is waiting for approval with this id",
-          retryable: false,
-          ref: frame.call_id,
-        });
+        const refused = await this.runtime.approve(this.userId, frame);
+        if (refused) this.sendError(refused);
+        return;
       }
     }
   }

@@ -11,7 +11,10 @@ import type { FlushEntry, LiveTurn } from "./live_turn.ts";
 import type { FlushOutcome } from "./turn_store.ts";
 
 export interface FlushReport {
-  /** The turn is no longer running as ours: another isolate marked it interrupted. */
+  /**
+   * The turn is no longer ours: another isolate took it over (our lease lapsed), or marked it
+   * interrupted.
+   */
   onLost(turn: LiveTurn): void;
   /** Someone asked (maybe through another isolate) to cancel the turn. */
   onCancelRequested(turn: LiveTurn): void;
@@ -132,6 +135,9 @@ export class Flusher {
     for (const entry of entries) {
       entry.turn.flushed(entry);
       const state = owned.get(entry.turn.turnId);
+      if (state) {
+        entry.turn.storedState = { state: state.state, approvalAnswer: state.approvalAnswer };
+      }
       if (!state) this.report.onLost(entry.turn);
       else if (state.cancelRequested) this.report.onCancelRequested(entry.turn);
     }

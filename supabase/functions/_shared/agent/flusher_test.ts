@@ -21,7 +21,13 @@ function recordingWriter(): { write: FlushWriter; batches: FlushEntry[][]; faili
       if (recorder.failing) return Promise.reject(new Error("the database is away"));
       recorder.batches.push(entries);
       return Promise.resolve({
-        owned: new Map(entries.map((entry) => [entry.turn.turnId, { cancelRequested: false }])),
+        owned: new Map(
+          entries.map((entry) => [entry.turn.turnId, {
+            cancelRequested: false,
+            state: "running" as const,
+            approvalAnswer: null,
+          }]),
+        ),
       });
     },
   };

@@ -13,6 +13,7 @@ import type {
 } from "../agent_protocol.ts";
 import type { Database } from "../db/database.types.ts";
 import type { StoredToolCall } from "../history/protocol.ts";
+import type { TurnCheckpoint } from "./turn_checkpoint.ts";
 
 export type TurnState = Database["public"]["Enums"]["turn_state"];
 export type MessageStatus = Database["public"]["Enums"]["message_status"];
@@ -29,6 +30,14 @@ export interface LiveTurnInit {
   model: string;
   reservedTokens: number;
   reservedCostUsd: number;
+  /** The turn's epoch (0 for a turn started here; an adoption's otherwise). */
+  epoch?: number;
+  /** Frames up to this seq are stored already (an adopted turn's); new ones follow it. */
+  baseSeq?: number;
+  /** The answer so far as stored, and how much of it stands (an adopted turn's). */
+  content?: { text: string; units: number; chars: number };
+  /** Seqs where takeovers restarted the turn ({epoch, seq}), for `resume`. */
+  restarts?: { epoch: number; seq: number }[];
   /** The request (the socket's upgrade) that started it, for log lines. */
   requestId?: string;
   /**
@@ -41,20 +50,36 @@ export interface LiveTurnInit {
   textFlushIntervalMs?: number;
 }
 
-/** How a turn ended, as it is stored. */
+/** How a turn ended (or parked), as it is stored. */
 export interface TurnOutcome {
   state: Exclude<TurnState, "running">;
-  messageStatus: Exclude<MessageStatus, "streaming">;
+  /** Absent for a park: the message stays `streaming`. */
+  messageStatus?: Exclude<MessageStatus, "streaming">;
+  /** Until when a parked turn waits for its approval. */
+  parkedUntil?: string;
   error?: { code: string; message: string };
   /** What the turn used of its quota reservation; settled with the ending. */
   used?: { tokens: number; costUsd: number };
 }
 
-export type AbortReason = "cancelled" | "interrupted" | "shutdown";
+/**
+ * `lost`: another isolate took the turn over (this one's lease lapsed); `released`: this
+ * isolate is going away and leaves the turn to another. Neither ends the turn.
+ */
+export type AbortReason = "cancelled" | "interrupted" | "shutdown" | "lost" | "released";
 
 export type FrameListener = (frame: TurnFrame) => void;
 /** Hears a turn's live-only notices (`NoticeFrame`). */
 export type NoticeListener = (notice: NoticeFrame) => void;
+
+/** Told, with the last seq it was given, that the turn goes on elsewhere (or parked). */
+export type LeaveListener = (lastSeq: number) => void;
+
+/** The turn row as the last flush left it. */
+export interface StoredTurnState {
+  state: TurnState;
+  approvalAnswer: unknown;
+}
 
 /**
  * A change of the streaming message: the text from character `fromChars` on (characters as
@@ -82,6 +107,10 @@ export interface FlushEntry {
   model: string;
   /** Set once the turn has ended: the flush that carries it finishes the turn. */
   outcome?: TurnOutcome;
+  /** The writer's epoch: the row is written only while it is still the turn's. */
+  epoch: number;
+  /** A new checkpoint to store with this flush. */
+  checkpoint?: TurnCheckpoint;
 }
 
 export class LiveTurn {
@@ -99,6 +128,15 @@ export class LiveTurn {
   steps = 0;
   content = "";
   toolCalls: StoredToolCall[] = [];
+  readonly epoch: number;
+  readonly baseSeq: number;
+  readonly restarts: { epoch: number; seq: number }[];
+  /** What the last checkpoint said (the turn loop keeps it current). */
+  checkpoint: TurnCheckpoint | undefined;
+  #checkpointDirty = false;
+  #pendingPark: TurnOutcome | undefined;
+  /** The row as the last flush that carried this turn left it. */
+  storedState: StoredTurnState | undefined;
 
   /** When this isolate took the turn on (for `complete`'s `duration_ms`). */
   readonly #startedAt = performance.now();
@@ -122,6 +160,7 @@ export class LiveTurn {
   #outcome: TurnOutcome | undefined;
   #outcomeStored = false;
   readonly #listeners = new Set<FrameListener>();
+  readonly #leaveListeners = new Map<FrameListener, { onLeave: LeaveListener; last: number }>();
   readonly #noticeListeners = new Set<NoticeListener>();
   /** Told of every change that needs storing (the runtime hands it to the flusher). */
   onChange: (turn: LiveTurn) => void = () => {};
@@ -137,6 +176,21 @@ export class LiveTurn {
     this.model = init.model;
     this.reservedTokens = init.reservedTokens;
     this.reservedCostUsd = init.reservedCostUsd;
+    this.epoch = init.epoch ?? 0;
+    this.baseSeq = init.baseSeq ?? 0;
+    this.#storedSeq = this.baseSeq;
+    this.restarts = init.restarts ?? [];
+    if (init.content) {
+      // Only the part that stands: the stored rest (a restarted step's text) is cut off by
+      // the first flush, which writes from `chars` on.
+      this.content = init.content.text.slice(0, init.content.units);
+      this.#chars = init.content.chars;
+      this.#storedChars = init.content.chars;
+      this.#storedUnits = init.content.units;
+      this.#messageDirty = true;
+      // The cut is written with the first flush, whatever the text interval.
+      this.#textTakenAt = -Infinity;
+    }
     this.#textFlushIntervalMs = init.textFlushIntervalMs ?? 0;
   }
 
@@ -167,7 +221,28 @@ export class LiveTurn {
   }
 
   get lastSeq(): number {
-    return this.#frames.length;
+    return this.baseSeq + this.#frames.length;
+  }
+
+  /** The answer's length as a checkpoint records it. */
+  get textPosition(): { units: number; chars: number } {
+    return { units: this.content.length, chars: this.#chars };
+  }
+
+  /**
+   * Parks the turn with its next flush (which settles its reservation), unless an approval
+   * answer overtook it; `storedState` tells which after that flush.
+   */
+  requestPark(outcome: TurnOutcome): void {
+    this.#pendingPark = outcome;
+    this.onChange(this);
+  }
+
+  /** A new checkpoint: stored with the next flush of this turn. */
+  setCheckpoint(checkpoint: TurnCheckpoint): void {
+    this.checkpoint = checkpoint;
+    this.#checkpointDirty = true;
+    this.onChange(this);
   }
 
   get ended(): boolean {
@@ -204,7 +279,7 @@ export class LiveTurn {
    */
   end(outcome: TurnOutcome, closing: UnnumberedTurnFrame[]): TurnFrame[] {
     if (this.#outcome) throw new Error(`turn ${this.turnId} has already ended`);
-    this.#heldFrom = this.#frames.length + 1;
+    this.#heldFrom = this.lastSeq + 1;
     const numbered = closing.map((frame) => this.#number(frame));
     this.#outcome = outcome;
     this.#messageDirty = true;
@@ -214,7 +289,7 @@ export class LiveTurn {
   /** Delivers the closing frames `end` held back. */
   release(): void {
     if (this.#heldFrom === undefined) return;
-    const held = this.#frames.slice(this.#heldFrom - 1);
+    const held = this.#frames.slice(this.#heldFrom - 1 - this.baseSeq);
     this.#heldFrom = undefined;
     for (const frame of held) {
       for (const listener of this.#listeners) listener(frame);
@@ -225,28 +300,62 @@ export class LiveTurn {
    * Replays the frames after `afterSeq` to `listener` and keeps it informed of new ones,
    * synchronously, so nothing falls between replay and live. Returns the unsubscribe.
    */
-  subscribe(afterSeq: number, listener: FrameListener, onNotice?: NoticeListener): () => void {
-    const visible = this.#heldFrom === undefined ? this.#frames.length : this.#heldFrom - 1;
-    for (const frame of this.#frames.slice(Math.max(0, afterSeq), visible)) {
-      listener(frame);
+  subscribe(
+    afterSeq: number,
+    listener: FrameListener,
+    onNotice?: NoticeListener,
+    onLeave?: LeaveListener,
+  ): () => void {
+    if (afterSeq < this.baseSeq) {
+      throw new Error(`turn ${this.turnId}: frames up to ${this.baseSeq} are only in storage`);
     }
-    this.#listeners.add(listener);
+    const visible = this.#heldFrom === undefined ? this.lastSeq : this.#heldFrom - 1;
+    let last = afterSeq;
+    const tracked = (frame: TurnFrame) => {
+      last = frame.seq;
+      const entry = this.#leaveListeners.get(tracked);
+      if (entry) entry.last = last;
+      listener(frame);
+    };
+    for (
+      const frame of this.#frames.slice(afterSeq - this.baseSeq, visible - this.baseSeq)
+    ) {
+      tracked(frame);
+    }
+    this.#listeners.add(tracked);
     if (onNotice) this.#noticeListeners.add(onNotice);
+    if (onLeave) this.#leaveListeners.set(tracked, { onLeave, last });
     return () => {
-      this.#listeners.delete(listener);
+      this.#listeners.delete(tracked);
+      this.#leaveListeners.delete(tracked);
       if (onNotice) this.#noticeListeners.delete(onNotice);
     };
   }
 
+  /**
+   * The turn goes on elsewhere (taken over, released, or parked): each follower is told the
+   * last seq it got, so it can follow the turn from storage instead.
+   */
+  leave(): void {
+    const leaving = [...this.#leaveListeners.values()];
+    this.#leaveListeners.clear();
+    this.#listeners.clear();
+    this.#noticeListeners.clear();
+    for (const { onLeave, last } of leaving) onLeave(last);
+  }
+
   /** Everything the next flush should write for this turn, or undefined when nothing. */
   takeFlush(): FlushEntry | undefined {
-    const frames = this.#frames.slice(this.#storedSeq);
-    const outcome = this.#outcomeStored ? undefined : this.#outcome;
-    const forced = this.#toolCallsDirty || outcome !== undefined;
+    const frames = this.#frames.slice(this.#storedSeq - this.baseSeq);
+    const outcome = (this.#outcomeStored ? undefined : this.#outcome) ?? this.#pendingPark;
+    this.#pendingPark = undefined;
+    // A checkpoint records the answer's position: the text up to it is stored with it, so an
+    // adopter finds it (and a park or an ending stores it too).
+    const forced = this.#toolCallsDirty || outcome !== undefined || this.#checkpointDirty;
     const timed = !forced && performance.now() - this.#textTakenAt >= this.#textFlushIntervalMs;
     const messageDue = this.#messageDirty && (forced || timed);
     if (messageDue && timed) this.#textFlushIntervalMs *= 2;
-    if (frames.length === 0 && !messageDue && !outcome) {
+    if (frames.length === 0 && !messageDue && !outcome && !this.#checkpointDirty) {
       return undefined;
     }
     const entry: FlushEntry = {
@@ -254,7 +363,12 @@ export class LiveTurn {
       frames,
       steps: this.steps,
       model: this.model,
+      epoch: this.epoch,
     };
+    if (this.#checkpointDirty && this.checkpoint) {
+      entry.checkpoint = this.checkpoint;
+      this.#checkpointDirty = false;
+    }
     if (messageDue) {
       this.#textTakenAt = performance.now();
       entry.message = {
@@ -273,7 +387,7 @@ export class LiveTurn {
 
   /** A flush entry that only keeps the turn alive. */
   heartbeatEntry(): FlushEntry {
-    return { turn: this, frames: [], steps: this.steps, model: this.model };
+    return { turn: this, frames: [], steps: this.steps, model: this.model, epoch: this.epoch };
   }
 
   flushed(entry: FlushEntry): void {
@@ -283,25 +397,27 @@ export class LiveTurn {
       this.#storedChars = entry.message.untilChars;
       this.#storedUnits = entry.message.untilUnits;
     }
-    if (entry.outcome) this.#outcomeStored = true;
+    if (entry.outcome && entry.outcome.state !== "parked") this.#outcomeStored = true;
   }
 
   /** The write failed: what it carried is written again by the next flush. */
   flushFailed(entry: FlushEntry): void {
     if (entry.message) this.#messageDirty = true;
     if (entry.message?.toolCalls) this.#toolCallsDirty = true;
+    if (entry.checkpoint && !this.#checkpointDirty) this.#checkpointDirty = true;
+    if (entry.outcome?.state === "parked") this.#pendingPark ??= entry.outcome;
   }
 
   /** True once the ending and every frame are stored. */
   get settled(): boolean {
-    return this.#outcomeStored && this.#storedSeq === this.#frames.length;
+    return this.#outcomeStored && this.#storedSeq === this.lastSeq;
   }
 
   #number(frame: UnnumberedTurnFrame): TurnFrame {
     const numbered = {
       ...frame,
       turn_id: this.turnId,
-      seq: this.#frames.length + 1,
+      seq: this.lastSeq + 1,
     } as TurnFrame;
     this.#frames.push(numbered);
     return numbered;

@@ -1,18 +1,23 @@
 /**
  * Following a turn from `seq` on: what `resume` does, and what a retried chat gets. A turn
  * this isolate runs is followed in memory (replay, then live, with nothing in between). Any
- * other turn is read from Postgres: its stored frames, then — while it still runs on another
- * isolate — new frames as they are flushed, by polling (Supavisor's transaction mode rules
- * out LISTEN/NOTIFY). A turn whose isolate stopped heartbeating is marked interrupted on the
- * way, so the follower gets its final `error` frame instead of waiting forever.
+ * other turn is read from Postgres: its stored frames, then — while it runs on another
+ * isolate or is parked — new frames as they are flushed, by polling (Supavisor's transaction
+ * mode rules out LISTEN/NOTIFY). A turn whose isolate stopped renewing its lease is adopted
+ * on the way and followed here.
+ *
+ * A client may hold frames that a dead isolate sent but never stored; the isolate that took
+ * the turn over numbers its frames from the last stored one, after a `restart_step` frame.
+ * The client's `epoch` (the last `restart_step` it saw) tells which of its frames still
+ * stand: it gets everything from the first takeover it has not seen.
  */
 import { abortableSleep } from "../abortable_sleep.ts";
 import { type ErrorFrame, isErrorCode, isTerminalFrame } from "../agent_protocol.ts";
-import { asServiceRole, asUser } from "../db/client.ts";
+import { asUser } from "../db/client.ts";
+import type { LiveTurn } from "./live_turn.ts";
 import type { AgentRuntime } from "./runtime.ts";
 import type { TurnClient } from "./turn_client.ts";
 import {
-  interruptStaleTurns,
   lastStoredFrame,
   loadTurn,
   readFrames,
@@ -25,17 +30,17 @@ export async function followTurn(
   client: TurnClient,
   turnId: string,
   afterSeq: number,
+  epoch = 0,
 ): Promise<void> {
-  if (followLocally(runtime, client, turnId, afterSeq)) return;
-  const { sql, config } = runtime.deps;
-  const claims = client.user.claims;
-  await asServiceRole(
-    sql,
-    (tx) => interruptStaleTurns(tx, client.user.id, config.staleAfterMs, { turnId }),
-  );
-  const turn = await asUser(sql, claims, (tx) => loadTurn(tx, turnId, config.staleAfterMs)) ??
+  const here = runtime.turns.get(turnId);
+  if (here && here.userId === client.user.id) {
+    return await followLocally(runtime, client, here, standing(afterSeq, epoch, here.restarts));
+  }
+  const { sql } = runtime.deps;
+  const found = await loadTurn(sql, client.user.id, turnId) ??
     await waitWhileQueued(runtime, client, turnId);
-  if (turn === "reported") return;
+  if (found === "reported") return;
+  let turn = found;
   if (!turn) {
     return client.sendError({
       code: "not_found",
@@ -44,9 +49,28 @@ export async function followTurn(
       ref: turnId,
     });
   }
-  // The turn may have started here between the first look and now.
-  if (followLocally(runtime, client, turnId, afterSeq)) return;
-  await pollTurn(runtime, client, turn, afterSeq);
+  if (turn.orphaned) {
+    await runtime.adopt({ userId: client.user.id, turnId });
+    turn = await loadTurn(sql, client.user.id, turnId) ?? turn;
+  }
+  const after = standing(afterSeq, epoch, turn.restarts);
+  // The turn may run here now (adopted just now, or started here meanwhile).
+  const local = runtime.turns.get(turnId);
+  if (local) return await followLocally(runtime, client, local, after);
+  await pollTurn(runtime, client, turn, after, epoch);
+}
+
+/** The last seq of the client's frames that still stands, given the takeovers it has seen. */
+function standing(
+  afterSeq: number,
+  epoch: number,
+  restarts: readonly { epoch: number; seq: number }[],
+): number {
+  let after = afterSeq;
+  for (const restart of restarts) {
+    if (restart.epoch > epoch) after = Math.min(after, restart.seq - 1);
+  }
+  return after;
 }
 
 /** How many polls of a queued turn pass between looks for a free session to start it in. */
@@ -55,8 +79,9 @@ const QUEUE_KICK_POLLS = 4;
 /**
  * A turn that is still a queued chat (`chat_queue.ts`): waits until it starts (then returns
  * it) or fails to (then says why, with the chat's id as `ref`: "reported"); undefined when
- * there is no such queued chat either. Now and then it starts the queue itself when the session is free: the
- * isolate that ended the turn ahead may have died before starting the next.
+ * there is no such queued chat either. Now and then it starts the queue itself when the
+ * session is free: the isolate that ended the turn ahead may have died before starting the
+ * next.
  */
 async function waitWhileQueued(
   runtime: AgentRuntime,
@@ -70,10 +95,10 @@ async function waitWhileQueued(
   client.follow(turnId, stop);
   try {
     for (let poll = 0; !stopped.signal.aborted && client.isOpen; poll++) {
-      const { turn, queued } = await asUser(sql, claims, async (tx) => ({
-        queued: await readQueuedChat(tx, turnId),
-        turn: await loadTurn(tx, turnId, config.staleAfterMs),
-      }));
+      // The queue row first, then the turn: a chat leaves the queue in the transaction that
+      // starts its turn, so one of the two reads finds it (read together, both could miss).
+      const queued = await asUser(sql, claims, (tx) => readQueuedChat(tx, turnId));
+      const turn = await loadTurn(sql, client.user.id, turnId);
       if (turn) return turn;
       if (!queued) return undefined;
       if (queued.error) {
@@ -94,22 +119,43 @@ async function waitWhileQueued(
   return "reported";
 }
 
-function followLocally(
+async function followLocally(
   runtime: AgentRuntime,
   client: TurnClient,
-  turnId: string,
+  live: LiveTurn,
   afterSeq: number,
-): boolean {
-  const live = runtime.turns.get(turnId);
-  if (!live || live.userId !== client.user.id) return false;
+): Promise<void> {
+  let after = afterSeq;
+  if (after < live.baseSeq) {
+    // The frames before this isolate took the turn are in storage only.
+    const stored = await asUser(
+      runtime.deps.sql,
+      client.user.claims,
+      (tx) => readFrames(tx, live.turnId, after),
+    );
+    for (const frame of stored) {
+      if (frame.seq > live.baseSeq) break;
+      client.send(frame);
+    }
+    after = live.baseSeq;
+  }
   let stop: () => void = () => {};
-  const unsubscribe = live.subscribe(afterSeq, (frame) => {
-    client.send(frame);
-    if (isTerminalFrame(frame)) client.unfollow(turnId, stop);
-  }, (notice) => client.send(notice));
+  const unsubscribe = live.subscribe(
+    after,
+    (frame) => {
+      client.send(frame);
+      if (isTerminalFrame(frame)) client.unfollow(live.turnId, stop);
+    },
+    (notice) => client.send(notice),
+    (last) => {
+      client.unfollow(live.turnId, stop);
+      void followTurn(runtime, client, live.turnId, last, live.epoch).catch((error) =>
+        console.error(`agent: could not follow turn ${live.turnId} on`, error)
+      );
+    },
+  );
   stop = unsubscribe;
-  client.follow(turnId, stop);
-  return true;
+  client.follow(live.turnId, stop);
 }
 
 async function pollTurn(
@@ -117,6 +163,7 @@ async function pollTurn(
   client: TurnClient,
   turn: StoredTurn,
   afterSeq: number,
+  clientEpoch: number,
 ): Promise<void> {
   const { sql, config } = runtime.deps;
   const claims = client.user.claims;
@@ -124,47 +171,46 @@ async function pollTurn(
   const stop = () => stopped.abort();
   client.follow(turn.id, stop);
   let last = afterSeq;
+  let epoch = clientEpoch;
   try {
     while (!stopped.signal.aborted && client.isOpen) {
-      const { frames, current } = await asUser(sql, claims, async (tx) => ({
-        frames: await readFrames(tx, turn.id, last),
-        current: await loadTurn(tx, turn.id, config.staleAfterMs),
-      }));
+      const [frames, current] = await Promise.all([
+        asUser(sql, claims, (tx) => readFrames(tx, turn.id, last)),
+        loadTurn(sql, client.user.id, turn.id),
+      ]);
       for (const frame of frames) {
         if (stopped.signal.aborted) return;
         client.send(frame);
         last = frame.seq;
+        if (frame.type === "restart_step") epoch = Math.max(epoch, frame.epoch);
         if (isTerminalFrame(frame)) return;
       }
       if (!current) return;
-      if (current.state !== "running") {
+      if (current.state !== "running" && current.state !== "parked") {
         if (frames.length > 0) continue;
         // Ended, and the client has every stored frame. Unless the final flush failed, the
         // last of them ended the turn; otherwise say how it ended.
-        const lastStored = await asUser(
-          sql,
-          claims,
-          (tx) => lastStoredFrame(tx, turn.id),
-        );
+        const lastStored = await asUser(sql, claims, (tx) => lastStoredFrame(tx, turn.id));
         if (!lastStored || !isTerminalFrame(lastStored)) {
           client.send(endingFrame(current));
         }
         return;
       }
-      if (current.stale) {
-        await asServiceRole(
-          sql,
-          (tx) => interruptStaleTurns(tx, client.user.id, config.staleAfterMs, { turnId: turn.id }),
-        );
-        continue;
-      }
-      // Finished registering on this isolate meanwhile: follow it in memory from here.
-      if (runtime.turns.has(turn.id)) {
+      if (current.orphaned) await runtime.adopt({ userId: client.user.id, turnId: turn.id });
+      // Runs here now (adopted, or answered here): follow it in memory from here.
+      const here = runtime.turns.get(turn.id);
+      if (here) {
         client.unfollow(turn.id, stop);
-        followLocally(runtime, client, turn.id, last);
+        // Taken over meanwhile: what the client held beyond the stored frames is replaced.
+        await followLocally(runtime, client, here, standing(last, epoch, here.restarts));
         return;
       }
-      await abortableSleep(config.pollIntervalMs, stopped.signal);
+      // A lease about to lapse is looked at again right then: its turn is adopted at once.
+      const leaseLeft = current.lease_left_ms;
+      await abortableSleep(
+        leaseLeft === null ? config.pollIntervalMs : Math.min(config.pollIntervalMs, leaseLeft + 5),
+        stopped.signal,
+      );
     }
   } finally {
     client.unfollow(turn.id, stop);

@@ -14,15 +14,27 @@ import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";
 import { isDatabaseUnavailable } from "../db/unavailable.ts";
 import { log } from "../log.ts";
-import type { ApproveFrame } from "../agent_protocol.ts";
-import { answerRemotely, PendingApprovals } from "./approvals.ts";
+import type { ApproveFrame, ServerError } from "../agent_protocol.ts";
+import { fieldPath } from "../field_path.ts";
+import { answerParked, awaitedCall, type TurnResumption } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
+import type { ConnectedTools } from "./connected_tools.ts";
 import { heartbeatConnections, unregisterConnection } from "./connections.ts";
 import { Flusher } from "./flusher.ts";
 import type { LiveTurn } from "./live_turn.ts";
-import { aborted, runTurn } from "./turn.ts";
+import { aborted, runTurn, type TurnEnding, type TurnResumePoint, type TurnRun } from "./turn.ts";
+import { initialCheckpoint, unsettled } from "./turn_checkpoint.ts";
 import type { LlmSettings, TurnInputs } from "./turn_scope.ts";
+import {
+  adoptTurns,
+  handBack,
+  releaseLease,
+  renewLeaseAndAdopt,
+  takeOver,
+} from "./turn_takeover.ts";
 import { requestCancel, reserveStep, writeFlush } from "./turn_store.ts";
+
+export { type ConnectedTools, toolsFor } from "./connected_tools.ts";
 
 export interface RuntimeDependencies {
   sql: Sql;
@@ -40,18 +52,6 @@ export interface RuntimeDependencies {
    * each chat and offered beside `registry`. The one seam between the agent and the hub.
    */
   connectedTools?: ConnectedTools;
-}
-
-/** Reads the caller's connected servers' tools, as registry tools. */
-export type ConnectedTools = (caller: ToolCaller) => Promise<ToolDefinition[]>;
-
-/** The built-in tools and, when the runtime has them, the caller's connected ones. */
-export async function toolsFor(
-  deps: Pick<RuntimeDependencies, "registry" | "connectedTools">,
-  caller: ToolCaller,
-): Promise<readonly ToolDefinition[]> {
-  if (!deps.connectedTools) return deps.registry;
-  return [...deps.registry, ...await deps.connectedTools(caller)];
 }
 
 /** A socket as the runtime sees it. */
@@ -91,7 +91,6 @@ export class AgentRuntime {
   readonly connections = new Map<string, ConnectionHandle>();
   /** Every open socket, registered yet or not: what shutdown closes. */
   readonly sockets = new Set<ConnectionHandle>();
-  readonly approvals = new PendingApprovals();
   readonly flusher: Flusher;
   /** Usage rows of turns that end together go out in one insert. */
   readonly recordUsage: UsageWriter;
@@ -110,18 +109,29 @@ export class AgentRuntime {
     Promise.resolve();
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #beating = false;
+  /** Renews this isolate's lease (and adopts orphaned turns) while it has work. */
+  #leaseTimer: ReturnType<typeof setInterval> | undefined;
+  #renewing = false;
+  /**
+   * Where the lease goes: the flusher's pool, beside the writes it keeps valid. Renewed every
+   * half second, it must not run up the backoff of the main pool while the database is down
+   * (postgres.js waits 3^failures / 100 s, up to 20 s, before a pool's next connect), or a
+   * turn's usage row and a chat's reads would wait that long after the database is back.
+   */
+  readonly #leaseSql: Sql;
   #closed = false;
 
   constructor(readonly deps: RuntimeDependencies) {
     this.recordUsage = createUsageWriter(deps.sql);
     this.turnStarts = new ConcurrencyLimit(deps.config.startConcurrency);
     const flushSql = deps.flushSql ?? deps.sql;
+    this.#leaseSql = flushSql;
     this.flusher = new Flusher(
       (entries) => writeFlush(flushSql, this.isolateId, entries),
       deps.config.flushIntervalMs,
       {
         onLost: (turn) => {
-          if (!turn.ended) turn.abort("interrupted");
+          if (!turn.ended) turn.abort("lost");
         },
         onCancelRequested: (turn) => {
           if (!turn.ended) turn.abort("cancelled");
@@ -155,6 +165,64 @@ export class AgentRuntime {
     this.#startHeartbeat();
   }
 
+  /**
+   * Takes turns over and runs them here: turns of dead isolates (restarted from their
+   * checkpoint) and parked turns (answered, cancelled or expired). Returns their ids.
+   */
+  async continueTurns(resumptions: readonly TurnResumption[]): Promise<string[]> {
+    const started: string[] = [];
+    for (const resumption of resumptions) {
+      if (this.#closed) {
+        await this.#handBack(resumption.turn_id, resumption.epoch);
+        continue;
+      }
+      let taken;
+      try {
+        taken = await takeOver(this.deps, resumption);
+      } catch (error) {
+        console.error(`agent: could not take turn ${resumption.turn_id} over`, error);
+        await this.#handBack(resumption.turn_id, resumption.epoch);
+        continue;
+      }
+      if (taken.kind === "refused") {
+        void this.#endAtOnce(taken.turn, taken.ending);
+      } else {
+        void this.launch(taken.turn, taken.inputs, taken.resume);
+      }
+      started.push(resumption.turn_id);
+    }
+    return started;
+  }
+
+  /** A turn taken but not run here goes back to whoever adopts it next. */
+  async #handBack(turnId: string, epoch: number): Promise<void> {
+    try {
+      await handBack(this.deps.sql, this.isolateId, turnId, epoch);
+    } catch (error) {
+      // Kept by this isolate until its lease lapses: then it is adopted all the same.
+      console.error(`agent: could not hand turn ${turnId} back`, error);
+    }
+  }
+
+  /** Adopts orphaned turns (of one user, or one turn, or any) and runs them here. */
+  async adopt(scope: { userId?: string; turnId?: string } = {}): Promise<string[]> {
+    if (this.#closed) return [];
+    const found = await adoptTurns(this.deps.sql, this.isolateId, this.config, scope);
+    return await this.continueTurns(found);
+  }
+
+  /**
+   * The sweep (`POST /agent/sweep`): renews this isolate's lease, adopts up to a batch of
+   * orphaned or expired turns and runs them here, so turns finish when nobody is connected.
+   */
+  async sweep(): Promise<{ adopted: number }> {
+    if (this.#closed) return { adopted: 0 };
+    const found = await renewLeaseAndAdopt(this.#leaseSql, this.isolateId, this.config);
+    const adopted = await this.continueTurns(found);
+    if (adopted.length > 0) this.#startHeartbeat();
+    return { adopted: adopted.length };
+  }
+
   async removeConnection(connectionId: string): Promise<void> {
     if (!this.connections.delete(connectionId)) return;
     this.#stopHeartbeatWhenIdle();
@@ -172,13 +240,14 @@ export class AgentRuntime {
   }
 
   /**
-   * Runs a turn that was just stored: streams it, then stores its ending and settles its
-   * quota reservation. Resolves when all that is done.
+   * Runs `turn` with what this runtime owns, from its checkpoint (the first one, made from
+   * `inputs`, for a new turn), until it ends and its ending is stored, parks, or leaves.
    */
-  /** Runs `turn` with what this runtime owns, until it ends and its ending is stored. */
-  launch(turn: LiveTurn, inputs: TurnInputs): Promise<void> {
+  launch(turn: LiveTurn, inputs: TurnInputs, resume: TurnResumePoint = {}): Promise<void> {
     this.turns.set(turn.turnId, turn);
     turn.onChange = (changed) => this.flusher.markDirty(changed);
+    // The first checkpoint goes out with the turn's first flush: no round trip of its own.
+    if (!turn.checkpoint) turn.setCheckpoint(initialCheckpoint(inputs));
     this.flusher.markDirty(turn);
     this.#startHeartbeat();
     const run = (async () => {
@@ -193,10 +262,12 @@ export class AgentRuntime {
         reserveStep: (turnId, promptTokens, completionTokens) =>
           reserveStep(sql, turnId, promptTokens, completionTokens),
         meterToolCall: (userId) => consumeToolCalls(sql, userId, 1),
-        approvals: this.approvals,
-      });
+        flushTurn: (live) => this.flusher.flushTurn(live),
+      }, resume);
       await this.#finish(turn, ending);
-      if (!this.#closed) {
+      // An ended turn frees its session (a parked or departed one does not): the next queued
+      // chat starts, adopted turns' included.
+      if (!this.#closed && turn.ended) {
         this.track(
           this.startQueuedChats(inputs.caller, turn.sessionId).catch((error) =>
             console.error(`agent: the chats queued after turn ${turn.turnId} did not start`, error)
@@ -204,37 +275,104 @@ export class AgentRuntime {
         );
       }
     })();
-    const settled = this.track(run.catch((error) => {
-      console.error(`agent: turn ${turn.turnId} could not be finished`, error);
+    const settled = this.track(run.catch(async (error) => {
+      console.error(`agent: turn ${turn.turnId} could not be finished; handing it back`, error);
+      if (this.turns.get(turn.turnId) === turn) this.turns.delete(turn.turnId);
+      turn.leave();
+      await this.#handBack(turn.turnId, turn.epoch);
     }));
     this.#runs.add(settled);
     settled.finally(() => this.#runs.delete(settled));
     return settled;
   }
 
-  /** Cancels a running turn of the user, wherever it runs; false when none is running. */
+  /**
+   * Cancels a turn of the user, wherever it runs (a parked one is taken here and ended);
+   * false when none is running or parked.
+   */
   async cancel(userId: string, turnId: string): Promise<boolean> {
     const local = this.turns.get(turnId);
     if (local && local.userId === userId && !local.ended) {
       local.abort("cancelled");
       return true;
     }
-    return await requestCancel(this.deps.sql, userId, turnId);
+    if (await requestCancel(this.deps.sql, userId, turnId)) return true;
+    const parked = await answerParked(this.deps.sql, this.isolateId, userId, { turnId }, {
+      decision: "cancel",
+    });
+    if (parked.kind === "none" || parked.kind === "left") return parked.kind === "left";
+    await this.continueTurns([parked]);
+    return true;
   }
 
-  /** Hands an `approve` to the waiting turn, wherever it runs; false when none waits. */
-  async approve(userId: string, frame: ApproveFrame): Promise<boolean> {
-    if (this.approvals.answer(userId, frame)) return true;
-    return await answerRemotely(this.deps.sql, userId, frame);
+  /**
+   * Answers a call waiting for approval, wherever its turn is: a parked turn is taken and
+   * continued here. An error when no call of the user waits for it, or edited arguments do
+   * not fit the tool.
+   */
+  async approve(userId: string, frame: ApproveFrame): Promise<ServerError | undefined> {
+    const { sql } = this.deps;
+    if (frame.args !== undefined && frame.decision === "allow") {
+      const awaited = await awaitedCall(sql, userId, frame.call_id);
+      const tool = this.deps.registry.find((candidate) => candidate.name === awaited?.tool);
+      if (tool) {
+        const checked = tool.input.safeParse(frame.args);
+        if (!checked.success) {
+          const [issue] = checked.error.issues;
+          const path = fieldPath(["args", ...issue.path]);
+          return {
+            code: "bad_request",
+            message: `${path}: ${issue.message}`,
+            retryable: false,
+            ref: frame.call_id,
+            path,
+          };
+        }
+      }
+    }
+    const answer = frame.decision === "allow"
+      ? {
+        decision: "allow" as const,
+        ...(frame.remember ? { remember: frame.remember } : {}),
+        ...(frame.args ? { args: frame.args as Record<string, never> } : {}),
+      }
+      : { decision: "deny" as const };
+    const outcome = await answerParked(
+      sql,
+      this.isolateId,
+      userId,
+      { callId: frame.call_id },
+      answer,
+    );
+    if (outcome.kind === "none") {
+      return {
+        code: "not_found",
+        message: "No tool call of yours is waiting for approval with this id",
+        retryable: false,
+        ref: frame.call_id,
+      };
+    }
+    if (outcome.kind !== "left") await this.continueTurns([outcome]);
+    return undefined;
   }
 
-  /** Ends every turn as interrupted, closes every socket, stops the timers. */
+  /**
+   * `beforeunload`: leaves every running turn to another isolate (their pending output
+   * stored first), gives up the lease so they are adopted at once, closes every socket (1001:
+   * reconnect and resume), stops the timers. Ends no turn.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const turn of this.turns.values()) turn.abort("shutdown");
-    // Turns first: their clients get the final `interrupted` frame before the sockets close.
+    clearInterval(this.#leaseTimer);
+    this.#leaseTimer = undefined;
+    for (const turn of this.turns.values()) turn.abort("released");
     await Promise.allSettled([...this.#runs]);
+    try {
+      await releaseLease(this.#leaseSql, this.isolateId);
+    } catch (error) {
+      console.error("agent: could not release the lease; turns are adopted when it expires", error);
+    }
     for (const socket of this.sockets) {
       socket.close(1001, "the server is shutting down; reconnect and resume");
     }
@@ -244,20 +382,49 @@ export class AgentRuntime {
     this.flusher.close();
   }
 
-  async #finish(
-    turn: LiveTurn,
-    ending: Awaited<ReturnType<typeof runTurn>>,
-  ): Promise<void> {
+  /** Ends a turn taken over for a user who may not act any more (deleted, banned). */
+  async #endAtOnce(turn: LiveTurn, ending: TurnEnding): Promise<void> {
+    this.turns.set(turn.turnId, turn);
+    turn.onChange = (changed) => this.flusher.markDirty(changed);
+    this.#startHeartbeat();
+    const settled = this.track(
+      this.#finish(turn, ending).catch((error) => {
+        console.error(`agent: turn ${turn.turnId} could not be finished`, error);
+      }),
+    );
+    this.#runs.add(settled);
+    settled.finally(() => this.#runs.delete(settled));
+    await settled;
+  }
+
+  async #finish(turn: LiveTurn, run: TurnRun): Promise<void> {
+    const gone = turn.abortReason === "lost" || turn.abortReason === "released";
+    if (run.kind !== "ended" || gone) {
+      // Parked, or going on elsewhere: what is new is stored (a released turn's; a lost
+      // turn's flush is refused), and followers here follow it from storage.
+      if (turn.abortReason !== "lost") {
+        await this.flusher.flushTurn(turn).catch((error) =>
+          console.error(`agent: could not store turn ${turn.turnId} before leaving it`, error)
+        );
+      }
+      if (this.turns.get(turn.turnId) === turn) this.turns.delete(turn.turnId);
+      turn.leave();
+      this.#stopHeartbeatWhenIdle();
+      return;
+    }
+    const ending = run;
     // A cancel that lands after the last LLM call changes nothing: the answer is complete.
     const final = turn.signal.aborted && ending.outcome.state !== "complete"
       ? aborted(turn, ending.usage)
       : ending;
     // The reservation is settled with the ending, before the client hears of it: a chat sent
-    // right after `complete` finds the unused tokens back in the bucket.
-    const used = {
+    // right after `complete` finds the unused tokens back in the bucket. What a park settled
+    // already is not settled again.
+    const left = turn.checkpoint ? unsettled({ ...turn.checkpoint, usage: final.usage }) : {
       tokens: final.usage.prompt_tokens + final.usage.completion_tokens,
-      costUsd: final.usage.cost,
+      cost: final.usage.cost,
     };
+    const used = { tokens: left.tokens, costUsd: left.cost };
     turn.end({ ...final.outcome, used }, final.closing);
     log(final.outcome.state === "complete" ? "info" : "warn", "turn_end", {
       request_id: turn.requestId,
@@ -274,7 +441,7 @@ export class AgentRuntime {
       await this.#storeEnding(turn);
     } finally {
       turn.release();
-      this.turns.delete(turn.turnId);
+      if (this.turns.get(turn.turnId) === turn) this.turns.delete(turn.turnId);
       this.#stopHeartbeatWhenIdle();
     }
   }
@@ -303,6 +470,7 @@ export class AgentRuntime {
   }
 
   #startHeartbeat(): void {
+    this.#startLease();
     if (this.#heartbeat !== undefined || this.#closed) return;
     this.#heartbeat = setInterval(() => {
       if (this.#beating) return;
@@ -317,7 +485,26 @@ export class AgentRuntime {
     if (this.connections.size === 0 && this.turns.size === 0) {
       clearInterval(this.#heartbeat);
       this.#heartbeat = undefined;
+      clearInterval(this.#leaseTimer);
+      this.#leaseTimer = undefined;
     }
+  }
+
+  /**
+   * One lease for all of this isolate's turns, renewed every `leaseRenewMs`; the same
+   * statement adopts a batch of orphaned turns, so whichever isolate is alive notices a dead
+   * one's turns within a lease and a renewal.
+   */
+  #startLease(): void {
+    if (this.#leaseTimer !== undefined || this.#closed) return;
+    this.#leaseTimer = setInterval(() => {
+      if (this.#renewing) return;
+      this.#renewing = true;
+      renewLeaseAndAdopt(this.#leaseSql, this.isolateId, this.config)
+        .then((found) => this.continueTurns(found))
+        .catch((error) => console.error("agent: lease renewal failed", error))
+        .finally(() => this.#renewing = false);
+    }, this.config.leaseRenewMs);
   }
 
   async #beat(): Promise<void> {

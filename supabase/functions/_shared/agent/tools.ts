@@ -20,9 +20,9 @@ import {
   awaitApproval,
   rememberAlways,
   rememberForSession,
-  remoteAnswer,
 } from "./approvals.ts";
 import type { LiveTurn } from "./live_turn.ts";
+import type { ParkedAnswer } from "./turn_checkpoint.ts";
 import type { TurnScope } from "./turn_scope.ts";
 
 /**
@@ -65,7 +65,6 @@ export type AgentToolScope = Pick<
   | "meterToolCall"
   | "registry"
   | "grants"
-  | "approvals"
   | "config"
 >;
 
@@ -83,48 +82,89 @@ export interface ToolCallResult {
   isError: boolean;
 }
 
-/** Announces, runs (through `invokeTool`) and reports one call; never throws for what the model did. */
+/** The call waits for the user's approval: the turn parks for at most `waitMs`. */
+export interface ToolCallParked {
+  park: true;
+  waitMs: number;
+}
+
+export interface ToolCallOptions {
+  /** The user's answer, when the turn was parked on this call. */
+  answer?: ParkedAnswer;
+  /** Send `tool_call` (not again for a call the client was already asked to approve). */
+  announce: boolean;
+  /**
+   * Called once the call is allowed, right before the tool runs (the turn records that the
+   * call started); false: the turn is no longer this isolate's, and the call does not run.
+   */
+  beforeRun?: () => Promise<boolean>;
+}
+
+/** Thrown by the policy to leave `invokeTool` before the tool runs: the turn parks. */
+class ParkSignal {
+  constructor(readonly waitMs: number) {}
+}
+
+/**
+ * Announces, runs (through `invokeTool`) and reports one call; never throws for what the
+ * model did. A call that needs an approval not given yet is not run: the turn parks.
+ */
 export async function executeToolCall(
   scope: AgentToolScope,
   turn: LiveTurn,
   call: ToolCallRequest,
-): Promise<ToolCallResult> {
-  const args = parseArguments(call.arguments);
-  turn.emit({
-    type: "tool_call",
-    call_id: call.id,
-    tool: call.name,
-    args: args.ok ? args.value : call.arguments,
-  });
-  const { result } = await invokeTool(scope.registry, {
-    ...scope,
-    signal: turn.signal,
-    source: "agent",
-    sessionId: turn.sessionId,
-    turnId: turn.turnId,
-    ...(turn.requestId ? { requestId: turn.requestId } : {}),
-  }, {
-    name: call.name,
-    args,
-    policy: async (tool, permission, input) =>
-      await askWhenGrantSays(scope, turn, call, tool, permission, input) ??
-        // A server that meters its own calls (our `mcp` function) takes them from his limits.
-        (tool.meteredBy === "server" ? undefined : await meterCall(scope, turn)),
-    progress: (progress, total, message, detail) => {
-      if (!turn.ended) {
-        turn.emit({
-          type: "progress",
-          call_id: call.id,
-          progress,
-          ...(total === undefined ? {} : { total }),
-          ...(message === undefined ? {} : { message }),
-          ...(detail?.stage === undefined ? {} : { stage: detail.stage }),
-          ...(detail?.data === undefined ? {} : { data: detail.data }),
-        });
-      }
-      return Promise.resolve();
-    },
-  });
+  options: ToolCallOptions = { announce: true },
+): Promise<ToolCallResult | ToolCallParked> {
+  const parsed = parseArguments(call.arguments);
+  if (options.announce) {
+    turn.emit({
+      type: "tool_call",
+      call_id: call.id,
+      tool: call.name,
+      args: parsed.ok ? parsed.value : call.arguments,
+    });
+  }
+  const edited = options.answer?.decision === "allow" ? options.answer.args : undefined;
+  const args: ToolArguments = edited ? { ok: true, value: edited } : parsed;
+  let outcome;
+  try {
+    outcome = await invokeTool(scope.registry, {
+      ...scope,
+      signal: turn.signal,
+      source: "agent",
+      sessionId: turn.sessionId,
+      turnId: turn.turnId,
+      ...(turn.requestId ? { requestId: turn.requestId } : {}),
+    }, {
+      name: call.name,
+      args,
+      policy: async (tool, permission, input) =>
+        await askWhenGrantSays(scope, turn, call, tool, permission, input, options.answer) ??
+          // A server that meters its own calls (our `mcp` function) takes them from his limits.
+          (tool.meteredBy === "server" ? undefined : await meterCall(scope, turn)) ??
+          (!options.beforeRun || await options.beforeRun()
+            ? undefined
+            : refusal("cancelled", "The turn moved to another server", "cancelled")),
+      progress: (progress, total, message, detail) => {
+        if (!turn.ended) {
+          turn.emit({
+            type: "progress",
+            call_id: call.id,
+            progress,
+            ...(total === undefined ? {} : { total }),
+            ...(message === undefined ? {} : { message }),
+            ...(detail?.stage === undefined ? {} : { stage: detail.stage }),
+            ...(detail?.data === undefined ? {} : { data: detail.data }),
+          });
+        }
+        return Promise.resolve();
+      },
+    });
+  } catch (error) {
+    if (error instanceof ParkSignal) return { park: true, waitMs: error.waitMs };
+    throw error;
+  }
+  const { result } = outcome;
   const isError = !result.ok;
   const resultValue = (result.ok ? result.output : result.error) as Json;
   turn.recordToolCall({
@@ -133,6 +173,7 @@ export async function executeToolCall(
     arguments: call.arguments,
     result: resultValue,
     is_error: isError,
+    ...(edited ? { edited_arguments: JSON.stringify(edited) } : {}),
   });
   turn.emit({
     type: "tool_result",
@@ -179,9 +220,16 @@ async function meterCall(scope: AgentToolScope, turn: LiveTurn): Promise<ToolRef
   );
 }
 
+/** How long a call of this grant waits for its approval: the grant's own, or the default. */
+export function approvalWaitMs(permission: ResolvedPermission, defaultMs: number): number {
+  const own = permission.constraints.approval_timeout_ms;
+  return typeof own === "number" && Number.isSafeInteger(own) && own > 0 ? own : defaultMs;
+}
+
 /**
- * The agent's policy: an `ask` grant waits for the user's decision (remembered for the session
+ * The agent's policy: an `ask` grant needs the user's decision (remembered for the session
  * or for good when the user says so); `auto` runs at once. Undefined lets the call run.
+ * Without an answer yet, the call is announced for approval and the turn parks.
  */
 async function askWhenGrantSays(
   scope: AgentToolScope,
@@ -190,40 +238,36 @@ async function askWhenGrantSays(
   tool: ToolDefinition,
   permission: ResolvedPermission,
   args: unknown,
+  answer: ParkedAnswer | undefined,
 ): Promise<ToolRefusal | undefined> {
   if (permission.mode !== "ask") return undefined;
   const { sql, caller: { claims }, config } = scope;
-  const remembered = await approvedForSession(sql, claims, turn.sessionId, tool.name);
-  if (remembered) return undefined;
-
-  // Named before it is announced: an answer that comes back at once, through any isolate,
-  // finds the call waiting.
-  await awaitApproval(sql, turn.turnId, call.id);
-  turn.emit({
-    type: "approval_required",
-    call_id: call.id,
-    tool: tool.name,
-    args,
-    timeout_ms: config.approvalTimeoutMs,
-  });
-  const decision = await scope.approvals.wait(
-    turn.userId,
-    call.id,
-    config.approvalTimeoutMs,
-    turn.signal,
-    {
-      check: () => remoteAnswer(sql, turn.turnId, call.id),
-      intervalMs: config.pollIntervalMs,
-    },
-  );
-  await awaitApproval(sql, turn.turnId, null);
+  const waitMs = approvalWaitMs(permission, config.approvalTimeoutMs);
+  if (!answer) {
+    const remembered = await approvedForSession(sql, claims, turn.sessionId, tool.name);
+    if (remembered) return undefined;
+    // Named before it is announced: an answer that comes back at once, through any isolate,
+    // finds the call waiting.
+    await awaitApproval(sql, turn.turnId, call.id);
+    turn.emit({
+      type: "approval_required",
+      call_id: call.id,
+      tool: tool.name,
+      args,
+      timeout_ms: waitMs,
+    });
+    throw new ParkSignal(waitMs);
+  }
+  const decision = answer.decision === "allow" ? { kind: "allow" as const, ...answer } : {
+    kind: answer.decision,
+  };
   switch (decision.kind) {
-    case "aborted":
+    case "cancel":
       return refusal("cancelled", "The call was cancelled", "cancelled");
-    case "timeout":
+    case "expired":
       return refusal(
         "approval_timeout",
-        `The user did not approve ${tool.name} within ${config.approvalTimeoutMs} ms`,
+        `The user did not answer within ${waitMs} ms whether ${tool.name} may run; it did not`,
         "denied",
       );
     case "deny":

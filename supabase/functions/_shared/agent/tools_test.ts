@@ -1,7 +1,18 @@
 import assert from "node:assert/strict";
 import type { TurnFrame } from "../agent_protocol.ts";
 import { newLiveTurn } from "../../../tests/support/live_turn.ts";
-import { executeToolCall, llmToolDefinitions, offeredTools } from "./tools.ts";
+import {
+  executeToolCall,
+  llmToolDefinitions,
+  offeredTools,
+  type ToolCallParked,
+  type ToolCallResult,
+} from "./tools.ts";
+
+function ran(outcome: ToolCallResult | ToolCallParked): ToolCallResult {
+  assert.ok(!("park" in outcome), "the call ran");
+  return outcome as ToolCallResult;
+}
 import { doublerTool, fakeTurnScope, scriptedLlm } from "../../../tests/support/turn_fakes.ts";
 
 Deno.test("agent tools: offered are the requested tools the user holds a non-deny grant for", () => {
@@ -38,11 +49,13 @@ Deno.test("agent tools: a call is announced, run, reported and recorded with its
   const frames: TurnFrame[] = [];
   turn.subscribe(0, (frame) => frames.push(frame));
 
-  const result = await executeToolCall(scope, turn, {
-    id: "call-1",
-    name: "doubler",
-    arguments: '{"n":4}',
-  });
+  const result = ran(
+    await executeToolCall(scope, turn, {
+      id: "call-1",
+      name: "doubler",
+      arguments: '{"n":4}',
+    }),
+  );
 
   assert.deepEqual(result, { content: '{"doubled":8}', isError: false });
   assert.deepEqual(frames.map((frame) => frame.type), ["tool_call", "progress", "tool_result"]);
@@ -64,11 +77,13 @@ Deno.test("agent tools: arguments that are not JSON are a tool error the model r
   const frames: TurnFrame[] = [];
   turn.subscribe(0, (frame) => frames.push(frame));
 
-  const result = await executeToolCall(scope, turn, {
-    id: "call-2",
-    name: "doubler",
-    arguments: '{"n":',
-  });
+  const result = ran(
+    await executeToolCall(scope, turn, {
+      id: "call-2",
+      name: "doubler",
+      arguments: '{"n":',
+    }),
+  );
 
   assert.equal(result.isError, true);
   assert.equal(JSON.parse(result.content).error.code, "invalid_arguments");

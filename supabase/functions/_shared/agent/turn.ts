@@ -12,31 +12,71 @@ import {
 } from "../llm_client.ts";
 import type { UsageStatus } from "../usage.ts";
 import { errorFrame, type LiveTurn, type TurnOutcome } from "./live_turn.ts";
+import { awaitApproval } from "./approvals.ts";
 import { estimatePromptTokens } from "./limits.ts";
 import { executeToolCall } from "./tools.ts";
+import {
+  type CheckpointCall,
+  initialCheckpoint,
+  type ParkedAnswer,
+  type TurnCheckpoint,
+  unsettled,
+} from "./turn_checkpoint.ts";
 import type { TurnScope } from "./turn_scope.ts";
 
 export interface TurnEnding {
+  kind: "ended";
   outcome: TurnOutcome;
   /** The frames that close the turn. */
   closing: UnnumberedTurnFrame[];
   usage: Usage;
 }
 
+/**
+ * How a run of the loop stops: the turn ended; it parked (waiting for an approval, stored,
+ * held by no isolate); or it left this isolate (taken over, or released at shutdown).
+ */
+export type TurnRun = TurnEnding | { kind: "parked" } | { kind: "left" };
+
+/** Where a run starts when it continues a turn (adopted, or parked and answered). */
+export interface TurnResumePoint {
+  /** The answer to the call the turn was parked on. */
+  answer?: ParkedAnswer;
+  /** The first LLM call of this run needs a reservation of its own (a takeover's re-request). */
+  reserveFirst?: boolean;
+}
+
+/**
+ * Runs the turn from its checkpoint (`turn.checkpoint`: the first one for a new turn) until
+ * it ends, parks or leaves. Every step boundary and every tool call is checkpointed with the
+ * turn's flush; a tool call is marked running (stored) before it runs, so a takeover never
+ * runs a completed call again and knows which one was interrupted.
+ */
 export async function runTurn(
   turn: LiveTurn,
   scope: TurnScope,
-): Promise<TurnEnding> {
-  const usage: Usage = { prompt_tokens: 0, completion_tokens: 0, cost: 0 };
+  resume: TurnResumePoint = {},
+): Promise<TurnRun> {
   const { config } = scope;
+  if (!turn.checkpoint) turn.setCheckpoint(initialCheckpoint(scope));
+  let checkpoint = turn.checkpoint!;
+  const usage: Usage = { ...checkpoint.usage };
+  const left = () => turn.abortReason === "lost" || turn.abortReason === "released";
   try {
-    for (let step = 1;; step++) {
+    if (checkpoint.calls.length > 0) {
+      const stop = await runCalls(turn, scope, resume.answer);
+      if (stop === "parked") return { kind: "parked" };
+      if (turn.signal.aborted) return left() ? { kind: "left" } : aborted(turn, usage);
+      checkpoint = turn.checkpoint!;
+    }
+    for (let step = checkpoint.step + 1;; step++) {
       const lastStep = step >= config.maxSteps;
-      // The first call was reserved when the turn started; each further one is reserved at its
-      // worst case before it is made, so parallel turns cannot spend past the user's limits.
-      if (step > 1) {
+      // The first call was reserved when the turn started; each further one (and a call asked
+      // again after a takeover) is reserved at its worst case before it is made, so parallel
+      // turns cannot spend past the user's limits.
+      if (step > 1 || (resume.reserveFirst && step === checkpoint.step + 1)) {
         const refusal = await reserveNextStep(turn, scope);
-        if (turn.signal.aborted) return aborted(turn, usage);
+        if (turn.signal.aborted) return left() ? { kind: "left" } : aborted(turn, usage);
         if (refusal) return refused(refusal, usage);
       }
       turn.emit({ type: "step", step: "calling_model", index: step });
@@ -45,7 +85,7 @@ export async function runTurn(
       usage.prompt_tokens += result.usage.promptTokens;
       usage.completion_tokens += result.usage.completionTokens;
       usage.cost += result.usage.cost;
-      if (turn.signal.aborted) return aborted(turn, usage);
+      if (turn.signal.aborted) return left() ? { kind: "left" } : aborted(turn, usage);
       if (result.error) return llmFailed(result.error, usage);
       if (result.calls.length === 0) return completed(turn, usage);
       if (lastStep) {
@@ -58,34 +98,37 @@ export async function runTurn(
       }
 
       const calls = result.calls.map((call) => ({ ...call, id: newCallId() }));
-      scope.messages.push({
-        role: "assistant",
-        content: result.text === "" ? null : result.text,
-        tool_calls: calls.map((call) => ({
+      checkpoint = {
+        ...turn.checkpoint!,
+        progress: turn.checkpoint!.progress + 1,
+        step,
+        usage: { ...usage },
+        // This step's text is complete: a takeover from here keeps it.
+        text: turn.textPosition,
+        messages: [...turn.checkpoint!.messages, {
+          role: "assistant",
+          content: result.text === "" ? null : result.text,
+          tool_calls: calls.map((call) => ({
+            id: call.id,
+            type: "function",
+            function: { name: call.name, arguments: call.arguments },
+          })),
+        }],
+        calls: calls.map((call) => ({
           id: call.id,
-          type: "function",
-          function: { name: call.name, arguments: call.arguments },
+          name: call.name,
+          arguments: call.arguments,
+          status: "pending",
         })),
-      });
-      for (const call of calls) {
-        turn.emit({
-          type: "step",
-          step: "running_tool",
-          index: step,
-          tool: call.name,
-          call_id: call.id,
-        });
-        const outcome = await executeToolCall(scope, turn, call);
-        scope.messages.push({
-          role: "tool",
-          tool_call_id: call.id,
-          content: outcome.content,
-        });
-        if (turn.signal.aborted) return aborted(turn, usage);
-      }
+      };
+      turn.setCheckpoint(checkpoint);
+      const stop = await runCalls(turn, scope, undefined);
+      if (stop === "parked") return { kind: "parked" };
+      if (turn.signal.aborted) return left() ? { kind: "left" } : aborted(turn, usage);
+      checkpoint = turn.checkpoint!;
     }
   } catch (error) {
-    if (turn.signal.aborted) return aborted(turn, usage);
+    if (turn.signal.aborted) return left() ? { kind: "left" } : aborted(turn, usage);
     console.error(`agent: turn ${turn.turnId} failed`, error);
     return failed(
       "internal_error",
@@ -96,6 +139,159 @@ export async function runTurn(
   }
 }
 
+/** Stores the turn's checkpoint now (with its frames); false when the turn is not ours. */
+async function persist(turn: LiveTurn, scope: TurnScope, checkpoint: TurnCheckpoint) {
+  turn.setCheckpoint(checkpoint);
+  await scope.flushTurn(turn);
+  return !turn.signal.aborted;
+}
+
+function withCall(
+  checkpoint: TurnCheckpoint,
+  id: string,
+  change: Partial<CheckpointCall>,
+  progressed = false,
+): TurnCheckpoint {
+  return {
+    ...checkpoint,
+    progress: checkpoint.progress + (progressed ? 1 : 0),
+    calls: checkpoint.calls.map((call) => call.id === id ? { ...call, ...change } : call),
+  };
+}
+
+/**
+ * Runs the current step's tool calls that are not done, in order, then stores their results
+ * in the conversation. A call that was running when an earlier isolate died is run again only
+ * when its tool says it is idempotent; otherwise its outcome is `unknown`, and the model is
+ * told so. A call that needs an approval parks the turn.
+ */
+async function runCalls(
+  turn: LiveTurn,
+  scope: TurnScope,
+  answer: ParkedAnswer | undefined,
+): Promise<"parked" | undefined> {
+  for (const call of turn.checkpoint!.calls) {
+    if (call.status === "done") continue;
+    if (turn.signal.aborted) return undefined;
+    if (call.status === "awaiting" && answer?.decision === "cancel") {
+      turn.abort("cancelled");
+      return undefined;
+    }
+    if (call.status === "running") {
+      const tool = scope.registry.find((candidate) => candidate.name === call.name);
+      if (!tool?.annotations.idempotentHint) {
+        const content = unknownOutcome(turn, call);
+        if (
+          !await persist(
+            turn,
+            scope,
+            withCall(turn.checkpoint!, call.id, { status: "done", content }, true),
+          )
+        ) return undefined;
+        continue;
+      }
+    }
+    const callAnswer = call.status === "awaiting" ? answer ?? { decision: "expired" } : undefined;
+    turn.emit({
+      type: "step",
+      step: "running_tool",
+      index: turn.checkpoint!.step,
+      tool: call.name,
+      call_id: call.id,
+    });
+    const outcome = await executeToolCall(scope, turn, call, {
+      announce: call.status !== "awaiting",
+      ...(callAnswer ? { answer: callAnswer } : {}),
+      beforeRun: () =>
+        persist(turn, scope, withCall(turn.checkpoint!, call.id, { status: "running" })),
+    });
+    if ("park" in outcome) {
+      const parked = await park(turn, scope, call.id, outcome.waitMs);
+      if (parked === true) return "parked";
+      if (parked === false) return undefined;
+      // An answer overtook the park: go on with it here.
+      return await runCalls(turn, scope, parked);
+    }
+    turn.setCheckpoint(
+      withCall(turn.checkpoint!, call.id, { status: "done", content: outcome.content }, true),
+    );
+  }
+  if (turn.signal.aborted) return undefined;
+  const checkpoint = turn.checkpoint!;
+  await persist(turn, scope, {
+    ...checkpoint,
+    progress: checkpoint.progress + 1,
+    messages: [
+      ...checkpoint.messages,
+      ...checkpoint.calls.map((call) => ({
+        role: "tool" as const,
+        tool_call_id: call.id,
+        content: call.content ?? "",
+      })),
+    ],
+    calls: [],
+    text: turn.textPosition,
+  });
+  return undefined;
+}
+
+/**
+ * Parks the turn on `callId` (its reservation settled with the park, in one flush). True:
+ * parked; false: the turn is not ours any more; an answer: it overtook the park.
+ */
+async function park(
+  turn: LiveTurn,
+  scope: TurnScope,
+  callId: string,
+  waitMs: number,
+): Promise<boolean | ParkedAnswer> {
+  const before = turn.checkpoint!;
+  const used = unsettled(before);
+  const total = before.usage.prompt_tokens + before.usage.completion_tokens;
+  turn.setCheckpoint({
+    ...withCall(before, callId, { status: "awaiting" }),
+    settled: { tokens: Math.round(total), cost: before.usage.cost },
+  });
+  turn.requestPark({
+    state: "parked",
+    parkedUntil: new Date(Date.now() + waitMs).toISOString(),
+    used: { tokens: used.tokens, costUsd: used.cost },
+  });
+  await scope.flushTurn(turn);
+  if (turn.signal.aborted) return false;
+  const stored = turn.storedState;
+  if (stored?.state === "parked") return true;
+  // Not parked: the answer is here already, and nothing was settled.
+  turn.setCheckpoint(withCall(before, callId, { status: "awaiting" }));
+  await awaitApproval(scope.sql, turn.turnId, null);
+  return (stored?.approvalAnswer ?? { decision: "expired" }) as ParkedAnswer;
+}
+
+/** Records a call that was running when its isolate died as `unknown`; returns the model's text. */
+function unknownOutcome(turn: LiveTurn, call: CheckpointCall): string {
+  const error = {
+    code: "outcome_unknown",
+    message: `The server running ${call.name} stopped before it reported back: the call may or ` +
+      "may not have taken effect. It was not run again.",
+  };
+  turn.recordToolCall({
+    id: call.id,
+    name: call.name,
+    arguments: call.arguments,
+    result: error,
+    is_error: true,
+    outcome: "unknown",
+  });
+  turn.emit({
+    type: "tool_result",
+    call_id: call.id,
+    tool: call.name,
+    result: error,
+    is_error: true,
+  });
+  return JSON.stringify({ error });
+}
+
 /** Reserves the next LLM call; returns the refusal, or undefined when it may be made. */
 async function reserveNextStep(
   turn: LiveTurn,
@@ -103,7 +299,7 @@ async function reserveNextStep(
 ): Promise<{ reason: string; retryAfterMs?: number } | undefined> {
   const reservation = await scope.reserveStep(
     turn.turnId,
-    estimatePromptTokens(scope.messages, scope.llmTools),
+    estimatePromptTokens(turn.checkpoint!.messages, scope.llmTools),
     scope.config.maxCompletionTokens,
   );
   if (!reservation.allowed) return reservation;
@@ -134,7 +330,7 @@ async function streamStep(
   };
   let answeredModel = turn.model;
   const events = streamChatCompletion({
-    messages: scope.messages,
+    messages: turn.checkpoint!.messages,
     ...(llmTools.length > 0 ? { tools: llmTools } : {}),
     // The last step must answer in words: its tool calls could not be fed back.
     ...(llmTools.length > 0 && lastStep ? { toolChoice: "none" as const } : {}),
@@ -197,6 +393,7 @@ async function streamStep(
 
 function completed(turn: LiveTurn, usage: Usage): TurnEnding {
   return {
+    kind: "ended",
     outcome: { state: "complete", messageStatus: "complete" },
     closing: [
       {
@@ -223,6 +420,7 @@ function failed(
   usage: Usage,
 ): TurnEnding {
   return {
+    kind: "ended",
     outcome: {
       state: "error",
       messageStatus: "error",
@@ -276,6 +474,7 @@ function llmFailed(error: LlmErrorEvent, usage: Usage): TurnEnding {
 export function aborted(turn: LiveTurn, usage: Usage): TurnEnding {
   if (turn.abortReason === "cancelled") {
     return {
+      kind: "ended",
       outcome: {
         state: "cancelled",
         messageStatus: "stopped",
@@ -288,6 +487,7 @@ export function aborted(turn: LiveTurn, usage: Usage): TurnEnding {
   const message = "The server running this turn stopped before it finished; the partial " +
     "answer is kept";
   return {
+    kind: "ended",
     outcome: {
       state: "interrupted",
       messageStatus: "interrupted",

@@ -8,8 +8,8 @@ import type { ChatMessage, LlmConfig, ToolDefinition as LlmToolDefinition } from
 import type { PermissionGrant } from "../permissions.ts";
 import type { ToolCaller, ToolDefinition } from "../tools/types.ts";
 import type { UsageWriter } from "../usage.ts";
-import type { PendingApprovals } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
+import type { LiveTurn } from "./live_turn.ts";
 import type { StepReservation } from "./turn_store.ts";
 import type { ToolCallDecision } from "../tool_limits.ts";
 
@@ -26,7 +26,7 @@ export interface TurnInputs {
   llmTools: LlmToolDefinition[];
   /** The tools this turn may call, when more than the runtime's (the caller's connected ones). */
   registry?: readonly ToolDefinition[];
-  /** The conversation so far, ending with the user's message; the loop appends to it. */
+  /** The conversation so far, ending with the user's message (the first checkpoint's). */
   messages: ChatMessage[];
 }
 
@@ -44,7 +44,8 @@ export interface RuntimeServices {
   llm: LlmSettings;
   config: AgentConfig;
   registry: readonly ToolDefinition[];
-  approvals: PendingApprovals;
+  /** Writes the turn's pending frames, text and checkpoint now (its flush, conditional). */
+  flushTurn(turn: LiveTurn): Promise<void>;
 }
 
 /** Everything a running turn uses, from its first LLM call to its last tool call. */

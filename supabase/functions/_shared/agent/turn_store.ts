@@ -19,7 +19,6 @@ import {
   type Tx,
 } from "../db/client.ts";
 import type { AppendRow } from "../history/append.ts";
-import { type Settlement, settlementStatement } from "./limits.ts";
 import type { FlushEntry, TurnState } from "./live_turn.ts";
 import { inlineSql, jsonText, run } from "../db/inline_sql.ts";
 
@@ -28,8 +27,15 @@ type TurnRow = Database["public"]["Tables"]["agent_turns"]["Row"];
 /** What `resume` and a retried chat need to know about a stored turn. */
 export type StoredTurn =
   & Pick<TurnRow, "id" | "session_id" | "state" | "owner" | "heartbeat_at" | "steps" | "model">
-  & Pick<TurnRow, "error">
-  & { stale: boolean };
+  & Pick<TurnRow, "error" | "epoch">
+  & {
+    /** Running, but its isolate's lease lapsed: any isolate may adopt it. */
+    orphaned: boolean;
+    /** Running: how long its isolate's lease still lasts (ms), if it has one. */
+    lease_left_ms: number | null;
+    /** Where takeovers restarted it (see `restart_step`). */
+    restarts: { epoch: number; seq: number }[];
+  };
 
 /** What `startTurn` stores: a chat's two messages and its turn. */
 export interface TurnStart {
@@ -58,8 +64,11 @@ export interface TurnStart {
 
 export type TurnStartOutcome =
   | { kind: "refused"; reason: string; retryAfterMs?: number }
-  /** The session has a running turn (or chats queued before): `reject`, or a queue head. */
-  | { kind: "busy"; turnId: string }
+  /**
+   * The session has a running turn (or chats queued before): `reject`, or a queue head; or a
+   * parked turn, which refuses even `enqueue` (`enqueueable: false`).
+   */
+  | { kind: "busy"; turnId: string; enqueueable?: false }
   /** Stored in the session's queue; `ahead` chats start before it. */
   | { kind: "queued"; turnId: string; ahead: number; runningTurnId: string | null }
   /** A queue head that is no longer queued: another isolate started it. */
@@ -113,7 +122,11 @@ export async function startTurn(
     case "exists":
       return { kind: "exists", turnId: outcome.turn_id };
     case "busy":
-      return { kind: "busy", turnId: outcome.turn_id };
+      return {
+        kind: "busy",
+        turnId: outcome.turn_id,
+        ...(outcome.enqueueable === false ? { enqueueable: false as const } : {}),
+      };
     case "queued":
       return {
         kind: "queued",
@@ -140,7 +153,7 @@ export async function startTurn(
 type StartRow =
   | { kind: "refused"; reason: string | null; retry_after_ms: number | null }
   | { kind: "exists"; turn_id: string }
-  | { kind: "busy"; turn_id: string }
+  | { kind: "busy"; turn_id: string; enqueueable: boolean | null }
   | { kind: "queued"; turn_id: string; ahead: number; running_turn_id: string | null }
   | { kind: "gone" }
   | {
@@ -215,21 +228,26 @@ export async function readQueuedChat(tx: Tx, turnId: string): Promise<QueuedChat
   return row;
 }
 
-/** A turn of the caller's, or undefined (also for another user's turn: RLS hides it). */
+/** A turn of the user's, or undefined (also for another user's turn). */
 export async function loadTurn(
-  tx: Tx,
+  sql: Sql,
+  userId: string,
   turnId: string,
-  staleAfterMs: number,
 ): Promise<StoredTurn | undefined> {
-  const [row] = await run<StoredTurn>(
-    tx,
+  // Leases are not the user's to read: read as service_role, for one turn of the user's.
+  const [row] = await queryAsServiceRole<StoredTurn>(
+    sql,
     inlineSql`
       select t.id, t.session_id, t.state, t.owner, t.heartbeat_at, t.steps, t.model, t.error,
-             t.state = 'running'
-               and t.heartbeat_at < now() - make_interval(secs => ${staleAfterMs / 1000})
-               as stale
+             t.epoch, t.restarts, t.state = 'running' and not exists (
+               select 1 from public.agent_isolates i
+               where i.id = t.owner and i.lease_expires_at > clock_timestamp()) as orphaned,
+             (select ceil(extract(epoch from i.lease_expires_at - clock_timestamp()) * 1000)::int
+              from public.agent_isolates i
+              where t.state = 'running' and i.id = t.owner
+                and i.lease_expires_at > clock_timestamp()) as lease_left_ms
       from public.agent_turns t
-      where t.id = ${turnId}::uuid`,
+      where t.id = ${turnId}::uuid and t.user_id = ${userId}::uuid`,
   );
   return row;
 }
@@ -300,17 +318,31 @@ export function decodeFrames(
   });
 }
 
+export interface OwnedTurn {
+  cancelRequested: boolean;
+  /** The row's state after the flush (`running` when a park was overtaken by an answer). */
+  state: TurnState;
+  /** An approval answer left for the turn (one that overtook its park). */
+  approvalAnswer: unknown;
+}
+
 export interface FlushOutcome {
-  /** Turns still running as ours (or ended by this flush), with any cancel request. */
-  owned: Map<string, { cancelRequested: boolean }>;
+  /** Turns still ours (or ended or parked by this flush). */
+  owned: Map<string, OwnedTurn>;
 }
 
 interface TurnUpdate {
   id: string;
+  user_id: string;
+  epoch: number;
   steps: number;
   model: string;
   state: TurnState | null;
   error: Json | null;
+  checkpoint: Json | null;
+  parked_until: string | null;
+  used_tokens: number | null;
+  used_cost: number | null;
 }
 
 interface MessageUpdate {
@@ -349,15 +381,20 @@ export async function writeFlush(
   const turns: TurnUpdate[] = [];
   const messages: MessageUpdate[] = [];
   const events: EventBatch[] = [];
-  const settlements: Settlement[] = [];
   for (const entry of entries) {
     const { turn, outcome } = entry;
     turns.push({
       id: turn.turnId,
+      user_id: turn.userId,
+      epoch: entry.epoch,
       steps: entry.steps,
       model: entry.model,
       state: outcome?.state ?? null,
       error: outcome?.error ? { ...outcome.error } : null,
+      checkpoint: entry.checkpoint ? entry.checkpoint as unknown as Json : null,
+      parked_until: outcome?.parkedUntil ?? null,
+      used_tokens: outcome?.used ? Math.max(0, Math.round(outcome.used.tokens)) : null,
+      used_cost: outcome?.used ? Math.max(0, outcome.used.costUsd) : null,
     });
     if (entry.message || outcome) {
       messages.push({
@@ -379,30 +416,26 @@ export async function writeFlush(
         frames: encodeFrames(entry.frames),
       });
     }
-    if (outcome?.used) {
-      settlements.push({
-        userId: turn.userId,
-        reservedTokens: turn.reservedTokens,
-        reservedCostUsd: turn.reservedCostUsd,
-        usedTokens: outcome.used.tokens,
-        costUsd: outcome.used.costUsd,
-      });
-    }
   }
-  // One message, run by Postgres as one implicit transaction: the settlement first, the flush
-  // (whose rows are the answer) last. No BEGIN/COMMIT round trips, and all or nothing.
-  // One function call (public.agent_flush), whose statement's plan Postgres keeps.
-  const flush = inlineSql`
-    select f.id, f.cancel_requested
-    from public.agent_flush(${owner}, ${jsonText(turns)}::jsonb, ${jsonText(messages)}::jsonb,
-      ${jsonText(events)}::jsonb) f`;
-  const rows = await queryAsServiceRole<{ id: string; cancel_requested: boolean }>(
+  // One function call (public.agent_flush), whose statement's plan Postgres keeps; it settles
+  // the reservations of the turns it ends or parks (those still ours only: exactly once).
+  const rows = await queryAsServiceRole<
+    { id: string; cancel_requested: boolean; state: TurnState; approval_answer: unknown }
+  >(
     sql,
-    settlements.length === 0 ? flush : inlineSql`${settlementStatement(settlements)};
-${flush}`,
+    inlineSql`
+    select f.id, f.cancel_requested, f.state, f.approval_answer
+    from public.agent_flush(${owner}, ${jsonText(turns)}::jsonb, ${jsonText(messages)}::jsonb,
+      ${jsonText(events)}::jsonb) f`,
   );
-  const owned = new Map<string, { cancelRequested: boolean }>();
-  for (const row of rows) owned.set(row.id, { cancelRequested: row.cancel_requested });
+  const owned = new Map<string, OwnedTurn>();
+  for (const row of rows) {
+    owned.set(row.id, {
+      cancelRequested: row.cancel_requested,
+      state: row.state,
+      approvalAnswer: row.approval_answer,
+    });
+  }
   return { owned };
 }
 

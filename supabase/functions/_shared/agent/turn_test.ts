@@ -1,13 +1,20 @@
 import assert from "node:assert/strict";
 import type { TurnFrame } from "../agent_protocol.ts";
 import { newLiveTurn } from "../../../tests/support/live_turn.ts";
-import { runTurn } from "./turn.ts";
+import { runTurn, type TurnEnding, type TurnRun } from "./turn.ts";
+import { initialCheckpoint } from "./turn_checkpoint.ts";
 import {
+  doublerTool,
   fakeTurnScope,
   scriptedLlm,
   textAnswer,
   toolCallAnswer,
 } from "../../../tests/support/turn_fakes.ts";
+
+function ended(run: TurnRun): TurnEnding {
+  assert.equal(run.kind, "ended");
+  return run as TurnEnding;
+}
 
 function framesOf(turn: ReturnType<typeof newLiveTurn>): TurnFrame[] {
   const frames: TurnFrame[] = [];
@@ -21,7 +28,7 @@ Deno.test("turn: a text answer streams token by token and completes with its usa
   const turn = newLiveTurn();
   const frames = framesOf(turn);
 
-  const ending = await runTurn(turn, scope);
+  const ending = ended(await runTurn(turn, scope));
 
   assert.deepEqual(frames.map((f) => f.type === "token" ? f.delta : f.type), [
     "step",
@@ -50,7 +57,7 @@ Deno.test("turn: a tool call runs through the scope's tools and its result goes 
   const turn = newLiveTurn();
   const frames = framesOf(turn);
 
-  const ending = await runTurn(turn, scope);
+  const ending = ended(await runTurn(turn, scope));
 
   assert.deepEqual(frames.map((f) => f.type === "step" ? `${f.step}:${f.index}` : f.type), [
     "calling_model:1",
@@ -90,7 +97,7 @@ Deno.test("turn: a model that keeps calling tools stops at the step limit", asyn
   const { scope } = fakeTurnScope(llm.fetch, { maxSteps: 2 });
   const turn = newLiveTurn();
 
-  const ending = await runTurn(turn, scope);
+  const ending = ended(await runTurn(turn, scope));
 
   assert.equal(ending.outcome.state, "error");
   const error = ending.closing.find((frame) => frame.type === "error");
@@ -109,7 +116,7 @@ Deno.test("turn: a further LLM call the user's limits refuse is not made; the tu
   };
   const turn = newLiveTurn();
 
-  const ending = await runTurn(turn, scope);
+  const ending = ended(await runTurn(turn, scope));
 
   assert.equal(llm.requests.length, 1, "only the call reserved at the start");
   assert.equal(asked.length, 1);
@@ -132,8 +139,65 @@ Deno.test("turn: a cancelled turn ends as cancelled without another LLM call", a
     if (frame.type === "tool_result") turn.abort("cancelled");
   });
 
-  const ending = await runTurn(turn, scope);
+  const ending = ended(await runTurn(turn, scope));
 
   assert.equal(ending.outcome.state, "cancelled");
   assert.equal(llm.requests.length, 1);
+});
+
+/** A turn taken over while `doubler` (n: 4) was running, after the model's first step. */
+function takenOverDuringTheCall(scope: ReturnType<typeof fakeTurnScope>["scope"]) {
+  const turn = newLiveTurn();
+  const call = { id: "call_1", name: "doubler", arguments: '{"n":4}' };
+  turn.checkpoint = {
+    ...initialCheckpoint(scope),
+    progress: 1,
+    step: 1,
+    messages: [...scope.messages, {
+      role: "assistant",
+      content: null,
+      tool_calls: [{ id: call.id, type: "function", function: call }],
+    }],
+    calls: [{ ...call, status: "running" }],
+  };
+  return turn;
+}
+
+Deno.test("turn: after a takeover, a call that was running is run again only if idempotent", async () => {
+  const idempotent = fakeTurnScope(scriptedLlm(textAnswer("8")).fetch);
+  const again = takenOverDuringTheCall(idempotent.scope);
+  const frames = framesOf(again);
+  assert.equal(ended(await runTurn(again, idempotent.scope)).outcome.state, "complete");
+  assert.deepEqual(frames.map((f) => f.type), [
+    "step",
+    "tool_call",
+    "progress",
+    "tool_result",
+    "step",
+    "token",
+  ]);
+  assert.deepEqual(idempotent.usage.map((row) => [row.kind, row.status]), [
+    ["tool", "ok"],
+    ["llm", "ok"],
+  ]);
+
+  // The same call of a tool that does not say it is idempotent: not run again.
+  const llm = scriptedLlm(textAnswer("I cannot tell whether it ran."));
+  const once = fakeTurnScope(llm.fetch);
+  once.scope.registry = [{
+    ...doublerTool,
+    annotations: { ...doublerTool.annotations, idempotentHint: false },
+  }];
+  const unknown = takenOverDuringTheCall(once.scope);
+  const seen = framesOf(unknown);
+  assert.equal(ended(await runTurn(unknown, once.scope)).outcome.state, "complete");
+  assert.deepEqual(seen.map((f) => f.type), ["tool_result", "step", "token"]);
+  assert.deepEqual(once.usage.map((row) => row.kind), ["llm"], "the tool did not run");
+  assert.deepEqual(unknown.toolCalls.map((c) => [c.id, c.outcome, c.is_error]), [[
+    "call_1",
+    "unknown",
+    true,
+  ]]);
+  const told = llm.requests[0].messages as { role: string; content: string }[];
+  assert.match(told.at(-1)!.content, /outcome_unknown/);
 });

@@ -75,6 +75,52 @@ export type Database = {
         };
         Relationships: [];
       };
+      "agent_isolates": {
+        Row: {
+          "id": string;
+          "lease_expires_at": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "id": string;
+          "lease_expires_at": string;
+        };
+        Update: {
+          "id"?: string;
+          "lease_expires_at"?: string;
+        };
+        Relationships: [];
+      };
+      "agent_turn_checkpoints": {
+        Row: {
+          "checkpoint": NonNullable<Json>;
+          "progress": number;
+          "turn_id": string;
+          "updated_at": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "checkpoint": NonNullable<Json>;
+          "progress": number;
+          "turn_id": string;
+          "updated_at"?: string;
+        };
+        Update: {
+          "checkpoint"?: NonNullable<Json>;
+          "progress"?: number;
+          "turn_id"?: string;
+          "updated_at"?: string;
+        };
+        Relationships: [
+          {
+            foreignKeyName: "agent_turn_checkpoints_turn_id_fkey";
+            columns: ["turn_id"];
+            isOneToOne: true;
+            referencedRelation: "agent_turns";
+            referencedColumns: ["id"];
+          },
+        ];
+      };
       "agent_turn_events": {
         Row: {
           "created_at": string;
@@ -119,15 +165,19 @@ export type Database = {
           "cancel_requested_at": string | null;
           "completion_usd_per_token": number;
           "created_at": string;
+          "epoch": number;
           "error": Json | null;
           "finished_at": string | null;
           "heartbeat_at": string;
           "id": string;
           "model": string | null;
           "owner": string;
+          "parked_until": string | null;
           "prompt_usd_per_token": number;
+          "recoveries": number;
           "reserved_cost_usd": number;
           "reserved_tokens": number;
+          "restarts": NonNullable<Json>;
           "session_id": string;
           "state": Database["public"]["Enums"]["turn_state"];
           "steps": number;
@@ -142,15 +192,19 @@ export type Database = {
           "cancel_requested_at"?: string | null;
           "completion_usd_per_token"?: number;
           "created_at"?: string;
+          "epoch"?: number;
           "error"?: Json | null;
           "finished_at"?: string | null;
           "heartbeat_at"?: string;
           "id"?: string;
           "model"?: string | null;
           "owner": string;
+          "parked_until"?: string | null;
           "prompt_usd_per_token"?: number;
+          "recoveries"?: number;
           "reserved_cost_usd"?: number;
           "reserved_tokens"?: number;
+          "restarts"?: NonNullable<Json>;
           "session_id": string;
           "state"?: Database["public"]["Enums"]["turn_state"];
           "steps"?: number;
@@ -164,15 +218,19 @@ export type Database = {
           "cancel_requested_at"?: string | null;
           "completion_usd_per_token"?: number;
           "created_at"?: string;
+          "epoch"?: number;
           "error"?: Json | null;
           "finished_at"?: string | null;
           "heartbeat_at"?: string;
           "id"?: string;
           "model"?: string | null;
           "owner"?: string;
+          "parked_until"?: string | null;
           "prompt_usd_per_token"?: number;
+          "recoveries"?: number;
           "reserved_cost_usd"?: number;
           "reserved_tokens"?: number;
+          "restarts"?: NonNullable<Json>;
           "session_id"?: string;
           "state"?: Database["public"]["Enums"]["turn_state"];
           "steps"?: number;
@@ -667,6 +725,26 @@ export type Database = {
     };
     Functions: {
       "account_refusal": { Args: { "p_session_id": string; "p_user_id": string }; Returns: string };
+      "agent_adopt_turns": {
+        Args: {
+          "p_limit": number;
+          "p_max_recoveries": number;
+          "p_owner": string;
+          "p_turn_id": string;
+          "p_user_id": string;
+        };
+        Returns: Json[];
+      };
+      "agent_answer_parked": {
+        Args: {
+          "p_answer": Json;
+          "p_call_id": string;
+          "p_owner": string;
+          "p_turn_id": string;
+          "p_user_id": string;
+        };
+        Returns: Json;
+      };
       "agent_chat_context": {
         Args: {
           "p_chat_id": string;
@@ -683,8 +761,10 @@ export type Database = {
       "agent_flush": {
         Args: { "p_events": Json; "p_messages": Json; "p_owner": string; "p_turns": Json };
         Returns: {
+          "approval_answer": Json;
           "cancel_requested": boolean;
           "id": string;
+          "state": Database["public"]["Enums"]["turn_state"];
         }[];
       };
       "agent_interrupt_stale_turns": {
@@ -709,6 +789,11 @@ export type Database = {
           "evicted": (string)[];
           "max_connections": number;
         }[];
+      };
+      "agent_release_lease": { Args: { "p_isolate": string }; Returns: undefined };
+      "agent_renew_lease": {
+        Args: { "p_isolate": string; "p_lease_ms": number };
+        Returns: undefined;
       };
       "agent_reserve_step": {
         Args: { "p_completion_tokens": number; "p_prompt_tokens": number; "p_turn_id": string };
@@ -759,6 +844,10 @@ export type Database = {
           "session_id": string;
           "turn_id": string;
         }[];
+      };
+      "agent_turn_resumption": {
+        Args: { "p_answer": Json; "p_kind": string; "p_turn_id": string };
+        Returns: Json;
       };
       "append_messages": {
         Args: { "p_messages": Json; "p_session_id": string; "p_title"?: string };
@@ -840,7 +929,7 @@ export type Database = {
       "approval_mode": "auto" | "ask" | "deny";
       "message_role": "user" | "assistant" | "system" | "tool";
       "message_status": "streaming" | "complete" | "stopped" | "interrupted" | "error";
-      "turn_state": "running" | "complete" | "cancelled" | "interrupted" | "error";
+      "turn_state": "running" | "parked" | "complete" | "cancelled" | "interrupted" | "error";
       "usage_kind": "llm" | "tool";
       "usage_source": "agent" | "mcp";
       "usage_status": "ok" | "error" | "denied" | "cancelled";
@@ -958,7 +1047,7 @@ export const Constants = {
       "approval_mode": ["auto", "ask", "deny"],
       "message_role": ["user", "assistant", "system", "tool"],
       "message_status": ["streaming", "complete", "stopped", "interrupted", "error"],
-      "turn_state": ["running", "complete", "cancelled", "interrupted", "error"],
+      "turn_state": ["running", "parked", "complete", "cancelled", "interrupted", "error"],
       "usage_kind": ["llm", "tool"],
       "usage_source": ["agent", "mcp"],
       "usage_status": ["ok", "error", "denied", "cancelled"],

@@ -17,6 +17,10 @@ export interface StoredToolCall {
   arguments: string;
   result?: Json;
   is_error?: boolean;
+  /** The arguments the user approved the call with instead of the model's (JSON text). */
+  edited_arguments?: string;
+  /** `unknown`: the server running the call stopped before it reported back. */
+  outcome?: "unknown";
 }
 
 export type HistoryErrorCode = "invalid_request" | "not_found" | "conflict" | "forbidden";
