@@ -163,8 +163,12 @@ async function proxyWebSocket(
     idleTimeout: 0,
   });
   const pending: (string | ArrayBuffer)[] = [];
+  // The function may close before the client's side is open (a socket it refuses at once, after
+  // one frame): Deno drops a close asked of a socket still connecting, so it waits for the open.
+  let closeOnOpen: { code: number; reason: string } | undefined;
   client.onopen = () => {
     for (const message of pending.splice(0)) client.send(message);
+    if (closeOnOpen) closeWith(client, closeOnOpen.code, closeOnOpen.reason);
   };
   upstream.onmessage = (event) => {
     if (client.readyState === WebSocket.OPEN) client.send(event.data);
@@ -176,7 +180,9 @@ async function proxyWebSocket(
   const forget = sockets?.add({ client, upstream });
   upstream.onclose = (event) => {
     forget?.();
-    closeWith(client, event.code, event.reason);
+    if (client.readyState === WebSocket.CONNECTING) {
+      closeOnOpen = { code: event.code, reason: event.reason };
+    } else closeWith(client, event.code, event.reason);
   };
   client.onclose = (event) => {
     forget?.();
