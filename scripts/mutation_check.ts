@@ -70,6 +70,9 @@ try {
   await cluster.stop();
   await Deno.remove(dataDir, { recursive: true });
 }
+// Said outright: stopping the cluster runs the Postgres package's exit hook, which ended the
+// process with 0 and so let a run with survivors pass CI.
+Deno.exit(Deno.exitCode);
 
 async function runMutant(index: number, mutant: Mutant, testFiles: string[]): Promise<string[]> {
   const name = `mutant_${index}`;

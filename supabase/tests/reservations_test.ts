@@ -189,11 +189,11 @@ Deno.test("a step of a turn no longer running is refused and reserves nothing", 
 
 Deno.test("parallel chats run at most max_concurrent_turns turns; dead isolates' do not count", async () => {
   const chats = 10;
-  const sql = connectTestDatabase(chats + 2);
+  const sql = connectTestDatabase(chats + 3);
   try {
     const alice = await createUser(sql, "concurrent");
     await sql`update public.user_limits set max_concurrent_turns = 3 where user_id = ${alice.id}`;
-    await Promise.all(Array.from({ length: chats + 2 }, () => sql`select 1`));
+    await Promise.all(Array.from({ length: chats + 3 }, () => sql`select 1`));
     const start = () => {
       const turnId = crypto.randomUUID();
       return startTurn(sql, alice.claims, {
@@ -218,7 +218,24 @@ Deno.test("parallel chats run at most max_concurrent_turns turns; dead isolates'
       });
     };
 
-    const outcomes = await Promise.all(Array.from({ length: chats }, start));
+    // All starts in flight at once, whatever the machine's speed: the test holds the user's
+    // limits row until every start waits on a lock (the real code at its count, a start without
+    // the concurrent-turn lock only at consume_quota, past its count), then lets them go.
+    let launched: Promise<Awaited<ReturnType<typeof start>>[]> | undefined;
+    await sql.begin(async (tx) => {
+      await tx`select 1 from public.user_limits where user_id = ${alice.id} for update`;
+      launched = Promise.all(Array.from({ length: chats }, start));
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const [{ waiting }] = await sql<{ waiting: number }[]>`
+          select count(*)::int as waiting from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock'`;
+        if (waiting >= chats) break;
+        if (Date.now() > deadline) throw new Error(`only ${waiting} starts wait on a lock`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    });
+    const outcomes = await launched!;
     const started = outcomes.filter((o) => o.kind === "started");
     const refused = outcomes.filter((o) => o.kind === "refused");
     console.log(`${chats} parallel chats, max_concurrent_turns 3: ${started.length} started`);
