@@ -32,6 +32,7 @@
 import { join } from "node:path";
 import type { ServerFrame } from "../../supabase/functions/_shared/agent_protocol.ts";
 import { ChunkReader } from "../../supabase/functions/_shared/sse.ts";
+import { heapLimitFlags } from "../standin/function_workers.ts";
 import { startLlmFixture } from "../standin/llm_fixture.ts";
 import { freePort } from "../standin/postgres.ts";
 import {
@@ -713,6 +714,22 @@ export interface AgentWorker {
   kill(): Promise<void>;
 }
 
+/** What every benchmarked agent worker is given: the bench's database, keys and LLM double. */
+export function agentWorkerEnv(
+  ctx: BenchContext,
+  key: SigningKey,
+  llmUrl: string,
+): Record<string, string> {
+  return {
+    SUPABASE_DB_URL: ctx.databaseUrl,
+    AGENT_DB_POOL_SIZE: String(ctx.pools.agent),
+    AGENT_FLUSH_DB_POOL_SIZE: String(ctx.pools.agentFlush),
+    SUPABASE_JWKS: JSON.stringify(jwksOf(key)),
+    LLM_BASE_URL: llmUrl,
+    LLM_MODEL: "bench-model",
+  };
+}
+
 export async function startAgentWorker(
   ctx: BenchContext,
   key: SigningKey,
@@ -734,19 +751,12 @@ export async function startAgentWorker(
       join(PROJECT_ROOT, "supabase", "functions", "agent", "deno.json"),
       `--lock=${join(PROJECT_ROOT, "deno.lock")}`,
       "--frozen",
-      ...(heapLimitBytes === undefined
-        ? []
-        : [`--v8-flags=--max-heap-size=${Math.floor(heapLimitBytes / 2 ** 20)}`]),
+      ...heapLimitFlags(heapLimitBytes),
       join(PROJECT_ROOT, "supabase", "functions", "agent", "index.ts"),
     ],
     cwd: PROJECT_ROOT,
     env: {
-      SUPABASE_DB_URL: ctx.databaseUrl,
-      AGENT_DB_POOL_SIZE: String(ctx.pools.agent),
-      AGENT_FLUSH_DB_POOL_SIZE: String(ctx.pools.agentFlush),
-      SUPABASE_JWKS: JSON.stringify(jwksOf(key)),
-      LLM_BASE_URL: llmUrl,
-      LLM_MODEL: "bench-model",
+      ...agentWorkerEnv(ctx, key, llmUrl),
       DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}`,
       NO_COLOR: "1",
       // e.g. AGENT_BENCH_V8_FLAGS=--prof to profile the agent process.

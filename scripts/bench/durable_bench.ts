@@ -19,10 +19,10 @@
 import type { ServerFrame } from "../../supabase/functions/_shared/agent_protocol.ts";
 import { createUsers } from "../../supabase/tests/support/database.ts";
 import { startLlmFixture } from "../standin/llm_fixture.ts";
-import { generateSigningKey, issueAccessToken, jwksOf } from "../standin/signing_keys.ts";
+import { generateSigningKey, issueAccessToken } from "../standin/signing_keys.ts";
 import { resolveLimits } from "../standin/runtime_limits.ts";
 import { FunctionPool } from "../standin/worker_pool.ts";
-import { ISSUER, startAgentWorker } from "./agent_bench.ts";
+import { agentWorkerEnv, ISSUER, startAgentWorker } from "./agent_bench.ts";
 import { percentile } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 
@@ -144,15 +144,7 @@ async function churn(
   });
   const pool = new FunctionPool({
     name: "agent",
-    env: {
-      SUPABASE_DB_URL: ctx.databaseUrl,
-      AGENT_DB_POOL_SIZE: String(ctx.pools.agent),
-      AGENT_FLUSH_DB_POOL_SIZE: String(ctx.pools.agentFlush),
-      SUPABASE_JWKS: JSON.stringify(jwksOf(key)),
-      LLM_BASE_URL: llmUrl,
-      LLM_MODEL: "bench-model",
-      AGENT_SWEEP_SECRET: secret,
-    },
+    env: { ...agentWorkerEnv(ctx, key, llmUrl), AGENT_SWEEP_SECRET: secret },
     limits,
     // The workers' own complaints (a turn that could not be taken over, say), a few of them.
     log: (line) => {

@@ -64,6 +64,13 @@ export interface FunctionWorker {
   stop(): Promise<void>;
 }
 
+/** `deno run` flags that cap the V8 heap as the Edge Runtime caps a user isolate's (none unset). */
+export function heapLimitFlags(heapLimitBytes: number | undefined): string[] {
+  return heapLimitBytes === undefined
+    ? []
+    : [`--v8-flags=--max-heap-size=${Math.floor(heapLimitBytes / 2 ** 20)}`];
+}
+
 export async function startFunctionWorker(options: FunctionWorkerOptions): Promise<FunctionWorker> {
   const port = freePort();
   const folder = join(PROJECT_ROOT, "supabase", "functions", options.name);
@@ -85,9 +92,7 @@ export async function startFunctionWorker(options: FunctionWorkerOptions): Promi
       ...(hasImportMap ? ["--import-map", importMap] : []),
       `--lock=${join(PROJECT_ROOT, "deno.lock")}`,
       "--frozen",
-      ...(options.heapLimitBytes === undefined
-        ? []
-        : [`--v8-flags=--max-heap-size=${Math.floor(options.heapLimitBytes / 2 ** 20)}`]),
+      ...heapLimitFlags(options.heapLimitBytes),
       "--preload",
       WORKER_SHIM,
       entrypoint,
