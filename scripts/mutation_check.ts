@@ -176,6 +176,13 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       await definitionOf("public.agent_flush(text, jsonb, jsonb, jsonb)"),
       [[/ and t\.epoch = x\.epoch/i, ""]],
     );
+    // An answer committed while the park waited for the turn's row is left unseen: the turn
+    // parks beside it until its wait expires.
+    mutate(
+      "agent_flush parking without the turn's row lock",
+      await definitionOf("public.agent_flush(text, jsonb, jsonb, jsonb)"),
+      [[/order by t\.id\n\s+for update;/i, "order by t.id;"]],
+    );
     // Turns of live isolates are taken over.
     mutate(
       "agent_adopt_turns ignoring leases",

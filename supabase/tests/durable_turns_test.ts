@@ -219,3 +219,59 @@ Deno.test("a parked turn holds no reservation, is answered from anywhere, and ex
     await sql.end();
   }
 });
+
+Deno.test("an answer committed while the park's flush waits for the turn's row still overtakes the park", async () => {
+  const sql = connectTestDatabase(3);
+  try {
+    const a = `iso-a-${crypto.randomUUID()}`;
+    const { user, turnId } = await storedTurn(sql, a);
+    await sql`update public.agent_turns set awaiting_call_id = 'call_1' where id = ${turnId}`;
+    let answered!: () => void;
+    const answerHeld = new Promise<void>((resolve) => answered = resolve);
+    let commit!: () => void;
+    const committing = new Promise<void>((resolve) => commit = resolve);
+    // The answer's transaction holds the turn's row while the flush starts (the flush's
+    // statement sees no answer yet), then commits while the flush waits for the row.
+    const answer = service(sql, async (tx) => {
+      const [{ outcome }] = await tx`select public.agent_answer_parked('iso-b',
+        ${user.id}::uuid, null, 'call_1', '{"decision":"deny"}'::jsonb) as outcome`;
+      answered();
+      await committing;
+      return outcome;
+    });
+    await answerHeld;
+    const park = service(sql, (tx) =>
+      flush(tx, a, [{
+        id: turnId,
+        user_id: user.id,
+        epoch: 0,
+        steps: 1,
+        state: "parked",
+        parked_until: "2100-01-01T00:00:00Z",
+        used_tokens: 40,
+        used_cost: 0,
+      }]));
+    for (let waited = 0;; waited += 10) {
+      const [{ waiting }] = await sql`select count(*)::int as waiting from pg_locks
+                                      where not granted and locktype = 'transactionid'`;
+      if (waiting > 0) break;
+      assert.ok(waited < 10_000, "the flush never waited for the answer's row lock");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    commit();
+    assert.equal((await answer).kind, "left");
+    assert.deepEqual((await park).map((row) => [row.state, row.approval_answer]), [[
+      "running",
+      { decision: "deny" },
+    ]]);
+    const [stored] = await sql`select state::text, reserved_tokens, parked_until
+                               from public.agent_turns where id = ${turnId}`;
+    assert.deepEqual(
+      [stored.state, stored.reserved_tokens, stored.parked_until],
+      ["running", 500, null],
+      "not parked, nothing settled: the turn goes on with the answer",
+    );
+  } finally {
+    await sql.end();
+  }
+});
