@@ -183,6 +183,13 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       await definitionOf("public.agent_flush(text, jsonb, jsonb, jsonb)"),
       [[/order by t\.id\n\s+for update;/i, "order by t.id;"]],
     );
+    // A continued answer never counts as progress: under churn its turn runs out of
+    // recoveries while its text grows.
+    mutate(
+      "agent_flush ignoring a continued answer's progress",
+      await definitionOf("public.agent_flush(text, jsonb, jsonb, jsonb)"),
+      [[/\n\s+or coalesce\(x\.progressed, false\)/i, ""]],
+    );
     // Turns of live isolates are taken over.
     mutate(
       "agent_adopt_turns ignoring leases",

@@ -43,8 +43,13 @@ export async function durableBench(ctx: BenchContext): Promise<BenchResult[]> {
   const answerTokens = setting("ANSWER_TOKENS", 200);
   const key = await generateSigningKey();
   const users = await createUsers(ctx.sql, recoverySessions + churnSessions, "durable-bench");
-  await ctx.sql`insert into public.models (id, prompt_usd_per_token, completion_usd_per_token)
-                values ('bench-model', 0, 0) on conflict (id) do nothing`;
+  // A model that continues partial answers (as Anthropic's and many others behind OpenRouter
+  // do): a takeover goes on from the stored text instead of asking the step again, so an
+  // answer longer than a worker's life still finishes (docs/agent.md, "Continued answers").
+  await ctx.sql`insert into public.models (id, prompt_usd_per_token, completion_usd_per_token,
+                  continues_partial_answers)
+                values ('bench-model', 0, 0, true)
+                on conflict (id) do update set continues_partial_answers = true`;
   // No user runs out of quota or turns in a 3-minute run.
   await ctx.sql`update public.user_limits set bucket_capacity = 10000000,
                   bucket_tokens = 10000000, daily_token_cap = 100000000,
@@ -170,6 +175,7 @@ async function churn(
   // Turns still open this long after the deadline count as lost: the run always ends.
   const giveUp = deadline + 60_000;
   const outcomes = new Map<string, number>();
+  const unfinished: string[] = [];
   let reconnects = 0;
   const progress = setInterval(() => {
     console.error(
@@ -203,6 +209,7 @@ async function churn(
           if (session.ended !== undefined) break;
           if (performance.now() > giveUp) {
             session.ended = "unfinished";
+            unfinished.push(session.chatId!);
             break;
           }
           reconnects++;
@@ -217,6 +224,20 @@ async function churn(
     clearInterval(sweeper);
     clearInterval(progress);
     await pool.kill();
+  }
+  // What the turns still open at the end look like in storage, for whoever reads the run.
+  if (unfinished.length > 0) {
+    const rows = await ctx.sql`
+      select t.id, t.state, t.owner, t.epoch, t.recoveries, t.cancel_requested_at,
+        t.parked_until, (select max(e.last_seq) from public.agent_turn_events e
+                         where e.turn_id = t.id) as last_seq,
+        (select i.lease_expires_at > now() from public.agent_isolates i
+         where i.id = t.owner) as lease_live
+      from public.chat_history h join public.agent_turns t on t.id = h.turn_id
+      where h.client_id = any(${unfinished}::uuid[]) and h.role = 'user'`;
+    console.error(
+      `durable churn: ${unfinished.length} unfinished chats, their turns ${JSON.stringify(rows)}`,
+    );
   }
   const killed = pool.events.filter((e) => e.kind === "killed").length;
   const unloaded = pool.events.filter((e) => e.kind === "unloading").length;

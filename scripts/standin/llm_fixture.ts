@@ -13,6 +13,10 @@
  *   fail_models=a,b fail_status=N   answer HTTP N (default 503) when the request's model is listed
  *   prompt_tokens= completion_tokens= cost=   override the reported usage
  *   eol=lf|crlf|cr   line ends of the SSE stream
+ *
+ * A request whose last message is a partial assistant message (an "assistant prefill") is
+ * continued, as models that support prefill do: the script plays as if the partial text had
+ * been streamed already, from where it ends.
  */
 import { abortableSleep } from "../../supabase/functions/_shared/abortable_sleep.ts";
 
@@ -127,7 +131,12 @@ export function startLlmFixture(options: LlmFixtureOptions = {}): Promise<LlmFix
       return errorResponse(400, "messages must be an array");
     }
 
-    const messages = body.messages.map(readMessage);
+    const all = body.messages.map(readMessage);
+    const last = all.at(-1);
+    const prefill = last?.role === "assistant" && !last.tool_calls && last.content !== ""
+      ? last.content
+      : undefined;
+    const messages = prefill === undefined ? all : all.slice(0, -1);
     const directive = findDirective(messages);
     const script = directive ? SCRIPTS[directive.name] : offlineDemo;
     if (!script) return errorResponse(400, `unknown fixture script "${directive?.name}"`);
@@ -145,9 +154,10 @@ export function startLlmFixture(options: LlmFixtureOptions = {}): Promise<LlmFix
       demoDelayMs,
     };
     const failModels = (args.fail_models ?? "").split(",").filter((name) => name !== "");
-    const reply = failModels.includes(requestedModel)
+    const played = failModels.includes(requestedModel)
       ? httpError(Number(args.fail_status ?? 503), `model ${requestedModel} is failing`, args)
       : script(context);
+    const reply = prefill === undefined ? played : continuedAfter(played, prefill);
     const baseHeaders = { "X-Generation-Id": generationId };
 
     if (reply.kind === "http_error") {
@@ -483,6 +493,76 @@ function stream(context: ScriptContext, steps: Step[], finishReason = "stop"): R
       { kind: "raw", text: "data: [DONE]\n\n" },
     ],
   };
+}
+
+/**
+ * The reply without the text `prefill` already holds: content deltas it covers are left out
+ * (with the pauses before them), one it covers in part keeps its rest; the usage counts only
+ * what is left. Text that parts from the prefill is played from there on.
+ */
+function continuedAfter(reply: Reply, prefill: string): Reply {
+  if (reply.kind !== "stream") return reply;
+  let covered = 0;
+  let dropped = 0;
+  const steps: Step[] = [];
+  let pending: Step[] = [];
+  for (const step of reply.steps) {
+    const delta = step.kind === "chunk" ? contentDelta(step.chunk) : undefined;
+    if (covered >= prefill.length || (step.kind !== "pause" && delta === undefined)) {
+      steps.push(...pending, step);
+      pending = [];
+      continue;
+    }
+    if (step.kind === "pause") {
+      pending.push(step);
+      continue;
+    }
+    const piece = delta!;
+    const rest = prefill.slice(covered);
+    pending = [];
+    if (rest.startsWith(piece)) {
+      covered += piece.length;
+      dropped++;
+    } else if (piece.startsWith(rest)) {
+      covered = prefill.length;
+      steps.push(withContent(step, piece.slice(rest.length)));
+    } else {
+      covered = prefill.length;
+      steps.push(step);
+    }
+  }
+  return {
+    kind: "stream",
+    steps: steps.map((step) => {
+      const usage = step.kind === "chunk" ? step.chunk.usage as Json | undefined : undefined;
+      if (!usage) return step;
+      const completion = Math.max(0, Number(usage.completion_tokens) - dropped);
+      return withUsage(step, {
+        ...usage,
+        completion_tokens: completion,
+        total_tokens: Number(usage.prompt_tokens) + completion,
+      });
+    }),
+  };
+}
+
+function contentDelta(chunk: Json): string | undefined {
+  const choices = chunk.choices as { delta?: { content?: unknown } }[] | undefined;
+  const content = choices?.[0]?.delta?.content;
+  return typeof content === "string" ? content : undefined;
+}
+
+function withContent(step: Step, content: string): Step {
+  if (step.kind !== "chunk") return step;
+  const [choice] = step.chunk.choices as { delta: Json }[];
+  return {
+    kind: "chunk",
+    chunk: { ...step.chunk, choices: [{ ...choice, delta: { ...choice.delta, content } }] },
+  };
+}
+
+function withUsage(step: Step, usage: Json): Step {
+  return step.kind === "chunk" ? { kind: "chunk", chunk: { ...step.chunk, usage } } : step;
 }
 
 function httpError(status: number, message: string | undefined, args: Args): Reply {

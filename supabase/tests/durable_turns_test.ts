@@ -275,3 +275,29 @@ Deno.test("an answer committed while the park's flush waits for the turn's row s
     await sql.end();
   }
 });
+
+Deno.test("stored text of a continued answer is progress: the run of takeovers starts over", async () => {
+  const sql = connectTestDatabase(2);
+  try {
+    const a = `iso-a-${crypto.randomUUID()}`;
+    const b = `iso-b-${crypto.randomUUID()}`;
+    const { user, turnId } = await storedTurn(sql, a);
+    await service(sql, (tx) => tx`select public.agent_release_lease(${a})`);
+    const [{ r: taken }] = await service(sql, (tx) => adopt(tx, b, turnId));
+    assert.equal(taken.continues_partial, false, "the catalogue does not know its model");
+    const recoveries = async () =>
+      (await sql`select recoveries from public.agent_turns where id = ${turnId}`)[0].recoveries;
+    assert.equal(await recoveries(), 1);
+    const beat = (progressed: boolean) =>
+      service(
+        sql,
+        (tx) => flush(tx, b, [{ id: turnId, user_id: user.id, epoch: 1, steps: 1, progressed }]),
+      );
+    await beat(false);
+    assert.equal(await recoveries(), 1, "a heartbeat is no progress");
+    await beat(true);
+    assert.equal(await recoveries(), 0);
+  } finally {
+    await sql.end();
+  }
+});

@@ -106,6 +106,24 @@ Deno.test("llm: streams text deltas, then done with the fixture's usage, model a
   });
 });
 
+Deno.test("llm: the fixture continues a partial assistant message (prefill), mid-piece too", async () => {
+  await withFixture(async (fixture) => {
+    const text = "One two three four, grüße 👋 five.";
+    const directive = `[[fixture:text text=${fixtureArg(text)}]]`;
+    const whole = textOf(
+      await collect(streamChatCompletion({ messages: userSays(directive) }, options(fixture))),
+    );
+    assert.equal(whole, text);
+    for (const cut of ["One two thr", "One two three four, grüße 👋", "One"]) {
+      const events = await collect(streamChatCompletion({
+        messages: [...userSays(directive), { role: "assistant", content: cut }],
+      }, options(fixture)));
+      assert.equal(cut + textOf(events), text, `continued after ${JSON.stringify(cut)}`);
+      assert.ok(only(events, "done").usage.completionTokens > 0);
+    }
+  });
+});
+
 Deno.test("llm: a tool call split mid-string is reassembled after finish_reason tool_calls", async () => {
   await withFixture(async (fixture) => {
     const args = { expression: "(12+30)*2", note: 'naïve ünïcode "quoted"' };

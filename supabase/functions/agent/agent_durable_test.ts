@@ -252,6 +252,74 @@ Deno.test("a four-step tool turn survives SIGKILL at step 2 and mid-token of ste
   }
 });
 
+Deno.test("a model that continues partial answers goes on from the stored text after SIGKILL", async () => {
+  const workers: FunctionWorker[] = [];
+  try {
+    await withWorld({}, async (world) => {
+      const { sql } = world;
+      await sql`insert into public.models (id, prompt_usd_per_token, completion_usd_per_token,
+                  continues_partial_answers)
+                values ('prefill-model', 0, 0, true) on conflict (id) do nothing`;
+      const alice = await world.user("alice");
+      const env = { LLM_MODEL: "prefill-model" };
+      const words = Array.from({ length: 40 }, (_, i) => `final${i} `);
+
+      const a = await agentWorker(world, env);
+      workers.push(a);
+      const first = await connectTo(world, a, alice);
+      first.send({
+        type: "chat",
+        id: crypto.randomUUID(),
+        content: "[[fixture:multi_step steps=1 final=40 delay=40]] go",
+      });
+      const start = await first.take((f) => f.type === "start") as Extract<
+        TurnFrame,
+        { type: "start" }
+      >;
+      const turnId = start.turn_id;
+      await first.take((f) => f.type === "token" && f.delta === "final12 ");
+      await kill(a, first);
+
+      const b = await agentWorker(world, env);
+      workers.push(b);
+      const second = await connectTo(world, b, alice);
+      const seenByFirst = turnFramesOf(first, turnId);
+      second.send({ type: "resume", turn_id: turnId, after_seq: seenByFirst.at(-1)!.seq });
+      await second.turnFrames(turnId);
+
+      const { frames, text } = assemble([...seenByFirst, ...turnFramesOf(second, turnId)]);
+      assert.equal(frames.at(-1)?.type, "complete", JSON.stringify(frames.at(-1)));
+      assert.equal(text, words.join(""), "every word once, in order");
+      const restarts = frames.filter((f) => f.type === "restart_step");
+      assert.equal(restarts.length, 1);
+      const kept = restarts[0].type === "restart_step" ? restarts[0].keep_chars : 0;
+      assert.ok(kept > 0, "the stored partial text is kept");
+
+      // The model was asked to go on from exactly that text.
+      const asked = world.fixture.requests.at(-1)?.body as {
+        messages: { role: string; content: string }[];
+      };
+      assert.deepEqual(asked.messages.at(-1), {
+        role: "assistant",
+        content: text.slice(0, kept),
+      });
+      const [answer] = await sql`select content, status from public.chat_history
+                                 where id = (select assistant_message_id from public.agent_turns
+                                             where id = ${turnId})`;
+      assert.deepEqual([answer.content, answer.status], [text, "complete"]);
+      const [turn] = await sql`select state, recoveries, epoch from public.agent_turns
+                               where id = ${turnId}`;
+      assert.deepEqual(
+        [turn.state, turn.recoveries, turn.epoch],
+        ["complete", 0, 1],
+        "the continued text was progress: the recovery count starts over",
+      );
+    });
+  } finally {
+    for (const worker of workers) await worker.stop();
+  }
+});
+
 Deno.test("a parked approval survives every worker and is approved, edited, on a fresh one", async () => {
   const workers: FunctionWorker[] = [];
   try {

@@ -279,6 +279,52 @@ Deno.test("past its recovery budget, a killed isolate's turn ends interrupted wi
   );
 });
 
+Deno.test("a follower holding frames a dead isolate never stored gets the takeover that replaced them", async () => {
+  await withWorld({}, async ({ sql, key, fixture, user, tokenFor, connect, startInstance }) => {
+    const alice = await user();
+    const worker = await startFunctionWorker({
+      name: "agent",
+      env: {
+        ...functionDatabaseEnv(),
+        SUPABASE_JWKS: JSON.stringify(jwksOf(key)),
+        LLM_BASE_URL: fixture.url,
+        LLM_MODEL: "fixture-model",
+        AGENT_FLUSH_MS: "50",
+        // Long enough that the resume below finds the lease still held.
+        AGENT_LEASE_MS: "3000",
+        AGENT_LEASE_RENEW_MS: "200",
+      },
+      log: () => {},
+    });
+    let start: Start;
+    const doomed = await AgentClient.open(`${worker.origin.replace("http", "ws")}/agent`, {
+      headers: { Authorization: `Bearer ${await tokenFor(alice)}` },
+    });
+    try {
+      await doomed.takeType("ready");
+      start = await slowTurn(doomed, 5);
+      worker.kill("SIGKILL");
+      await worker.exited;
+    } finally {
+      doomed.close();
+      await doomed.closed;
+      await worker.stop();
+    }
+    const [{ stored }] = await sql`select max(last_seq) as stored from public.agent_turn_events
+                                   where turn_id = ${start.turn_id}`;
+    // The client holds three frames past the stored ones (sent, then the isolate died). It
+    // follows the turn from another isolate while the dead one's lease still holds; when the
+    // lease lapses that isolate takes the turn over (here: ends it, no recoveries left) with
+    // frames numbered from the stored ones on, which replace the three.
+    const follower = await connect(alice, await startInstance({ maxRecoveries: 0 }));
+    follower.send({ type: "resume", turn_id: start.turn_id, after_seq: stored + 3 });
+    const restart = await follower.takeType("restart_step", start.turn_id);
+    assert.equal(restart.seq, stored + 1);
+    const ending = await follower.takeType("error", start.turn_id);
+    assert.deepEqual([ending.seq, ending.code], [stored + 2, "interrupted"]);
+  });
+});
+
 Deno.test("an isolate shutting down leaves its running turns to another, which finishes them", async () => {
   await withWorld({}, async ({ sql, connect, user, startInstance }) => {
     const alice = await user();

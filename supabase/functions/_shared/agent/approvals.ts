@@ -46,6 +46,8 @@ export interface TurnResumption {
   content: string;
   tool_calls: StoredToolCall[];
   restarts: { epoch: number; seq: number }[];
+  /** The turn's model continues a partial answer (`models.continues_partial_answers`). */
+  continues_partial: boolean;
   /** Why the user may not act any more (`account_refusal`), or null. */
   refusal: AccountRefusal | null;
 }

@@ -34,8 +34,22 @@ export interface LiveTurnInit {
   epoch?: number;
   /** Frames up to this seq are stored already (an adopted turn's); new ones follow it. */
   baseSeq?: number;
-  /** The answer so far as stored, and how much of it stands (an adopted turn's). */
-  content?: { text: string; units: number; chars: number };
+  /**
+   * The answer so far as stored, and how much of it stands (an adopted turn's). `stored`: how
+   * much of what stands the message row holds already, when that is less (a continued
+   * answer's text comes from the stored frames, and the row is rewritten only now and then).
+   */
+  content?: {
+    text: string;
+    units: number;
+    chars: number;
+    stored?: { units: number; chars: number };
+  };
+  /**
+   * Its model continues a partial answer, so a takeover keeps the stored text: each flush
+   * that stores more of it is progress (it ends a run of takeovers, as a checkpoint does).
+   */
+  keepsPartialText?: boolean;
   /** Seqs where takeovers restarted the turn ({epoch, seq}), for `resume`. */
   restarts?: { epoch: number; seq: number }[];
   /** The request (the socket's upgrade) that started it, for log lines. */
@@ -111,6 +125,8 @@ export interface FlushEntry {
   epoch: number;
   /** A new checkpoint to store with this flush. */
   checkpoint?: TurnCheckpoint;
+  /** It stores text a takeover keeps (see `keepsPartialText`): the turn progressed. */
+  progressed?: boolean;
 }
 
 export class LiveTurn {
@@ -133,6 +149,7 @@ export class LiveTurn {
   readonly restarts: { epoch: number; seq: number }[];
   /** What the last checkpoint said (the turn loop keeps it current). */
   checkpoint: TurnCheckpoint | undefined;
+  readonly keepsPartialText: boolean;
   #checkpointDirty = false;
   #pendingPark: TurnOutcome | undefined;
   /** The row as the last flush that carried this turn left it. */
@@ -185,13 +202,14 @@ export class LiveTurn {
       // the first flush, which writes from `chars` on.
       this.content = init.content.text.slice(0, init.content.units);
       this.#chars = init.content.chars;
-      this.#storedChars = init.content.chars;
-      this.#storedUnits = init.content.units;
+      this.#storedChars = init.content.stored?.chars ?? init.content.chars;
+      this.#storedUnits = init.content.stored?.units ?? init.content.units;
       this.#messageDirty = true;
       // The cut is written with the first flush, whatever the text interval.
       this.#textTakenAt = -Infinity;
     }
     this.#textFlushIntervalMs = init.textFlushIntervalMs ?? 0;
+    this.keepsPartialText = init.keepsPartialText ?? false;
   }
 
   get signal(): AbortSignal {
@@ -382,6 +400,9 @@ export class LiveTurn {
       this.#toolCallsDirty = false;
     }
     if (outcome) entry.outcome = outcome;
+    if (this.keepsPartialText && frames.some((frame) => frame.type === "token")) {
+      entry.progressed = true;
+    }
     return entry;
   }
 

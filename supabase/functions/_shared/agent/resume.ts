@@ -178,6 +178,14 @@ async function pollTurn(
         asUser(sql, claims, (tx) => readFrames(tx, turn.id, last)),
         loadTurn(sql, client.user.id, turn.id),
       ]);
+      // Taken over since the client's frames were counted: those past the takeover's first
+      // frame are replaced (frames the dead isolate sent but never stored among them). Read
+      // again from there, or the replacing frames (the ending too) are skipped as held.
+      const stands = current ? standing(last, epoch, current.restarts) : last;
+      if (stands < last) {
+        last = stands;
+        continue;
+      }
       for (const frame of frames) {
         if (stopped.signal.aborted) return;
         client.send(frame);

@@ -323,14 +323,19 @@ async function streamStep(
 ): Promise<StepResult> {
   const { llm, llmTools } = scope;
   const started = performance.now();
+  // A step continued after a takeover starts with its stored partial text (see
+  // `keepsPartialText`): the model is asked to go on from it, as an assistant prefill.
+  const prefill = turn.content.slice(turn.checkpoint!.text.units);
   const result: StepResult = {
-    text: "",
+    text: prefill,
     calls: [],
     usage: { promptTokens: 0, completionTokens: 0, cost: 0 },
   };
   let answeredModel = turn.model;
   const events = streamChatCompletion({
-    messages: turn.checkpoint!.messages,
+    messages: prefill === ""
+      ? turn.checkpoint!.messages
+      : [...turn.checkpoint!.messages, { role: "assistant", content: prefill }],
     ...(llmTools.length > 0 ? { tools: llmTools } : {}),
     // The last step must answer in words: its tool calls could not be fed back.
     ...(llmTools.length > 0 && lastStep ? { toolChoice: "none" as const } : {}),

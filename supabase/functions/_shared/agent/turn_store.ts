@@ -276,6 +276,29 @@ export async function readFrames(tx: Tx, turnId: string, afterSeq: number): Prom
   );
 }
 
+/**
+ * The answer as a turn's stored frames up to `lastSeq` tell it: what a client that followed
+ * them holds (tokens appended, each `restart_step` cutting the text to its `keep_chars`).
+ */
+export async function storedAnswer(sql: Sql, turnId: string, lastSeq: number): Promise<string> {
+  const batches = await queryAsServiceRole<{ seq: number; frames: StoredFrame[] }>(
+    sql,
+    inlineSql`
+      select e.seq, e.frames from public.agent_turn_events e
+      where e.turn_id = ${turnId}::uuid and e.seq <= ${lastSeq}
+      order by e.seq`,
+  );
+  let text = "";
+  for (const batch of batches) {
+    batch.frames.forEach((frame, index) => {
+      if (batch.seq + index > lastSeq) return;
+      if (typeof frame === "string") text += frame;
+      else if (frame.type === "restart_step") text = text.slice(0, Number(frame.keep_chars));
+    });
+  }
+  return text;
+}
+
 /** The last stored frame of a turn, or undefined when none is stored. */
 export async function lastStoredFrame(tx: Tx, turnId: string): Promise<TurnFrame | undefined> {
   const [row] = await run<{ last_seq: number; frame: StoredFrame }>(
@@ -343,6 +366,7 @@ interface TurnUpdate {
   parked_until: string | null;
   used_tokens: number | null;
   used_cost: number | null;
+  progressed: boolean;
 }
 
 interface MessageUpdate {
@@ -395,6 +419,7 @@ export async function writeFlush(
       parked_until: outcome?.parkedUntil ?? null,
       used_tokens: outcome?.used ? Math.max(0, Math.round(outcome.used.tokens)) : null,
       used_cost: outcome?.used ? Math.max(0, outcome.used.costUsd) : null,
+      progressed: entry.progressed ?? false,
     });
     if (entry.message || outcome) {
       messages.push({

@@ -9,7 +9,7 @@ import { inlineSql, run } from "../db/inline_sql.ts";
 import type { TurnResumption } from "./approvals.ts";
 import { readChatContext } from "./chat_context.ts";
 import type { AgentConfig } from "./config.ts";
-import { errorFrame, LiveTurn } from "./live_turn.ts";
+import { errorFrame, LiveTurn, type LiveTurnInit } from "./live_turn.ts";
 import { type ConnectedTools, toolsFor } from "./connected_tools.ts";
 import { buildMessages } from "./prompt.ts";
 import type { ToolDefinition } from "../tools/types.ts";
@@ -17,6 +17,7 @@ import { llmToolDefinitions, offeredTools } from "./tools.ts";
 import type { TurnEnding, TurnResumePoint } from "./turn.ts";
 import type { TurnCheckpoint } from "./turn_checkpoint.ts";
 import type { TurnInputs } from "./turn_scope.ts";
+import { storedAnswer } from "./turn_store.ts";
 
 /** Renews the lease and adopts a batch of orphaned turns, in one statement. */
 export async function renewLeaseAndAdopt(
@@ -109,7 +110,8 @@ export type TakeOver =
 /**
  * The live turn and inputs of a turn just taken: its frames go on from the last stored seq,
  * its answer from the checkpoint's text (a restarted step's partial text is dropped, and the
- * clients are told so with `restart_step`), its reservation is the row's.
+ * clients are told so with `restart_step`) or, when its model continues partial answers, from
+ * all of the stored text; its reservation is the row's.
  */
 export async function takeOver(deps: TakeOverDeps, taken: TurnResumption): Promise<TakeOver> {
   const claims: JwtClaims = taken.checkpoint?.claims ??
@@ -120,6 +122,7 @@ export async function takeOver(deps: TakeOverDeps, taken: TurnResumption): Promi
   // The tools the chat offered, connected ones included, found again as the chat found them.
   const registry = taken.refusal ? deps.registry : await toolsFor(deps, caller);
   const checkpoint = taken.checkpoint ?? await firstCheckpoint(deps, taken, claims, registry);
+  const kept = await keptAnswer(deps.sql, taken, checkpoint);
   const turn = new LiveTurn({
     turnId: taken.turn_id,
     userId: taken.user_id,
@@ -133,7 +136,8 @@ export async function takeOver(deps: TakeOverDeps, taken: TurnResumption): Promi
     textFlushIntervalMs: deps.config.textFlushIntervalMs,
     epoch: taken.epoch,
     baseSeq: taken.last_seq,
-    content: { text: taken.content, ...checkpoint.text },
+    content: kept ?? { text: taken.content, ...checkpoint.text },
+    keepsPartialText: taken.continues_partial,
     restarts: taken.kind === "adopted" &&
         !taken.restarts.some((restart) => restart.epoch === taken.epoch)
       ? [...taken.restarts, { epoch: taken.epoch, seq: taken.last_seq + 1 }]
@@ -148,7 +152,7 @@ export async function takeOver(deps: TakeOverDeps, taken: TurnResumption): Promi
       type: "restart_step",
       step: checkpoint.step + 1,
       epoch: taken.epoch,
-      keep_chars: checkpoint.text.units,
+      keep_chars: kept?.units ?? checkpoint.text.units,
     });
   }
   if (taken.refusal) {
@@ -185,6 +189,45 @@ export async function takeOver(deps: TakeOverDeps, taken: TurnResumption): Promi
       reserveFirst: taken.kind === "adopted" && checkpoint.calls.length === 0,
     },
   };
+}
+
+/**
+ * The answer an adopted turn goes on from when its model continues partial answers and it
+ * died streaming (no tool call pending): every stored token, the interrupted step's included.
+ * Undefined: it restarts the step from the checkpoint's text.
+ */
+async function keptAnswer(
+  sql: Sql,
+  taken: TurnResumption,
+  checkpoint: TurnCheckpoint,
+): Promise<LiveTurnInit["content"] | undefined> {
+  if (taken.kind !== "adopted" || !taken.continues_partial || checkpoint.calls.length > 0) {
+    return undefined;
+  }
+  const text = await storedAnswer(sql, taken.turn_id, taken.last_seq);
+  if (text.length <= checkpoint.text.units) return undefined;
+  // The message row holds a prefix of it (rewritten only now and then): the first flush
+  // writes the rest from where they part.
+  let common = 0;
+  const row = taken.content;
+  while (common < text.length && common < row.length && text[common] === row[common]) common++;
+  if (common > 0 && isHighSurrogate(text.charCodeAt(common - 1))) common--;
+  return {
+    text,
+    units: text.length,
+    chars: codePoints(text),
+    stored: { units: common, chars: codePoints(text.slice(0, common)) },
+  };
+}
+
+function codePoints(text: string): number {
+  let count = 0;
+  for (const _ of text) count++;
+  return count;
+}
+
+function isHighSurrogate(unit: number): boolean {
+  return unit >= 0xd800 && unit <= 0xdbff;
 }
 
 /**

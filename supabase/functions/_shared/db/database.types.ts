@@ -478,6 +478,7 @@ export type Database = {
       "models": {
         Row: {
           "completion_usd_per_token": number;
+          "continues_partial_answers": boolean;
           "created_at": string;
           "display_name": string | null;
           "enabled": boolean;
@@ -488,6 +489,7 @@ export type Database = {
         ComputedFields: never;
         Insert: {
           "completion_usd_per_token": number;
+          "continues_partial_answers"?: boolean;
           "created_at"?: string;
           "display_name"?: string | null;
           "enabled"?: boolean;
@@ -497,6 +499,7 @@ export type Database = {
         };
         Update: {
           "completion_usd_per_token"?: number;
+          "continues_partial_answers"?: boolean;
           "created_at"?: string;
           "display_name"?: string | null;
           "enabled"?: boolean;
