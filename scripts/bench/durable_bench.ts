@@ -210,6 +210,9 @@ async function churn(
           if (performance.now() > giveUp) {
             session.ended = "unfinished";
             unfinished.push(session.chatId!);
+            console.error(
+              `unfinished ${session.turnId} lastSeq ${session.lastSeq} epoch ${session.epoch} tokens ${session.tokens}`,
+            );
             break;
           }
           reconnects++;
@@ -228,7 +231,7 @@ async function churn(
   // What the turns still open at the end look like in storage, for whoever reads the run.
   if (unfinished.length > 0) {
     const rows = await ctx.sql`
-      select t.id, t.state, t.owner, t.epoch, t.recoveries, t.cancel_requested_at,
+      select t.id, t.state, t.restarts, t.owner, t.epoch, t.recoveries, t.cancel_requested_at,
         t.parked_until, (select max(e.last_seq) from public.agent_turn_events e
                          where e.turn_id = t.id) as last_seq,
         (select i.lease_expires_at > now() from public.agent_isolates i

@@ -320,6 +320,48 @@ Deno.test("a model that continues partial answers goes on from the stored text a
   }
 });
 
+Deno.test("a turn whose worker died before storing a frame starts again with start for a retried chat", async () => {
+  const workers: FunctionWorker[] = [];
+  try {
+    await withWorld({}, async (world) => {
+      const alice = await world.user("alice");
+      // Nothing is stored before the kill: the first flush comes half a second after the
+      // turn's start (the longest interval allowed), no heartbeat before that.
+      const a = await agentWorker(world, { AGENT_FLUSH_MS: "500", AGENT_HEARTBEAT_MS: "5000" });
+      workers.push(a);
+      const first = await connectTo(world, a, alice);
+      const chat = {
+        type: "chat",
+        id: crypto.randomUUID(),
+        content: "[[fixture:multi_step steps=1 final=10 delay=20]] go",
+      };
+      first.send(chat);
+      const start = await first.take((f) => f.type === "start") as Extract<
+        TurnFrame,
+        { type: "start" }
+      >;
+      await kill(a, first);
+
+      // The client never learnt whether its chat was taken: it sends it again, elsewhere.
+      const second = await world.connect(alice, await world.startInstance({ leaseMs: 1_500 }));
+      second.send(chat);
+      const frames = await second.turnFrames(start.turn_id);
+      assert.deepEqual(frames.slice(0, 2).map((f) => [f.type, f.seq]), [
+        ["start", 1],
+        ["restart_step", 2],
+      ]);
+      const again = frames[0] as typeof start;
+      assert.deepEqual(
+        [again.session_id, again.message_id, again.user_message_id],
+        [start.session_id, start.message_id, start.user_message_id],
+      );
+      assert.equal(frames.at(-1)?.type, "complete");
+    });
+  } finally {
+    for (const worker of workers) await worker.stop();
+  }
+});
+
 Deno.test("a parked approval survives every worker and is approved, edited, on a fresh one", async () => {
   const workers: FunctionWorker[] = [];
   try {

@@ -147,6 +147,17 @@ export async function takeOver(deps: TakeOverDeps, taken: TurnResumption): Promi
   turn.toolCalls = taken.tool_calls;
   if (taken.checkpoint) turn.checkpoint = checkpoint;
   else turn.setCheckpoint(checkpoint);
+  if (taken.kind === "adopted" && taken.last_seq === 0) {
+    // Its isolate died before storing a frame: `start` is what tells a client that retried
+    // its chat (followed from seq 0) which turn answers it, so it comes first again.
+    turn.emit({
+      type: "start",
+      session_id: taken.session_id,
+      message_id: taken.assistant_message_id,
+      user_message_id: taken.user_message_id,
+      model: taken.model,
+    });
+  }
   if (taken.kind === "adopted") {
     turn.emit({
       type: "restart_step",
