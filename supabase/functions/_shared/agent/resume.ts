@@ -172,6 +172,7 @@ async function pollTurn(
   client.follow(turn.id, stop);
   let last = afterSeq;
   let epoch = clientEpoch;
+  let endingSeen = false;
   try {
     while (!stopped.signal.aborted && client.isOpen) {
       const [frames, current] = await Promise.all([
@@ -195,7 +196,13 @@ async function pollTurn(
       }
       if (!current) return;
       if (current.state !== "running" && current.state !== "parked") {
-        if (frames.length > 0) continue;
+        // The two reads ran side by side: frames stored just before the ending (a turn
+        // answered here may run to its end within one poll) can be missing from this read.
+        // Once the ending is seen, a read started after it finds every frame.
+        if (frames.length > 0 || !endingSeen) {
+          endingSeen = true;
+          continue;
+        }
         // Ended, and the client has every stored frame. Unless the final flush failed, the
         // last of them ended the turn; otherwise say how it ended.
         const lastStored = await asUser(sql, claims, (tx) => lastStoredFrame(tx, turn.id));
