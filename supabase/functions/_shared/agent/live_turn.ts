@@ -150,6 +150,13 @@ export class LiveTurn {
   /** What the last checkpoint said (the turn loop keeps it current). */
   checkpoint: TurnCheckpoint | undefined;
   readonly keepsPartialText: boolean;
+  /**
+   * Taken over and not yet stored anything new: its first new text is flushed at once (not
+   * with the interval), so the takeover counts as progress as early as it can. Under churn the
+   * next isolate may die within a flush interval, and three takeovers without progress end
+   * the turn.
+   */
+  awaitsProgress = false;
   #checkpointDirty = false;
   #pendingPark: TurnOutcome | undefined;
   /** The row as the last flush that carried this turn left it. */

@@ -356,6 +356,12 @@ async function streamStep(
         result.text += event.delta;
         turn.appendText(event.delta);
         turn.emit({ type: "token", delta: event.delta });
+        if (turn.awaitsProgress) {
+          turn.awaitsProgress = false;
+          scope.flushTurn(turn).catch((error) =>
+            console.error(`agent: turn ${turn.turnId}'s first continued text was not stored`, error)
+          );
+        }
         break;
       case "tool_calls":
         result.calls = event.calls;

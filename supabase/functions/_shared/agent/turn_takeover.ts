@@ -145,6 +145,7 @@ export async function takeOver(deps: TakeOverDeps, taken: TurnResumption): Promi
   });
   turn.steps = taken.steps;
   turn.toolCalls = taken.tool_calls;
+  turn.awaitsProgress = taken.kind === "adopted" && taken.continues_partial;
   if (taken.checkpoint) turn.checkpoint = checkpoint;
   else turn.setCheckpoint(checkpoint);
   if (taken.kind === "adopted" && taken.last_seq === 0) {
