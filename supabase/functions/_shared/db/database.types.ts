@@ -8,6 +8,7 @@ export type Database = {
       "agent_chat_queue": {
         Row: {
           "chat_id": string;
+          "claims": Json | null;
           "created_at": string;
           "error": Json | null;
           "frame": NonNullable<Json>;
@@ -19,6 +20,7 @@ export type Database = {
         ComputedFields: never;
         Insert: {
           "chat_id": string;
+          "claims"?: Json | null;
           "created_at"?: string;
           "error"?: Json | null;
           "frame": NonNullable<Json>;
@@ -29,6 +31,7 @@ export type Database = {
         };
         Update: {
           "chat_id"?: string;
+          "claims"?: Json | null;
           "created_at"?: string;
           "error"?: Json | null;
           "frame"?: NonNullable<Json>;
@@ -843,6 +846,14 @@ export type Database = {
           "frame": Json;
           "session_id": string;
           "turn_id": string;
+        }[];
+      };
+      "agent_sweep_queued_chats": {
+        Args: { "p_limit": number };
+        Returns: {
+          "claims": Json;
+          "session_id": string;
+          "user_id": string;
         }[];
       };
       "agent_turn_resumption": {
