@@ -211,6 +211,48 @@ Deno.test("a connected server's tool error, and a cancelled call that hangs, eac
   }
 });
 
+Deno.test("edited arguments of a connected server's tool are checked against its schema at approve time", async () => {
+  const double = startMcpServerDouble();
+  try {
+    await withWorld({ connectedTools }, async ({ sql, connect, user }) => {
+      const alice = await user("hub");
+      await connectDouble(sql, alice, double.url);
+      const client = await connect(alice);
+      const id = crypto.randomUUID();
+      client.send({
+        type: "chat",
+        id,
+        content: `${toolCall("dbl__echo", { text: "as asked" })} go`,
+      });
+      const start = await client.take((f) => f.type === "start" && f.user_message_id === id);
+      const turnId = (start as Frame<"start">).turn_id;
+      const ask = await client.takeType("approval_required", turnId);
+      const refusals = [];
+      for (const args of [{ text: 42 }, { other: "x" }]) {
+        client.send({ type: "approve", call_id: ask.call_id, decision: "allow", args });
+        refusals.push(await client.take((f) => f.type === "error" && f.ref === ask.call_id));
+      }
+      assert.deepEqual(
+        refusals.map((f) => f.type === "error" && [f.code, f.path]),
+        [["bad_request", "args.text"], ["bad_request", "args.text"]],
+      );
+      assert.match((refusals[0] as { message: string }).message, /^args\.text: .*string/);
+      // Still waiting: an edit that fits runs.
+      client.send({
+        type: "approve",
+        call_id: ask.call_id,
+        decision: "allow",
+        args: { text: "edited" },
+      });
+      const frames = await client.turnFrames(turnId);
+      assert.equal(frames.at(-1)?.type, "complete");
+      assert.deepEqual(double.calls.map((c) => [c.name, c.args]), [["echo", { text: "edited" }]]);
+    });
+  } finally {
+    await double.close();
+  }
+});
+
 Deno.test("the project's own mcp function as a server: called with the caller's token; only mcp's usage row", async () => {
   // The mcp function checks tokens with the world's key, known only inside it: served here
   // first, its app plugged in below.

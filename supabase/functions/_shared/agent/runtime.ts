@@ -15,11 +15,11 @@ import { createUsageWriter, type UsageWriter } from "../usage.ts";
 import { isDatabaseUnavailable } from "../db/unavailable.ts";
 import { log } from "../log.ts";
 import type { ApproveFrame, ServerError } from "../agent_protocol.ts";
-import { fieldPath } from "../field_path.ts";
 import { answerParked, awaitedCall, type TurnResumption } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
 import type { ConnectedTools } from "./connected_tools.ts";
 import { heartbeatConnections, unregisterConnection } from "./connections.ts";
+import { editedArgumentsRefusal } from "./edited_arguments.ts";
 import { Flusher } from "./flusher.ts";
 import type { LiveTurn } from "./live_turn.ts";
 import { aborted, runTurn, type TurnEnding, type TurnResumePoint, type TurnRun } from "./turn.ts";
@@ -310,25 +310,14 @@ export class AgentRuntime {
    * continued here. An error when no call of the user waits for it, or edited arguments do
    * not fit the tool.
    */
-  async approve(userId: string, frame: ApproveFrame): Promise<ServerError | undefined> {
+  async approve(caller: ToolCaller, frame: ApproveFrame): Promise<ServerError | undefined> {
     const { sql } = this.deps;
+    const userId = caller.id;
     if (frame.args !== undefined && frame.decision === "allow") {
       const awaited = await awaitedCall(sql, userId, frame.call_id);
-      const tool = this.deps.registry.find((candidate) => candidate.name === awaited?.tool);
-      if (tool) {
-        const checked = tool.input.safeParse(frame.args);
-        if (!checked.success) {
-          const [issue] = checked.error.issues;
-          const path = fieldPath(["args", ...issue.path]);
-          return {
-            code: "bad_request",
-            message: `${path}: ${issue.message}`,
-            retryable: false,
-            ref: frame.call_id,
-            path,
-          };
-        }
-      }
+      const refused = awaited &&
+        await editedArgumentsRefusal(this.deps, caller, awaited.tool, frame.args, frame.call_id);
+      if (refused) return refused;
     }
     const answer = frame.decision === "allow"
       ? {

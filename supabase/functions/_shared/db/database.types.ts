@@ -165,6 +165,7 @@ export type Database = {
           "approval_answer": Json | null;
           "assistant_message_id": string | null;
           "awaiting_call_id": string | null;
+          "awaiting_tool": string | null;
           "cancel_requested_at": string | null;
           "completion_usd_per_token": number;
           "created_at": string;
@@ -192,6 +193,7 @@ export type Database = {
           "approval_answer"?: Json | null;
           "assistant_message_id"?: string | null;
           "awaiting_call_id"?: string | null;
+          "awaiting_tool"?: string | null;
           "cancel_requested_at"?: string | null;
           "completion_usd_per_token"?: number;
           "created_at"?: string;
@@ -218,6 +220,7 @@ export type Database = {
           "approval_answer"?: Json | null;
           "assistant_message_id"?: string | null;
           "awaiting_call_id"?: string | null;
+          "awaiting_tool"?: string | null;
           "cancel_requested_at"?: string | null;
           "completion_usd_per_token"?: number;
           "created_at"?: string;
