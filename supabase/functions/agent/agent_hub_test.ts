@@ -13,7 +13,7 @@ import { createConnectedToolsLoader } from "../_shared/mcp_servers/server_tools.
 import { storeServer } from "../_shared/mcp_servers/store.ts";
 import type { Sql } from "../_shared/db/client.ts";
 import type { TestUser } from "../../tests/support/database.ts";
-import { withWorld } from "../../tests/support/agent_world.ts";
+import { eventually, withWorld } from "../../tests/support/agent_world.ts";
 import { connectFunctionDatabase } from "../../tests/support/database.ts";
 import { createTokenVerifier } from "../_shared/auth.ts";
 import { createMcpApp } from "../_shared/mcp/app.ts";
@@ -272,7 +272,7 @@ Deno.test("the project's own mcp function as a server: called with the caller's 
           remote: { policy: LOCAL, requestTimeoutMs: 5_000 },
           ownMcpUrl,
         }),
-    }, async ({ sql, connect, user, key }) => {
+    }, async ({ sql, connect, user, key, startInstance }) => {
       mcpFetch = createMcpApp({
         sql: mcpSql,
         verifier: createTokenVerifier({ jwks: jwksOf(key) }),
@@ -307,6 +307,33 @@ Deno.test("the project's own mcp function as a server: called with the caller's 
       assert.deepEqual(usage.map((u) => [u.name, u.status, u.source]), [
         ["calculator", "ok", "mcp"],
       ]);
+
+      // Parked on an approval, its socket gone, answered through another isolate: the turn
+      // goes on there with the answering socket's token (it holds none of its own).
+      await sql`update public.permissions set approval_mode = 'ask'
+                where user_id = ${alice.id} and tool = 'self__calculator'`;
+      const id = crypto.randomUUID();
+      client.send({
+        type: "chat",
+        id,
+        content: `${toolCall("self__calculator", { expression: "6*8" })} go`,
+      });
+      const start = await client.take((f) => f.type === "start" && f.user_message_id === id);
+      const turnId = (start as Frame<"start">).turn_id;
+      const ask = await client.takeType("approval_required", turnId);
+      await eventually(async () => {
+        const [row] = await sql`select state from public.agent_turns where id = ${turnId}`;
+        return row.state === "parked" ? true : undefined;
+      }, "the turn parked");
+      client.close();
+      await client.closed;
+      const elsewhere = await connect(alice, await startInstance());
+      elsewhere.send({ type: "approve", call_id: ask.call_id, decision: "allow" });
+      elsewhere.send({ type: "resume", turn_id: turnId, after_seq: ask.seq });
+      const rest = await elsewhere.turnFrames(turnId);
+      const [answered] = ofType(rest, "tool_result");
+      assert.equal(answered.is_error, false, JSON.stringify(answered));
+      assert.equal((answered.result as { value: string }).value, "48");
     });
   } finally {
     await server.shutdown();

@@ -60,6 +60,8 @@ export interface ConnectionHandle {
   readonly userId: string;
   /** The session its latest token belongs to, when the token names one. */
   readonly sessionId?: string;
+  /** Its latest access token (renewed by `auth` frames; the socket closes when it expires). */
+  readonly accessToken?: string;
   /** Closes the socket with this code (4001 when evicted, 1001 on shutdown). */
   close(code: number, reason: string): void;
   /** Tells the client its user may not act any more, and closes (4003). */
@@ -178,7 +180,10 @@ export class AgentRuntime {
       }
       let taken;
       try {
-        taken = await takeOver(this.deps, resumption);
+        taken = await takeOver(
+          { ...this.deps, accessTokenOf: (userId) => this.accessTokenOf(userId) },
+          resumption,
+        );
       } catch (error) {
         console.error(`agent: could not take turn ${resumption.turn_id} over`, error);
         await this.#handBack(resumption.turn_id, resumption.epoch);
@@ -221,6 +226,18 @@ export class AgentRuntime {
     const adopted = await this.continueTurns(found);
     if (adopted.length > 0) this.#startHeartbeat();
     return { adopted: adopted.length };
+  }
+
+  /**
+   * The current access token of one of the user's open sockets here, if any: what a turn
+   * taken over here (it holds no token of its own) calls the project's own functions with,
+   * looked up at each call. Never stored.
+   */
+  accessTokenOf(userId: string): string | undefined {
+    for (const connection of this.connections.values()) {
+      if (connection.userId === userId && connection.accessToken) return connection.accessToken;
+    }
+    return undefined;
   }
 
   async removeConnection(connectionId: string): Promise<void> {
