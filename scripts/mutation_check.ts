@@ -160,6 +160,17 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
       await definitionOf("public.agent_session_busy_turn(uuid, uuid, integer)"),
       [[/\(t\.state = 'parked'\n\s+or /i, "(false or "]],
     );
+    // The sweep takes a session whose turn's isolate stopped heartbeating as free: the queued
+    // chat's start interrupts that turn instead of letting the sweep adopt it.
+    mutate(
+      "agent_sweep_queued_chats superseding turns of dead isolates",
+      await definitionOf("public.agent_sweep_queued_chats(integer)"),
+      [[
+        /t\.state in \('running', 'parked'\)/i,
+        "(t.state = 'parked' or (t.state = 'running' " +
+        "and t.heartbeat_at > clock_timestamp() - interval '10 seconds'))",
+      ]],
+    );
     mutate(
       "consume_tool_calls without its row lock",
       await definitionOf("public.consume_tool_calls(uuid, integer)"),

@@ -125,6 +125,12 @@ export interface RunningStack {
   limits: RuntimeLimits | null;
   /** Kills a function's current worker (a crash) and starts a fresh one (a new isolate). */
   restartFunction(name: string): Promise<FunctionWorker>;
+  /**
+   * SIGKILLs every worker of a function — retired ones too — with no `beforeunload`, as a
+   * hosted region losing all of a function's isolates at once; resolves with how many were
+   * killed once all have exited. The next request boots a fresh worker.
+   */
+  killFunctionWorkers(name: string): Promise<number>;
   /** Cuts every function WebSocket at the gateway, both sides (tests of reconnecting). */
   dropFunctionWebSockets(): number;
   /**
@@ -389,6 +395,11 @@ export async function startStack(
           await old.exited;
         }
         return await pool.start();
+      },
+      killFunctionWorkers: async (name) => {
+        const pool = pools.get(name);
+        if (!pool) throw new Error(`no function ${name}`);
+        return await pool.killAll("killed by a test (every worker)");
       },
       dropFunctionWebSockets: () => sockets.dropAll(),
       restartGateway: async () => {

@@ -126,6 +126,18 @@ export class FunctionPool {
     await this.#end((worker) => worker.stop());
   }
 
+  /**
+   * Kills every worker — retired ones still serving sockets included — on the spot, without
+   * `beforeunload`, as the runtime does at a hard limit; the pool keeps going, and the next
+   * request boots a fresh worker. Resolves with how many were killed, once all have exited.
+   */
+  async killAll(reason: string): Promise<number> {
+    const entries = [...this.#live].filter((entry) => !entry.exited);
+    for (const entry of entries) this.#kill(entry, reason);
+    await Promise.all(entries.map((entry) => entry.worker.exited));
+    return entries.length;
+  }
+
   async #end(how: (worker: FunctionWorker) => Promise<void>): Promise<void> {
     this.#stopped = true;
     // A boot that fails is the failure of the request that started it, reported to it there.

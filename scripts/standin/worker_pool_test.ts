@@ -192,3 +192,24 @@ Deno.test("limits may be made stricter, never laxer, and CPU lifted only by name
   assert.equal(resolveLimits({ plan: "paid", cpu: "off" })?.cpu, null);
   assert.equal(resolveLimits("off"), null);
 });
+
+Deno.test("killing every worker: retired ones too, without beforeunload; the next request boots one", async () => {
+  await withPool({ plan: "free", wallClockMs: 4_000, unloadGraceMs: 300 }, async (h) => {
+    const early = new Socket(`${h.base}/ws`);
+    const first = await early.pid();
+    await eventOf(h.pool, first, "retired");
+    const second = await pidOf(h.base);
+    assert.notEqual(second, first);
+
+    assert.equal(await h.pool.killAll("test"), 2, "the retired worker and the current one");
+    const closed = await early.closed;
+    for (const pid of [first, second]) {
+      assert.equal((await eventOf(h.pool, pid, "killed")).reason, "test");
+      assert.match((await eventOf(h.pool, pid, "exited")).reason, /SIGKILL/);
+    }
+    assert.ok(!early.messages.some((m) => m.startsWith("beforeunload")), early.messages.join());
+    assert.notEqual(closed.reason, "[1001] going away");
+    const third = await pidOf(h.base);
+    assert.ok(![first, second].includes(third), "a fresh worker takes the next request");
+  });
+});

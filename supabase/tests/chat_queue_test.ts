@@ -178,3 +178,47 @@ Deno.test("a parked turn holds its session: even enqueue is refused naming it, a
     await sql.end();
   }
 });
+
+Deno.test("agent_sweep_queued_chats: heads of free sessions of any user, with the claims they were queued with", async () => {
+  const sql = connectTestDatabase();
+  try {
+    const alice = await createUser(sql, "sweep-queue");
+    const sessionId = crypto.randomUUID();
+    const first = await startTurn(sql, alice.claims, chat(sessionId));
+    const turnId = (first as { turnId: string }).turnId;
+    const queued = chat(sessionId, { title: null });
+    assert.equal(
+      (await startTurn(sql, alice.claims, { ...queued, policy: "enqueue" })).kind,
+      "queued",
+    );
+    const swept = () =>
+      sql.begin(async (tx) => {
+        await tx`set local role service_role`;
+        return await tx`select q.user_id, q.session_id, q.claims
+                        from public.agent_sweep_queued_chats(1000) q
+                        where q.session_id = ${sessionId}`;
+      });
+    assert.equal((await swept()).length, 0, "a running turn holds the session");
+    // Even one whose isolate stopped heartbeating: the sweep adopts it instead.
+    await sql`update public.agent_turns set heartbeat_at = now() - interval '1 hour'
+              where id = ${turnId}`;
+    assert.equal((await swept()).length, 0);
+    await sql`update public.agent_turns set state = 'parked', parked_until = now() + interval '1 day',
+              awaiting_call_id = 'call_1', reserved_tokens = 0 where id = ${turnId}`;
+    assert.equal((await swept()).length, 0, "a parked one too");
+    await sql`update public.agent_turns set state = 'complete' where id = ${turnId}`;
+    const [head] = await swept();
+    assert.equal(head.user_id, alice.id);
+    assert.equal(head.claims.sub, alice.id, "stored from the enqueuing transaction's claims");
+    assert.deepEqual(head.claims, alice.claims);
+    await assert.rejects(
+      sql.begin(async (tx) => {
+        await tx`set local role authenticated`;
+        await tx`select * from public.agent_sweep_queued_chats(1)`;
+      }),
+      /permission denied/,
+    );
+  } finally {
+    await sql.end();
+  }
+});

@@ -66,6 +66,7 @@ const EXPECTED_FUNCTIONS: Record<string, ApiRole[]> = {
   "agent_start_turn(uuid,uuid,text,jsonb,text,text,integer,integer,integer)": ["service_role"],
   "agent_turn_resumption(uuid,text,jsonb)": ["service_role"],
   "agent_startable_chats(uuid,uuid,integer)": ["service_role"],
+  "agent_sweep_queued_chats(integer)": ["service_role"],
   "append_messages(uuid,jsonb,text)": ["authenticated"],
   "caller_account_refusal()": ["authenticated"],
   "consume_quota(uuid,integer,numeric)": ["service_role"],

@@ -49,6 +49,20 @@ Deno.test({
       pages.push(app);
       return app;
     };
+    const waitForTurnState = async (sessionId: string, state: string) => {
+      const sql = connect(web.stack.dbUrl, { max: 1 });
+      try {
+        for (let tries = 0; tries < 300; tries++) {
+          const [row] = await sql`select t.state from public.agent_turns t
+            where t.session_id = ${sessionId}::uuid order by t.created_at desc limit 1`;
+          if (row?.state === state) return;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        throw new Error(`the turn of session ${sessionId} never reached ${state}`);
+      } finally {
+        await sql.end();
+      }
+    };
     const email = `e2e-${crypto.randomUUID().slice(0, 8)}@example.com`;
     const password = "correct horse battery";
     let main: AppPage | undefined;
@@ -112,6 +126,78 @@ Deno.test({
         assert.equal(await calculator.getAttribute("data-mode"), "ask");
         await screenshot(bob.page, "05-permissions");
         await bob.context.close();
+      });
+
+      await t.step(
+        "a turn parked on an approval outlives every agent worker; another context approves it",
+        async () => {
+          // Bob's calculator grant is `ask` (the step above saw it in the Permissions view).
+          const first = await open();
+          await signIn(first.page, "bob@example.com");
+          await send(first.page, "what is (2+3)*4?");
+          await first.page.waitForURL(SESSION_URL);
+          const sessionId = sessionIdOf(first.page)!;
+          await first.page.getByRole("button", { name: "Allow once" }).waitFor();
+          await waitForTurnState(sessionId, "parked");
+
+          const agent = web.stack.functions.get("agent")!;
+          const killedPids = agent.workers.map((worker) => worker.pid);
+          assert.ok(await web.stack.killFunctionWorkers("agent") >= 1, "agent workers were up");
+          // Reloaded while nothing runs the turn: the prompt and Stop come back from Postgres.
+          await first.page.reload();
+          await waitConnected(first.page);
+          await first.page.getByRole("button", { name: "Allow once" }).waitFor();
+          await first.page.getByRole("button", { name: "Stop" }).waitFor();
+          await screenshot(first.page, "parked-01-reloaded-after-kill");
+
+          const second = await open();
+          await signIn(second.page, "bob@example.com");
+          await second.page.goto(`${web.webUrl}#/chat/${sessionId}`);
+          const allow = second.page.getByRole("button", { name: "Allow once" });
+          await allow.waitFor();
+          await second.page.getByRole("button", { name: "Stop" }).waitFor();
+          const fresh = agent.workers.map((worker) => worker.pid);
+          assert.ok(fresh.length > 0 && fresh.every((pid) => !killedPids.includes(pid)));
+          await allow.click();
+          for (const { page } of [second, first]) {
+            await waitForAnswerState(page, "complete");
+            assert.equal(
+              await lastAnswer(page).getByTestId("tool-call").getAttribute("data-status"),
+              "done",
+            );
+            assert.match(await lastAnswer(page).innerText(), /\(2\+3\)\*4 = 20\./);
+            assert.equal(await page.getByRole("button", { name: "Stop" }).count(), 0);
+          }
+          await screenshot(first.page, "parked-02-approved-elsewhere");
+          await waitForTurnState(sessionId, "complete");
+          await first.context.close();
+          await second.context.close();
+        },
+      );
+
+      await t.step("a tab replaced by a newer connection says so and disables Send", async () => {
+        const sql = connect(web.stack.dbUrl, { max: 1 });
+        const [{ id: bob, max_connections: before }] = await sql`select u.id, l.max_connections
+          from auth.users u join public.user_limits l on l.user_id = u.id
+          where u.email = 'bob@example.com'`;
+        await sql`update public.user_limits set max_connections = 1 where user_id = ${bob}`;
+        const older = await open();
+        try {
+          await signIn(older.page, "bob@example.com");
+          await composer(older.page).fill("written before another tab opened");
+          const newer = await open();
+          await signIn(newer.page, "bob@example.com");
+          await older.page.getByTestId("replaced-notice").waitFor();
+          assert.ok(await older.page.getByRole("button", { name: "Send" }).isDisabled());
+          await screenshot(older.page, "replaced-01-older-tab");
+          await composer(newer.page).fill("the newer tab may send");
+          assert.ok(await newer.page.getByRole("button", { name: "Send" }).isEnabled());
+          await newer.context.close();
+        } finally {
+          await older.context.close();
+          await sql`update public.user_limits set max_connections = ${before} where user_id = ${bob}`;
+          await sql.end();
+        }
       });
 
       await t.step("connect an MCP server; its tools ask first; a chat uses one", async () => {

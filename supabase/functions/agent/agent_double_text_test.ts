@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import type { ServerFrame, TurnFrame } from "../_shared/agent_protocol.ts";
-import { withWorld } from "../../tests/support/agent_world.ts";
+import { startTurn } from "../_shared/agent/turn_store.ts";
+import { eventually, withWorld } from "../../tests/support/agent_world.ts";
 
 const SLOW = "[[fixture:slow count=30 delay=40]]";
 
@@ -142,5 +143,69 @@ Deno.test("no two turns of one session run at once, even written past the functi
       /agent_turns_one_running_per_session/,
     );
     await client.turnFrames(start.turn_id);
+  });
+});
+
+Deno.test("the sweep starts a queue whose running turn ended on an isolate that died before starting it, once", async () => {
+  const secret = crypto.randomUUID();
+  await withWorld({ sweepSecret: secret }, async ({ sql, user, agent, startInstance }) => {
+    const alice = await user("alice");
+    const sessionId = crypto.randomUUID();
+    const pair = (turnId: string, content: string) => {
+      const id = crypto.randomUUID();
+      return {
+        turnId,
+        sessionId,
+        messages: [
+          { id, role: "user", content, turn_id: turnId },
+          { id: crypto.randomUUID(), role: "assistant", content: "", status: "streaming" },
+        ] as const,
+        owner: "isolate-that-died",
+        model: "fixture-model",
+        promptTokens: 0,
+        completionTokens: 10,
+        staleAfterMs: 10_000,
+        frame: { type: "chat" as const, id, content, session_id: sessionId },
+      };
+    };
+    const first = await startTurn(sql, alice.claims, {
+      ...pair(crypto.randomUUID(), "first"),
+      title: "t",
+    });
+    assert.equal(first.kind, "started");
+    const queued = pair(crypto.randomUUID(), "[[fixture:text]] queued");
+    const outcome = await startTurn(sql, alice.claims, {
+      ...queued,
+      title: null,
+      policy: "enqueue",
+    });
+    assert.equal(outcome.kind, "queued");
+    // Its isolate stored the turn's ending, then died before starting the queue; nobody is
+    // connected to start it either.
+    await sql`update public.agent_turns set state = 'complete', finished_at = now()
+              where session_id = ${sessionId}`;
+
+    // Two isolates sweep at once: the chat starts once.
+    const other = await startInstance();
+    const sweep = (instance: typeof agent) =>
+      fetch(`${instance.httpUrl}/sweep`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${secret}` },
+      }).then((response) => response.json());
+    await Promise.all([sweep(agent), sweep(other)]);
+    const [answer] = await eventually(async () => {
+      const rows = await sql`select h.status::text, h.content from public.chat_history h
+                             join public.agent_turns t on t.assistant_message_id = h.id
+                             where t.id = ${queued.turnId}`;
+      return rows[0]?.status === "complete" ? rows : undefined;
+    }, "the queued chat answered");
+    assert.ok(answer.content.length > 0);
+    const [{ turns, users, waiting }] = await sql`select
+        (select count(*)::int from public.agent_turns where session_id = ${sessionId}) as turns,
+        (select count(*)::int from public.chat_history
+         where session_id = ${sessionId} and role = 'user') as users,
+        (select count(*)::int from public.agent_chat_queue where session_id = ${sessionId})
+          as waiting`;
+    assert.deepEqual({ turns, users, waiting }, { turns: 2, users: 2, waiting: 0 });
   });
 });

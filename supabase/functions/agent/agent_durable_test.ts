@@ -491,6 +491,16 @@ Deno.test("the sweep finishes a turn whose worker died while nobody is connected
         content: "[[fixture:slow count=30 delay=25]] go",
       });
       const start = await client.takeType("start");
+      // A chat queued behind it: its start is the ending isolate's job, here the sweeper's.
+      const queuedId = crypto.randomUUID();
+      client.send({
+        type: "chat",
+        id: queuedId,
+        session_id: start.session_id,
+        policy: "enqueue",
+        content: "[[fixture:text]] next",
+      });
+      const queued = await client.take((f) => f.type === "queued" && f.ref === queuedId);
       await client.takeType("token", start.turn_id);
       await kill(a, client);
 
@@ -517,6 +527,13 @@ Deno.test("the sweep finishes a turn whose worker died while nobody is connected
         row.content,
         Array.from({ length: 30 }, (_, i) => `word${i} `).join(""),
       );
+      assert.ok(queued.type === "queued");
+      await eventually(async () => {
+        const rows = await sql`select h.status::text from public.chat_history h
+                               join public.agent_turns t on t.assistant_message_id = h.id
+                               where t.id = ${queued.turn_id}`;
+        return rows[0]?.status === "complete" ? true : undefined;
+      }, "the queued chat answered after the adopted turn ended");
     });
   } finally {
     for (const worker of workers) await worker.stop();

@@ -13,7 +13,7 @@ import { createConnectedToolsLoader } from "../_shared/mcp_servers/server_tools.
 import { storeServer } from "../_shared/mcp_servers/store.ts";
 import type { Sql } from "../_shared/db/client.ts";
 import type { TestUser } from "../../tests/support/database.ts";
-import { withWorld } from "../../tests/support/agent_world.ts";
+import { eventually, withWorld } from "../../tests/support/agent_world.ts";
 import { connectFunctionDatabase } from "../../tests/support/database.ts";
 import { createTokenVerifier } from "../_shared/auth.ts";
 import { createMcpApp } from "../_shared/mcp/app.ts";
@@ -211,6 +211,48 @@ Deno.test("a connected server's tool error, and a cancelled call that hangs, eac
   }
 });
 
+Deno.test("edited arguments of a connected server's tool are checked against its schema at approve time", async () => {
+  const double = startMcpServerDouble();
+  try {
+    await withWorld({ connectedTools }, async ({ sql, connect, user }) => {
+      const alice = await user("hub");
+      await connectDouble(sql, alice, double.url);
+      const client = await connect(alice);
+      const id = crypto.randomUUID();
+      client.send({
+        type: "chat",
+        id,
+        content: `${toolCall("dbl__echo", { text: "as asked" })} go`,
+      });
+      const start = await client.take((f) => f.type === "start" && f.user_message_id === id);
+      const turnId = (start as Frame<"start">).turn_id;
+      const ask = await client.takeType("approval_required", turnId);
+      const refusals = [];
+      for (const args of [{ text: 42 }, { other: "x" }]) {
+        client.send({ type: "approve", call_id: ask.call_id, decision: "allow", args });
+        refusals.push(await client.take((f) => f.type === "error" && f.ref === ask.call_id));
+      }
+      assert.deepEqual(
+        refusals.map((f) => f.type === "error" && [f.code, f.path]),
+        [["bad_request", "args.text"], ["bad_request", "args.text"]],
+      );
+      assert.match((refusals[0] as { message: string }).message, /^args\.text: .*string/);
+      // Still waiting: an edit that fits runs.
+      client.send({
+        type: "approve",
+        call_id: ask.call_id,
+        decision: "allow",
+        args: { text: "edited" },
+      });
+      const frames = await client.turnFrames(turnId);
+      assert.equal(frames.at(-1)?.type, "complete");
+      assert.deepEqual(double.calls.map((c) => [c.name, c.args]), [["echo", { text: "edited" }]]);
+    });
+  } finally {
+    await double.close();
+  }
+});
+
 Deno.test("the project's own mcp function as a server: called with the caller's token; only mcp's usage row", async () => {
   // The mcp function checks tokens with the world's key, known only inside it: served here
   // first, its app plugged in below.
@@ -230,7 +272,7 @@ Deno.test("the project's own mcp function as a server: called with the caller's 
           remote: { policy: LOCAL, requestTimeoutMs: 5_000 },
           ownMcpUrl,
         }),
-    }, async ({ sql, connect, user, key }) => {
+    }, async ({ sql, connect, user, key, startInstance }) => {
       mcpFetch = createMcpApp({
         sql: mcpSql,
         verifier: createTokenVerifier({ jwks: jwksOf(key) }),
@@ -265,6 +307,33 @@ Deno.test("the project's own mcp function as a server: called with the caller's 
       assert.deepEqual(usage.map((u) => [u.name, u.status, u.source]), [
         ["calculator", "ok", "mcp"],
       ]);
+
+      // Parked on an approval, its socket gone, answered through another isolate: the turn
+      // goes on there with the answering socket's token (it holds none of its own).
+      await sql`update public.permissions set approval_mode = 'ask'
+                where user_id = ${alice.id} and tool = 'self__calculator'`;
+      const id = crypto.randomUUID();
+      client.send({
+        type: "chat",
+        id,
+        content: `${toolCall("self__calculator", { expression: "6*8" })} go`,
+      });
+      const start = await client.take((f) => f.type === "start" && f.user_message_id === id);
+      const turnId = (start as Frame<"start">).turn_id;
+      const ask = await client.takeType("approval_required", turnId);
+      await eventually(async () => {
+        const [row] = await sql`select state from public.agent_turns where id = ${turnId}`;
+        return row.state === "parked" ? true : undefined;
+      }, "the turn parked");
+      client.close();
+      await client.closed;
+      const elsewhere = await connect(alice, await startInstance());
+      elsewhere.send({ type: "approve", call_id: ask.call_id, decision: "allow" });
+      elsewhere.send({ type: "resume", turn_id: turnId, after_seq: ask.seq });
+      const rest = await elsewhere.turnFrames(turnId);
+      const [answered] = ofType(rest, "tool_result");
+      assert.equal(answered.is_error, false, JSON.stringify(answered));
+      assert.equal((answered.result as { value: string }).value, "48");
     });
   } finally {
     await server.shutdown();

@@ -28,7 +28,7 @@ import { AgentConnection } from "./connection.ts";
 import { registerConnection, unregisterConnection } from "./connections.ts";
 import { readLimits } from "./limits.ts";
 import { AgentRuntime, type ConnectedTools } from "./runtime.ts";
-import { startQueuedChats } from "./chat_queue.ts";
+import { startQueuedChats, startSweptQueues } from "./chat_queue.ts";
 import type { LlmSettings } from "./turn_scope.ts";
 import { renewLease } from "./turn_takeover.ts";
 
@@ -86,7 +86,8 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
   });
 
   // The sweep: adopts turns nobody is connected to (their isolate died, or their approval
-  // wait expired) and runs them in this isolate. A cron job calls it every few seconds.
+  // wait expired) and runs them in this isolate, then starts the queued chats of sessions
+  // left free with nobody to start them. A cron job calls it every few seconds.
   app.post(
     "/sweep",
     requireSecret({ secret: options.sweepSecret, settingName: "AGENT_SWEEP_SECRET" }),
@@ -94,7 +95,11 @@ export function createAgentApp(options: AgentAppOptions): AgentApp {
       if (runtime.closed) {
         return errorResponse(503, { code: "unavailable", message: "The server is shutting down" });
       }
-      return c.json(await runtime.sweep());
+      const { adopted } = await runtime.sweep();
+      // A session with a turn, running (adopted just now included) or parked, is not swept:
+      // that turn starts the queue when it ends.
+      const queues = await startSweptQueues(runtime);
+      return c.json({ adopted, queues });
     },
   );
   addOperatorRoutes(app, {

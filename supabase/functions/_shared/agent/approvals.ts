@@ -13,13 +13,22 @@ import type { ParkedAnswer, TurnCheckpoint } from "./turn_checkpoint.ts";
 import type { ResolvedPermission } from "../permissions.ts";
 import { inlineSql, jsonText } from "../db/inline_sql.ts";
 
-/** Names the call the turn now waits for, so an `approve` on another isolate can find it. */
-export async function awaitApproval(sql: Sql, turnId: string, callId: string | null) {
+/**
+ * Names the call the turn now waits for, and its tool, so an `approve` on another isolate can
+ * find it and check edited arguments against the tool (its checkpoint has the call only once
+ * the turn has parked). `null`: it waits for none.
+ */
+export async function awaitApproval(
+  sql: Sql,
+  turnId: string,
+  call: { id: string; tool: string } | null,
+) {
   await queryAsServiceRole(
     sql,
     inlineSql`
       update public.agent_turns
-      set awaiting_call_id = ${callId}, approval_answer = null
+      set awaiting_call_id = ${call?.id ?? null}, awaiting_tool = ${call?.tool ?? null},
+        approval_answer = null
       where id = ${turnId}::uuid`,
   );
 }
@@ -89,10 +98,12 @@ export async function awaitedCall(
   const [row] = await queryAsServiceRole<{ tool: string | null }>(
     sql,
     inlineSql`
-      select (select c ->> 'name' from jsonb_array_elements(k.checkpoint -> 'calls') c
-              where c ->> 'id' = t.awaiting_call_id) as tool
+      select coalesce(t.awaiting_tool,
+               -- Named before awaiting_tool existed: the parked checkpoint has the call.
+               (select c ->> 'name' from jsonb_array_elements(k.checkpoint -> 'calls') c
+                where c ->> 'id' = t.awaiting_call_id)) as tool
       from public.agent_turns t
-      join public.agent_turn_checkpoints k on k.turn_id = t.id
+      left join public.agent_turn_checkpoints k on k.turn_id = t.id
       where t.user_id = ${userId}::uuid and t.awaiting_call_id = ${callId}
         and t.state in ('running', 'parked')`,
   );

@@ -73,6 +73,29 @@ export async function startQueuedChats(
   }
 }
 
+/** How many sessions' queues one sweep moves at most; the next sweep takes the rest. */
+const SWEEP_QUEUES = 16;
+
+/**
+ * The sweep's part (`POST /agent/sweep`): starts the queued chats of sessions with no running
+ * or parked turn, of any user — the queues that a dead isolate or a turn ended where nobody
+ * was connected left waiting. Each starts as the user who queued it (the claims stored with
+ * it); a concurrent start elsewhere makes this one a no-op. Returns how many queues it moved.
+ */
+export async function startSweptQueues(runtime: AgentRuntime): Promise<number> {
+  const heads = await queryAsServiceRole<
+    { user_id: string; session_id: string; claims: JwtClaims }
+  >(
+    runtime.deps.sql,
+    inlineSql`select q.user_id, q.session_id, q.claims
+      from public.agent_sweep_queued_chats(${SWEEP_QUEUES}) q`,
+  );
+  for (const head of heads) {
+    await startQueuedChats(runtime, { id: head.user_id, claims: head.claims }, head.session_id);
+  }
+  return heads.length;
+}
+
 interface QueueHead {
   chat_id: string;
   session_id: string;

@@ -264,7 +264,7 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
         });
       }
       case "approve": {
-        const refused = await this.runtime.approve(this.userId, frame);
+        const refused = await this.runtime.approve(this.#user, frame);
         if (refused) this.sendError(refused);
         return;
       }

@@ -15,11 +15,11 @@ import { createUsageWriter, type UsageWriter } from "../usage.ts";
 import { isDatabaseUnavailable } from "../db/unavailable.ts";
 import { log } from "../log.ts";
 import type { ApproveFrame, ServerError } from "../agent_protocol.ts";
-import { fieldPath } from "../field_path.ts";
 import { answerParked, awaitedCall, type TurnResumption } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
 import type { ConnectedTools } from "./connected_tools.ts";
 import { heartbeatConnections, unregisterConnection } from "./connections.ts";
+import { editedArgumentsRefusal } from "./edited_arguments.ts";
 import { Flusher } from "./flusher.ts";
 import type { LiveTurn } from "./live_turn.ts";
 import { aborted, runTurn, type TurnEnding, type TurnResumePoint, type TurnRun } from "./turn.ts";
@@ -60,6 +60,8 @@ export interface ConnectionHandle {
   readonly userId: string;
   /** The session its latest token belongs to, when the token names one. */
   readonly sessionId?: string;
+  /** Its latest access token (renewed by `auth` frames; the socket closes when it expires). */
+  readonly accessToken?: string;
   /** Closes the socket with this code (4001 when evicted, 1001 on shutdown). */
   close(code: number, reason: string): void;
   /** Tells the client its user may not act any more, and closes (4003). */
@@ -178,7 +180,10 @@ export class AgentRuntime {
       }
       let taken;
       try {
-        taken = await takeOver(this.deps, resumption);
+        taken = await takeOver(
+          { ...this.deps, accessTokenOf: (userId) => this.accessTokenOf(userId) },
+          resumption,
+        );
       } catch (error) {
         console.error(`agent: could not take turn ${resumption.turn_id} over`, error);
         await this.#handBack(resumption.turn_id, resumption.epoch);
@@ -221,6 +226,18 @@ export class AgentRuntime {
     const adopted = await this.continueTurns(found);
     if (adopted.length > 0) this.#startHeartbeat();
     return { adopted: adopted.length };
+  }
+
+  /**
+   * The current access token of one of the user's open sockets here, if any: what a turn
+   * taken over here (it holds no token of its own) calls the project's own functions with,
+   * looked up at each call. Never stored.
+   */
+  accessTokenOf(userId: string): string | undefined {
+    for (const connection of this.connections.values()) {
+      if (connection.userId === userId && connection.accessToken) return connection.accessToken;
+    }
+    return undefined;
   }
 
   async removeConnection(connectionId: string): Promise<void> {
@@ -310,25 +327,14 @@ export class AgentRuntime {
    * continued here. An error when no call of the user waits for it, or edited arguments do
    * not fit the tool.
    */
-  async approve(userId: string, frame: ApproveFrame): Promise<ServerError | undefined> {
+  async approve(caller: ToolCaller, frame: ApproveFrame): Promise<ServerError | undefined> {
     const { sql } = this.deps;
+    const userId = caller.id;
     if (frame.args !== undefined && frame.decision === "allow") {
       const awaited = await awaitedCall(sql, userId, frame.call_id);
-      const tool = this.deps.registry.find((candidate) => candidate.name === awaited?.tool);
-      if (tool) {
-        const checked = tool.input.safeParse(frame.args);
-        if (!checked.success) {
-          const [issue] = checked.error.issues;
-          const path = fieldPath(["args", ...issue.path]);
-          return {
-            code: "bad_request",
-            message: `${path}: ${issue.message}`,
-            retryable: false,
-            ref: frame.call_id,
-            path,
-          };
-        }
-      }
+      const refused = awaited &&
+        await editedArgumentsRefusal(this.deps, caller, awaited.tool, frame.args, frame.call_id);
+      if (refused) return refused;
     }
     const answer = frame.decision === "allow"
       ? {

@@ -248,7 +248,7 @@ async function askWhenGrantSays(
     if (remembered) return undefined;
     // Named before it is announced: an answer that comes back at once, through any isolate,
     // finds the call waiting.
-    await awaitApproval(sql, turn.turnId, call.id);
+    await awaitApproval(sql, turn.turnId, { id: call.id, tool: tool.name });
     turn.emit({
       type: "approval_required",
       call_id: call.id,

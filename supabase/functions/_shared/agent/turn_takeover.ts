@@ -100,6 +100,8 @@ export interface TakeOverDeps {
   registry: readonly ToolDefinition[];
   /** The caller's connected servers' tools (as for a chat: `toolsFor`). */
   connectedTools?: ConnectedTools;
+  /** The current access token of a socket of the user on this isolate, if one is open. */
+  accessTokenOf?: (userId: string) => string | undefined;
 }
 
 export type TakeOver =
@@ -116,9 +118,15 @@ export type TakeOver =
 export async function takeOver(deps: TakeOverDeps, taken: TurnResumption): Promise<TakeOver> {
   const claims: JwtClaims = taken.checkpoint?.claims ??
     { sub: taken.user_id, role: "authenticated", aud: "authenticated" };
-  // No socket holds the user's access token here: tools that need it (the project's own
-  // MCP function) ask him to sign in again; connected servers use their stored credentials.
-  const caller = { id: taken.user_id, claims };
+  // The turn holds no access token (none is stored): tools that need one (the project's own
+  // MCP function) use the current token of a socket of the user here — the one that answered
+  // or resumed it, say — looked up at each call; with none open they ask him to sign in again.
+  // Connected servers use their stored credentials.
+  const caller = {
+    id: taken.user_id,
+    claims,
+    accessToken: () => deps.accessTokenOf?.(taken.user_id),
+  };
   // The tools the chat offered, connected ones included, found again as the chat found them.
   const registry = taken.refusal ? deps.registry : await toolsFor(deps, caller);
   const checkpoint = taken.checkpoint ?? await firstCheckpoint(deps, taken, claims, registry);

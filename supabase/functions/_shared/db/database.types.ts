@@ -8,6 +8,7 @@ export type Database = {
       "agent_chat_queue": {
         Row: {
           "chat_id": string;
+          "claims": Json | null;
           "created_at": string;
           "error": Json | null;
           "frame": NonNullable<Json>;
@@ -19,6 +20,7 @@ export type Database = {
         ComputedFields: never;
         Insert: {
           "chat_id": string;
+          "claims"?: Json | null;
           "created_at"?: string;
           "error"?: Json | null;
           "frame": NonNullable<Json>;
@@ -29,6 +31,7 @@ export type Database = {
         };
         Update: {
           "chat_id"?: string;
+          "claims"?: Json | null;
           "created_at"?: string;
           "error"?: Json | null;
           "frame"?: NonNullable<Json>;
@@ -162,6 +165,7 @@ export type Database = {
           "approval_answer": Json | null;
           "assistant_message_id": string | null;
           "awaiting_call_id": string | null;
+          "awaiting_tool": string | null;
           "cancel_requested_at": string | null;
           "completion_usd_per_token": number;
           "created_at": string;
@@ -189,6 +193,7 @@ export type Database = {
           "approval_answer"?: Json | null;
           "assistant_message_id"?: string | null;
           "awaiting_call_id"?: string | null;
+          "awaiting_tool"?: string | null;
           "cancel_requested_at"?: string | null;
           "completion_usd_per_token"?: number;
           "created_at"?: string;
@@ -215,6 +220,7 @@ export type Database = {
           "approval_answer"?: Json | null;
           "assistant_message_id"?: string | null;
           "awaiting_call_id"?: string | null;
+          "awaiting_tool"?: string | null;
           "cancel_requested_at"?: string | null;
           "completion_usd_per_token"?: number;
           "created_at"?: string;
@@ -846,6 +852,14 @@ export type Database = {
           "frame": Json;
           "session_id": string;
           "turn_id": string;
+        }[];
+      };
+      "agent_sweep_queued_chats": {
+        Args: { "p_limit": number };
+        Returns: {
+          "claims": Json;
+          "session_id": string;
+          "user_id": string;
         }[];
       };
       "agent_turn_resumption": {

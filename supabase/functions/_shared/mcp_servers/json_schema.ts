@@ -4,7 +4,12 @@
  * `properties` of schemas, `required` of strings, …). Structural, not a validator: the server
  * validates its own arguments. A tool whose schema fails is skipped with a warning naming the
  * place; the server's other tools still work.
+ *
+ * One check is a validator: arguments the user edits when approving a call
+ * (`argumentsProblem`). The model's own arguments still go to the server as they are; an edit
+ * is the user's, and a bad one is said to him at once, as for a built-in tool.
  */
+import { z } from "zod";
 
 const TYPES = new Set(["object", "array", "string", "number", "integer", "boolean", "null"]);
 const MAX_DEPTH = 32;
@@ -21,6 +26,39 @@ export function outputSchemaProblem(schema: unknown): string | undefined {
   if (schema === undefined) return undefined;
   if (!isObject(schema)) return "outputSchema: not an object";
   return problemIn(schema, "outputSchema", 0);
+}
+
+/** Where `args` fails a tool's input schema, and why; undefined when it fits. */
+export interface ArgumentsProblem {
+  /** From the arguments' root, e.g. `["items", 0, "name"]`. */
+  path: PropertyKey[];
+  message: string;
+}
+
+/**
+ * Checks arguments against a tool's (structurally usable) input schema. A schema that cannot
+ * be turned into a check (a keyword zod's converter does not take, say) fails closed: the
+ * edit is refused with why, and the call may still be approved as the model asked.
+ */
+export function argumentsProblem(
+  schema: Record<string, unknown>,
+  args: unknown,
+): ArgumentsProblem | undefined {
+  let check: z.ZodType;
+  try {
+    check = z.fromJSONSchema(schema as Parameters<typeof z.fromJSONSchema>[0]);
+  } catch (error) {
+    const why = error instanceof Error ? error.message : String(error);
+    return {
+      path: [],
+      message: `cannot be checked against this tool's schema (${why.slice(0, 200)}); ` +
+        "approve it unedited, or deny it",
+    };
+  }
+  const checked = check.safeParse(args);
+  if (checked.success) return undefined;
+  const [issue] = checked.error.issues;
+  return { path: issue.path, message: issue.message };
 }
 
 function problemIn(schema: unknown, path: string, depth: number): string | undefined {
