@@ -301,3 +301,29 @@ Deno.test("stored text of a continued answer is progress: the run of takeovers s
     await sql.end();
   }
 });
+
+Deno.test("a turn ended past its budget before any frame was stored starts with start", async () => {
+  const sql = connectTestDatabase(2);
+  try {
+    const { turnId } = await storedTurn(sql, `iso-dead-${crypto.randomUUID()}`);
+    await sql`delete from public.agent_turn_events where turn_id = ${turnId}`;
+    await service(sql, (tx) => adopt(tx, "iso-c", turnId, 0));
+    const [stored] = await sql`select seq, last_seq, frames from public.agent_turn_events
+                               where turn_id = ${turnId}`;
+    assert.deepEqual([stored.seq, stored.last_seq], [1, 3]);
+    assert.deepEqual(stored.frames.map((f: { type: string }) => f.type), [
+      "start",
+      "restart_step",
+      "error",
+    ]);
+    const [turn] = await sql`select t.session_id, t.model, a.client_id as message_id,
+                               u.client_id as user_message_id
+                             from public.agent_turns t
+                             join public.chat_history a on a.id = t.assistant_message_id
+                             join public.chat_history u on u.id = t.user_message_id
+                             where t.id = ${turnId}`;
+    assert.deepEqual(stored.frames[0], { type: "start", ...turn });
+  } finally {
+    await sql.end();
+  }
+});
