@@ -49,6 +49,8 @@ export interface OAuthDouble {
   accessTokenTtlSeconds: number;
   readonly refreshes: number;
   readonly tokenRequests: number;
+  /** Every access and refresh token issued (tests look for them where they must not be). */
+  readonly issued: string[];
   /** Refresh attempts refused as reuse (each revoked a family). */
   readonly reuses: number;
   /** Set to hold the next refresh requests at that point; null: answer at once. */
@@ -86,6 +88,7 @@ export function createOAuthDouble(origin: string, options: OAuthDoubleOptions = 
   >();
   const refreshTokens = new Map<string, Family>();
   const accessTokens = new Map<string, { family: Family; expiresAt: number }>();
+  const issued: string[] = [];
   let refreshes = 0;
   let tokenRequests = 0;
   let reuses = 0;
@@ -99,6 +102,7 @@ export function createOAuthDouble(origin: string, options: OAuthDoubleOptions = 
     accessTokens.set(access, { family, expiresAt: Date.now() + ttl * 1000 });
     family.current = refresh;
     refreshTokens.set(refresh, family);
+    issued.push(access, refresh);
     return {
       access_token: access,
       token_type: "Bearer",
@@ -205,6 +209,7 @@ export function createOAuthDouble(origin: string, options: OAuthDoubleOptions = 
     get tokenRequests() {
       return tokenRequests;
     },
+    issued,
     get reuses() {
       return reuses;
     },
