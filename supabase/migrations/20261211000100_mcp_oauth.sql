@@ -27,8 +27,10 @@ comment on column public.mcp_credentials.lease_until is
 create table public.mcp_oauth_flows (
   state text primary key check (char_length(state) between 32 and 128),
   user_id uuid not null references auth.users (id) on delete cascade,
-  -- The id the server will have: its sealed values are bound to it.
+  -- The id the server will have (or has: `reconnect`): its sealed values are bound to it.
   server_id uuid not null,
+  -- A new sign-in for a server already stored (it needs one): its credential is replaced.
+  reconnect boolean not null default false,
   slug text not null check (slug ~ '^[a-z][a-z0-9]{0,15}$'),
   display_name text check (char_length(display_name) between 1 and 100),
   url text not null check (char_length(url) <= 2048),
@@ -150,6 +152,37 @@ begin
 end;
 $$;
 
+-- A new sign-in for a stored server (it needed one): the token set replaced, a new version,
+-- no lease, and the server connected again. False when it is not the user's OAuth server.
+create function public.mcp_replace_oauth_credential(
+  p_server_id uuid,
+  p_user_id uuid,
+  p_secret bytea,
+  p_expires_at timestamptz
+)
+returns boolean
+language plpgsql
+security invoker
+set search_path = ''
+as $$
+begin
+  update public.mcp_credentials
+  set secret = p_secret, expires_at = p_expires_at, version = version + 1,
+    lease_holder = null, lease_until = null
+  where server_id = p_server_id and user_id = p_user_id;
+  if not found then
+    return false;
+  end if;
+  update public.mcp_servers set status = 'connected', updated_at = now()
+  where id = p_server_id and user_id = p_user_id and auth_mode = 'oauth';
+  return found;
+end;
+$$;
+
+revoke execute on function public.mcp_replace_oauth_credential(uuid, uuid, bytea, timestamptz)
+  from public, anon, authenticated;
+grant execute on function public.mcp_replace_oauth_credential(uuid, uuid, bytea, timestamptz)
+  to service_role;
 revoke execute on function public.mcp_store_oauth_server(uuid, uuid, text, text, text, bytea,
   timestamptz, jsonb, jsonb) from public, anon, authenticated;
 grant execute on function public.mcp_store_oauth_server(uuid, uuid, text, text, text, bytea,

@@ -10,6 +10,7 @@ import {
   insertFlow,
   loadToken,
   type PendingFlow,
+  replaceOAuthCredential,
   storeOAuthServer,
   storeRefreshed,
   takeFlow,
@@ -28,6 +29,7 @@ Deno.test("mcp oauth flows: service role only; taken once, and never after expir
       state: state(),
       userId: owner.id,
       serverId: crypto.randomUUID(),
+      reconnect: false,
       slug: "dbl",
       displayName: null,
       url: "https://mcp.example.com/mcp",
@@ -110,6 +112,14 @@ Deno.test("mcp refresh lease: one holder at a time, for the version it read; onl
     const [status] = await as(sql, owner, (tx) => tx`select status from public.mcp_servers`);
     assert.equal(status.status, "needs_sign_in");
     assert.equal((await loadToken(sql, owner.id, id))?.leased, false);
+
+    // Signing in again replaces the token set and connects the server; not another user's.
+    const other = await createUser(sql, "other");
+    assert.equal(await replaceOAuthCredential(sql, id, other.id, sealed(), null), false);
+    assert.equal(await replaceOAuthCredential(sql, id, owner.id, sealed(), null), true);
+    const [back] = await as(sql, owner, (tx) => tx`select status from public.mcp_servers`);
+    assert.equal(back.status, "connected");
+    assert.equal((await loadToken(sql, owner.id, id))?.version, 2);
 
     // Users touch none of it.
     for (const who of [owner.claims, ANON_CLAIMS]) {

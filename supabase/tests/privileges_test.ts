@@ -73,6 +73,7 @@ const EXPECTED_FUNCTIONS: Record<string, ApiRole[]> = {
   "consume_request(uuid,text)": ["service_role"],
   "consume_tool_calls(uuid,integer)": ["service_role"],
   "mcp_end_refresh(uuid,uuid,boolean)": ["service_role"],
+  "mcp_replace_oauth_credential(uuid,uuid,bytea,timestamp with time zone)": ["service_role"],
   "mcp_replace_tools(uuid,uuid,jsonb,jsonb)": ["service_role"],
   "mcp_store_oauth_server(uuid,uuid,text,text,text,bytea,timestamp with time zone,jsonb,jsonb)": [
     "service_role",

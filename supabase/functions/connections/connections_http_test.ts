@@ -520,8 +520,23 @@ Deno.test("connections: OAuth sign-in: discovered, registered, PKCE; the callbac
       where user_id = ${h.user.id}`;
     assert.equal(flows, 0);
 
-    // Neither token is in any column: they are sealed.
-    assert.equal(double.oauth!.issued.length, 2);
+    // A revoked grant: signing in again replaces the token set; the server, tools stay.
+    await admin`update public.mcp_servers set status = 'needs_sign_in' where id = ${server.id}`;
+    const renewed = await h.call("POST", `/${server.id}/sign-in`);
+    assert.equal(renewed.status, 202, JSON.stringify(renewed.body));
+    const consentAgain = await fetch(renewed.body.sign_in.authorization_url, {
+      redirect: "manual",
+    });
+    const reconnected = await fetch(consentAgain.headers.get("location")!);
+    assert.equal(reconnected.status, 200, await reconnected.text());
+    const [again2] = (await h.call("GET")).body.servers;
+    assert.deepEqual([again2.id, again2.status, again2.tools.length], [server.id, "connected", 5]);
+    assert.deepEqual(await serverCount(admin, h.user), { servers: 1, tools: 5, credentials: 1 });
+    const notOAuth = await h.call("POST", `/${crypto.randomUUID()}/sign-in`);
+    assert.equal(notOAuth.status, 404);
+
+    // No token is in any column: they are sealed.
+    assert.equal(double.oauth!.issued.length, 4);
     await assertNoColumnHolds(admin, double.oauth!.issued);
   } finally {
     await admin.end();

@@ -407,6 +407,7 @@ export type Database = {
           "created_at": string;
           "display_name": string | null;
           "expires_at": string;
+          "reconnect": boolean;
           "return_origin": string | null;
           "secret": string;
           "server_id": string;
@@ -420,6 +421,7 @@ export type Database = {
           "created_at"?: string;
           "display_name"?: string | null;
           "expires_at": string;
+          "reconnect"?: boolean;
           "return_origin"?: string | null;
           "secret": string;
           "server_id": string;
@@ -432,6 +434,7 @@ export type Database = {
           "created_at"?: string;
           "display_name"?: string | null;
           "expires_at"?: string;
+          "reconnect"?: boolean;
           "return_origin"?: string | null;
           "secret"?: string;
           "server_id"?: string;
@@ -939,6 +942,15 @@ export type Database = {
       "mcp_end_refresh": {
         Args: { "p_holder": string; "p_needs_sign_in": boolean; "p_server_id": string };
         Returns: undefined;
+      };
+      "mcp_replace_oauth_credential": {
+        Args: {
+          "p_expires_at": string;
+          "p_secret": string;
+          "p_server_id": string;
+          "p_user_id": string;
+        };
+        Returns: boolean;
       };
       "mcp_replace_tools": {
         Args: { "p_server_id": string; "p_tools": Json; "p_user_id": string; "p_warnings": Json };

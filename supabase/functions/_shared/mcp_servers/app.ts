@@ -10,6 +10,7 @@
  *   GET    /connections/oauth/callback   the authorization server sends the user back here
  *                             (the only route without a token: bound to its flow by `state`,
  *                             once, before it expires); a small page tells the web app
+ *   POST   /connections/:id/sign-in   an OAuth server that needs a new sign-in: 202 as above
  *   POST   /connections/:id/refresh   its tools listed again (after tools/list_changed)
  *   DELETE /connections/:id   204; its tools and credential go with it
  *
@@ -46,7 +47,7 @@ import {
   unseal,
 } from "./credentials.ts";
 import { beginSignIn, finishSignIn, FlowSecret, type OAuthSettings } from "./oauth.ts";
-import { insertFlow, storeOAuthServer, takeFlow } from "./oauth_store.ts";
+import { insertFlow, replaceOAuthCredential, storeOAuthServer, takeFlow } from "./oauth_store.ts";
 import { callbackPage } from "./oauth_callback_page.ts";
 import { discoverTools, type RemoteErrorCode, type RemoteSettings, withServer } from "./remote.ts";
 import {
@@ -268,7 +269,12 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
    * registered there, the flow (state, sealed PKCE verifier, expiry) stored; 202 with the URL
    * the user opens. Nothing of the server is stored until the callback.
    */
-  async function startSignIn(c: Context<UserEnv>, body: AddServerBody) {
+  async function startSignIn(
+    c: Context<UserEnv>,
+    body: AddServerBody,
+    /** A stored server of the user's that needs a new sign-in. */
+    reconnect?: string,
+  ) {
     const { credentialKey, oauth } = deps;
     if (!credentialKey || !oauth) {
       throw new HttpError(
@@ -278,7 +284,10 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
           "(SUPABASE_URL or MCP_OAUTH_REDIRECT_URL)",
       );
     }
-    if ((await listServers(sql, c.var.user.claims)).some((s) => s.slug === body.slug)) {
+    if (
+      !reconnect &&
+      (await listServers(sql, c.var.user.claims)).some((s) => s.slug === body.slug)
+    ) {
       throw new HttpError(409, "conflict", `You already use the slug "${body.slug}"`, {
         path: "slug",
       });
@@ -289,12 +298,13 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
       const { code, message } = begun.error;
       throw new HttpError(STATUS_OF[code], code as HttpErrorCode, message, { path: "url" });
     }
-    const serverId = crypto.randomUUID();
+    const serverId = reconnect ?? crypto.randomUUID();
     const expiresAt = new Date(Date.now() + oauth.flowTtlMs);
     await insertFlow(sql, {
       state,
       userId: c.var.user.id,
       serverId,
+      reconnect: reconnect !== undefined,
       slug: body.slug,
       displayName: body.display_name ?? null,
       url: body.url,
@@ -310,6 +320,24 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
       },
     }, 202);
   }
+
+  // A new sign-in for an OAuth server that needs one ("needs sign-in"): 202 with the URL; the
+  // callback replaces its token set and connects it again, its tools and grants kept.
+  app.post("/:id/sign-in", signedIn, limited, async (c) => {
+    const id = c.req.param("id");
+    const server = z.uuid().safeParse(id).success
+      ? (await listServers(sql, c.var.user.claims)).find((s) => s.id === id)
+      : undefined;
+    if (!server) throw new HttpError(404, "not_found", "No server of yours has this id");
+    if (server.auth_mode !== "oauth") {
+      throw new HttpError(422, "invalid_request", "This server does not sign in with OAuth");
+    }
+    return await startSignIn(c, {
+      url: server.url,
+      slug: server.slug,
+      auth: { type: "oauth" },
+    }, server.id);
+  });
 
   // The authorization server sends the user's browser here. No token: the flow's `state`, taken
   // once and only before it expires, says whose sign-in this is.
@@ -351,6 +379,22 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
           tokens.error.message,
         );
       }
+      const sealed = await encryptCredential(
+        deps.credentialKey,
+        flow.serverId,
+        tokens.value.credential,
+      );
+      if (flow.reconnect) {
+        const replaced = await replaceOAuthCredential(
+          sql,
+          flow.serverId,
+          flow.userId,
+          sealed,
+          tokens.value.expiresAt,
+        );
+        if (!replaced) throw new HttpError(404, "not_found", "The server was removed meanwhile");
+        return callbackPage(c, 200, { ok: true, server_id: flow.serverId }, told);
+      }
       const { tools, warnings } = await discover(
         flow.url,
         flow.slug,
@@ -362,7 +406,7 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
         slug: flow.slug,
         displayName: flow.displayName,
         url: flow.url,
-        secret: await encryptCredential(deps.credentialKey, flow.serverId, tokens.value.credential),
+        secret: sealed,
         expiresAt: tokens.value.expiresAt,
         tools,
         warnings,

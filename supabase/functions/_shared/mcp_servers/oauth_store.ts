@@ -11,8 +11,10 @@ import { type NewServer, type StoreResult, storeResultOf } from "./store.ts";
 export interface PendingFlow {
   state: string;
   userId: string;
-  /** The id the server will have: the flow's secret is sealed to it. */
+  /** The id the server will have (or has): the flow's secret is sealed to it. */
   serverId: string;
+  /** A new sign-in for a stored server: its credential is replaced, nothing else. */
+  reconnect: boolean;
   slug: string;
   displayName: string | null;
   url: string;
@@ -31,9 +33,10 @@ export async function insertFlow(sql: Sql, flow: PendingFlow): Promise<void> {
       tx`with expired as (
         delete from public.mcp_oauth_flows where expires_at < now()
       )
-      insert into public.mcp_oauth_flows (state, user_id, server_id, slug, display_name, url,
-        return_origin, secret, expires_at)
-      values (${flow.state}, ${flow.userId}::uuid, ${flow.serverId}::uuid, ${flow.slug},
+      insert into public.mcp_oauth_flows (state, user_id, server_id, reconnect, slug,
+        display_name, url, return_origin, secret, expires_at)
+      values (${flow.state}, ${flow.userId}::uuid, ${flow.serverId}::uuid, ${flow.reconnect},
+        ${flow.slug},
         ${flow.displayName}, ${flow.url}, ${flow.returnOrigin}, ${flow.secret}::bytea,
         ${flow.expiresAt})`,
   );
@@ -45,7 +48,7 @@ export async function takeFlow(sql: Sql, state: string): Promise<PendingFlow | n
     tx<
       (Omit<PendingFlow, "expiresAt"> & { expiresAt: Date; live: boolean })[]
     >`delete from public.mcp_oauth_flows where state = ${state}
-      returning state, user_id as "userId", server_id as "serverId", slug,
+      returning state, user_id as "userId", server_id as "serverId", reconnect, slug,
         display_name as "displayName", url, return_origin as "returnOrigin", secret,
         expires_at as "expiresAt", expires_at > now() as live`);
   if (!row?.live) return null;
@@ -68,6 +71,23 @@ export async function storeOAuthServer(
         ${tx.json(server.warnings)}::jsonb)`,
     )
   );
+}
+
+/** A new sign-in's token set for the user's stored OAuth server; it is connected again. */
+export async function replaceOAuthCredential(
+  sql: Sql,
+  serverId: string,
+  userId: string,
+  secret: Uint8Array,
+  expiresAt: Date | null,
+): Promise<boolean> {
+  const [row] = await asServiceRole(
+    sql,
+    (tx) =>
+      tx<{ replaced: boolean }[]>`select public.mcp_replace_oauth_credential(${serverId}::uuid,
+      ${userId}::uuid, ${secret}::bytea, ${expiresAt}) as replaced`,
+  );
+  return row.replaced;
 }
 
 /** A server's stored token set as a call reads it. */
