@@ -60,7 +60,7 @@ export async function oauthAccessToken(
     if (!row) return reauth("no sign-in is stored; connect the server again");
     if (row.status === "needs_sign_in") return reauth("the user must sign in to it again");
     const credential = await decryptCredential(deps.credentialKey, serverId, row.secret);
-    if (credential.kind !== "oauth") return { ok: true, token: "", version: row.version };
+    if (credential.kind !== "oauth") return reauth("the stored credential is not a sign-in");
     const now = Date.now();
     const expiresAt = row.expiresAt?.getTime() ?? Infinity;
     const refused = options.refused === row.version;
