@@ -7,6 +7,7 @@ import { createTokenVerifier } from "../../functions/_shared/auth.ts";
 import { createConnectionsApp } from "../../functions/_shared/mcp_servers/app.ts";
 import { importCredentialKey } from "../../functions/_shared/mcp_servers/credentials.ts";
 import { jwksOf, type SigningKey } from "../../../scripts/standin/signing_keys.ts";
+import { connect } from "../../functions/_shared/db/client.ts";
 import { connectFunctionDatabase } from "./database.ts";
 
 /** The key the test's workers seal and open credentials with (`MCP_CREDENTIALS_KEY`). */
@@ -25,8 +26,10 @@ export async function signInWithOAuth(
   token: string,
   url: string,
   slug: string,
+  /** The database the connections app uses (default: the tests' function database). */
+  databaseUrl?: string,
 ): Promise<string> {
-  const sql = connectFunctionDatabase(2);
+  const sql = databaseUrl ? connect(databaseUrl, { max: 2 }) : connectFunctionDatabase(2);
   let handle: (request: Request) => Response | Promise<Response> = () => new Response(null);
   const server = Deno.serve(
     { port: 0, hostname: "127.0.0.1", onListen() {} },
