@@ -2,7 +2,8 @@
  * `deno task test:mutations`: proves the database tests guard the schema. For every RLS
  * policy, for the row locks of consume_quota, consume_tool_calls, consume_request and agent_start_turn's
  * concurrent-turn count, for consume_quota's cost reservation and agent_reserve_step's per-step
- * re-check, for agent_start_chat's busy check and queue order and the one-running-turn index, and for every grant an API role holds in `public` (one per object and role, as the
+ * re-check, for agent_start_chat's busy check and queue order and the one-running-turn index, for the
+ * MCP token refresh lease (mcp_take_refresh_lease, mcp_store_refreshed), and for every grant an API role holds in `public` (one per object and role, as the
  * migrations grant them), it makes a copy of the migrated database with that one piece removed
  * and runs the database tests against it. Each
  * such mutant must make at least one test fail; a surviving mutant fails this check.
@@ -220,6 +221,24 @@ async function listMutants(sql: postgres.Sql): Promise<Mutant[]> {
         [/then 'user_banned'/i, "then null"],
         [/then 'session_ended'/i, "then null"],
       ],
+    );
+    // Two isolates refresh one MCP server's token at once (a rotating server then revokes the
+    // grant), or one refreshes a token another already replaced, or a lost lease stores.
+    const takeLease = await definitionOf(
+      "public.mcp_take_refresh_lease(uuid, uuid, integer, integer)",
+    );
+    mutate("mcp_take_refresh_lease ignoring a live lease", takeLease, [
+      [/\s+and \(lease_until is null or lease_until <= clock_timestamp\(\)\)/i, ""],
+    ]);
+    mutate("mcp_take_refresh_lease ignoring the version read", takeLease, [
+      [/\s+and version = p_version/i, ""],
+    ]);
+    mutate(
+      "mcp_store_refreshed without its holder check",
+      await definitionOf(
+        "public.mcp_store_refreshed(uuid, uuid, integer, bytea, timestamp with time zone)",
+      ),
+      [[/ and lease_holder = p_holder/i, ""]],
     );
     // Every privilege the migrations granted an API role, one object and role at a time.
     const grants = await sql<{ object: string; kind: string; grantee: string }[]>`

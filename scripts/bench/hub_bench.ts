@@ -9,6 +9,10 @@
  * the call metered (`consume_tool_calls`) and its usage row written. Reading the user's
  * connected tools happens once per chat, not per call, and is left out. The double runs in
  * this process, so both sides share its CPU alike.
+ *
+ * The same again for a server signed in with OAuth (the double's authorization server, a token
+ * far from expiry): the agent's side adds reading and opening the sealed token set (one
+ * service-role select, AES-GCM); both sides send the bearer token.
  */
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -21,6 +25,14 @@ import { createUsageWriter } from "../../supabase/functions/_shared/usage.ts";
 import { connect } from "../../supabase/functions/_shared/db/client.ts";
 import { createUser, liftRequestLimits } from "../../supabase/tests/support/database.ts";
 import { startMcpServerDouble } from "../standin/mcp_server_double.ts";
+import { generateSigningKey, issueAccessToken } from "../standin/signing_keys.ts";
+import { importCredentialKey } from "../../supabase/functions/_shared/mcp_servers/credentials.ts";
+import { loadToken } from "../../supabase/functions/_shared/mcp_servers/oauth_store.ts";
+import { decryptCredential } from "../../supabase/functions/_shared/mcp_servers/credentials.ts";
+import {
+  signInWithOAuth,
+  TEST_CREDENTIALS_KEY,
+} from "../../supabase/tests/support/oauth_sign_in.ts";
 import { measure } from "./stats.ts";
 import type { BenchContext, BenchResult } from "./types.ts";
 
@@ -28,6 +40,7 @@ export async function hubBench(ctx: BenchContext): Promise<BenchResult[]> {
   const calls = ctx.smoke ? 10 : 1_000;
   const warmup = ctx.smoke ? 3 : 100;
   const double = startMcpServerDouble();
+  const oauthDouble = startMcpServerDouble({ oauth: true });
   const sql = connect(ctx.databaseUrl, { max: ctx.pools.agent });
   try {
     const user = await createUser(ctx.sql, "hub-bench");
@@ -59,13 +72,15 @@ export async function hubBench(ctx: BenchContext): Promise<BenchResult[]> {
     };
     const caller = { id: user.id, claims: user.claims };
     const registry = await createConnectedToolsLoader({ sql, remote })(caller);
-    const grants = await loadGrants(sql, user.claims);
+    let grants = await loadGrants(sql, user.claims);
     const recordUsage = createUsageWriter(sql);
     const args = { text: "hello" };
 
-    const direct = async () => {
+    const directTo = (url: string, headers: Record<string, string>) => async () => {
       const client = new Client({ name: "bench", version: "1" }, { capabilities: {} });
-      await client.connect(new StreamableHTTPClientTransport(new URL(double.url)));
+      await client.connect(
+        new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } }),
+      );
       try {
         const result = await client.callTool({ name: "echo", arguments: args });
         if (result.isError) throw new Error("echo failed");
@@ -73,8 +88,12 @@ export async function hubBench(ctx: BenchContext): Promise<BenchResult[]> {
         await client.close();
       }
     };
-    const viaAgent = async () => {
-      const { result } = await invokeTool(registry, {
+    const viaAgentTo = (
+      tools: Awaited<ReturnType<ReturnType<typeof createConnectedToolsLoader>>>,
+      name: string,
+    ) =>
+    async () => {
+      const { result } = await invokeTool(tools, {
         caller,
         sql,
         grants,
@@ -82,7 +101,7 @@ export async function hubBench(ctx: BenchContext): Promise<BenchResult[]> {
         recordUsage,
         source: "agent",
       }, {
-        name: "dbl__echo",
+        name,
         args: { ok: true, value: args },
         policy: async () => {
           const decision = await consumeToolCalls(sql, user.id, 1);
@@ -93,31 +112,62 @@ export async function hubBench(ctx: BenchContext): Promise<BenchResult[]> {
       if (!result.ok) throw new Error(`${result.error.code}: ${result.error.message}`);
     };
 
-    for (let i = 0; i < warmup; i++) {
-      await direct();
-      await viaAgent();
-    }
-    // Alternate halves so neither side gets a warmer machine.
-    const half = Math.ceil(calls / 2);
-    const a1 = await measure(half, 1, direct);
-    const b1 = await measure(half, 1, viaAgent);
-    const b2 = await measure(half, 1, viaAgent);
-    const a2 = await measure(half, 1, direct);
-    const p50Direct = (a1.p50 + a2.p50) / 2;
-    const p50Agent = (b1.p50 + b2.p50) / 2;
-    const added = p50Agent - p50Direct;
+    /** p50 of each side, halves alternated so neither side gets a warmer machine. */
+    const compare = async (direct: () => Promise<void>, viaAgent: () => Promise<void>) => {
+      for (let i = 0; i < warmup; i++) {
+        await direct();
+        await viaAgent();
+      }
+      const half = Math.ceil(calls / 2);
+      const a1 = await measure(half, 1, direct);
+      const b1 = await measure(half, 1, viaAgent);
+      const b2 = await measure(half, 1, viaAgent);
+      const a2 = await measure(half, 1, direct);
+      return {
+        direct: (a1.p50 + a2.p50) / 2,
+        agent: (b1.p50 + b2.p50) / 2,
+        directDetail: `p99 ${Math.max(a1.p99, a2.p99).toFixed(2)} ms, ${a1.count + a2.count} calls`,
+        agentDetail: `p99 ${Math.max(b1.p99, b2.p99).toFixed(2)} ms, ${b1.count + b2.count} calls`,
+      };
+    };
+
+    const plain = await compare(directTo(double.url, {}), viaAgentTo(registry, "dbl__echo"));
+    const added = plain.agent - plain.direct;
+
+    // The OAuth server: signed in through the connections app, its first token long-lived.
+    const key = await generateSigningKey();
+    const token = await issueAccessToken(key, {
+      userId: user.id,
+      email: user.email,
+      sessionId: user.sessionId,
+      issuer: "http://127.0.0.1/auth/v1",
+    });
+    const serverId = await signInWithOAuth(key, token, oauthDouble.url, "sso", ctx.databaseUrl);
+    await ctx.sql`update public.permissions set approval_mode = 'auto'
+                  where user_id = ${user.id} and tool = 'sso__*'`;
+    grants = await loadGrants(sql, user.claims);
+    const credentialKey = await importCredentialKey(TEST_CREDENTIALS_KEY);
+    const stored = await loadToken(sql, user.id, serverId);
+    const sealed = await decryptCredential(credentialKey, serverId, stored!.secret);
+    const bearer = sealed.kind === "oauth" ? sealed.access_token : "";
+    const oauthTools = await createConnectedToolsLoader({ sql, remote, credentialKey })(caller);
+    const signedIn = await compare(
+      directTo(oauthDouble.url, { Authorization: `Bearer ${bearer}` }),
+      viaAgentTo(oauthTools, "sso__echo"),
+    );
+    const addedOAuth = signedIn.agent - signedIn.direct;
     return [
       {
         name: "connected tool call, SDK client direct",
-        value: p50Direct,
+        value: plain.direct,
         unit: "ms p50",
-        detail: `p99 ${Math.max(a1.p99, a2.p99).toFixed(2)} ms, ${a1.count + a2.count} calls`,
+        detail: plain.directDetail,
       },
       {
         name: "connected tool call, through the agent's pipeline",
-        value: p50Agent,
+        value: plain.agent,
         unit: "ms p50",
-        detail: `p99 ${Math.max(b1.p99, b2.p99).toFixed(2)} ms, ${b1.count + b2.count} calls`,
+        detail: plain.agentDetail,
       },
       {
         name: "connected tool call, added by the agent (p50)",
@@ -126,9 +176,18 @@ export async function hubBench(ctx: BenchContext): Promise<BenchResult[]> {
         target: "<= 2",
         pass: added <= 2,
       },
+      {
+        name: "OAuth server's tool call, added by the agent (p50)",
+        value: addedOAuth,
+        unit: "ms",
+        target: "<= 2",
+        pass: addedOAuth <= 2,
+        detail: `direct ${signedIn.direct.toFixed(2)} ms, agent ${signedIn.agent.toFixed(2)} ms`,
+      },
     ];
   } finally {
     await sql.end();
     await double.close();
+    await oauthDouble.close();
   }
 }

@@ -9,11 +9,14 @@
  *   hang        never answers (for the time limit)
  *   bad_schema  listed with an input schema that is not JSON Schema (`type: "banana"`)
  *
- * `requiredHeader` makes every request without that exact header a 401. Routes: `/mcp` speaks
+ * `requiredHeader` makes every request without that exact header a 401; `oauth` puts an OAuth 2.1
+ * authorization server in front (oauth_server_double.ts): `/mcp` then wants one of its access
+ * tokens and answers 401 with `WWW-Authenticate: Bearer resource_metadata=…` (RFC 9728) without
+ * one. Routes: `/mcp` speaks
  * MCP; `/html` is a web page (a URL that is not an MCP server); `/hang` never answers;
  * `/huge` answers 50 MB; `/redirect?to=<url>` redirects.
  *
- *   deno run -A scripts/standin/mcp_server_double.ts [--port 8790]
+ *   deno run -A scripts/standin/mcp_server_double.ts [--port 8790] [--oauth]
  */
 // @ts-types="@modelcontextprotocol/sdk/server/index"
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
@@ -21,10 +24,17 @@ import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
 // @ts-types="@modelcontextprotocol/sdk/types"
 import { CallToolRequestSchema, ListToolsRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+import {
+  createOAuthDouble,
+  type OAuthDouble,
+  type OAuthDoubleOptions,
+} from "./oauth_server_double.ts";
 
 export interface McpDoubleOptions {
   port?: number;
   requiredHeader?: { name: string; value: string };
+  /** Sign-in with OAuth 2.1 in front of `/mcp` (true: the defaults). */
+  oauth?: OAuthDoubleOptions | true;
 }
 
 export interface McpServerDouble {
@@ -39,6 +49,8 @@ export interface McpServerDouble {
   tools: Array<Record<string, unknown>>;
   /** The most tools/call running at once so far. */
   maxConcurrentCalls: number;
+  /** The authorization server, when started with `oauth`. */
+  oauth?: OAuthDouble;
   close(): Promise<void>;
 }
 
@@ -160,11 +172,17 @@ export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerD
 
   // Aborting it closes every connection, also a stream whose client went away mid-answer.
   const stop = new AbortController();
-  const server = Deno.serve(
+  let oauth: OAuthDouble | undefined;
+  let origin = "";
+  const server: Deno.HttpServer<Deno.NetAddr> = Deno.serve(
     { port: options.port ?? 0, hostname: "127.0.0.1", onListen: () => {}, signal: stop.signal },
-    async (request) => {
+    async (request): Promise<Response> => {
       requests++;
       const url = new URL(request.url);
+      if (oauth) {
+        const answered = await oauth.handle(request, `${origin}/mcp`);
+        if (answered) return answered;
+      }
       if (url.pathname === "/html") {
         return new Response("<html><body>Not MCP</body></html>", {
           headers: { "content-type": "text/html" },
@@ -199,11 +217,26 @@ export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerD
       if (required && request.headers.get(required.name) !== required.value) {
         return Response.json({ error: "unauthorized" }, { status: 401 });
       }
+      const bearer = request.headers.get("authorization")?.match(/^Bearer (.+)$/)?.[1] ?? null;
+      if (oauth && !oauth.accessAllowed(bearer)) {
+        const metadata = `${origin}/.well-known/oauth-protected-resource/mcp`;
+        return Response.json({ error: "invalid_token" }, {
+          status: 401,
+          headers: {
+            "www-authenticate": `Bearer resource_metadata="${metadata}"` +
+              (bearer ? `, error="invalid_token"` : ""),
+          },
+        });
+      }
       return await handleMcp(request);
     },
   );
-  const origin = `http://127.0.0.1:${server.addr.port}`;
+  origin = `http://127.0.0.1:${server.addr.port}`;
+  if (options.oauth) {
+    oauth = createOAuthDouble(origin, options.oauth === true ? {} : options.oauth);
+  }
   return {
+    oauth,
     url: `${origin}/mcp`,
     origin,
     calls,
@@ -216,6 +249,7 @@ export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerD
     },
     async close() {
       for (const release of hung) release();
+      oauth?.release();
       stop.abort();
       await server.finished;
     },
@@ -224,6 +258,9 @@ export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerD
 
 if (import.meta.main) {
   const at = Deno.args.indexOf("--port");
-  const double = startMcpServerDouble({ port: at >= 0 ? Number(Deno.args[at + 1]) : 8790 });
+  const double = startMcpServerDouble({
+    port: at >= 0 ? Number(Deno.args[at + 1]) : 8790,
+    ...(Deno.args.includes("--oauth") ? { oauth: { autoConsent: false } } : {}),
+  });
   console.log(`MCP server double at ${double.url}`);
 }

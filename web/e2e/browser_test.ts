@@ -248,6 +248,67 @@ Deno.test({
         }
       });
 
+      await t.step(
+        "sign in to an OAuth MCP server in a popup; its tools ask; a revoked grant shows live",
+        async () => {
+          const page = mainPage();
+          // The double's authorization server shows a consent page with an "Allow" button.
+          const double = startMcpServerDouble({ oauth: { autoConsent: false } });
+          try {
+            await page.getByRole("link", { name: "Connections" }).click();
+            await page.getByLabel("Server URL").fill(double.url);
+            await page.getByLabel("Short name").fill("sso");
+            await page.getByLabel("Authentication").selectOption("oauth");
+            const popupOpened = page.waitForEvent("popup");
+            await page.getByRole("button", { name: "Sign in", exact: true }).click();
+            const popup = await popupOpened;
+            await popup.getByRole("button", { name: "Allow" }).click();
+            const server = page.locator('[data-testid="connection"][data-slug="sso"]');
+            await server.locator('li[data-tool="sso__echo"]').waitFor();
+            assert.equal(await server.getAttribute("data-status"), "connected");
+            // The callback page told the app, then closed itself (maybe already).
+            for (let i = 0; i < 100 && !popup.isClosed(); i++) {
+              await new Promise((resolve) => setTimeout(resolve, 50));
+            }
+            assert.ok(popup.isClosed(), "the sign-in popup closed itself");
+            await screenshot(page, "connections-03-oauth");
+
+            await page.getByRole("link", { name: "Permissions" }).click();
+            const echo = page.locator(
+              '[data-testid="server-tools-table"] tr[data-tool="sso__echo"]',
+            );
+            await echo.waitFor();
+            assert.equal(await echo.getAttribute("data-mode"), "ask");
+
+            // The grant is revoked (as a failed refresh marks it): the screen shows it live.
+            await page.getByRole("link", { name: "Connections" }).click();
+            const sql = connect(web.stack.dbUrl, { max: 1 });
+            try {
+              await sql`update public.mcp_servers set status = 'needs_sign_in'
+                      where slug = 'sso' and user_id =
+                        (select id from auth.users where email = ${email})`;
+            } finally {
+              await sql.end();
+            }
+            await page.locator(
+              '[data-testid="connection"][data-slug="sso"][data-status="needs_sign_in"]',
+            )
+              .waitFor();
+            const again = page.waitForEvent("popup");
+            await server.getByRole("button", { name: "Sign in again" }).click();
+            await (await again).getByRole("button", { name: "Allow" }).click();
+            await page.locator(
+              '[data-testid="connection"][data-slug="sso"][data-status="connected"]',
+            )
+              .waitFor();
+            assert.equal(double.oauth!.tokenRequests, 2);
+            await screenshot(page, "connections-04-signed-in-again");
+          } finally {
+            await double.close();
+          }
+        },
+      );
+
       await t.step("stop a turn", async () => {
         const page = mainPage();
         await startNewChat(page);

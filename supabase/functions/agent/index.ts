@@ -12,6 +12,7 @@ import { llmConfigFromEnv } from "../_shared/llm_client.ts";
 import { workflowConfigFromEnv } from "../_shared/tools/execute_workflow.ts";
 import { createToolRegistry } from "../_shared/tools/registry.ts";
 import { credentialKeyFromEnv } from "../_shared/mcp_servers/credentials.ts";
+import { refreshTimingFromEnv } from "../_shared/mcp_servers/oauth.ts";
 import { remoteSettingsFromEnv } from "../_shared/mcp_servers/remote.ts";
 import {
   createConnectedToolsLoader,
@@ -33,6 +34,7 @@ const agent = createAgentApp({
     sql,
     remote: remoteSettingsFromEnv(),
     credentialKey: await credentialKeyFromEnv(),
+    oauth: refreshTimingFromEnv(),
     ...(ownMcpUrl ? { ownMcpUrl } : {}),
   }),
   config: agentConfigFromEnv(),

@@ -20,7 +20,11 @@ import {
 } from "../../tests/support/database.ts";
 import { createTokenVerifier } from "../_shared/auth.ts";
 import { createConnectionsApp } from "../_shared/mcp_servers/app.ts";
-import { decryptCredential, importCredentialKey } from "../_shared/mcp_servers/credentials.ts";
+import {
+  decryptCredential,
+  headersOf,
+  importCredentialKey,
+} from "../_shared/mcp_servers/credentials.ts";
 import type { UrlPolicy } from "../_shared/mcp_servers/url_safety.ts";
 
 const ISSUER = "http://127.0.0.1/auth/v1";
@@ -44,6 +48,13 @@ async function harness(policy: UrlPolicy = LOCAL) {
   const sql = connectFunctionDatabase(4);
   const signing = await generateSigningKey();
   const credentialKey = await importCredentialKey(KEY_TEXT);
+  // Served first: the OAuth callback URL needs the port.
+  let handle: (request: Request) => Response | Promise<Response> = () => new Response(null);
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    (request) => handle(request),
+  );
+  const origin = `http://127.0.0.1:${server.addr.port}`;
   const app = createConnectionsApp({
     sql,
     verifier: createTokenVerifier({ jwks: jwksOf(signing) }),
@@ -53,12 +64,15 @@ async function harness(policy: UrlPolicy = LOCAL) {
       limits: { maxResponseBytes: 1024 * 1024, headersTimeoutMs: 1500 },
     },
     credentialKey,
+    oauth: {
+      redirectUrl: `${origin}/connections/oauth/callback`,
+      flowTtlMs: 60_000,
+      refreshMarginMs: 1_000,
+      leaseMs: 2_000,
+    },
   });
-  const server = Deno.serve(
-    { port: 0, hostname: "127.0.0.1", onListen() {} },
-    app.fetch,
-  );
-  const base = `http://127.0.0.1:${server.addr.port}/connections`;
+  handle = app.fetch;
+  const base = `${origin}/connections`;
   const user = await createUser(sql, "hub");
   const token = await issueAccessToken(signing, {
     userId: user.id,
@@ -74,6 +88,7 @@ async function harness(policy: UrlPolicy = LOCAL) {
     const response = await fetch(`${base}${path}`, {
       method,
       headers: {
+        Origin: origin,
         ...(auth ? { Authorization: `Bearer ${token}` } : {}),
         ...(body === undefined ? {} : { "Content-Type": "application/json" }),
       },
@@ -85,6 +100,7 @@ async function harness(policy: UrlPolicy = LOCAL) {
   return {
     sql,
     user,
+    origin,
     credentialKey,
     call,
     async close() {
@@ -103,6 +119,34 @@ async function serverCount(
       (select count(*)::int from public.mcp_tools where user_id = ${user.id}) as tools,
       (select count(*)::int from public.mcp_credentials where user_id = ${user.id}) as credentials`;
   return { servers, tools, credentials };
+}
+
+/** No text, jsonb or bytea column of `public` or `auth` holds any of `secrets`. */
+async function assertNoColumnHolds(
+  admin: ReturnType<typeof connectTestDatabase>,
+  secrets: string[],
+) {
+  const columns = await admin<
+    { table_schema: string; table_name: string; column_name: string; data_type: string }[]
+  >`
+    select c.table_schema, c.table_name, c.column_name, c.data_type
+    from information_schema.columns c join information_schema.tables t
+      on t.table_schema = c.table_schema and t.table_name = c.table_name
+    where t.table_type = 'BASE TABLE' and c.table_schema in ('public', 'auth')
+      and c.data_type in ('text', 'jsonb', 'bytea', 'character varying')`;
+  assert.ok(columns.length > 20);
+  for (const secret of secrets) {
+    for (const c of columns) {
+      const [{ found }] = c.data_type === "bytea"
+        ? await admin`select count(*)::int as found
+            from ${admin(c.table_schema)}.${admin(c.table_name)}
+            where position(convert_to(${secret}, 'UTF8') in ${admin(c.column_name)}) > 0`
+        : await admin`select count(*)::int as found
+            from ${admin(c.table_schema)}.${admin(c.table_name)}
+            where ${admin(c.column_name)}::text like ${"%" + secret + "%"}`;
+      assert.equal(found, 0, `${c.table_schema}.${c.table_name}.${c.column_name} holds a token`);
+    }
+  }
 }
 
 Deno.test("connections: /health answers without a token; /metrics stays shut without its secret", async () => {
@@ -183,41 +227,13 @@ Deno.test("connections: a server with a bearer token is discovered and stored en
     const [{ secret: sealed }] = await admin`select secret from public.mcp_credentials
       where server_id = ${server.id}`;
     const opened = await decryptCredential(h.credentialKey, server.id, sealed);
-    assert.equal(opened.value, `Bearer ${secret}`);
+    assert.deepEqual(headersOf(opened), { Authorization: `Bearer ${secret}` });
     await assert.rejects(
       decryptCredential(h.credentialKey, crypto.randomUUID(), sealed),
     );
 
     // No text, jsonb or bytea column anywhere holds the token.
-    const columns = await admin<
-      {
-        table_schema: string;
-        table_name: string;
-        column_name: string;
-        data_type: string;
-      }[]
-    >`
-      select c.table_schema, c.table_name, c.column_name, c.data_type
-      from information_schema.columns c join information_schema.tables t
-        on t.table_schema = c.table_schema and t.table_name = c.table_name
-      where t.table_type = 'BASE TABLE' and c.table_schema in ('public', 'auth')
-        and c.data_type in ('text', 'jsonb', 'bytea', 'character varying')`;
-    assert.ok(columns.length > 20);
-    for (const c of columns) {
-      const column = `${admin(c.table_schema)}.${admin(c.table_name)}`;
-      const [{ found }] = c.data_type === "bytea"
-        ? await admin`select count(*)::int as found from ${admin(c.table_schema)}.${
-          admin(c.table_name)
-        } where position(convert_to(${secret}, 'UTF8') in ${admin(c.column_name)}) > 0`
-        : await admin`select count(*)::int as found from ${admin(c.table_schema)}.${
-          admin(c.table_name)
-        } where ${admin(c.column_name)}::text like ${"%" + secret + "%"}`;
-      assert.equal(
-        found,
-        0,
-        `${String(column)}.${c.column_name} holds the token`,
-      );
-    }
+    await assertNoColumnHolds(admin, [secret]);
   } finally {
     await admin.end();
     await h.close();
@@ -450,5 +466,111 @@ Deno.test("connections: DELETE removes the server with its tools and credential;
     await admin.end();
     await h.close();
     await double.close();
+  }
+});
+
+Deno.test("connections: OAuth sign-in: discovered, registered, PKCE; the callback stores the server with sealed tokens, once", async () => {
+  const double = startMcpServerDouble({ oauth: true });
+  const h = await harness();
+  const admin = connectTestDatabase(1);
+  try {
+    const started = await h.call("POST", "", {
+      url: double.url,
+      slug: "dbl",
+      auth: { type: "oauth" },
+    });
+    assert.equal(started.status, 202, JSON.stringify(started.body));
+    const authorize = new URL(started.body.sign_in.authorization_url);
+    assert.equal(`${authorize.origin}${authorize.pathname}`, `${double.origin}/authorize`);
+    assert.equal(authorize.searchParams.get("code_challenge_method"), "S256");
+    assert.equal(authorize.searchParams.get("resource"), double.url);
+    const callback = `${h.origin}/connections/oauth/callback`;
+    assert.equal(authorize.searchParams.get("redirect_uri"), callback);
+    assert.deepEqual(await serverCount(admin, h.user), { servers: 0, tools: 0, credentials: 0 });
+
+    // The user consents (the double at once); the browser follows the redirect back.
+    const consent = await fetch(authorize, { redirect: "manual" });
+    const back = consent.headers.get("location")!;
+    assert.ok(back.startsWith(callback), back);
+    const page = await fetch(back);
+    const html = await page.text();
+    assert.equal(page.status, 200, html);
+    assert.match(page.headers.get("content-type")!, /^text\/html/);
+    assert.equal(page.headers.get("referrer-policy"), "no-referrer");
+    assert.ok(html.includes(`const origin = "${h.origin}"`), html);
+    assert.match(html, /"type":"mcp_oauth","slug":"dbl","ok":true/);
+
+    const listed = await h.call("GET");
+    const [server] = listed.body.servers;
+    assert.deepEqual([server.slug, server.auth_mode, server.status], ["dbl", "oauth", "connected"]);
+    assert.equal(server.tools.length, 5);
+    assert.deepEqual(await serverCount(admin, h.user), { servers: 1, tools: 5, credentials: 1 });
+    const [{ expires_at }] = await admin`select expires_at from public.mcp_credentials
+      where server_id = ${server.id}`;
+    assert.ok(expires_at instanceof Date);
+
+    // The state works once; a made-up one not at all; the flow row is gone.
+    const again = await fetch(back);
+    assert.equal(again.status, 400);
+    assert.match(await again.text(), /expired or was already used/);
+    const forged = await fetch(`${callback}?state=${"x".repeat(43)}&code=abc`);
+    assert.equal(forged.status, 400);
+    await forged.body?.cancel();
+    const [{ flows }] = await admin`select count(*)::int as flows from public.mcp_oauth_flows
+      where user_id = ${h.user.id}`;
+    assert.equal(flows, 0);
+
+    // A revoked grant: signing in again replaces the token set; the server, tools stay.
+    await admin`update public.mcp_servers set status = 'needs_sign_in' where id = ${server.id}`;
+    const renewed = await h.call("POST", `/${server.id}/sign-in`);
+    assert.equal(renewed.status, 202, JSON.stringify(renewed.body));
+    const consentAgain = await fetch(renewed.body.sign_in.authorization_url, {
+      redirect: "manual",
+    });
+    const reconnected = await fetch(consentAgain.headers.get("location")!);
+    assert.equal(reconnected.status, 200, await reconnected.text());
+    const [again2] = (await h.call("GET")).body.servers;
+    assert.deepEqual([again2.id, again2.status, again2.tools.length], [server.id, "connected", 5]);
+    assert.deepEqual(await serverCount(admin, h.user), { servers: 1, tools: 5, credentials: 1 });
+    const notOAuth = await h.call("POST", `/${crypto.randomUUID()}/sign-in`);
+    assert.equal(notOAuth.status, 404);
+
+    // No token is in any column: they are sealed.
+    assert.equal(double.oauth!.issued.length, 4);
+    await assertNoColumnHolds(admin, double.oauth!.issued);
+  } finally {
+    await admin.end();
+    await h.close();
+    await double.close();
+  }
+});
+
+Deno.test("connections: OAuth to a server that does not ask for it, or to a forbidden URL, is a clear error; nothing stored", async () => {
+  const plain = startMcpServerDouble();
+  const h = await harness();
+  const admin = connectTestDatabase(1);
+  try {
+    const unsupported = await h.call("POST", "", {
+      url: plain.url,
+      slug: "dbl",
+      auth: { type: "oauth" },
+    });
+    assert.equal(unsupported.status, 502, JSON.stringify(unsupported.body));
+    assert.equal(unsupported.body.error.code, "oauth_unsupported");
+    const metadata = await h.call("POST", "", {
+      url: "http://169.254.169.254/mcp",
+      slug: "meta",
+      auth: { type: "oauth" },
+    });
+    assert.equal(metadata.status, 422);
+    assert.equal(metadata.body.error.code, "url_not_allowed");
+    assert.deepEqual(await serverCount(admin, h.user), { servers: 0, tools: 0, credentials: 0 });
+    const [{ flows }] = await admin`select count(*)::int as flows from public.mcp_oauth_flows
+      where user_id = ${h.user.id}`;
+    assert.equal(flows, 0);
+  } finally {
+    await admin.end();
+    await h.close();
+    await plain.close();
   }
 });

@@ -9,6 +9,7 @@ import { databaseConfigFromEnv, POOL_SIZES, poolSizeFromEnv } from "../_shared/d
 import { hostPolicyFromEnv } from "../_shared/http/host_policy.ts";
 import { createConnectionsApp } from "../_shared/mcp_servers/app.ts";
 import { credentialKeyFromEnv } from "../_shared/mcp_servers/credentials.ts";
+import { oauthSettingsFromEnv } from "../_shared/mcp_servers/oauth.ts";
 import { remoteSettingsFromEnv } from "../_shared/mcp_servers/remote.ts";
 
 const app = createConnectionsApp({
@@ -19,6 +20,7 @@ const app = createConnectionsApp({
   verifier: tokenVerifierFromEnv(),
   remote: remoteSettingsFromEnv(),
   credentialKey: await credentialKeyFromEnv(),
+  oauth: oauthSettingsFromEnv(),
   hostPolicy: hostPolicyFromEnv(),
   metricsToken: Deno.env.get("METRICS_TOKEN") || undefined,
 });

@@ -1,19 +1,38 @@
 /**
  * Connections: the MCP servers whose tools the agent may use for this user. Adding one reaches
  * the server and lists its tools before anything is stored; each tool's description is shown
- * here, and every new tool asks before it runs (Permissions).
+ * here, and every new tool asks before it runs (Permissions). A server that wants OAuth is
+ * signed in to in a popup; one whose grant was revoked shows "needs sign-in" (live, through
+ * Realtime) and a button to sign in again.
  */
 import { type FormEvent, useState } from "react";
-import { type AppError, toAppError } from "../api/app_error.ts";
+import { AppError, toAppError } from "../api/app_error.ts";
 import {
   addServer,
   type AddServerRequest,
   refreshServer,
   removeServer,
+  signInAgain,
+  startSignIn,
 } from "./connections_api.ts";
+import { openSignInWindow, signInThrough } from "./sign_in_popup.ts";
 import { useConnections } from "./useConnections.ts";
 
-type AuthKind = "none" | "bearer" | "header";
+type AuthKind = "none" | "bearer" | "header" | "oauth";
+
+/**
+ * Runs an OAuth sign-in in a popup opened now (at the click): `start` gets the authorization URL
+ * from the connections function; the callback page's message ends it.
+ */
+async function signInWithPopup(start: () => Promise<string>): Promise<void> {
+  const popup = openSignInWindow();
+  try {
+    const outcome = await signInThrough(popup, await start());
+    if (!outcome.ok) throw new AppError(outcome.code, outcome.message);
+  } finally {
+    if (!popup.closed) popup.close();
+  }
+}
 
 export function ConnectionsView({ userId }: { userId: string }) {
   const { servers, loading, error, reload } = useConnections(userId);
@@ -36,12 +55,15 @@ export function ConnectionsView({ userId }: { userId: string }) {
       ...(displayName.trim() ? { display_name: displayName.trim() } : {}),
       auth: auth === "none"
         ? { type: "none" }
+        : auth === "oauth"
+        ? { type: "oauth" }
         : auth === "bearer"
         ? { type: "bearer", token: secret }
         : { type: "header", name: secretName.trim(), value: secret },
     };
     try {
-      await addServer(request);
+      if (auth === "oauth") await signInWithPopup(() => startSignIn(request));
+      else await addServer(request);
       setUrl("");
       setSlug("");
       setDisplayName("");
@@ -58,6 +80,16 @@ export function ConnectionsView({ userId }: { userId: string }) {
     setProblem(undefined);
     try {
       await refreshServer(id);
+      await reload();
+    } catch (error) {
+      setProblem(toAppError(error));
+    }
+  };
+
+  const reconnect = async (id: string) => {
+    setProblem(undefined);
+    try {
+      await signInWithPopup(() => signInAgain(id));
       await reload();
     } catch (error) {
       setProblem(toAppError(error));
@@ -121,6 +153,7 @@ export function ConnectionsView({ userId }: { userId: string }) {
             <option value="none">None</option>
             <option value="bearer">Bearer token</option>
             <option value="header">Header</option>
+            <option value="oauth">Sign in (OAuth)</option>
           </select>
         </label>
         {auth === "header" && (
@@ -134,7 +167,7 @@ export function ConnectionsView({ userId }: { userId: string }) {
             />
           </label>
         )}
-        {auth !== "none" && (
+        {(auth === "bearer" || auth === "header") && (
           <label>
             {auth === "bearer" ? "Token" : "Header value"}
             <input
@@ -147,7 +180,9 @@ export function ConnectionsView({ userId }: { userId: string }) {
             />
           </label>
         )}
-        <button type="submit" disabled={busy}>{busy ? "Connecting…" : "Connect"}</button>
+        <button type="submit" disabled={busy}>
+          {busy ? "Connecting…" : auth === "oauth" ? "Sign in" : "Connect"}
+        </button>
       </form>
       {(problem ?? error) && (
         <p className="inline-error" role="alert">
@@ -173,6 +208,14 @@ export function ConnectionsView({ userId }: { userId: string }) {
                 {server.status === "connected" ? "connected" : "needs sign-in"}
               </span>
               <span className="muted">{server.url}</span>
+              {server.status === "needs_sign_in" && server.auth_mode === "oauth" && (
+                <button
+                  type="button"
+                  onClick={() => reconnect(server.id)}
+                >
+                  Sign in again
+                </button>
+              )}
               <button type="button" onClick={() => refresh(server.id)}>Refresh tools</button>
               <button type="button" onClick={() => remove(server.id)}>Remove</button>
             </header>

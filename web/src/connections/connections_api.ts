@@ -7,6 +7,7 @@ import type {
   AddServerRequest,
   ServersPage,
   ServerView,
+  SignInStarted,
 } from "../../../supabase/functions/_shared/mcp_servers/protocol.ts";
 import { SUPABASE_PUBLISHABLE_KEY, SUPABASE_URL } from "../config.ts";
 import { supabase } from "../supabase.ts";
@@ -15,6 +16,8 @@ import { AppError } from "../api/app_error.ts";
 export type { AddServerRequest, ServerView };
 
 const CONNECTIONS_URL = `${SUPABASE_URL}/functions/v1/connections`;
+/** Where the OAuth callback page runs: its messages come from this origin only. */
+export const CONNECTIONS_ORIGIN = new URL(CONNECTIONS_URL, location.href).origin;
 
 async function call<T>(method: string, path = "", body?: unknown): Promise<T> {
   const { data } = await supabase.auth.getSession();
@@ -52,6 +55,17 @@ export async function listServers(): Promise<ServerView[]> {
 
 export async function addServer(request: AddServerRequest): Promise<ServerView> {
   return (await call<{ server: ServerView }>("POST", "", request)).server;
+}
+
+/** Starts an OAuth sign-in to a new server: the URL to open; the callback stores the server. */
+export async function startSignIn(request: AddServerRequest): Promise<string> {
+  return (await call<SignInStarted>("POST", "", request)).sign_in.authorization_url;
+}
+
+/** Starts a new sign-in for a server that needs one. */
+export async function signInAgain(id: string): Promise<string> {
+  return (await call<SignInStarted>("POST", `/${encodeURIComponent(id)}/sign-in`)).sign_in
+    .authorization_url;
 }
 
 /** Lists the server's tools again (it changed them). */

@@ -369,22 +369,34 @@ export type Database = {
       "mcp_credentials": {
         Row: {
           "created_at": string;
+          "expires_at": string | null;
+          "lease_holder": string | null;
+          "lease_until": string | null;
           "secret": string;
           "server_id": string;
           "user_id": string;
+          "version": number;
         };
         ComputedFields: never;
         Insert: {
           "created_at"?: string;
+          "expires_at"?: string | null;
+          "lease_holder"?: string | null;
+          "lease_until"?: string | null;
           "secret": string;
           "server_id": string;
           "user_id": string;
+          "version"?: number;
         };
         Update: {
           "created_at"?: string;
+          "expires_at"?: string | null;
+          "lease_holder"?: string | null;
+          "lease_until"?: string | null;
           "secret"?: string;
           "server_id"?: string;
           "user_id"?: string;
+          "version"?: number;
         };
         Relationships: [
           {
@@ -395,6 +407,49 @@ export type Database = {
             referencedColumns: ["id"];
           },
         ];
+      };
+      "mcp_oauth_flows": {
+        Row: {
+          "created_at": string;
+          "display_name": string | null;
+          "expires_at": string;
+          "reconnect": boolean;
+          "return_origin": string | null;
+          "secret": string;
+          "server_id": string;
+          "slug": string;
+          "state": string;
+          "url": string;
+          "user_id": string;
+        };
+        ComputedFields: never;
+        Insert: {
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "expires_at": string;
+          "reconnect"?: boolean;
+          "return_origin"?: string | null;
+          "secret": string;
+          "server_id": string;
+          "slug": string;
+          "state": string;
+          "url": string;
+          "user_id": string;
+        };
+        Update: {
+          "created_at"?: string;
+          "display_name"?: string | null;
+          "expires_at"?: string;
+          "reconnect"?: boolean;
+          "return_origin"?: string | null;
+          "secret"?: string;
+          "server_id"?: string;
+          "slug"?: string;
+          "state"?: string;
+          "url"?: string;
+          "user_id"?: string;
+        };
+        Relationships: [];
       };
       "mcp_servers": {
         Row: {
@@ -901,8 +956,45 @@ export type Database = {
           "retry_after_ms": number;
         }[];
       };
+      "mcp_end_refresh": {
+        Args: { "p_holder": string; "p_needs_sign_in": boolean; "p_server_id": string };
+        Returns: undefined;
+      };
+      "mcp_replace_oauth_credential": {
+        Args: {
+          "p_expires_at": string;
+          "p_secret": string;
+          "p_server_id": string;
+          "p_user_id": string;
+        };
+        Returns: boolean;
+      };
       "mcp_replace_tools": {
         Args: { "p_server_id": string; "p_tools": Json; "p_user_id": string; "p_warnings": Json };
+        Returns: boolean;
+      };
+      "mcp_store_oauth_server": {
+        Args: {
+          "p_display_name": string;
+          "p_expires_at": string;
+          "p_secret": string;
+          "p_server_id": string;
+          "p_slug": string;
+          "p_tools": Json;
+          "p_url": string;
+          "p_user_id": string;
+          "p_warnings": Json;
+        };
+        Returns: undefined;
+      };
+      "mcp_store_refreshed": {
+        Args: {
+          "p_expires_at": string;
+          "p_holder": string;
+          "p_secret": string;
+          "p_server_id": string;
+          "p_version": number;
+        };
         Returns: boolean;
       };
       "mcp_store_server": {
@@ -918,6 +1010,15 @@ export type Database = {
           "p_warnings": Json;
         };
         Returns: undefined;
+      };
+      "mcp_take_refresh_lease": {
+        Args: {
+          "p_holder": string;
+          "p_lease_ms": number;
+          "p_server_id": string;
+          "p_version": number;
+        };
+        Returns: boolean;
       };
       "my_permissions": {
         Args: Record<PropertyKey, never>;

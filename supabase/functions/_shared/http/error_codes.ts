@@ -33,6 +33,8 @@ export const HTTP_ERROR_CODES = [
   "server_response_too_large",
   "not_an_mcp_server",
   "server_auth_failed",
+  "oauth_unsupported",
+  "oauth_failed",
   // The server
   "auth_unavailable",
   /** Postgres cannot be reached; `Retry-After` says when to try again. */

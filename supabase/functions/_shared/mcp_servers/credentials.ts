@@ -11,15 +11,29 @@ import { z } from "zod";
 export const CREDENTIALS_KEY_VARIABLE = "MCP_CREDENTIALS_KEY";
 const IV_BYTES = 12;
 
-/** What the agent sends a server: `none`, or one header (a bearer token is `Authorization`). */
+/**
+ * What the agent sends a server: one header (a bearer token is `Authorization`), or an OAuth
+ * token set with what refreshing it needs (the authorization server, its metadata, the client
+ * registered there, the resource the tokens are for).
+ */
 export const Credential = z.discriminatedUnion("kind", [
   z.object({
     kind: z.literal("header"),
     name: z.string(),
     value: z.string(),
   }),
+  z.object({
+    kind: z.literal("oauth"),
+    access_token: z.string(),
+    refresh_token: z.string().optional(),
+    authorization_server: z.string(),
+    metadata: z.record(z.string(), z.unknown()),
+    client: z.looseObject({ client_id: z.string(), client_secret: z.string().optional() }),
+    resource: z.string(),
+  }),
 ]);
 export type Credential = z.infer<typeof Credential>;
+export type OAuthCredential = Extract<Credential, { kind: "oauth" }>;
 
 export type CredentialKey = CryptoKey;
 
@@ -50,16 +64,7 @@ export async function encryptCredential(
   serverId: string,
   credential: Credential,
 ): Promise<Uint8Array> {
-  const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
-  const sealed = await crypto.subtle.encrypt(
-    { name: "AES-GCM", iv, additionalData: new TextEncoder().encode(serverId) },
-    key,
-    new TextEncoder().encode(JSON.stringify(credential)),
-  );
-  const out = new Uint8Array(IV_BYTES + sealed.byteLength);
-  out.set(iv);
-  out.set(new Uint8Array(sealed), IV_BYTES);
-  return out;
+  return await seal(key, serverId, credential);
 }
 
 /** The credential, or throws when the bytes were not sealed by this key for this server. */
@@ -68,6 +73,32 @@ export async function decryptCredential(
   serverId: string,
   secret: Uint8Array,
 ): Promise<Credential> {
+  return Credential.parse(await unseal(key, serverId, secret));
+}
+
+/**
+ * `iv || AES-256-GCM(JSON)`, bound to `serverId` as additional data: what every secret about a
+ * server (its credential, a sign-in's PKCE verifier) is stored as.
+ */
+export async function seal(key: CredentialKey, serverId: string, value: unknown) {
+  const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
+  const sealed = await crypto.subtle.encrypt(
+    { name: "AES-GCM", iv, additionalData: new TextEncoder().encode(serverId) },
+    key,
+    new TextEncoder().encode(JSON.stringify(value)),
+  );
+  const out = new Uint8Array(IV_BYTES + sealed.byteLength);
+  out.set(iv);
+  out.set(new Uint8Array(sealed), IV_BYTES);
+  return out;
+}
+
+/** What `seal` sealed for this server, parsed JSON; throws for any other key or server. */
+export async function unseal(
+  key: CredentialKey,
+  serverId: string,
+  secret: Uint8Array,
+): Promise<unknown> {
   const opened = await crypto.subtle.decrypt(
     {
       name: "AES-GCM",
@@ -77,5 +108,12 @@ export async function decryptCredential(
     key,
     secret.slice(IV_BYTES),
   );
-  return Credential.parse(JSON.parse(new TextDecoder().decode(opened)));
+  return JSON.parse(new TextDecoder().decode(opened));
+}
+
+/** The header a credential is sent as. */
+export function headersOf(credential: Credential): Record<string, string> {
+  return credential.kind === "header"
+    ? { [credential.name]: credential.value }
+    : { Authorization: `Bearer ${credential.access_token}` };
 }

@@ -24,7 +24,7 @@ export interface ServerView {
   slug: string;
   display_name: string | null;
   url: string;
-  auth_mode: "none" | "header";
+  auth_mode: "none" | "header" | "oauth";
   status: "connected" | "needs_sign_in";
   /** Tools left out at discovery, with why (e.g. an invalid schema). */
   warnings: string[];
@@ -44,5 +44,18 @@ export interface AddServerRequest {
   auth?:
     | { type: "none" }
     | { type: "bearer"; token: string }
-    | { type: "header"; name: string; value: string };
+    | { type: "header"; name: string; value: string }
+    | { type: "oauth" };
 }
+
+/** `POST /connections` with `auth: oauth` answers 202: the user signs in at this URL (a popup). */
+export interface SignInStarted {
+  sign_in: { authorization_url: string; expires_at: string };
+}
+
+/** What the callback page posts to the web app's window (its opener), then it closes. */
+export type SignInMessage =
+  & { type: "mcp_oauth"; slug: string | null }
+  & ({ ok: true; server_id: string } | { ok: false; code: string; message: string });
+
+export const SIGN_IN_MESSAGE_TYPE = "mcp_oauth";

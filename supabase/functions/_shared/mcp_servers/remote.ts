@@ -19,7 +19,13 @@ import {
 import { inputSchemaProblem, outputSchemaProblem } from "./json_schema.ts";
 import { type UrlPolicy, urlPolicyFromEnv } from "./url_safety.ts";
 
-export type RemoteErrorCode = EgressCode | "not_an_mcp_server" | "server_auth_failed";
+export type RemoteErrorCode =
+  | EgressCode
+  | "not_an_mcp_server"
+  | "server_auth_failed"
+  // Signing in with OAuth: the server does not offer what it needs; it refused.
+  | "oauth_unsupported"
+  | "oauth_failed";
 
 export interface RemoteError {
   code: RemoteErrorCode;

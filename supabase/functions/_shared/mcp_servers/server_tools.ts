@@ -20,7 +20,9 @@ import type {
   ToolResult,
 } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
-import { type CredentialKey, decryptCredential } from "./credentials.ts";
+import { type CredentialKey, decryptCredential, headersOf } from "./credentials.ts";
+import type { OAuthSettings } from "./oauth.ts";
+import { oauthAccessToken } from "./oauth_tokens.ts";
 import { type RemoteSettings, withServer } from "./remote.ts";
 import { loadSecret, loadServerTools, type ServerTool } from "./store.ts";
 
@@ -28,6 +30,8 @@ export interface ServerToolsDependencies {
   sql: Sql;
   remote: RemoteSettings;
   credentialKey?: CredentialKey;
+  /** When OAuth tokens are refreshed, and the refresh lease (oauth_tokens.ts). */
+  oauth?: Pick<OAuthSettings, "refreshMarginMs" | "leaseMs">;
   /** The project's own `mcp` function URL: called with the caller's access token. */
   ownMcpUrl?: string;
   /** Calls to one server under way at once from this isolate, at most (default 4). */
@@ -87,15 +91,25 @@ function serverTool(
     permission: row.name,
     ...(own ? { meteredBy: "server" as const } : {}),
     async run(input, context) {
-      const headers = await headersFor(row, deps, context.caller, own);
-      if (!headers.ok) return headers;
       const limit = limitFor(row.server_id);
-      return await limit.run(() => callRemote(row, deps, headers.value, input, context));
+      const first = await headersFor(row, deps, context, own);
+      if (!first.ok) return first;
+      const result = await limit.run(() => callRemote(row, deps, first.value, input, context));
+      if (
+        first.version === undefined || result.ok || result.error.code !== "mcp_reauth_required"
+      ) {
+        return result;
+      }
+      // The server refused an OAuth token that had not expired (revoked early, clocks apart):
+      // refreshed once, and the call tried once more. A 401 comes before the tool runs.
+      const again = await headersFor(row, deps, context, own, first.version);
+      if (!again.ok) return again;
+      return await limit.run(() => callRemote(row, deps, again.value, input, context));
     },
   };
 }
 
-type Headers = { ok: true; value: Record<string, string> } | {
+type Headers = { ok: true; value: Record<string, string>; version?: number } | {
   ok: false;
   error: { code: string; message: string };
 };
@@ -103,9 +117,12 @@ type Headers = { ok: true; value: Record<string, string> } | {
 async function headersFor(
   row: ServerTool,
   deps: ServerToolsDependencies,
-  caller: ToolCaller,
+  context: ToolContext,
   own: boolean,
+  /** The OAuth token version the server refused: refresh it. */
+  refused?: number,
 ): Promise<Headers> {
+  const caller = context.caller;
   if (own) {
     const token = caller.accessToken?.();
     if (!token) {
@@ -120,11 +137,33 @@ async function headersFor(
   if (!deps.credentialKey) {
     return fail("mcp_not_configured", "MCP_CREDENTIALS_KEY is not set: credentials cannot be read");
   }
+  if (row.auth_mode === "oauth") {
+    const access = await oauthAccessToken(
+      {
+        sql: deps.sql,
+        credentialKey: deps.credentialKey,
+        remote: deps.remote,
+        oauth: deps.oauth ?? DEFAULT_OAUTH,
+      },
+      caller.id,
+      row.server_id,
+      row.slug,
+      { refused, signal: context.signal },
+    );
+    if (!access.ok) return access;
+    return {
+      ok: true,
+      value: { Authorization: `Bearer ${access.token}` },
+      version: refused === undefined ? access.version : undefined,
+    };
+  }
   const secret = await loadSecret(deps.sql, caller.id, row.server_id);
   if (!secret) return fail("mcp_reauth_required", `No credential is stored for ${row.slug}`);
   const credential = await decryptCredential(deps.credentialKey, row.server_id, secret);
-  return { ok: true, value: { [credential.name]: credential.value } };
+  return { ok: true, value: headersOf(credential) };
 }
+
+const DEFAULT_OAUTH = { refreshMarginMs: 60_000, leaseMs: 30_000 };
 
 async function callRemote(
   row: ServerTool,

@@ -34,16 +34,23 @@ export interface NewServer {
 export type StoreResult = { ok: true } | { ok: false; reason: "slug_taken" };
 
 export async function storeServer(sql: Sql, server: NewServer): Promise<StoreResult> {
-  try {
-    // Service role: the credential and the `<slug>__*` grant are not the user's to write.
-    await asServiceRole(
+  // Service role: the credential and the `<slug>__*` grant are not the user's to write.
+  return await storeResultOf(() =>
+    asServiceRole(
       sql,
       (tx) =>
         tx`select public.mcp_store_server(${server.id}::uuid, ${server.userId}::uuid,
         ${server.slug}, ${server.displayName}, ${server.url}, ${server.authMode},
         ${server.secret}::bytea, ${tx.json(server.tools as unknown as Json[])}::jsonb,
         ${tx.json(server.warnings)}::jsonb)`,
-    );
+    )
+  );
+}
+
+/** Runs a store; a slug the user already uses is a value, any other failure throws. */
+export async function storeResultOf(store: () => Promise<unknown>): Promise<StoreResult> {
+  try {
+    await store();
     return { ok: true };
   } catch (error) {
     if (
