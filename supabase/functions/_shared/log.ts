@@ -22,7 +22,8 @@ export type LogEvent =
   | "sign_in_failed"
   | "db_unavailable"
   | "ending_delayed"
-  | "failure";
+  | "failure"
+  | "trace_export_failed";
 
 export interface LogFields {
   request_id?: string;

@@ -33,6 +33,7 @@ import {
   takeOver,
 } from "./turn_takeover.ts";
 import { requestCancel, reserveStep, writeFlush } from "./turn_store.ts";
+import { contextOf, endTurnSpan, startTurnSpan } from "../tracing/genai.ts";
 
 export { type ConnectedTools, toolsFor } from "./connected_tools.ts";
 
@@ -246,6 +247,8 @@ export class AgentRuntime {
   launch(turn: LiveTurn, inputs: TurnInputs, resume: TurnResumePoint = {}): Promise<void> {
     this.turns.set(turn.turnId, turn);
     turn.onChange = (changed) => this.flusher.markDirty(changed);
+    // A turn that has a checkpoint ran before (elsewhere): this run continues its trace.
+    const span = startTurnSpan(turn, turn.checkpoint !== undefined);
     // The first checkpoint goes out with the turn's first flush: no round trip of its own.
     if (!turn.checkpoint) turn.setCheckpoint(initialCheckpoint(inputs));
     this.flusher.markDirty(turn);
@@ -263,7 +266,24 @@ export class AgentRuntime {
           reserveStep(sql, turnId, promptTokens, completionTokens),
         meterToolCall: (userId) => consumeToolCalls(sql, userId, 1),
         flushTurn: (live) => this.flusher.flushTurn(live),
-      }, resume);
+        trace: contextOf(span),
+      }, resume).catch((error) => {
+        endTurnSpan(span, { state: "failed", code: "internal_error" });
+        throw error;
+      });
+      endTurnSpan(
+        span,
+        ending.kind === "ended"
+          ? {
+            state: ending.outcome.state,
+            ...(ending.outcome.error ? { code: ending.outcome.error.code } : {}),
+            steps: turn.steps,
+            inputTokens: ending.usage.prompt_tokens,
+            outputTokens: ending.usage.completion_tokens,
+            model: turn.model,
+          }
+          : { state: ending.kind },
+      );
       await this.#finish(turn, ending);
       // An ended turn frees its session (a parked or departed one does not): the next queued
       // chat starts, adopted turns' included.

@@ -66,6 +66,7 @@ export type AgentToolScope = Pick<
   | "registry"
   | "grants"
   | "config"
+  | "trace"
 >;
 
 export interface ToolCallRequest {
@@ -134,6 +135,7 @@ export async function executeToolCall(
       source: "agent",
       sessionId: turn.sessionId,
       turnId: turn.turnId,
+      callId: call.id,
       ...(turn.requestId ? { requestId: turn.requestId } : {}),
     }, {
       name: call.name,

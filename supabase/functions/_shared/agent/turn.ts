@@ -11,6 +11,7 @@ import {
   streamChatCompletion,
 } from "../llm_client.ts";
 import type { UsageStatus } from "../usage.ts";
+import { endLlmSpan, startLlmSpan, traceIdOfTurn } from "../tracing/genai.ts";
 import { errorFrame, type LiveTurn, type TurnOutcome } from "./live_turn.ts";
 import { awaitApproval } from "./approvals.ts";
 import { estimatePromptTokens } from "./limits.ts";
@@ -329,6 +330,11 @@ async function streamStep(
     usage: { promptTokens: 0, completionTokens: 0, cost: 0 },
   };
   let answeredModel = turn.model;
+  const span = startLlmSpan(scope.trace, {
+    model: turn.model,
+    baseUrl: llm.baseUrl,
+    maxTokens: scope.config.maxCompletionTokens,
+  });
   const events = streamChatCompletion({
     messages: turn.checkpoint!.messages,
     ...(llmTools.length > 0 ? { tools: llmTools } : {}),
@@ -365,6 +371,12 @@ async function streamStep(
     }
   }
   turn.model = answeredModel;
+  endLlmSpan(span, {
+    model: answeredModel,
+    inputTokens: result.usage.promptTokens,
+    outputTokens: result.usage.completionTokens,
+    ...(result.error ? { errorCode: result.error.code } : {}),
+  });
   const status: UsageStatus = result.error
     ? (result.error.code === "aborted" ? "cancelled" : "error")
     : "ok";
@@ -381,6 +393,7 @@ async function streamStep(
       cost_usd: Math.max(0, result.usage.cost),
       latency_ms: performance.now() - started,
       status,
+      trace_id: traceIdOfTurn(turn.turnId),
     });
   } catch (error) {
     console.error(

@@ -181,6 +181,7 @@ export type Database = {
           "session_id": string;
           "state": Database["public"]["Enums"]["turn_state"];
           "steps": number;
+          "trace_id": string | null;
           "user_id": string;
           "user_message_id": string | null;
         };
@@ -208,6 +209,7 @@ export type Database = {
           "session_id": string;
           "state"?: Database["public"]["Enums"]["turn_state"];
           "steps"?: number;
+          "trace_id"?: never;
           "user_id": string;
           "user_message_id"?: string | null;
         };
@@ -234,6 +236,7 @@ export type Database = {
           "session_id"?: string;
           "state"?: Database["public"]["Enums"]["turn_state"];
           "steps"?: number;
+          "trace_id"?: never;
           "user_id"?: string;
           "user_message_id"?: string | null;
         };
@@ -605,6 +608,7 @@ export type Database = {
           "session_id": string | null;
           "source": Database["public"]["Enums"]["usage_source"];
           "status": Database["public"]["Enums"]["usage_status"];
+          "trace_id": string | null;
           "turn_id": string | null;
           "user_id": string;
         };
@@ -621,6 +625,7 @@ export type Database = {
           "session_id"?: string | null;
           "source"?: Database["public"]["Enums"]["usage_source"];
           "status": Database["public"]["Enums"]["usage_status"];
+          "trace_id"?: string | null;
           "turn_id"?: string | null;
           "user_id": string;
         };
@@ -636,6 +641,7 @@ export type Database = {
           "session_id"?: string | null;
           "source"?: Database["public"]["Enums"]["usage_source"];
           "status"?: Database["public"]["Enums"]["usage_status"];
+          "trace_id"?: string | null;
           "turn_id"?: string | null;
           "user_id"?: string;
         };
