@@ -50,7 +50,8 @@ Deno.test("one trace per turn: run → LLM calls → tool calls, continued on th
       const [turn] = await sql`select trace_id from public.agent_turns where id = ${start.turn_id}`;
       const traceId: string = turn.trace_id;
       assert.match(traceId, /^[0-9a-f]{32}$/);
-      const usage = await sql`select kind::text, name, trace_id, prompt_tokens, completion_tokens
+      const usage = await sql`select kind::text, name, trace_id, prompt_tokens, completion_tokens,
+                                     ttft_ms, approval, approval_wait_ms
                               from public.usage_metrics where turn_id = ${start.turn_id}
                               order by created_at, kind`;
       assert.deepEqual(usage.map((row) => [row.kind, row.trace_id]), [
@@ -58,6 +59,13 @@ Deno.test("one trace per turn: run → LLM calls → tool calls, continued on th
         ["tool", traceId],
         ["llm", traceId],
       ]);
+      // The metrics' raw numbers, written with the rows: the answer's LLM call streamed text
+      // (the first only asked for the tool; a tool streams none), and the tool call waited
+      // for its approval.
+      assert.deepEqual(usage.map((row) => row.ttft_ms === null), [true, true, false]);
+      assert.equal(usage[1].approval, "allowed");
+      assert.ok(usage[1].approval_wait_ms >= 0);
+      assert.equal(usage[0].approval_wait_ms, null);
 
       await traced.flush();
       const ofTurn = (spans: ReceivedSpan[]) => spans.filter((s) => s.traceId === traceId);
@@ -112,4 +120,23 @@ Deno.test("one trace per turn: run → LLM calls → tool calls, continued on th
     useTracer(previous);
     await collector.close();
   }
+});
+
+Deno.test("a refused client frame is counted in Postgres for /metrics, by code", async () => {
+  await withWorld({}, async ({ sql, connect, user }) => {
+    const counted = async () => {
+      const [row] = await sql`select coalesce(sum(refusals), 0)::int as n
+                              from public.refusal_counts
+                              where code = 'bad_request' and minute > now() - interval '10 minutes'`;
+      return row.n as number;
+    };
+    const before = await counted();
+    const client = await connect(await user());
+    client.socket.send(new Uint8Array([1, 2, 3]));
+    assert.equal((await client.takeType("error")).code, "bad_request");
+    for (let tries = 0; await counted() === before; tries++) {
+      assert.ok(tries < 100, "the refusal was not counted");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  });
 });

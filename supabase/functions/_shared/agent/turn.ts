@@ -249,8 +249,10 @@ async function park(
   const before = turn.checkpoint!;
   const used = unsettled(before);
   const total = before.usage.prompt_tokens + before.usage.completion_tokens;
+  // When the question was asked: whoever runs the answered call reports the wait.
+  const askedAt = Date.now();
   turn.setCheckpoint({
-    ...withCall(before, callId, { status: "awaiting" }),
+    ...withCall(before, callId, { status: "awaiting", askedAt }),
     settled: { tokens: Math.round(total), cost: before.usage.cost },
   });
   turn.requestPark({
@@ -263,7 +265,7 @@ async function park(
   const stored = turn.storedState;
   if (stored?.state === "parked") return true;
   // Not parked: the answer is here already, and nothing was settled.
-  turn.setCheckpoint(withCall(before, callId, { status: "awaiting" }));
+  turn.setCheckpoint(withCall(before, callId, { status: "awaiting", askedAt }));
   await awaitApproval(scope.sql, turn.turnId, null);
   return (stored?.approvalAnswer ?? { decision: "expired" }) as ParkedAnswer;
 }
@@ -351,9 +353,11 @@ async function streamStep(
     fetch: llm.fetch,
     title: "Supabase agent",
   });
+  let firstTokenMs: number | undefined;
   for await (const event of events) {
     switch (event.type) {
       case "text":
+        firstTokenMs ??= performance.now() - started;
         result.text += event.delta;
         turn.appendText(event.delta);
         turn.emit({ type: "token", delta: event.delta });
@@ -394,6 +398,7 @@ async function streamStep(
       latency_ms: performance.now() - started,
       status,
       trace_id: traceIdOfTurn(turn.turnId),
+      ...(firstTokenMs === undefined ? {} : { ttft_ms: Math.round(firstTokenMs) }),
     });
   } catch (error) {
     console.error(

@@ -540,6 +540,28 @@ export type Database = {
         };
         Relationships: [];
       };
+      "refusal_counts": {
+        Row: {
+          "code": string;
+          "minute": string;
+          "reason": string;
+          "refusals": number;
+        };
+        ComputedFields: never;
+        Insert: {
+          "code": string;
+          "minute": string;
+          "reason"?: string;
+          "refusals": number;
+        };
+        Update: {
+          "code"?: string;
+          "minute"?: string;
+          "reason"?: string;
+          "refusals"?: number;
+        };
+        Relationships: [];
+      };
       "request_buckets": {
         Row: {
           "surface": string;
@@ -597,6 +619,8 @@ export type Database = {
       };
       "usage_metrics": {
         Row: {
+          "approval": string | null;
+          "approval_wait_ms": number | null;
           "completion_tokens": number;
           "cost_usd": number;
           "created_at": string;
@@ -609,11 +633,14 @@ export type Database = {
           "source": Database["public"]["Enums"]["usage_source"];
           "status": Database["public"]["Enums"]["usage_status"];
           "trace_id": string | null;
+          "ttft_ms": number | null;
           "turn_id": string | null;
           "user_id": string;
         };
         ComputedFields: never;
         Insert: {
+          "approval"?: string | null;
+          "approval_wait_ms"?: number | null;
           "completion_tokens"?: number;
           "cost_usd"?: number;
           "created_at"?: string;
@@ -626,10 +653,13 @@ export type Database = {
           "source"?: Database["public"]["Enums"]["usage_source"];
           "status": Database["public"]["Enums"]["usage_status"];
           "trace_id"?: string | null;
+          "ttft_ms"?: number | null;
           "turn_id"?: string | null;
           "user_id": string;
         };
         Update: {
+          "approval"?: string | null;
+          "approval_wait_ms"?: number | null;
           "completion_tokens"?: number;
           "cost_usd"?: number;
           "created_at"?: string;
@@ -642,6 +672,7 @@ export type Database = {
           "source"?: Database["public"]["Enums"]["usage_source"];
           "status"?: Database["public"]["Enums"]["usage_status"];
           "trace_id"?: string | null;
+          "ttft_ms"?: number | null;
           "turn_id"?: string | null;
           "user_id"?: string;
         };

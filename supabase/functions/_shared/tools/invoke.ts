@@ -15,7 +15,7 @@ import {
   type ResolvedPermission,
   resolvePermission,
 } from "../permissions.ts";
-import type { UsageSource, UsageStatus, UsageWriter } from "../usage.ts";
+import type { UsageRecord, UsageSource, UsageStatus, UsageWriter } from "../usage.ts";
 import {
   contextOf,
   endToolSpan,
@@ -78,6 +78,8 @@ export interface ToolInvocation {
   args: ToolArguments;
   policy: ToolPolicy;
   progress: ProgressReporter;
+  /** More for the usage row: how the call's approval wait ended (agent). */
+  usage?: Pick<UsageRecord, "approval" | "approval_wait_ms">;
 }
 
 export interface ToolOutcome {
@@ -132,6 +134,7 @@ export async function invokeTool(
       invocation.name,
       outcome.status,
       latencyMs,
+      invocation.usage,
     );
   }
   return outcome;
@@ -143,6 +146,7 @@ export async function recordToolUsage(
   name: string,
   status: UsageStatus,
   latencyMs: number,
+  extra: Pick<UsageRecord, "approval" | "approval_wait_ms"> = {},
 ): Promise<void> {
   const traceId = traceIdOf(scope.trace);
   try {
@@ -156,6 +160,7 @@ export async function recordToolUsage(
       latency_ms: latencyMs,
       status,
       ...(traceId ? { trace_id: traceId } : {}),
+      ...extra,
     });
   } catch (error) {
     // Losing one usage row must not lose the caller's result: the log keeps the trace.
