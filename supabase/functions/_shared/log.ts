@@ -73,6 +73,25 @@ export function log(level: LogLevel, event: LogEvent, fields: LogFields = {}): v
   hashUserId(userId).then(write, () => write("unhashable"));
 }
 
+/**
+ * An unexpected error off a request's answer (a background task, a turn's bookkeeping): one
+ * `failure` line naming what failed (`what`), with the error, its stack and the ids the caller
+ * has. Never message content: errors here come from the database, the network or our code.
+ */
+export function logFailure(
+  what: string,
+  error: unknown,
+  fields: LogFields = {},
+  level: LogLevel = "error",
+): void {
+  log(level, "failure", {
+    what,
+    ...fields,
+    error: describeError(error),
+    stack: error instanceof Error ? error.stack?.slice(0, 2000) : undefined,
+  });
+}
+
 /** The errors of a failure as a short text for a log line: name and message, no stack. */
 export function describeError(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`.slice(0, 500);

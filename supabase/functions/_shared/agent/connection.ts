@@ -16,7 +16,7 @@ import { type AccountRefusal, accountRefusalMessage, sessionIdOf } from "../acco
 import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import { DATABASE_RETRY_AFTER_SECONDS, isDatabaseUnavailable } from "../db/unavailable.ts";
 import { USER_ROLE } from "../http/require_user.ts";
-import { describeError, log } from "../log.ts";
+import { describeError, log, logFailure } from "../log.ts";
 import { countRefusal } from "../refusals.ts";
 import { handleChat } from "./chat.ts";
 import { frameRateWindow, type SlidingWindow } from "./limits.ts";
@@ -239,7 +239,11 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
             ...refOf(frame),
           });
         }
-        console.error(`agent: ${frame.type} frame failed`, error);
+        logFailure("client_frame", error, {
+          request_id: this.requestId,
+          user_id: this.userId,
+          frame: frame.type,
+        });
         this.sendError({
           code: "internal_error",
           message: `The ${frame.type} frame failed on the server`,

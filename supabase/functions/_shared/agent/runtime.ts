@@ -13,7 +13,7 @@ import type { ToolCaller, ToolDefinition } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";
 import { isDatabaseUnavailable } from "../db/unavailable.ts";
-import { log } from "../log.ts";
+import { log, logFailure } from "../log.ts";
 import type { ApproveFrame, ServerError } from "../agent_protocol.ts";
 import { fieldPath } from "../field_path.ts";
 import { answerParked, awaitedCall, type TurnResumption } from "./approvals.ts";
@@ -181,7 +181,7 @@ export class AgentRuntime {
       try {
         taken = await takeOver(this.deps, resumption);
       } catch (error) {
-        console.error(`agent: could not take turn ${resumption.turn_id} over`, error);
+        logFailure("take_over", error, { turn_id: resumption.turn_id });
         await this.#handBack(resumption.turn_id, resumption.epoch);
         continue;
       }
@@ -201,7 +201,7 @@ export class AgentRuntime {
       await handBack(this.deps.sql, this.isolateId, turnId, epoch);
     } catch (error) {
       // Kept by this isolate until its lease lapses: then it is adopted all the same.
-      console.error(`agent: could not hand turn ${turnId} back`, error);
+      logFailure("hand_back", error, { turn_id: turnId });
     }
   }
 
@@ -290,13 +290,13 @@ export class AgentRuntime {
       if (!this.#closed && turn.ended) {
         this.track(
           this.startQueuedChats(inputs.caller, turn.sessionId).catch((error) =>
-            console.error(`agent: the chats queued after turn ${turn.turnId} did not start`, error)
+            logFailure("start_queued_chats", error, { turn_id: turn.turnId })
           ),
         );
       }
     })();
     const settled = this.track(run.catch(async (error) => {
-      console.error(`agent: turn ${turn.turnId} could not be finished; handing it back`, error);
+      logFailure("finish_turn", error, { request_id: turn.requestId, turn_id: turn.turnId });
       if (this.turns.get(turn.turnId) === turn) this.turns.delete(turn.turnId);
       turn.leave();
       await this.#handBack(turn.turnId, turn.epoch);
@@ -391,7 +391,7 @@ export class AgentRuntime {
     try {
       await releaseLease(this.#leaseSql, this.isolateId);
     } catch (error) {
-      console.error("agent: could not release the lease; turns are adopted when it expires", error);
+      logFailure("release_lease", error);
     }
     for (const socket of this.sockets) {
       socket.close(1001, "the server is shutting down; reconnect and resume");
@@ -409,7 +409,7 @@ export class AgentRuntime {
     this.#startHeartbeat();
     const settled = this.track(
       this.#finish(turn, ending).catch((error) => {
-        console.error(`agent: turn ${turn.turnId} could not be finished`, error);
+        logFailure("finish_turn", error, { request_id: turn.requestId, turn_id: turn.turnId });
       }),
     );
     this.#runs.add(settled);
@@ -424,7 +424,7 @@ export class AgentRuntime {
       // turn's flush is refused), and followers here follow it from storage.
       if (turn.abortReason !== "lost") {
         await this.flusher.flushTurn(turn).catch((error) =>
-          console.error(`agent: could not store turn ${turn.turnId} before leaving it`, error)
+          logFailure("store_before_leaving", error, { turn_id: turn.turnId })
         );
       }
       if (this.turns.get(turn.turnId) === turn) this.turns.delete(turn.turnId);
@@ -478,7 +478,7 @@ export class AgentRuntime {
         } catch (error) {
           if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) throw error;
           if (!isDatabaseUnavailable(error)) {
-            console.error(`agent: storing the end of turn ${turn.turnId} failed; retrying`, error);
+            logFailure("store_ending", error, { turn_id: turn.turnId }, "warn");
           }
         }
         if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) return;
@@ -496,7 +496,7 @@ export class AgentRuntime {
       if (this.#beating) return;
       this.#beating = true;
       this.#beat()
-        .catch((error) => console.error("agent: heartbeat failed", error))
+        .catch((error) => logFailure("heartbeat", error))
         .finally(() => this.#beating = false);
     }, this.deps.config.heartbeatIntervalMs);
   }
@@ -522,7 +522,7 @@ export class AgentRuntime {
       this.#renewing = true;
       renewLeaseAndAdopt(this.#leaseSql, this.isolateId, this.config)
         .then((found) => this.continueTurns(found))
-        .catch((error) => console.error("agent: lease renewal failed", error))
+        .catch((error) => logFailure("lease_renewal", error))
         .finally(() => this.#renewing = false);
     }, this.config.leaseRenewMs);
   }

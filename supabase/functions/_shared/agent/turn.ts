@@ -24,6 +24,7 @@ import {
   unsettled,
 } from "./turn_checkpoint.ts";
 import type { TurnScope } from "./turn_scope.ts";
+import { logFailure } from "../log.ts";
 
 export interface TurnEnding {
   kind: "ended";
@@ -130,7 +131,7 @@ export async function runTurn(
     }
   } catch (error) {
     if (turn.signal.aborted) return left() ? { kind: "left" } : aborted(turn, usage);
-    console.error(`agent: turn ${turn.turnId} failed`, error);
+    logFailure("turn", error, { request_id: turn.requestId, turn_id: turn.turnId });
     return failed(
       "internal_error",
       "The turn failed on the server",
@@ -401,10 +402,7 @@ async function streamStep(
       ...(firstTokenMs === undefined ? {} : { ttft_ms: Math.round(firstTokenMs) }),
     });
   } catch (error) {
-    console.error(
-      `agent: could not record usage of turn ${turn.turnId}`,
-      error,
-    );
+    logFailure("record_usage", error, { turn_id: turn.turnId });
   }
   return result;
 }

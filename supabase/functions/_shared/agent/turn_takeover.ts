@@ -17,6 +17,7 @@ import { llmToolDefinitions, offeredTools } from "./tools.ts";
 import type { TurnEnding, TurnResumePoint } from "./turn.ts";
 import type { TurnCheckpoint } from "./turn_checkpoint.ts";
 import type { TurnInputs } from "./turn_scope.ts";
+import { log } from "../log.ts";
 
 /** Renews the lease and adopts a batch of orphaned turns, in one statement. */
 export async function renewLeaseAndAdopt(
@@ -86,7 +87,11 @@ function resumptionsOf(rows: readonly AdoptionRow[]): TurnResumption[] {
   const taken: TurnResumption[] = [];
   for (const row of rows) {
     if (row.kind === "interrupted") {
-      console.error(`agent: turn ${row.turn_id} ran out of recoveries; stored as interrupted`);
+      log("warn", "turn_end", {
+        turn_id: row.turn_id,
+        state: "interrupted",
+        code: "recovery_budget",
+      });
     } else taken.push(row);
   }
   return taken;

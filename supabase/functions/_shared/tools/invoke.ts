@@ -7,7 +7,7 @@
  * Every refusal is a tool error the caller sees; nothing here throws for what a caller sent.
  */
 import { isDatabaseUnavailable } from "../db/unavailable.ts";
-import { log } from "../log.ts";
+import { log, logFailure } from "../log.ts";
 import { fieldPath } from "../field_path.ts";
 import { asUser, type Sql } from "../db/client.ts";
 import {
@@ -164,7 +164,11 @@ export async function recordToolUsage(
     });
   } catch (error) {
     // Losing one usage row must not lose the caller's result: the log keeps the trace.
-    console.error(`${scope.source}: could not record usage of tool ${name}`, error);
+    logFailure("record_usage", error, {
+      source: scope.source,
+      tool: name.slice(0, 64),
+      ...(scope.turnId ? { turn_id: scope.turnId } : {}),
+    });
   }
 }
 
@@ -261,7 +265,12 @@ async function checkAndRun(
       };
     }
     // The caller gets a stable code; the details (SQL, stack) stay in the function's log.
-    console.error(`${scope.source}: tool ${tool.name} failed`, error);
+    logFailure("tool", error, {
+      source: scope.source,
+      tool: tool.name,
+      ...(scope.turnId ? { turn_id: scope.turnId } : {}),
+      ...(scope.requestId ? { request_id: scope.requestId } : {}),
+    });
     return { ...refused(refusal("internal_error", `${tool.name} failed unexpectedly`)), ran: true };
   }
 }
