@@ -304,7 +304,10 @@ class OtlpExporter {
   readonly #config: Required<TraceExportConfig>;
   readonly #queue: EndedSpan[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
-  #sending: Promise<void> | undefined;
+  /** Settles the delayed export's promise: it must not stay pending once the timer is cut. */
+  #wake: (() => void) | undefined;
+  /** One POST at a time: a slow collector gets no pile of parallel requests. */
+  #chain: Promise<void> = Promise.resolve();
   dropped = 0;
   #failedSpans = 0;
   #lastFailureLog = -Infinity;
@@ -322,13 +325,9 @@ class OtlpExporter {
     if (this.#queue.length >= this.#config.maxBatch) {
       this.#background(this.flush());
     } else if (this.#timer === undefined) {
-      let fire!: () => void;
-      const delayed = new Promise<void>((resolve) => fire = resolve).then(() => this.flush());
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        fire();
-      }, this.#config.batchDelayMs);
-      this.#background(delayed);
+      const delayed = new Promise<void>((resolve) => this.#wake = resolve);
+      this.#timer = setTimeout(() => this.#cutDelay(), this.#config.batchDelayMs);
+      this.#background(delayed.then(() => this.flush()));
     }
   }
 
@@ -337,17 +336,23 @@ class OtlpExporter {
     (globalThis as EdgeRuntimeGlobal).EdgeRuntime?.waitUntil(promise);
   }
 
-  async flush(): Promise<void> {
+  #cutDelay(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    // One POST at a time: a slow collector gets no pile of parallel requests.
-    while (this.#sending) await this.#sending;
-    while (this.#queue.length > 0) {
-      const batch = this.#queue.splice(0, this.#config.maxBatch);
-      this.#sending = this.#send(batch);
-      await this.#sending;
-      this.#sending = undefined;
-    }
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  /** Sends everything queued; resolves once it is sent (or failed); never rejects. */
+  flush(): Promise<void> {
+    this.#cutDelay();
+    this.#chain = this.#chain.then(async () => {
+      while (this.#queue.length > 0) {
+        await this.#send(this.#queue.splice(0, this.#config.maxBatch));
+      }
+    });
+    return this.#chain;
   }
 
   async #send(batch: EndedSpan[]): Promise<void> {

@@ -103,3 +103,38 @@ Deno.test("tracing: a W3C traceparent parents a tool span; a malformed one is ig
   span.setStatus({ code: SpanStatusCode.OK });
   span.end();
 });
+
+Deno.test("tracing: every export handed to EdgeRuntime.waitUntil settles, a delayed one cut short by a flush too", async () => {
+  const collector = startOtlpDouble();
+  const waited: Promise<unknown>[] = [];
+  const global = globalThis as { EdgeRuntime?: unknown };
+  global.EdgeRuntime = { waitUntil: (promise: Promise<unknown>) => waited.push(promise) };
+  try {
+    const tracer = new OtlpTracer({
+      url: collector.url,
+      headers: {},
+      serviceName: "test",
+      batchDelayMs: 60_000,
+      maxBatch: 2,
+    });
+    tracer.startSpan("delayed").end();
+    assert.equal(waited.length, 1, "the delayed export keeps the worker");
+    tracer.startSpan("fills the batch").end();
+    await tracer.flush();
+    // A worker is kept alive until these settle: none may hang (a liveness guard, not a clock).
+    let guard: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(waited),
+      new Promise((_, reject) => {
+        guard = setTimeout(
+          () => reject(new Error("an export given to waitUntil never settled")),
+          5000,
+        );
+      }),
+    ]).finally(() => clearTimeout(guard));
+    assert.deepEqual(collector.spans.map((span) => span.name), ["delayed", "fills the batch"]);
+  } finally {
+    delete global.EdgeRuntime;
+    await collector.close();
+  }
+});
