@@ -16,6 +16,7 @@ import { durableBench } from "./bench/durable_bench.ts";
 import { historyBench } from "./bench/history_bench.ts";
 import { hardeningBench } from "./bench/hardening_bench.ts";
 import { mcpBench } from "./bench/mcp_bench.ts";
+import { outageBench } from "./bench/outage_bench.ts";
 import { hubBench } from "./bench/hub_bench.ts";
 import { realtimeBench } from "./bench/realtime_bench.ts";
 import type { BenchContext, BenchResult, PoolSizes } from "./bench/types.ts";
@@ -72,6 +73,12 @@ const suites: [string, (ctx: BenchContext) => Promise<BenchResult[]>, string?, s
   ],
   ["Web", webBench],
   ["Cross-tab", crossTabBench, `agent isolate ${pools.agent} + flush ${pools.agentFlush}`],
+  [
+    "Outage",
+    outageBench,
+    "the local stack's own (functions' defaults)",
+    "local stack, its own Postgres killed with SIGKILL; paid-plan Edge Runtime limits",
+  ],
 ];
 const chosen = suites.filter(([title]) => !only || only.includes(title.toLowerCase()));
 if (only && chosen.length !== only.length) {

@@ -10,6 +10,7 @@ import { decodeProtectedHeader } from "jose";
 import { startStack } from "../../scripts/standin/stack.ts";
 import type { JwtMode } from "../../scripts/standin/signing_keys.ts";
 import { AgentClient, tokensOf } from "./support/agent_world.ts";
+import { assertNothingSecretIn, secretsOf } from "./support/log_scan.ts";
 
 const EXPECTED: Record<JwtMode, { alg: string; kid: boolean; publicKeys: number }> = {
   es256: { alg: "ES256", kid: true, publicKeys: 1 },
@@ -20,11 +21,13 @@ const EXPECTED: Record<JwtMode, { alg: string; kid: boolean; publicKeys: number 
 
 for (const mode of ["es256", "hs256", "legacy"] as const) {
   Deno.test(`${mode}: a user signs in and chats with the agent through the stand-in`, async () => {
-    const stack = await startStack({ ephemeral: true, jwt: mode, log: () => {} });
+    const logs: string[] = [];
+    const stack = await startStack({ ephemeral: true, jwt: mode, log: (line) => logs.push(line) });
     const supabase = createClient(stack.apiUrl, stack.publishableKey, {
       auth: { persistSession: false, autoRefreshToken: false },
     });
     let client: AgentClient | undefined;
+    const secrets = secretsOf(stack);
     try {
       const jwks = await (await fetch(`${stack.apiUrl}/auth/v1/.well-known/jwks.json`)).json();
       assert.equal(jwks.keys.length, EXPECTED[mode].publicKeys);
@@ -35,6 +38,7 @@ for (const mode of ["es256", "hs256", "legacy"] as const) {
       });
       assert.equal(error, null);
       const token = data.session!.access_token;
+      secrets.push(token);
       const header = decodeProtectedHeader(token);
       assert.equal(header.alg, EXPECTED[mode].alg);
       assert.equal(typeof header.kid === "string", EXPECTED[mode].kid);
@@ -43,7 +47,7 @@ for (const mode of ["es256", "hs256", "legacy"] as const) {
       client = await AgentClient.open(agentUrl, { protocols: [`jwt-${token}`] });
       const ready = await client.takeType("ready");
       assert.equal(ready.user_id, data.user!.id);
-      const frames = await client.chat("hello");
+      const frames = await client.chat("hello, a chat no log may show");
       assert.equal(frames.at(-1)?.type, "complete", JSON.stringify(frames.at(-1)));
       assert.ok(tokensOf(frames).length > 0);
 
@@ -69,5 +73,7 @@ for (const mode of ["es256", "hs256", "legacy"] as const) {
       await supabase.auth.signOut();
       await stack.stop();
     }
+    // After the stop: the workers' last lines (beforeunload, socket_close) are in.
+    assertNothingSecretIn(logs, { secrets, contents: ["hello, a chat no log may show"] });
   });
 }

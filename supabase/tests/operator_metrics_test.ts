@@ -8,6 +8,7 @@ import { createTokenVerifier } from "../functions/_shared/auth.ts";
 import { createFunctionApp } from "../functions/_shared/http/function_app.ts";
 import { addOperatorRoutes } from "../functions/_shared/http/operator_routes.ts";
 import { METRICS } from "../functions/_shared/metrics.ts";
+import { countRefusal } from "../functions/_shared/refusals.ts";
 import {
   as,
   connectFunctionDatabase,
@@ -108,6 +109,70 @@ Deno.test("/metrics: parses, and its numbers equal the rows of its window", asyn
     assert.ok(samples.has("agent_open_sockets"));
     // Every family the route names is one METRICS declares.
     for (const name of text.matchAll(/^# TYPE (\S+)/gm)) assert.ok(name[1] in METRICS);
+  } finally {
+    await Promise.all([sql.end(), pool.end()]);
+  }
+});
+
+Deno.test("/metrics: time to first token, approval waits and refusals equal their rows", async () => {
+  const sql = connectTestDatabase(2);
+  const pool = connectFunctionDatabase(2);
+  try {
+    const user = await createUser(sql, "metrics-latency");
+    const model = `ttft-model-${crypto.randomUUID().slice(0, 8)}`;
+    const tool = `approved-tool-${crypto.randomUUID().slice(0, 8)}`;
+    await sql`insert into public.usage_metrics
+                (user_id, kind, source, name, latency_ms, ttft_ms, status)
+              values (${user.id}, 'llm', 'agent', ${model}, 900, 80, 'ok'),
+                     (${user.id}, 'llm', 'agent', ${model}, 3000, 2000, 'ok'),
+                     (${user.id}, 'llm', 'agent', ${model}, 100, null, 'error')`;
+    await sql`insert into public.usage_metrics
+                (user_id, kind, source, name, latency_ms, approval, approval_wait_ms, status)
+              values (${user.id}, 'tool', 'agent', ${tool}, 5, 'allowed', 4000, 'ok'),
+                     (${user.id}, 'tool', 'agent', ${tool}, 0, 'expired', 300000, 'denied')`;
+    // The counting statement, as the agent runs it (service_role): twice in one minute is one
+    // row of two; a row older than two days goes with the next count.
+    const code = `test_refusal_${crypto.randomUUID().slice(0, 8)}`;
+    await sql`insert into public.refusal_counts (minute, code, reason, refusals)
+              values (date_trunc('minute', now()) - interval '3 days', ${code}, 'old', 5)`;
+    await countRefusal(pool, code, "daily_tokens");
+    await countRefusal(pool, code, "daily_tokens");
+    await countRefusal(pool, code);
+    const rows = await sql`select reason, refusals::int from public.refusal_counts
+                           where code = ${code} order by reason`;
+    assert.deepEqual(rows.map((row) => [row.reason, row.refusals]), [["", 1], [
+      "daily_tokens",
+      2,
+    ]]);
+
+    const response = await metricsApp(pool, TOKEN)("/metrics?window=3600", TOKEN);
+    assert.equal(response.status, 200);
+    const samples = parsePrometheus(await response.text());
+    const m = `model="${model}"`;
+    assert.equal(samples.get(`agent_llm_ttft_ms_bucket{${m},le="100"}`), 1);
+    assert.equal(samples.get(`agent_llm_ttft_ms_bucket{${m},le="2500"}`), 2);
+    assert.equal(samples.get(`agent_llm_ttft_ms_bucket{${m},le="+Inf"}`), 2);
+    assert.equal(samples.get(`agent_llm_ttft_ms_sum{${m}}`), 2080);
+    assert.equal(samples.get(`agent_llm_ttft_ms_count{${m}}`), 2, "calls without a token: none");
+
+    const [waits] = await sql`
+      select count(*) filter (where approval = 'expired')::int as expired,
+             count(*) filter (where approval = 'expired' and approval_wait_ms <= 60000)::int
+               as expired_within_a_minute,
+             coalesce(sum(approval_wait_ms) filter (where approval = 'allowed'), 0)::int
+               as allowed_sum
+      from public.usage_metrics
+      where created_at >= now() - interval '3600 seconds' and approval is not null`;
+    assert.equal(samples.get('agent_approval_wait_ms_count{outcome="expired"}'), waits.expired);
+    assert.equal(
+      samples.get('agent_approval_wait_ms_bucket{outcome="expired",le="60000"}'),
+      waits.expired_within_a_minute,
+    );
+    assert.equal(samples.get('agent_approval_wait_ms_sum{outcome="allowed"}'), waits.allowed_sum);
+
+    assert.equal(samples.get(`agent_refusals{code="${code}",reason="daily_tokens"}`), 2);
+    assert.equal(samples.get(`agent_refusals{code="${code}",reason=""}`), 1);
+    assert.equal(samples.get(`agent_refusals{code="${code}",reason="old"}`), undefined);
   } finally {
     await Promise.all([sql.end(), pool.end()]);
   }

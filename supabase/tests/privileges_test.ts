@@ -41,6 +41,7 @@ const EXPECTED_TABLES: Record<string, Partial<Record<ApiRole, string>>> = {
   mcp_tools: { authenticated: "SELECT", service_role: "SELECT INSERT DELETE" },
   models: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
   permissions: { authenticated: "SELECT", service_role: "SELECT INSERT UPDATE DELETE" },
+  refusal_counts: { service_role: "SELECT INSERT UPDATE DELETE" },
   request_buckets: { service_role: "SELECT INSERT UPDATE" },
   tool_approvals: { authenticated: "SELECT INSERT DELETE" },
   usage_metrics: { authenticated: "SELECT", service_role: "SELECT INSERT" },

@@ -13,6 +13,7 @@ import type { TurnFrame } from "../functions/_shared/agent_protocol.ts";
 import { startStack } from "../../scripts/standin/stack.ts";
 import type { FunctionPool, WorkerEvent } from "../../scripts/standin/worker_pool.ts";
 import { AgentClient, eventually } from "./support/agent_world.ts";
+import { assertNothingSecretIn, secretsOf } from "./support/log_scan.ts";
 
 const WALL_CLOCK_MS = 8_000;
 
@@ -25,11 +26,13 @@ function eventOf(pool: FunctionPool, pid: number, kind: WorkerEvent["kind"]) {
 }
 
 Deno.test("at its wall clock the agent's worker hears beforeunload and leaves its turn to a fresh worker; nothing acknowledged is lost", async () => {
+  const logs: string[] = [];
   const stack = await startStack({
     ephemeral: true,
     limits: { plan: "free", wallClockMs: WALL_CLOCK_MS },
-    log: () => {},
+    log: (line) => logs.push(line),
   });
+  const secrets = secretsOf(stack);
   const supabase = createClient(stack.apiUrl, stack.publishableKey, {
     auth: { persistSession: false, autoRefreshToken: false },
   });
@@ -42,6 +45,7 @@ Deno.test("at its wall clock the agent's worker hears beforeunload and leaves it
     });
     assert.equal(error, null);
     const token = data.session!.access_token;
+    secrets.push(token);
     const agent = stack.functions.get("agent")!;
     const history = stack.functions.get("history")!;
     const firstAgent = agent.current!.pid;
@@ -115,4 +119,6 @@ Deno.test("at its wall clock the agent's worker hears beforeunload and leaves it
     await sql.end();
     await stack.stop();
   }
+  // After the stop: the retired workers' last lines are in.
+  assertNothingSecretIn(logs, { secrets, contents: ["keep me", "Before the wall clock"] });
 });

@@ -22,7 +22,8 @@ export type LogEvent =
   | "sign_in_failed"
   | "db_unavailable"
   | "ending_delayed"
-  | "failure";
+  | "failure"
+  | "trace_export_failed";
 
 export interface LogFields {
   request_id?: string;
@@ -70,6 +71,25 @@ export function log(level: LogLevel, event: LogEvent, fields: LogFields = {}): v
     );
   if (userId === undefined) return write();
   hashUserId(userId).then(write, () => write("unhashable"));
+}
+
+/**
+ * An unexpected error off a request's answer (a background task, a turn's bookkeeping): one
+ * `failure` line naming what failed (`what`), with the error, its stack and the ids the caller
+ * has. Never message content: errors here come from the database, the network or our code.
+ */
+export function logFailure(
+  what: string,
+  error: unknown,
+  fields: LogFields = {},
+  level: LogLevel = "error",
+): void {
+  log(level, "failure", {
+    what,
+    ...fields,
+    error: describeError(error),
+    stack: error instanceof Error ? error.stack?.slice(0, 2000) : undefined,
+  });
 }
 
 /** The errors of a failure as a short text for a log line: name and message, no stack. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { configureLog, hashUserId, log, logLevelFromEnv, requestIdOf } from "./log.ts";
+import { configureLog, hashUserId, log, logFailure, logLevelFromEnv, requestIdOf } from "./log.ts";
 
 Deno.test("log: one JSON line per event, the user hashed, lines under LOG_LEVEL dropped", async () => {
   const lines: string[] = [];
@@ -34,4 +34,48 @@ Deno.test("requestIdOf: the caller's x-request-id or sb-request-id when plain, e
   // Not echoed into bodies and logs: anything that is not a plain token.
   assert.match(of({ "x-request-id": 'a b"<script>' }), /^[0-9a-f-]{36}$/);
   assert.match(of({}), /^[0-9a-f-]{36}$/);
+});
+
+Deno.test("logFailure: one failure line with what failed, the error, its stack and ids", () => {
+  const lines: string[] = [];
+  configureLog({ level: "info", write: (line) => lines.push(line) });
+  logFailure("turn_failed", new TypeError("boom\nsecond line"), { turn_id: "t1" });
+  logFailure("progress_report", "not an Error", {}, "warn");
+  const [failed, warned] = lines.map((line) => JSON.parse(line));
+  assert.equal(lines.length, 2);
+  assert.ok(lines.every((line) => !line.includes("\n")), "one line each");
+  assert.deepEqual(
+    [failed.event, failed.level, failed.what, failed.turn_id, failed.error],
+    ["failure", "error", "turn_failed", "t1", "TypeError: boom\nsecond line"],
+  );
+  assert.match(failed.stack, /log_test\.ts/);
+  assert.deepEqual([warned.level, warned.what, warned.error], [
+    "warn",
+    "progress_report",
+    "not an Error",
+  ]);
+});
+
+Deno.test("function code logs through log.ts only: no free-text console lines", async () => {
+  const root = new URL("../", import.meta.url);
+  const offending: string[] = [];
+  const walk = async (dir: URL, path: string) => {
+    for await (const entry of Deno.readDir(dir)) {
+      const name = `${path}${entry.name}`;
+      if (entry.isDirectory) {
+        if (entry.name !== "vendor") await walk(new URL(`${entry.name}/`, dir), `${name}/`);
+      } else if (
+        name.endsWith(".ts") && !name.endsWith("_test.ts") && name !== "_shared/log.ts"
+      ) {
+        const text = await Deno.readTextFile(new URL(entry.name, dir));
+        text.split("\n").forEach((line, index) => {
+          if (/\bconsole\.(log|info|warn|error|debug)\(/.test(line)) {
+            offending.push(`${name}:${index + 1}`);
+          }
+        });
+      }
+    }
+  };
+  await walk(root, "");
+  assert.deepEqual(offending, []);
 });

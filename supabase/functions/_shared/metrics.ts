@@ -15,6 +15,21 @@ import { HttpError } from "./http/errors.ts";
 /** Upper bounds (ms) of the latency histogram's buckets, as the SQL function counts them. */
 export const LATENCY_BUCKETS_MS = [250, 500, 1000, 2500, 5000, 10000, 30000, 60000] as const;
 
+/** Upper bounds (ms) of the time-to-first-token histogram's buckets. */
+export const TTFT_BUCKETS_MS = [100, 250, 500, 1000, 2500, 5000, 10000, 30000] as const;
+
+/** Upper bounds (ms) of the approval-wait histogram's buckets: 1 s to 1 h. */
+export const APPROVAL_WAIT_BUCKETS_MS = [
+  1000,
+  5000,
+  15000,
+  30000,
+  60000,
+  300000,
+  900000,
+  3600000,
+] as const;
+
 /** Every metric `/metrics` can report, with its type and help (the dashboard test reads it). */
 export const METRICS = {
   agent_metrics_window_seconds: ["gauge", "The window the other numbers cover, in seconds"],
@@ -27,6 +42,18 @@ export const METRICS = {
   agent_cost_usd: ["gauge", "Cost of LLM calls in the window, USD, by model"],
   agent_llm_latency_ms: ["histogram", "LLM call latency in the window, ms, by model"],
   agent_tool_latency_ms: ["histogram", "Tool call latency in the window, ms, by tool"],
+  agent_llm_ttft_ms: [
+    "histogram",
+    "Time from an LLM request to its first streamed token in the window, ms, by model",
+  ],
+  agent_approval_wait_ms: [
+    "histogram",
+    "How long tool calls waited for the user's approval in the window, ms, by outcome",
+  ],
+  agent_refusals: [
+    "gauge",
+    "Client frames refused in the window (limits, bad input), by code and reason",
+  ],
 } as const;
 
 export type MetricName = keyof typeof METRICS;
@@ -42,6 +69,9 @@ const UsageGroupSchema = z.object({
   cost_usd: z.number(),
   latency_ms_sum: z.number(),
   latency_buckets: z.array(z.number()).length(LATENCY_BUCKETS_MS.length),
+  ttft_calls: z.number(),
+  ttft_ms_sum: z.number(),
+  ttft_buckets: z.array(z.number()).length(TTFT_BUCKETS_MS.length),
 });
 
 export const OperatorMetricsSchema = z.object({
@@ -49,6 +79,13 @@ export const OperatorMetricsSchema = z.object({
   usage: z.array(UsageGroupSchema),
   turns: z.array(z.object({ state: z.string(), code: z.string(), turns: z.number() })),
   open_sockets: z.number(),
+  approval_waits: z.array(z.object({
+    outcome: z.string(),
+    calls: z.number(),
+    wait_ms_sum: z.number(),
+    wait_buckets: z.array(z.number()).length(APPROVAL_WAIT_BUCKETS_MS.length),
+  })),
+  refusals: z.array(z.object({ code: z.string(), reason: z.string(), refusals: z.number() })),
 });
 
 export type OperatorMetrics = z.infer<typeof OperatorMetricsSchema>;
@@ -126,6 +163,46 @@ export function renderPrometheus(metrics: OperatorMetrics): string {
       sample(`${name}_count`, { [label]: key }, sums.calls);
     }
   }
+  const histogram = (
+    name: MetricName,
+    labels: Record<string, string>,
+    bounds: readonly number[],
+    buckets: readonly number[],
+    count: number,
+    sum: number,
+  ) => {
+    bounds.forEach((le, i) => sample(`${name}_bucket`, { ...labels, le: String(le) }, buckets[i]));
+    sample(`${name}_bucket`, { ...labels, le: "+Inf" }, count);
+    sample(`${name}_sum`, labels, sum);
+    sample(`${name}_count`, labels, count);
+  };
+  head("agent_llm_ttft_ms");
+  for (const [model, sums] of sumBy(llm, (g) => g.name)) {
+    if (sums.ttft_calls === 0) continue;
+    histogram(
+      "agent_llm_ttft_ms",
+      { model },
+      TTFT_BUCKETS_MS,
+      sums.ttft_buckets,
+      sums.ttft_calls,
+      sums.ttft_ms_sum,
+    );
+  }
+  head("agent_approval_wait_ms");
+  for (const group of metrics.approval_waits) {
+    histogram(
+      "agent_approval_wait_ms",
+      { outcome: group.outcome },
+      APPROVAL_WAIT_BUCKETS_MS,
+      group.wait_buckets,
+      group.calls,
+      group.wait_ms_sum,
+    );
+  }
+  head("agent_refusals");
+  for (const group of metrics.refusals) {
+    sample("agent_refusals", { code: group.code, reason: group.reason }, group.refusals);
+  }
   return lines.join("\n") + "\n";
 }
 
@@ -138,6 +215,9 @@ type Sums = Pick<
   | "cost_usd"
   | "latency_ms_sum"
   | "latency_buckets"
+  | "ttft_calls"
+  | "ttft_ms_sum"
+  | "ttft_buckets"
 >;
 
 function sumBy(groups: UsageGroup[], key: (group: UsageGroup) => string): Map<string, Sums> {
@@ -150,6 +230,9 @@ function sumBy(groups: UsageGroup[], key: (group: UsageGroup) => string): Map<st
       cost_usd: 0,
       latency_ms_sum: 0,
       latency_buckets: LATENCY_BUCKETS_MS.map(() => 0),
+      ttft_calls: 0,
+      ttft_ms_sum: 0,
+      ttft_buckets: TTFT_BUCKETS_MS.map(() => 0),
     };
     current.calls += group.calls;
     current.prompt_tokens += group.prompt_tokens;
@@ -157,6 +240,9 @@ function sumBy(groups: UsageGroup[], key: (group: UsageGroup) => string): Map<st
     current.cost_usd += group.cost_usd;
     current.latency_ms_sum += group.latency_ms_sum;
     current.latency_buckets = current.latency_buckets.map((n, i) => n + group.latency_buckets[i]);
+    current.ttft_calls += group.ttft_calls;
+    current.ttft_ms_sum += group.ttft_ms_sum;
+    current.ttft_buckets = current.ttft_buckets.map((n, i) => n + group.ttft_buckets[i]);
     sums.set(key(group), current);
   }
   return sums;

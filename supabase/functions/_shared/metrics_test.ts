@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { LATENCY_BUCKETS_MS, METRICS, type OperatorMetrics, renderPrometheus } from "./metrics.ts";
+import {
+  APPROVAL_WAIT_BUCKETS_MS,
+  LATENCY_BUCKETS_MS,
+  METRICS,
+  type OperatorMetrics,
+  renderPrometheus,
+  TTFT_BUCKETS_MS,
+} from "./metrics.ts";
 
 const SNAPSHOT: OperatorMetrics = {
   window_seconds: 600,
@@ -19,6 +26,9 @@ const SNAPSHOT: OperatorMetrics = {
     cost_usd: 0.25,
     latency_ms_sum: 900,
     latency_buckets: LATENCY_BUCKETS_MS.map(() => 2),
+    ttft_calls: 2,
+    ttft_ms_sum: 300,
+    ttft_buckets: TTFT_BUCKETS_MS.map((le) => le >= 250 ? 2 : 1),
   }, {
     kind: "tool",
     source: "mcp",
@@ -30,7 +40,17 @@ const SNAPSHOT: OperatorMetrics = {
     cost_usd: 0,
     latency_ms_sum: 3,
     latency_buckets: LATENCY_BUCKETS_MS.map(() => 1),
+    ttft_calls: 0,
+    ttft_ms_sum: 0,
+    ttft_buckets: TTFT_BUCKETS_MS.map(() => 0),
   }],
+  approval_waits: [{
+    outcome: "expired",
+    calls: 1,
+    wait_ms_sum: 300000,
+    wait_buckets: APPROVAL_WAIT_BUCKETS_MS.map((le) => le >= 300000 ? 1 : 0),
+  }],
+  refusals: [{ code: "rate_limited", reason: "daily_tokens", refusals: 7 }],
 };
 
 Deno.test("renderPrometheus: every family declared, label values escaped", () => {
@@ -45,6 +65,13 @@ Deno.test("renderPrometheus: every family declared, label values escaped", () =>
   assert.match(text, /^agent_turn_errors\{code="llm_timeout"\} 1$/m);
   assert.match(text, /^agent_tool_latency_ms_bucket\{tool="calculator",le="\+Inf"\} 1$/m);
   assert.match(text, /^agent_cost_usd\{model=".*"\} 0\.25$/m);
+  assert.match(text, /^agent_llm_ttft_ms_bucket\{model=".*",le="100"\} 1$/m);
+  assert.match(text, /^agent_llm_ttft_ms_count\{model=".*"\} 2$/m);
+  // A tool never streams tokens: no time-to-first-token series for it.
+  assert.doesNotMatch(text, /^agent_llm_ttft_ms_count\{model="calculator"\}/m);
+  assert.match(text, /^agent_approval_wait_ms_bucket\{outcome="expired",le="60000"\} 0$/m);
+  assert.match(text, /^agent_approval_wait_ms_bucket\{outcome="expired",le="\+Inf"\} 1$/m);
+  assert.match(text, /^agent_refusals\{code="rate_limited",reason="daily_tokens"\} 7$/m);
 });
 
 Deno.test("the Grafana dashboard in docs/ names only metrics /metrics reports", async () => {

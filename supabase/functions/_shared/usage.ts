@@ -82,7 +82,8 @@ function insertUsage(sql: Sql, records: readonly UsageRecord[]): Promise<unknown
     sql,
     inlineSql`
       insert into public.usage_metrics (user_id, session_id, turn_id, kind, name, source,
-        prompt_tokens, completion_tokens, cost_usd, latency_ms, status)
+        prompt_tokens, completion_tokens, cost_usd, latency_ms, status, trace_id, ttft_ms,
+        approval_wait_ms, approval)
       values ${rows}`,
   );
 }
@@ -91,5 +92,13 @@ function usageRow(record: UsageRecord): InlineSql {
   const latency = Math.min(MAX_LATENCY_MS, Math.max(0, Math.round(record.latency_ms ?? 0)));
   return inlineSql`(${record.user_id}, ${record.session_id ?? null}, ${record.turn_id ?? null},
     ${record.kind}, ${record.name}, ${record.source ?? "agent"}, ${record.prompt_tokens ?? 0},
-    ${record.completion_tokens ?? 0}, ${record.cost_usd ?? 0}, ${latency}, ${record.status})`;
+    ${record.completion_tokens ?? 0}, ${record.cost_usd ?? 0}, ${latency}, ${record.status},
+    ${record.trace_id ?? null}, ${clampMs(record.ttft_ms)}, ${clampMs(record.approval_wait_ms)},
+    ${record.approval ?? null})`;
+}
+
+function clampMs(value: number | null | undefined): number | null {
+  return value === null || value === undefined
+    ? null
+    : Math.min(MAX_LATENCY_MS, Math.max(0, Math.round(value)));
 }

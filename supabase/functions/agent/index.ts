@@ -14,11 +14,15 @@ import { createToolRegistry } from "../_shared/tools/registry.ts";
 import { credentialKeyFromEnv } from "../_shared/mcp_servers/credentials.ts";
 import { refreshTimingFromEnv } from "../_shared/mcp_servers/oauth.ts";
 import { remoteSettingsFromEnv } from "../_shared/mcp_servers/remote.ts";
+import { tracerFromEnv, useTracer } from "../_shared/tracing/otlp.ts";
 import {
   createConnectedToolsLoader,
   ownMcpUrlFromEnv,
 } from "../_shared/mcp_servers/server_tools.ts";
 
+// Turns' spans go to the OTLP collector the environment names (none: tracing is off).
+const tracer = tracerFromEnv(Deno.env, "agent");
+useTracer(tracer);
 const database = databaseConfigFromEnv();
 const sql = connectTo(database, poolSizeFromEnv(POOL_SIZES.agent));
 const ownMcpUrl = ownMcpUrlFromEnv();
@@ -46,7 +50,7 @@ const agent = createAgentApp({
 // Supabase announces the end of a worker: leave its turns to another isolate (stored, lease
 // given up) while it still can.
 addEventListener("beforeunload", () => {
-  void agent.close();
+  void agent.close().finally(() => tracer.flush());
 });
 
 Deno.serve(agent.fetch);

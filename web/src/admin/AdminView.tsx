@@ -63,6 +63,17 @@ export default function AdminView() {
             {tables.errorsByCode.length > 0 &&
               ` (errors: ${tables.errorsByCode.map(([code, n]) => `${code} ${n}`).join(", ")})`}
           </p>
+          <p>
+            Refused client frames: {tables.refusalsByCode.length === 0
+              ? "none"
+              : tables.refusalsByCode.map(([code, n]) => `${code} ${n}`).join(", ")}. Approval
+            waits: {tables.approvals.length === 0
+              ? "none"
+              : tables.approvals.map((row) =>
+                `${row.calls} ${row.outcome} (mean ${row.meanWaitMs} ms)`
+              )
+                .join(", ")}
+          </p>
           <div className="table-scroll">
             <table className="data-table">
               <thead>
@@ -73,6 +84,7 @@ export default function AdminView() {
                   <th scope="col">Tokens in / out</th>
                   <th scope="col">Cost (USD)</th>
                   <th scope="col">Mean latency</th>
+                  <th scope="col">Mean time to first token</th>
                 </tr>
               </thead>
               <tbody>
@@ -86,6 +98,7 @@ export default function AdminView() {
                     <td>{row.promptTokens} / {row.completionTokens}</td>
                     <td>{row.costUsd.toFixed(4)}</td>
                     <td>{row.meanLatencyMs} ms</td>
+                    <td>{row.meanTtftMs === null ? "–" : `${row.meanTtftMs} ms`}</td>
                   </tr>
                 ))}
               </tbody>

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { adminTables } from "./admin_data.ts";
 
-Deno.test("adminTables: turns by state, errors by code, rows per model and per tool", () => {
+Deno.test("adminTables: turns by state, errors and refusals by code, rows per model, tool and approval outcome", () => {
   const buckets = [0, 0, 0, 0, 0, 0, 0, 0];
   const tables = adminTables({
     window_seconds: 3600,
@@ -23,6 +23,9 @@ Deno.test("adminTables: turns by state, errors by code, rows per model and per t
         cost_usd: 0.5,
         latency_ms_sum: 900,
         latency_buckets: buckets,
+        ttft_calls: 2,
+        ttft_ms_sum: 300,
+        ttft_buckets: buckets,
       },
       {
         kind: "llm",
@@ -35,6 +38,9 @@ Deno.test("adminTables: turns by state, errors by code, rows per model and per t
         cost_usd: 0,
         latency_ms_sum: 100,
         latency_buckets: buckets,
+        ttft_calls: 0,
+        ttft_ms_sum: 0,
+        ttft_buckets: buckets,
       },
       {
         kind: "tool",
@@ -47,6 +53,9 @@ Deno.test("adminTables: turns by state, errors by code, rows per model and per t
         cost_usd: 0,
         latency_ms_sum: 8,
         latency_buckets: buckets,
+        ttft_calls: 0,
+        ttft_ms_sum: 0,
+        ttft_buckets: buckets,
       },
       {
         kind: "tool",
@@ -59,7 +68,15 @@ Deno.test("adminTables: turns by state, errors by code, rows per model and per t
         cost_usd: 0,
         latency_ms_sum: 0,
         latency_buckets: buckets,
+        ttft_calls: 0,
+        ttft_ms_sum: 0,
+        ttft_buckets: buckets,
       },
+    ],
+    approval_waits: [{ outcome: "allowed", calls: 2, wait_ms_sum: 5000, wait_buckets: buckets }],
+    refusals: [
+      { code: "bad_request", reason: "", refusals: 1 },
+      { code: "rate_limited", reason: "daily_tokens", refusals: 3 },
     ],
   });
   assert.deepEqual(tables.turnsByState, [["complete", 5], ["error", 3]]);
@@ -72,10 +89,13 @@ Deno.test("adminTables: turns by state, errors by code, rows per model and per t
     completionTokens: 6,
     costUsd: 0.5,
     meanLatencyMs: 250,
+    meanTtftMs: 150,
   }]);
   assert.deepEqual(tables.tools, [{
     tool: "calculator",
     calls: 5,
     outcomes: { ok: 4, denied: 1 },
   }]);
+  assert.deepEqual(tables.refusalsByCode, [["rate_limited (daily_tokens)", 3], ["bad_request", 1]]);
+  assert.deepEqual(tables.approvals, [{ outcome: "allowed", calls: 2, meanWaitMs: 2500 }]);
 });

@@ -15,7 +15,7 @@ import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import { asServiceRole, asUser, type Sql } from "../db/client.ts";
 import { DATABASE_RETRY_AFTER_SECONDS, isDatabaseUnavailable } from "../db/unavailable.ts";
 import { errorResponse } from "../http/errors.ts";
-import { log } from "../log.ts";
+import { log, logFailure } from "../log.ts";
 import { createFunctionApp } from "../http/function_app.ts";
 import { addOperatorRoutes } from "../http/operator_routes.ts";
 import { llmReachability } from "../llm_reachability.ts";
@@ -182,7 +182,7 @@ function serveSocket(
             "the database is unavailable; reconnect shortly",
           );
         }
-        console.error("agent: could not set up a connection", error);
+        logFailure("connection_setup", error, { request_id: requestId });
         connection.close(1011, "the server could not set up this connection");
       }),
     );
@@ -206,7 +206,7 @@ function serveSocket(
     });
     runtime.sockets.delete(connection);
     connection.closed()
-      .catch((error) => console.error("agent: could not unregister a connection", error))
+      .catch((error) => logFailure("connection_unregister", error, { request_id: requestId }))
       .finally(markClosed);
   };
 
@@ -262,7 +262,7 @@ function serveSocket(
     // failure leaves them to the next look (a follower, a connection) and the socket open.
     runtime.track(
       runtime.startQueuedChats(user).catch((error) =>
-        console.error("agent: could not start queued chats", error)
+        logFailure("start_queued_chats", error, { request_id: requestId })
       ),
     );
   }

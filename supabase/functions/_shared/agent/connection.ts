@@ -16,7 +16,8 @@ import { type AccountRefusal, accountRefusalMessage, sessionIdOf } from "../acco
 import type { TokenVerifier, VerifiedUser } from "../auth.ts";
 import { DATABASE_RETRY_AFTER_SECONDS, isDatabaseUnavailable } from "../db/unavailable.ts";
 import { USER_ROLE } from "../http/require_user.ts";
-import { log } from "../log.ts";
+import { describeError, log, logFailure } from "../log.ts";
+import { countRefusal } from "../refusals.ts";
 import { handleChat } from "./chat.ts";
 import { frameRateWindow, type SlidingWindow } from "./limits.ts";
 import { followTurn } from "./resume.ts";
@@ -138,6 +139,17 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
         code: error.code,
         ...(error.reason ? { reason: error.reason } : {}),
       });
+      // Counted for /metrics, beside the frame (never before it); a database that is down
+      // cannot count its own outage, which the log line above records.
+      if (error.code !== "db_unavailable") {
+        this.runtime.track(
+          countRefusal(this.runtime.deps.sql, error.code, error.reason ?? "").catch((failure) => {
+            if (!isDatabaseUnavailable(failure)) {
+              log("error", "failure", { what: "count_refusal", error: describeError(failure) });
+            }
+          }),
+        );
+      }
     }
     this.send({
       type: "error",
@@ -227,7 +239,11 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
             ...refOf(frame),
           });
         }
-        console.error(`agent: ${frame.type} frame failed`, error);
+        logFailure("client_frame", error, {
+          request_id: this.requestId,
+          user_id: this.userId,
+          frame: frame.type,
+        });
         this.sendError({
           code: "internal_error",
           message: `The ${frame.type} frame failed on the server`,

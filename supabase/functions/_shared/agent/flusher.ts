@@ -9,6 +9,7 @@
  */
 import type { FlushEntry, LiveTurn } from "./live_turn.ts";
 import type { FlushOutcome } from "./turn_store.ts";
+import { logFailure } from "../log.ts";
 
 export interface FlushReport {
   /**
@@ -83,7 +84,7 @@ export class Flusher {
     if (this.#timer !== undefined || this.#closed) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.flush().catch((error) => console.error("agent: flush failed", error));
+      this.flush().catch((error) => logFailure("flush", error));
     }, this.intervalMs);
   }
 

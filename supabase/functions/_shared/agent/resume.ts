@@ -24,6 +24,7 @@ import {
   readQueuedChat,
   type StoredTurn,
 } from "./turn_store.ts";
+import { logFailure } from "../log.ts";
 
 export async function followTurn(
   runtime: AgentRuntime,
@@ -108,7 +109,7 @@ async function waitWhileQueued(
       if (poll % QUEUE_KICK_POLLS === QUEUE_KICK_POLLS - 1) {
         // A failed look is only a missed chance: the next poll looks again.
         await runtime.startQueuedChats(client.user, queued.session_id).catch((error) =>
-          console.error("agent: could not start queued chats", error)
+          logFailure("start_queued_chats", error, { user_id: client.user.id })
         );
       }
       await abortableSleep(config.pollIntervalMs, stopped.signal);
@@ -150,7 +151,7 @@ async function followLocally(
     (last) => {
       client.unfollow(live.turnId, stop);
       void followTurn(runtime, client, live.turnId, last, live.epoch).catch((error) =>
-        console.error(`agent: could not follow turn ${live.turnId} on`, error)
+        logFailure("follow_turn", error, { turn_id: live.turnId })
       );
     },
   );

@@ -13,7 +13,7 @@ import type { ToolCaller, ToolDefinition } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";
 import { isDatabaseUnavailable } from "../db/unavailable.ts";
-import { log } from "../log.ts";
+import { log, logFailure } from "../log.ts";
 import type { ApproveFrame, ServerError } from "../agent_protocol.ts";
 import { answerParked, awaitedCall, type TurnResumption } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
@@ -33,6 +33,7 @@ import {
   takeOver,
 } from "./turn_takeover.ts";
 import { requestCancel, reserveStep, writeFlush } from "./turn_store.ts";
+import { contextOf, endTurnSpan, startTurnSpan } from "../tracing/genai.ts";
 
 export { type ConnectedTools, toolsFor } from "./connected_tools.ts";
 
@@ -185,7 +186,7 @@ export class AgentRuntime {
           resumption,
         );
       } catch (error) {
-        console.error(`agent: could not take turn ${resumption.turn_id} over`, error);
+        logFailure("take_over", error, { turn_id: resumption.turn_id });
         await this.#handBack(resumption.turn_id, resumption.epoch);
         continue;
       }
@@ -205,7 +206,7 @@ export class AgentRuntime {
       await handBack(this.deps.sql, this.isolateId, turnId, epoch);
     } catch (error) {
       // Kept by this isolate until its lease lapses: then it is adopted all the same.
-      console.error(`agent: could not hand turn ${turnId} back`, error);
+      logFailure("hand_back", error, { turn_id: turnId });
     }
   }
 
@@ -263,6 +264,8 @@ export class AgentRuntime {
   launch(turn: LiveTurn, inputs: TurnInputs, resume: TurnResumePoint = {}): Promise<void> {
     this.turns.set(turn.turnId, turn);
     turn.onChange = (changed) => this.flusher.markDirty(changed);
+    // A turn that has a checkpoint ran before (elsewhere): this run continues its trace.
+    const span = startTurnSpan(turn, turn.checkpoint !== undefined);
     // The first checkpoint goes out with the turn's first flush: no round trip of its own.
     if (!turn.checkpoint) turn.setCheckpoint(initialCheckpoint(inputs));
     this.flusher.markDirty(turn);
@@ -280,20 +283,37 @@ export class AgentRuntime {
           reserveStep(sql, turnId, promptTokens, completionTokens),
         meterToolCall: (userId) => consumeToolCalls(sql, userId, 1),
         flushTurn: (live) => this.flusher.flushTurn(live),
-      }, resume);
+        trace: contextOf(span),
+      }, resume).catch((error) => {
+        endTurnSpan(span, { state: "failed", code: "internal_error" });
+        throw error;
+      });
+      endTurnSpan(
+        span,
+        ending.kind === "ended"
+          ? {
+            state: ending.outcome.state,
+            ...(ending.outcome.error ? { code: ending.outcome.error.code } : {}),
+            steps: turn.steps,
+            inputTokens: ending.usage.prompt_tokens,
+            outputTokens: ending.usage.completion_tokens,
+            model: turn.model,
+          }
+          : { state: ending.kind },
+      );
       await this.#finish(turn, ending);
       // An ended turn frees its session (a parked or departed one does not): the next queued
       // chat starts, adopted turns' included.
       if (!this.#closed && turn.ended) {
         this.track(
           this.startQueuedChats(inputs.caller, turn.sessionId).catch((error) =>
-            console.error(`agent: the chats queued after turn ${turn.turnId} did not start`, error)
+            logFailure("start_queued_chats", error, { turn_id: turn.turnId })
           ),
         );
       }
     })();
     const settled = this.track(run.catch(async (error) => {
-      console.error(`agent: turn ${turn.turnId} could not be finished; handing it back`, error);
+      logFailure("finish_turn", error, { request_id: turn.requestId, turn_id: turn.turnId });
       if (this.turns.get(turn.turnId) === turn) this.turns.delete(turn.turnId);
       turn.leave();
       await this.#handBack(turn.turnId, turn.epoch);
@@ -377,7 +397,7 @@ export class AgentRuntime {
     try {
       await releaseLease(this.#leaseSql, this.isolateId);
     } catch (error) {
-      console.error("agent: could not release the lease; turns are adopted when it expires", error);
+      logFailure("release_lease", error);
     }
     for (const socket of this.sockets) {
       socket.close(1001, "the server is shutting down; reconnect and resume");
@@ -395,7 +415,7 @@ export class AgentRuntime {
     this.#startHeartbeat();
     const settled = this.track(
       this.#finish(turn, ending).catch((error) => {
-        console.error(`agent: turn ${turn.turnId} could not be finished`, error);
+        logFailure("finish_turn", error, { request_id: turn.requestId, turn_id: turn.turnId });
       }),
     );
     this.#runs.add(settled);
@@ -410,7 +430,7 @@ export class AgentRuntime {
       // turn's flush is refused), and followers here follow it from storage.
       if (turn.abortReason !== "lost") {
         await this.flusher.flushTurn(turn).catch((error) =>
-          console.error(`agent: could not store turn ${turn.turnId} before leaving it`, error)
+          logFailure("store_before_leaving", error, { turn_id: turn.turnId })
         );
       }
       if (this.turns.get(turn.turnId) === turn) this.turns.delete(turn.turnId);
@@ -464,7 +484,7 @@ export class AgentRuntime {
         } catch (error) {
           if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) throw error;
           if (!isDatabaseUnavailable(error)) {
-            console.error(`agent: storing the end of turn ${turn.turnId} failed; retrying`, error);
+            logFailure("store_ending", error, { turn_id: turn.turnId }, "warn");
           }
         }
         if (attempt >= FINAL_FLUSH_RETRY_DELAYS_MS.length) return;
@@ -482,7 +502,7 @@ export class AgentRuntime {
       if (this.#beating) return;
       this.#beating = true;
       this.#beat()
-        .catch((error) => console.error("agent: heartbeat failed", error))
+        .catch((error) => logFailure("heartbeat", error))
         .finally(() => this.#beating = false);
     }, this.deps.config.heartbeatIntervalMs);
   }
@@ -508,7 +528,7 @@ export class AgentRuntime {
       this.#renewing = true;
       renewLeaseAndAdopt(this.#leaseSql, this.isolateId, this.config)
         .then((found) => this.continueTurns(found))
-        .catch((error) => console.error("agent: lease renewal failed", error))
+        .catch((error) => logFailure("lease_renewal", error))
         .finally(() => this.#renewing = false);
     }, this.config.leaseRenewMs);
   }

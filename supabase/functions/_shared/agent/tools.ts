@@ -66,6 +66,7 @@ export type AgentToolScope = Pick<
   | "registry"
   | "grants"
   | "config"
+  | "trace"
 >;
 
 export interface ToolCallRequest {
@@ -74,6 +75,8 @@ export interface ToolCallRequest {
   name: string;
   /** The arguments JSON text as the model produced it. */
   arguments: string;
+  /** Epoch ms when the user was asked to approve it (a call answered after a park). */
+  askedAt?: number;
 }
 
 export interface ToolCallResult {
@@ -99,6 +102,9 @@ export interface ToolCallOptions {
    */
   beforeRun?: () => Promise<boolean>;
 }
+
+/** How an approval wait ended, as the usage row records it. */
+const APPROVAL_OUTCOMES = { allow: "allowed", deny: "denied", expired: "expired" } as const;
 
 /** Thrown by the policy to leave `invokeTool` before the tool runs: the turn parks. */
 class ParkSignal {
@@ -134,10 +140,19 @@ export async function executeToolCall(
       source: "agent",
       sessionId: turn.sessionId,
       turnId: turn.turnId,
+      callId: call.id,
       ...(turn.requestId ? { requestId: turn.requestId } : {}),
     }, {
       name: call.name,
       args,
+      ...(options.answer && options.answer.decision !== "cancel" && call.askedAt !== undefined
+        ? {
+          usage: {
+            approval: APPROVAL_OUTCOMES[options.answer.decision],
+            approval_wait_ms: Math.max(0, Date.now() - call.askedAt),
+          },
+        }
+        : {}),
       policy: async (tool, permission, input) =>
         await askWhenGrantSays(scope, turn, call, tool, permission, input, options.answer) ??
           // A server that meters its own calls (our `mcp` function) takes them from his limits.

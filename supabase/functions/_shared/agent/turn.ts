@@ -11,6 +11,7 @@ import {
   streamChatCompletion,
 } from "../llm_client.ts";
 import type { UsageStatus } from "../usage.ts";
+import { endLlmSpan, startLlmSpan, traceIdOfTurn } from "../tracing/genai.ts";
 import { errorFrame, type LiveTurn, type TurnOutcome } from "./live_turn.ts";
 import { awaitApproval } from "./approvals.ts";
 import { estimatePromptTokens } from "./limits.ts";
@@ -23,6 +24,7 @@ import {
   unsettled,
 } from "./turn_checkpoint.ts";
 import type { TurnScope } from "./turn_scope.ts";
+import { logFailure } from "../log.ts";
 
 export interface TurnEnding {
   kind: "ended";
@@ -129,7 +131,7 @@ export async function runTurn(
     }
   } catch (error) {
     if (turn.signal.aborted) return left() ? { kind: "left" } : aborted(turn, usage);
-    console.error(`agent: turn ${turn.turnId} failed`, error);
+    logFailure("turn", error, { request_id: turn.requestId, turn_id: turn.turnId });
     return failed(
       "internal_error",
       "The turn failed on the server",
@@ -248,8 +250,10 @@ async function park(
   const before = turn.checkpoint!;
   const used = unsettled(before);
   const total = before.usage.prompt_tokens + before.usage.completion_tokens;
+  // When the question was asked: whoever runs the answered call reports the wait.
+  const askedAt = Date.now();
   turn.setCheckpoint({
-    ...withCall(before, callId, { status: "awaiting" }),
+    ...withCall(before, callId, { status: "awaiting", askedAt }),
     settled: { tokens: Math.round(total), cost: before.usage.cost },
   });
   turn.requestPark({
@@ -262,7 +266,7 @@ async function park(
   const stored = turn.storedState;
   if (stored?.state === "parked") return true;
   // Not parked: the answer is here already, and nothing was settled.
-  turn.setCheckpoint(withCall(before, callId, { status: "awaiting" }));
+  turn.setCheckpoint(withCall(before, callId, { status: "awaiting", askedAt }));
   await awaitApproval(scope.sql, turn.turnId, null);
   return (stored?.approvalAnswer ?? { decision: "expired" }) as ParkedAnswer;
 }
@@ -332,6 +336,11 @@ async function streamStep(
     usage: { promptTokens: 0, completionTokens: 0, cost: 0 },
   };
   let answeredModel = turn.model;
+  const span = startLlmSpan(scope.trace, {
+    model: turn.model,
+    baseUrl: llm.baseUrl,
+    maxTokens: scope.config.maxCompletionTokens,
+  });
   const events = streamChatCompletion({
     messages: prefill === ""
       ? turn.checkpoint!.messages
@@ -350,16 +359,18 @@ async function streamStep(
     fetch: llm.fetch,
     title: "Supabase agent",
   });
+  let firstTokenMs: number | undefined;
   for await (const event of events) {
     switch (event.type) {
       case "text":
+        firstTokenMs ??= performance.now() - started;
         result.text += event.delta;
         turn.appendText(event.delta);
         turn.emit({ type: "token", delta: event.delta });
         if (turn.awaitsProgress) {
           turn.awaitsProgress = false;
           scope.flushTurn(turn).catch((error) =>
-            console.error(`agent: turn ${turn.turnId}'s first continued text was not stored`, error)
+            logFailure("storing a continued turn's first text", error, { turn_id: turn.turnId })
           );
         }
         break;
@@ -376,6 +387,12 @@ async function streamStep(
     }
   }
   turn.model = answeredModel;
+  endLlmSpan(span, {
+    model: answeredModel,
+    inputTokens: result.usage.promptTokens,
+    outputTokens: result.usage.completionTokens,
+    ...(result.error ? { errorCode: result.error.code } : {}),
+  });
   const status: UsageStatus = result.error
     ? (result.error.code === "aborted" ? "cancelled" : "error")
     : "ok";
@@ -392,12 +409,11 @@ async function streamStep(
       cost_usd: Math.max(0, result.usage.cost),
       latency_ms: performance.now() - started,
       status,
+      trace_id: traceIdOfTurn(turn.turnId),
+      ...(firstTokenMs === undefined ? {} : { ttft_ms: Math.round(firstTokenMs) }),
     });
   } catch (error) {
-    console.error(
-      `agent: could not record usage of turn ${turn.turnId}`,
-      error,
-    );
+    logFailure("record_usage", error, { turn_id: turn.turnId });
   }
   return result;
 }

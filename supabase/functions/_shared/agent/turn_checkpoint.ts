@@ -27,6 +27,8 @@ export interface CheckpointCall {
   status: CallStatus;
   /** Set once done: what the model reads back (JSON text). */
   content?: string;
+  /** Epoch ms when the user was asked to approve it (for the approval-wait metric). */
+  askedAt?: number;
 }
 
 export interface TurnCheckpoint {

@@ -12,6 +12,7 @@ import type { AgentConfig } from "./config.ts";
 import type { LiveTurn } from "./live_turn.ts";
 import type { StepReservation } from "./turn_store.ts";
 import type { ToolCallDecision } from "../tool_limits.ts";
+import type { TraceContext } from "../tracing/genai.ts";
 
 export interface LlmSettings extends LlmConfig {
   fetch?: typeof fetch;
@@ -46,6 +47,8 @@ export interface RuntimeServices {
   registry: readonly ToolDefinition[];
   /** Writes the turn's pending frames, text and checkpoint now (its flush, conditional). */
   flushTurn(turn: LiveTurn): Promise<void>;
+  /** This run's span (`tracing/genai.ts`): the parent of its LLM and tool calls' spans. */
+  trace?: TraceContext;
 }
 
 /** Everything a running turn uses, from its first LLM call to its last tool call. */

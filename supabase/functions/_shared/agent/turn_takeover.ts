@@ -18,6 +18,7 @@ import type { TurnEnding, TurnResumePoint } from "./turn.ts";
 import type { TurnCheckpoint } from "./turn_checkpoint.ts";
 import type { TurnInputs } from "./turn_scope.ts";
 import { storedAnswer } from "./turn_store.ts";
+import { log } from "../log.ts";
 
 /** Renews the lease and adopts a batch of orphaned turns, in one statement. */
 export async function renewLeaseAndAdopt(
@@ -87,7 +88,11 @@ function resumptionsOf(rows: readonly AdoptionRow[]): TurnResumption[] {
   const taken: TurnResumption[] = [];
   for (const row of rows) {
     if (row.kind === "interrupted") {
-      console.error(`agent: turn ${row.turn_id} ran out of recoveries; stored as interrupted`);
+      log("warn", "turn_end", {
+        turn_id: row.turn_id,
+        state: "interrupted",
+        code: "recovery_budget",
+      });
     } else taken.push(row);
   }
   return taken;

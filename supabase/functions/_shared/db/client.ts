@@ -52,9 +52,23 @@ export function connect(url: string, options: ConnectOptions = {}): Sql {
     max: options.max ?? 5,
     prepare: !options.transactionPooler,
     idle_timeout: 20,
+    backoff: reconnectBackoffSeconds,
     onnotice: () => {},
     connection: { application_name: "supabase-agent" },
   });
+}
+
+/**
+ * How long a pool connection waits, after failed connects, before its next attempt (seconds).
+ * postgres.js's default grows to 20 s (3^failures / 100 s), and a query that arrives meanwhile
+ * waits for that attempt: with the database down, requests got their 503 `db_unavailable` after
+ * up to 15 s (BENCHMARKS.md, Outage), and the first ones after it was back waited as long. A
+ * connection is attempted only for a query that waits, and a failed attempt fails that query,
+ * so a short flat wait costs a database that is down one refused connect per waiting query, not
+ * a storm: the 503 comes at once, and the first query after recovery connects at once.
+ */
+export function reconnectBackoffSeconds(_failures: number): number {
+  return 0.025 + Math.random() * 0.025;
 }
 
 /** A function's pool of `max` connections to the database its environment names. */

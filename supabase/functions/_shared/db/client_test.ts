@@ -6,6 +6,7 @@ import {
   type JwtClaims,
   queryAsServiceRole,
   queryAsUser,
+  reconnectBackoffSeconds,
 } from "./client.ts";
 import { inlineSql } from "./inline_sql.ts";
 
@@ -115,5 +116,12 @@ Deno.test("asUser and asServiceRole set the same role and claims as queryAsUser"
     assert.equal(after.role, "postgres");
   } finally {
     await sql.end();
+  }
+});
+
+Deno.test("reconnect backoff: short and flat however many connects failed, so no query waits out a long one", () => {
+  for (const failures of [0, 1, 5, 10, 50]) {
+    const seconds = reconnectBackoffSeconds(failures);
+    assert.ok(seconds >= 0.025 && seconds <= 0.05, `${failures} failures: ${seconds} s`);
   }
 });

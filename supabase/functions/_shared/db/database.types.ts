@@ -185,6 +185,7 @@ export type Database = {
           "session_id": string;
           "state": Database["public"]["Enums"]["turn_state"];
           "steps": number;
+          "trace_id": string | null;
           "user_id": string;
           "user_message_id": string | null;
         };
@@ -213,6 +214,7 @@ export type Database = {
           "session_id": string;
           "state"?: Database["public"]["Enums"]["turn_state"];
           "steps"?: number;
+          "trace_id"?: never;
           "user_id": string;
           "user_message_id"?: string | null;
         };
@@ -240,6 +242,7 @@ export type Database = {
           "session_id"?: string;
           "state"?: Database["public"]["Enums"]["turn_state"];
           "steps"?: number;
+          "trace_id"?: never;
           "user_id"?: string;
           "user_message_id"?: string | null;
         };
@@ -601,6 +604,28 @@ export type Database = {
         };
         Relationships: [];
       };
+      "refusal_counts": {
+        Row: {
+          "code": string;
+          "minute": string;
+          "reason": string;
+          "refusals": number;
+        };
+        ComputedFields: never;
+        Insert: {
+          "code": string;
+          "minute": string;
+          "reason"?: string;
+          "refusals": number;
+        };
+        Update: {
+          "code"?: string;
+          "minute"?: string;
+          "reason"?: string;
+          "refusals"?: number;
+        };
+        Relationships: [];
+      };
       "request_buckets": {
         Row: {
           "surface": string;
@@ -658,6 +683,8 @@ export type Database = {
       };
       "usage_metrics": {
         Row: {
+          "approval": string | null;
+          "approval_wait_ms": number | null;
           "completion_tokens": number;
           "cost_usd": number;
           "created_at": string;
@@ -669,11 +696,15 @@ export type Database = {
           "session_id": string | null;
           "source": Database["public"]["Enums"]["usage_source"];
           "status": Database["public"]["Enums"]["usage_status"];
+          "trace_id": string | null;
+          "ttft_ms": number | null;
           "turn_id": string | null;
           "user_id": string;
         };
         ComputedFields: never;
         Insert: {
+          "approval"?: string | null;
+          "approval_wait_ms"?: number | null;
           "completion_tokens"?: number;
           "cost_usd"?: number;
           "created_at"?: string;
@@ -685,10 +716,14 @@ export type Database = {
           "session_id"?: string | null;
           "source"?: Database["public"]["Enums"]["usage_source"];
           "status": Database["public"]["Enums"]["usage_status"];
+          "trace_id"?: string | null;
+          "ttft_ms"?: number | null;
           "turn_id"?: string | null;
           "user_id": string;
         };
         Update: {
+          "approval"?: string | null;
+          "approval_wait_ms"?: number | null;
           "completion_tokens"?: number;
           "cost_usd"?: number;
           "created_at"?: string;
@@ -700,6 +735,8 @@ export type Database = {
           "session_id"?: string | null;
           "source"?: Database["public"]["Enums"]["usage_source"];
           "status"?: Database["public"]["Enums"]["usage_status"];
+          "trace_id"?: string | null;
+          "ttft_ms"?: number | null;
           "turn_id"?: string | null;
           "user_id"?: string;
         };

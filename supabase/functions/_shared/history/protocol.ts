@@ -115,5 +115,13 @@ export interface AdminSummary {
     cost_usd: number;
     latency_ms_sum: number;
     latency_buckets: number[];
+    /** LLM calls that streamed a token, and their time to it (ms). */
+    ttft_calls: number;
+    ttft_ms_sum: number;
+    ttft_buckets: number[];
   }[];
+  /** Approval waits by how they ended (`allowed`, `denied`, `expired`). */
+  approval_waits: { outcome: string; calls: number; wait_ms_sum: number; wait_buckets: number[] }[];
+  /** Client frames refused (limits, bad input), by code and reason. */
+  refusals: { code: string; reason: string; refusals: number }[];
 }

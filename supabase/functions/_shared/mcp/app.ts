@@ -56,6 +56,7 @@ import { workflowConfigFromEnv } from "../tools/execute_workflow.ts";
 import { createUsageWriter } from "../usage.ts";
 import { consumeToolCalls } from "../tool_limits.ts";
 import { limitRequests } from "../http/limit_requests.ts";
+import { contextFromTraceparent } from "../tracing/genai.ts";
 
 export interface McpAppOptions {
   sql: Sql;
@@ -195,6 +196,8 @@ export function createMcpApp(options: McpAppOptions) {
     });
     // Only calls that reach a handler settle, so only they are kept as running.
     const handled = calls.filter((call) => call.wellFormed);
+    // A client that traces its requests gets our tool spans in its trace.
+    const parent = contextFromTraceparent(request.headers.get("traceparent"));
     const scope = (signal: AbortSignal): ToolScope => ({
       caller: { id: user.id, claims: user.claims },
       sql,
@@ -203,6 +206,7 @@ export function createMcpApp(options: McpAppOptions) {
       recordUsage: writeUsage,
       source: "mcp",
       requestId,
+      ...(parent ? { trace: parent } : {}),
     });
     const unsettled = new Set(handled.map((call) => call.id));
     let cancelledAny = false;

@@ -30,6 +30,8 @@ import type { Sql } from "../db/client.ts";
 import { createMcpApp, MCP_MAX_BATCH } from "./app.ts";
 import { createToolRegistry } from "../tools/registry.ts";
 import { getUsageTool } from "../tools/get_usage.ts";
+import { OtlpTracer, tracer, useTracer } from "../tracing/otlp.ts";
+import { startOtlpDouble } from "../../../tests/support/otlp_double.ts";
 import type { WorkflowConfig } from "../tools/execute_workflow.ts";
 
 const SUPABASE_URL = "https://project-ref.supabase.test";
@@ -970,4 +972,50 @@ Deno.test("a deleted user's still-valid token is 401 invalid_token", async () =>
     assert.equal(response.status, 401);
     assert.equal((await response.json()).error.code, "invalid_token");
   });
+});
+
+Deno.test("a tools/call is an execute_tool span in the caller's trace (traceparent), its trace id on its usage row", async () => {
+  const collector = startOtlpDouble();
+  const previous = tracer();
+  const traced = new OtlpTracer({ url: collector.url, headers: {}, serviceName: "mcp" });
+  useTracer(traced);
+  try {
+    await withMcp({}, async ({ sql, endpoint, tokenFor }) => {
+      const user = await createUser(sql, "mcp-traced-call");
+      const traceId = crypto.randomUUID().replaceAll("-", "");
+      const parentSpanId = traceId.slice(0, 16);
+      const response = await fetch(endpoint, {
+        method: "POST",
+        headers: {
+          "Content-Type": "application/json",
+          Accept: "application/json, text/event-stream",
+          "Mcp-Protocol-Version": "2025-06-18",
+          Authorization: `Bearer ${await tokenFor(user)}`,
+          traceparent: `00-${traceId}-${parentSpanId}-01`,
+        },
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: 8,
+          method: "tools/call",
+          params: { name: "calculator", arguments: { expression: "6*7" } },
+        }),
+      });
+      assert.equal(response.status, 200);
+      await response.text();
+      const [row] = await sql`select trace_id from public.usage_metrics
+                              where user_id = ${user.id}`;
+      assert.equal(row.trace_id, traceId);
+      await traced.flush();
+      await collector.waitFor((spans) => spans.some((span) => span.traceId === traceId));
+      const [span] = collector.spans.filter((s) => s.traceId === traceId);
+      assert.deepEqual(
+        [span.name, span.parentSpanId, span.service, span.attributes["gen_ai.tool.name"]],
+        ["execute_tool calculator", parentSpanId, "mcp", "calculator"],
+      );
+      assert.equal(span.attributes["agent.tool.status"], "ok");
+    });
+  } finally {
+    useTracer(previous);
+    await collector.close();
+  }
 });

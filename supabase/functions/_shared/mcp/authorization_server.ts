@@ -8,6 +8,7 @@
  * Answers are kept per isolate (a cache: losing it costs one fetch): a yes for 10 minutes,
  * a no for one, so a metadata request never waits on Auth more than once in a while.
  */
+import { logFailure } from "../log.ts";
 
 const FOUND_TTL_MS = 10 * 60 * 1000;
 const MISSING_TTL_MS = 60 * 1000;
@@ -42,7 +43,7 @@ async function discover(issuer: string, fetcher: typeof fetch): Promise<string |
       signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
     });
   } catch (error) {
-    console.warn(`mcp: no authorization server metadata at ${issuer}:`, error);
+    logFailure("authorization_server_metadata", error, { issuer }, "warn");
     return undefined;
   }
   if (!response.ok) {
@@ -53,7 +54,7 @@ async function discover(issuer: string, fetcher: typeof fetch): Promise<string |
   try {
     metadata = await response.json();
   } catch (error) {
-    console.warn(`mcp: unreadable authorization server metadata at ${issuer}:`, error);
+    logFailure("authorization_server_metadata", error, { issuer }, "warn");
     return undefined;
   }
   // §3.3: metadata for another issuer must not be used.

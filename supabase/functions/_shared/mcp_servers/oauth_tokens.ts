@@ -18,6 +18,7 @@
  *   with `mcp_reauth_required`.
  */
 import { abortableSleep } from "../abortable_sleep.ts";
+import { log } from "../log.ts";
 import type { Sql } from "../db/client.ts";
 import { type CredentialKey, decryptCredential, encryptCredential } from "./credentials.ts";
 import { type OAuthSettings, refreshTokens } from "./oauth.ts";
@@ -91,7 +92,10 @@ export async function oauthAccessToken(
       const sealed = await encryptCredential(deps.credentialKey, serverId, next);
       if (!await storeRefreshed(sql, serverId, holder, row.version, sealed, nextExpiry)) {
         // The lease ran out first: another isolate may refresh too; this call still has a token.
-        console.warn(`mcp oauth: ${slug}: lease lost before the refreshed token was stored`);
+        log("warn", "failure", {
+          what: "storing a refreshed OAuth token: the refresh lease ran out first",
+          server: slug,
+        });
       }
       return { ok: true, token: next.access_token, version: row.version + 1 };
     }

@@ -10,6 +10,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 // @ts-types="@modelcontextprotocol/sdk/client/streamableHttp"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { z } from "zod";
+import { logFailure } from "../log.ts";
 import {
   DEFAULT_EGRESS_LIMITS,
   type EgressCode,
@@ -88,7 +89,7 @@ export async function withServer<T>(
     return { ok: false, error: classify(error, egress.trip, settings.requestTimeoutMs) };
   } finally {
     await client.close().catch((error: unknown) => {
-      console.warn("mcp client: close failed", error);
+      logFailure("mcp_client_close", error, {}, "warn");
     });
   }
 }

@@ -12,6 +12,7 @@
 import { z } from "zod";
 import type { Env } from "../env.ts";
 import type { ProgressReporter, ToolDefinition, ToolResult } from "./types.ts";
+import { logFailure } from "../log.ts";
 
 export interface WorkflowConfig {
   /** `N8N_BASE_URL`, e.g. `https://n8n.example.com`; the tool fails cleanly without it. */
@@ -235,7 +236,7 @@ function startProgress(
       `Waiting for workflow "${workflowId}": ${elapsedS.toFixed(1)} s`,
       { stage: "waiting_for_workflow" },
     )
-      .catch((error) => console.warn("execute_workflow: progress report failed", error));
+      .catch((error) => logFailure("workflow_progress", error, {}, "warn"));
   }, intervalMs);
   return { stop: () => clearInterval(timer) };
 }

@@ -7,7 +7,7 @@
  * Every refusal is a tool error the caller sees; nothing here throws for what a caller sent.
  */
 import { isDatabaseUnavailable } from "../db/unavailable.ts";
-import { log } from "../log.ts";
+import { log, logFailure } from "../log.ts";
 import { fieldPath } from "../field_path.ts";
 import { asUser, type Sql } from "../db/client.ts";
 import {
@@ -15,7 +15,14 @@ import {
   type ResolvedPermission,
   resolvePermission,
 } from "../permissions.ts";
-import type { UsageSource, UsageStatus, UsageWriter } from "../usage.ts";
+import type { UsageRecord, UsageSource, UsageStatus, UsageWriter } from "../usage.ts";
+import {
+  contextOf,
+  endToolSpan,
+  startToolSpan,
+  type TraceContext,
+  traceIdOf,
+} from "../tracing/genai.ts";
 import type {
   ProgressReporter,
   ToolCaller,
@@ -39,6 +46,10 @@ export interface ToolScope {
   turnId?: string;
   /** The request the call came in (MCP's POST), for the log line. */
   requestId?: string;
+  /** The model's id for the call (agent), on its span. */
+  callId?: string;
+  /** The span the call's span goes under (the turn's run; an MCP client's traceparent). */
+  trace?: TraceContext;
 }
 
 /** The arguments as the caller sent them: a value, or JSON text that did not parse. */
@@ -67,6 +78,8 @@ export interface ToolInvocation {
   args: ToolArguments;
   policy: ToolPolicy;
   progress: ProgressReporter;
+  /** More for the usage row: how the call's approval wait ended (agent). */
+  usage?: Pick<UsageRecord, "approval" | "approval_wait_ms">;
 }
 
 export interface ToolOutcome {
@@ -84,8 +97,25 @@ export async function invokeTool(
   invocation: ToolInvocation,
 ): Promise<ToolOutcome> {
   const started = performance.now();
-  const { ran, ...outcome } = await checkAndRun(registry, scope, invocation);
+  const span = startToolSpan(scope.trace, {
+    name: invocation.name.slice(0, 200),
+    source: scope.source,
+    ...(scope.callId ? { callId: scope.callId } : {}),
+  });
+  let checked: CheckedOutcome;
+  try {
+    checked = await checkAndRun(registry, scope, invocation);
+  } catch (error) {
+    // A policy that leaves the call (the agent parks the turn) ends its span here.
+    endToolSpan(span, { status: "left" });
+    throw error;
+  }
+  const { ran, ...outcome } = checked;
   const latencyMs = performance.now() - started;
+  endToolSpan(span, {
+    status: outcome.status,
+    ...(outcome.result.ok ? {} : { code: outcome.result.error.code }),
+  });
   log(outcome.status === "ok" ? "info" : "warn", "tool_call", {
     source: scope.source,
     tool: invocation.name.slice(0, 64),
@@ -99,18 +129,26 @@ export async function invokeTool(
   const tool = registry.find((candidate) => candidate.name === invocation.name);
   // A server that meters its own calls writes their row; a call that never reached it is ours.
   if (!(ran && tool?.meteredBy === "server")) {
-    await recordToolUsage(scope, invocation.name, outcome.status, latencyMs);
+    await recordToolUsage(
+      { ...scope, trace: contextOf(span) },
+      invocation.name,
+      outcome.status,
+      latencyMs,
+      invocation.usage,
+    );
   }
   return outcome;
 }
 
 /** The usage row of a call that never reached `invokeTool` (refused by a protocol layer). */
 export async function recordToolUsage(
-  scope: Pick<ToolScope, "caller" | "recordUsage" | "source" | "sessionId" | "turnId">,
+  scope: Pick<ToolScope, "caller" | "recordUsage" | "source" | "sessionId" | "turnId" | "trace">,
   name: string,
   status: UsageStatus,
   latencyMs: number,
+  extra: Pick<UsageRecord, "approval" | "approval_wait_ms"> = {},
 ): Promise<void> {
+  const traceId = traceIdOf(scope.trace);
   try {
     await scope.recordUsage({
       user_id: scope.caller.id,
@@ -121,10 +159,16 @@ export async function recordToolUsage(
       name: name.slice(0, 200) || "(unnamed tool)",
       latency_ms: latencyMs,
       status,
+      ...(traceId ? { trace_id: traceId } : {}),
+      ...extra,
     });
   } catch (error) {
     // Losing one usage row must not lose the caller's result: the log keeps the trace.
-    console.error(`${scope.source}: could not record usage of tool ${name}`, error);
+    logFailure("record_usage", error, {
+      source: scope.source,
+      tool: name.slice(0, 64),
+      ...(scope.turnId ? { turn_id: scope.turnId } : {}),
+    });
   }
 }
 
@@ -221,7 +265,12 @@ async function checkAndRun(
       };
     }
     // The caller gets a stable code; the details (SQL, stack) stay in the function's log.
-    console.error(`${scope.source}: tool ${tool.name} failed`, error);
+    logFailure("tool", error, {
+      source: scope.source,
+      tool: tool.name,
+      ...(scope.turnId ? { turn_id: scope.turnId } : {}),
+      ...(scope.requestId ? { request_id: scope.requestId } : {}),
+    });
     return { ...refused(refusal("internal_error", `${tool.name} failed unexpectedly`)), ran: true };
   }
 }
