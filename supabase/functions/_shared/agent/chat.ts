@@ -33,6 +33,11 @@ const RACE_RETRIES = 3;
 export interface ChatOptions {
   /** Set when starting a queued chat (`chat_queue.ts`): the turn id its followers wait for. */
   queuedTurnId?: string;
+  /**
+   * Told once the chat is stored (started or queued) and the client heard so, before the
+   * handler goes on to follow a turn (which lasts as long as the turn).
+   */
+  onAnswered?: () => void;
 }
 
 export async function handleChat(
@@ -84,6 +89,7 @@ export async function handleChat(
       }
       // A retry of a chat that already started its turn.
       if (existing.hasTurn && existing.turnId) {
+        options.onAnswered?.();
         return await followTurn(runtime, client, existing.turnId, 0);
       }
     }
@@ -184,6 +190,7 @@ export async function handleChat(
         ahead: started.ahead,
         ...(started.runningTurnId ? { running_turn_id: started.runningTurnId } : {}),
       });
+      options.onAnswered?.();
       return await followTurn(runtime, client, started.turnId, 0);
     }
 

@@ -32,6 +32,11 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
   /** Turns this connection follows, with how to stop following each. */
   readonly #following = new Map<string, () => void>();
   #closed = false;
+  /**
+   * Settles once the last chat frame received is stored and answered: chats are stored in
+   * the order they arrived (two sent back to back to a busy session queue in that order).
+   */
+  #chatsStored: Promise<void> = Promise.resolve();
   /** The latest access token (the upgrade's, then each `auth` frame's); never stored. */
   #token: string | undefined;
 
@@ -260,8 +265,17 @@ export class AgentConnection implements ConnectionHandle, TurnClient {
         return this.send({ type: "pong" });
       case "auth":
         return await this.#renew(frame.access_token);
-      case "chat":
-        return await handleChat(this.runtime, this, frame);
+      case "chat": {
+        const before = this.#chatsStored;
+        const answered = Promise.withResolvers<void>();
+        this.#chatsStored = answered.promise;
+        await before;
+        try {
+          return await handleChat(this.runtime, this, frame, { onAnswered: answered.resolve });
+        } finally {
+          answered.resolve();
+        }
+      }
       case "resume":
         return await followTurn(
           this.runtime,
