@@ -7,19 +7,15 @@
 import assert from "node:assert/strict";
 import { abortableSleep } from "../_shared/abortable_sleep.ts";
 import type { TurnFrame } from "../_shared/agent_protocol.ts";
-import {
-  type FunctionWorker,
-  startFunctionWorker,
-} from "../../../scripts/standin/function_workers.ts";
-import { jwksOf } from "../../../scripts/standin/signing_keys.ts";
+import type { FunctionWorker } from "../../../scripts/standin/function_workers.ts";
 import { startWebhookDouble, type WebhookCall } from "../../../scripts/standin/webhook_double.ts";
 import { createToolRegistry } from "../_shared/tools/registry.ts";
-import { functionDatabaseEnv } from "../../tests/support/database.ts";
 import type { TestUser } from "../../tests/support/database.ts";
 import {
   AgentClient,
   eventually,
   grant,
+  startAgentProcess,
   withWorld,
   type World,
 } from "../../tests/support/agent_world.ts";
@@ -32,21 +28,13 @@ function agentWorker(
   world: World,
   env: Record<string, string> = {},
 ): Promise<FunctionWorker> {
-  return startFunctionWorker({
-    name: "agent",
-    env: {
-      ...functionDatabaseEnv(),
-      SUPABASE_JWKS: JSON.stringify(jwksOf(world.key)),
-      LLM_BASE_URL: world.fixture.url,
-      LLM_MODEL: "fixture-model",
-      AGENT_FLUSH_MS: "50",
-      AGENT_HEARTBEAT_MS: "200",
-      AGENT_POLL_MS: "50",
-      AGENT_LEASE_MS: "1500",
-      AGENT_LEASE_RENEW_MS: "300",
-      ...env,
-    },
-    log: () => {},
+  return startAgentProcess(world, {
+    AGENT_FLUSH_MS: "50",
+    AGENT_HEARTBEAT_MS: "200",
+    AGENT_POLL_MS: "50",
+    AGENT_LEASE_MS: "1500",
+    AGENT_LEASE_RENEW_MS: "300",
+    ...env,
   });
 }
 

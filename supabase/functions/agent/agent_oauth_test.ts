@@ -9,18 +9,15 @@
 import assert from "node:assert/strict";
 import { fixtureArg } from "../../../scripts/standin/llm_fixture.ts";
 import { startMcpServerDouble } from "../../../scripts/standin/mcp_server_double.ts";
-import {
-  type FunctionWorker,
-  startFunctionWorker,
-} from "../../../scripts/standin/function_workers.ts";
-import { jwksOf } from "../../../scripts/standin/signing_keys.ts";
+import type { FunctionWorker } from "../../../scripts/standin/function_workers.ts";
 import type { TurnFrame } from "../_shared/agent_protocol.ts";
-import { AgentClient, withWorld, type World } from "../../tests/support/agent_world.ts";
 import {
-  functionDatabaseEnv,
-  liftRequestLimits,
-  type TestUser,
-} from "../../tests/support/database.ts";
+  AgentClient,
+  startAgentProcess,
+  withWorld,
+  type World,
+} from "../../tests/support/agent_world.ts";
+import { liftRequestLimits, type TestUser } from "../../tests/support/database.ts";
 import { signInWithOAuth, TEST_CREDENTIALS_KEY } from "../../tests/support/oauth_sign_in.ts";
 
 // Refresh 1 s before expiry; a lease of 1.5 s, so a dead holder's lease soon runs out.
@@ -28,19 +25,11 @@ const REFRESH_MARGIN_MS = 1_000;
 const LEASE_MS = 1_500;
 
 function agentWorker(world: World): Promise<FunctionWorker> {
-  return startFunctionWorker({
-    name: "agent",
-    env: {
-      ...functionDatabaseEnv(),
-      SUPABASE_JWKS: JSON.stringify(jwksOf(world.key)),
-      LLM_BASE_URL: world.fixture.url,
-      LLM_MODEL: "fixture-model",
-      MCP_ALLOW_LOOPBACK: "true",
-      MCP_CREDENTIALS_KEY: TEST_CREDENTIALS_KEY,
-      MCP_OAUTH_REFRESH_MARGIN_MS: String(REFRESH_MARGIN_MS),
-      MCP_OAUTH_LEASE_MS: String(LEASE_MS),
-    },
-    log: () => {},
+  return startAgentProcess(world, {
+    MCP_ALLOW_LOOPBACK: "true",
+    MCP_CREDENTIALS_KEY: TEST_CREDENTIALS_KEY,
+    MCP_OAUTH_REFRESH_MARGIN_MS: String(REFRESH_MARGIN_MS),
+    MCP_OAUTH_LEASE_MS: String(LEASE_MS),
   });
 }
 

@@ -6,10 +6,13 @@
  */
 import assert from "node:assert/strict";
 import type { TurnFrame } from "../_shared/agent_protocol.ts";
-import { jwksOf } from "../../../scripts/standin/signing_keys.ts";
-import { startFunctionWorker } from "../../../scripts/standin/function_workers.ts";
-import { functionDatabaseEnv } from "../../tests/support/database.ts";
-import { AgentClient, eventually, tokensOf, withWorld } from "../../tests/support/agent_world.ts";
+import {
+  AgentClient,
+  eventually,
+  startAgentProcess,
+  tokensOf,
+  withWorld,
+} from "../../tests/support/agent_world.ts";
 
 type Start = Extract<TurnFrame, { type: "start" }>;
 
@@ -200,20 +203,12 @@ Deno.test("past its recovery budget, a killed isolate's turn ends interrupted wi
     {},
     async ({ sql, key, fixture, user, tokenFor, connect, startInstance }) => {
       const alice = await user();
-      const worker = await startFunctionWorker({
-        name: "agent",
-        env: {
-          ...functionDatabaseEnv(),
-          SUPABASE_JWKS: JSON.stringify(jwksOf(key)),
-          LLM_BASE_URL: fixture.url,
-          LLM_MODEL: "fixture-model",
-          AGENT_HEARTBEAT_MS: "200",
-          AGENT_FLUSH_MS: "50",
-          AGENT_LEASE_MS: "600",
-          AGENT_LEASE_RENEW_MS: "200",
-          AGENT_TEXT_FLUSH_MS: "50",
-        },
-        log: () => {},
+      const worker = await startAgentProcess({ key, fixture }, {
+        AGENT_HEARTBEAT_MS: "200",
+        AGENT_FLUSH_MS: "50",
+        AGENT_LEASE_MS: "600",
+        AGENT_LEASE_RENEW_MS: "200",
+        AGENT_TEXT_FLUSH_MS: "50",
       });
       let start: Start;
       const doomed = await AgentClient.open(
@@ -282,19 +277,11 @@ Deno.test("past its recovery budget, a killed isolate's turn ends interrupted wi
 Deno.test("a follower holding frames a dead isolate never stored gets the takeover that replaced them", async () => {
   await withWorld({}, async ({ sql, key, fixture, user, tokenFor, connect, startInstance }) => {
     const alice = await user();
-    const worker = await startFunctionWorker({
-      name: "agent",
-      env: {
-        ...functionDatabaseEnv(),
-        SUPABASE_JWKS: JSON.stringify(jwksOf(key)),
-        LLM_BASE_URL: fixture.url,
-        LLM_MODEL: "fixture-model",
-        AGENT_FLUSH_MS: "50",
-        // Long enough that the resume below finds the lease still held.
-        AGENT_LEASE_MS: "3000",
-        AGENT_LEASE_RENEW_MS: "200",
-      },
-      log: () => {},
+    const worker = await startAgentProcess({ key, fixture }, {
+      AGENT_FLUSH_MS: "50",
+      // Long enough that the resume below finds the lease still held.
+      AGENT_LEASE_MS: "3000",
+      AGENT_LEASE_RENEW_MS: "200",
     });
     let start: Start;
     const doomed = await AgentClient.open(`${worker.origin.replace("http", "ws")}/agent`, {

@@ -27,8 +27,13 @@ import {
   connectFunctionDatabase,
   connectTestDatabase,
   createUser,
+  functionDatabaseEnv,
   type TestUser,
 } from "./database.ts";
+import {
+  type FunctionWorker,
+  startFunctionWorker,
+} from "../../../scripts/standin/function_workers.ts";
 
 export const ISSUER = "https://project-ref.supabase.test/auth/v1";
 const WAIT_MS = 15_000;
@@ -82,6 +87,27 @@ export interface World {
   tokenFor(user: TestUser): Promise<string>;
   /** A client on `instance` (default: the first), past its `ready` frame. */
   connect(user: TestUser, instance?: AgentInstance): Promise<AgentClient>;
+}
+
+/**
+ * The agent function as a process of its own (as the local runtime runs it: a test may kill
+ * it without `beforeunload`), on the world's database, keys and LLM fixture, with `env` on top.
+ */
+export function startAgentProcess(
+  world: Pick<World, "key" | "fixture">,
+  env: Record<string, string> = {},
+): Promise<FunctionWorker> {
+  return startFunctionWorker({
+    name: "agent",
+    env: {
+      ...functionDatabaseEnv(),
+      SUPABASE_JWKS: JSON.stringify(jwksOf(world.key)),
+      LLM_BASE_URL: world.fixture.url,
+      LLM_MODEL: "fixture-model",
+      ...env,
+    },
+    log: () => {},
+  });
 }
 
 export async function withWorld(

@@ -12,7 +12,7 @@ import { AppError } from "../api/app_error.ts";
 import { CONNECTIONS_ORIGIN } from "./connections_api.ts";
 
 export function openSignInWindow(): Window {
-  const popup = window.open("about:blank", "mcp-sign-in", "popup,width=520,height=680");
+  const popup = globalThis.open("about:blank", "mcp-sign-in", "popup,width=520,height=680");
   if (!popup) throw new AppError("popup_blocked", "Allow popups for this site to sign in");
   return popup;
 }
