@@ -240,8 +240,11 @@ Deno.test("an answer committed while the park's flush waits for the turn's row s
       return outcome;
     });
     await answerHeld;
-    const park = service(sql, (tx) =>
-      flush(tx, a, [{
+    // The flush's session is named, so the wait below is for its lock, not another test's.
+    const parker = `park-${crypto.randomUUID()}`;
+    const park = service(sql, async (tx) => {
+      await tx`select set_config('application_name', ${parker}, true)`;
+      return await flush(tx, a, [{
         id: turnId,
         user_id: user.id,
         epoch: 0,
@@ -250,10 +253,12 @@ Deno.test("an answer committed while the park's flush waits for the turn's row s
         parked_until: "2100-01-01T00:00:00Z",
         used_tokens: 40,
         used_cost: 0,
-      }]));
+      }]);
+    });
     for (let waited = 0;; waited += 10) {
-      const [{ waiting }] = await sql`select count(*)::int as waiting from pg_locks
-                                      where not granted and locktype = 'transactionid'`;
+      const [{ waiting }] = await sql`select count(*)::int as waiting from pg_stat_activity
+                                      where application_name = ${parker}
+                                        and wait_event_type = 'Lock'`;
       if (waiting > 0) break;
       assert.ok(waited < 10_000, "the flush never waited for the answer's row lock");
       await new Promise((resolve) => setTimeout(resolve, 10));
