@@ -285,7 +285,7 @@ export class LiveTurn {
 
   appendText(delta: string): void {
     this.content += delta;
-    for (const _ of delta) this.#chars++;
+    this.#chars += codePoints(delta);
     this.#messageDirty = true;
     this.onChange(this);
   }
@@ -450,6 +450,13 @@ export class LiveTurn {
     this.#frames.push(numbered);
     return numbered;
   }
+}
+
+/** Characters as Postgres counts them (code points), for `left(content, n)`. */
+export function codePoints(text: string): number {
+  let count = 0;
+  for (const _ of text) count++;
+  return count;
 }
 
 /** An `error` turn frame without its number. */

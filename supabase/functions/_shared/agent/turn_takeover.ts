@@ -9,7 +9,7 @@ import { inlineSql, run } from "../db/inline_sql.ts";
 import type { TurnResumption } from "./approvals.ts";
 import { readChatContext } from "./chat_context.ts";
 import type { AgentConfig } from "./config.ts";
-import { errorFrame, LiveTurn, type LiveTurnInit } from "./live_turn.ts";
+import { codePoints, errorFrame, LiveTurn, type LiveTurnInit } from "./live_turn.ts";
 import { type ConnectedTools, toolsFor } from "./connected_tools.ts";
 import { buildMessages } from "./prompt.ts";
 import type { ToolDefinition } from "../tools/types.ts";
@@ -243,12 +243,6 @@ async function keptAnswer(
     chars: codePoints(text),
     stored: { units: common, chars: codePoints(text.slice(0, common)) },
   };
-}
-
-function codePoints(text: string): number {
-  let count = 0;
-  for (const _ of text) count++;
-  return count;
 }
 
 function isHighSurrogate(unit: number): boolean {
