@@ -173,31 +173,36 @@ export class AgentRuntime {
    * checkpoint) and parked turns (answered, cancelled or expired). Returns their ids.
    */
   async continueTurns(resumptions: readonly TurnResumption[]): Promise<string[]> {
-    const started: string[] = [];
-    for (const resumption of resumptions) {
-      if (this.#closed) {
-        await this.#handBack(resumption.turn_id, resumption.epoch);
-        continue;
-      }
-      let taken;
-      try {
-        taken = await takeOver(
-          { ...this.deps, accessTokenOf: (userId) => this.accessTokenOf(userId) },
-          resumption,
-        );
-      } catch (error) {
-        logFailure("take_over", error, { turn_id: resumption.turn_id });
-        await this.#handBack(resumption.turn_id, resumption.epoch);
-        continue;
-      }
-      if (taken.kind === "refused") {
-        void this.#endAtOnce(taken.turn, taken.ending);
-      } else {
-        void this.launch(taken.turn, taken.inputs, taken.resume);
-      }
-      started.push(resumption.turn_id);
+    // Side by side: each takeover reads before its turn's next LLM request, and a batch taken
+    // one after another would hold the last turn back for the reads of all the others.
+    const taken = await Promise.all(
+      resumptions.map((resumption) => this.#continueTurn(resumption)),
+    );
+    return resumptions.filter((_, i) => taken[i]).map((resumption) => resumption.turn_id);
+  }
+
+  async #continueTurn(resumption: TurnResumption): Promise<boolean> {
+    if (this.#closed) {
+      await this.#handBack(resumption.turn_id, resumption.epoch);
+      return false;
     }
-    return started;
+    let taken;
+    try {
+      taken = await takeOver(
+        { ...this.deps, accessTokenOf: (userId) => this.accessTokenOf(userId) },
+        resumption,
+      );
+    } catch (error) {
+      logFailure("take_over", error, { turn_id: resumption.turn_id });
+      await this.#handBack(resumption.turn_id, resumption.epoch);
+      return false;
+    }
+    if (taken.kind === "refused") {
+      void this.#endAtOnce(taken.turn, taken.ending);
+    } else {
+      void this.launch(taken.turn, taken.inputs, taken.resume);
+    }
+    return true;
   }
 
   /** A turn taken but not run here goes back to whoever adopts it next. */
@@ -526,8 +531,12 @@ export class AgentRuntime {
     this.#leaseTimer = setInterval(() => {
       if (this.#renewing) return;
       this.#renewing = true;
+      // The next renewal does not wait for the takeovers: a lease renewed late lets other
+      // isolates adopt this one's turns, which then start over for nothing.
       renewLeaseAndAdopt(this.#leaseSql, this.isolateId, this.config)
-        .then((found) => this.continueTurns(found))
+        .then((found) => {
+          if (found.length > 0) this.track(this.continueTurns(found));
+        })
         .catch((error) => logFailure("lease_renewal", error))
         .finally(() => this.#renewing = false);
     }, this.config.leaseRenewMs);

@@ -133,9 +133,16 @@ export async function takeOver(deps: TakeOverDeps, taken: TurnResumption): Promi
     accessToken: () => deps.accessTokenOf?.(taken.user_id),
   };
   // The tools the chat offered, connected ones included, found again as the chat found them.
-  const registry = taken.refusal ? deps.registry : await toolsFor(deps, caller);
+  // Read side by side where one does not need the other: each round trip here delays the
+  // turn's next token.
+  const [registry, keptFromCheckpoint] = await Promise.all([
+    taken.refusal ? deps.registry : toolsFor(deps, caller),
+    taken.checkpoint ? keptAnswer(deps.sql, taken, taken.checkpoint) : undefined,
+  ]);
   const checkpoint = taken.checkpoint ?? await firstCheckpoint(deps, taken, claims, registry);
-  const kept = await keptAnswer(deps.sql, taken, checkpoint);
+  const kept = taken.checkpoint
+    ? keptFromCheckpoint
+    : await keptAnswer(deps.sql, taken, checkpoint);
   const turn = new LiveTurn({
     turnId: taken.turn_id,
     userId: taken.user_id,
