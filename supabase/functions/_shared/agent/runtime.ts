@@ -41,8 +41,8 @@ export interface RuntimeDependencies {
   sql: Sql;
   /**
    * Where flushes go: best a pool of its own with one connection. Flushes are this isolate's
-   * largest writes, and postgres.js can mistake a `begin` that lands on a socket still
-   * draining one for a transaction outside `sql.begin` (UNSAFE_TRANSACTION). Defaults to `sql`.
+   * largest writes: on their own pool, a turn's reads never queue behind them. Defaults to
+   * `sql`.
    */
   flushSql?: Sql;
   llm: LlmSettings;

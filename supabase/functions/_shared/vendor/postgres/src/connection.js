@@ -177,11 +177,19 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
         : (query = q, query.active = true)
 
       build(q)
-      return write(toBuffer(q))
+      const written = write(toBuffer(q))
+      // Patched: sql.begin reserves its connection in `onexecute`, which upstream ran only when
+      // the pool could pipeline more (porsager/postgres#823, #1189): a BEGIN that filled the
+      // pipeline, or met a socket under backpressure, went out unreserved, and the pool ran
+      // other queries inside its transaction. The BEGIN is queued either way: reserve now.
+      if (q.options.onexecute) {
+        q.options.onexecute(connection)
+        return false
+      }
+      return written
         && !q.describeFirst
         && !q.cursorFn
         && sent.length < max_pipeline
-        && (!q.options.onexecute || q.options.onexecute(connection))
     } catch (error) {
       sent.length === 0 && write(Sync)
       errored(error)
@@ -318,7 +326,8 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
 
   /* c8 ignore next 3 */
   function drain() {
-    !query && onopen(connection)
+    // Patched: a connection inside a transaction waits for its own next query, not the pool's.
+    !query && !connection.reserved && onopen(connection)
   }
 
   function data(x) {
