@@ -162,8 +162,8 @@ const INITIALIZE = JSON.stringify({
 });
 
 /**
- * Discovers the server's authorization server, names this function there (`clientAt`), and answers the
- * authorization URL the user is to open and what the callback will need.
+ * Discovers the server's authorization server, names this function there (`clientAt`), and
+ * answers the authorization URL the user is to open and what the callback will need.
  */
 export async function beginSignIn(
   url: string,
