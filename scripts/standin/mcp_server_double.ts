@@ -16,7 +16,10 @@
  * MCP; `/html` is a web page (a URL that is not an MCP server); `/hang` never answers;
  * `/huge` answers 50 MB; `/redirect?to=<url>` redirects.
  *
- *   deno run -A scripts/standin/mcp_server_double.ts [--port 8790] [--oauth]
+ *   deno run -A scripts/standin/mcp_server_double.ts [--port 8790] [--oauth | --cimd]
+ *
+ * (`--cimd`: OAuth whose authorization server takes client-id metadata documents and offers no
+ * registration.)
  */
 // @ts-types="@modelcontextprotocol/sdk/server/index"
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
@@ -260,7 +263,18 @@ if (import.meta.main) {
   const at = Deno.args.indexOf("--port");
   const double = startMcpServerDouble({
     port: at >= 0 ? Number(Deno.args[at + 1]) : 8790,
-    ...(Deno.args.includes("--oauth") ? { oauth: { autoConsent: false } } : {}),
+    ...(Deno.args.includes("--oauth") || Deno.args.includes("--cimd")
+      ? {
+        oauth: {
+          autoConsent: false,
+          // --cimd: clients identify themselves only by a client-id metadata document, which the
+          // local stack serves over plain http on 127.0.0.1.
+          ...(Deno.args.includes("--cimd")
+            ? { clientRegistration: ["metadata_document" as const], allowLoopbackClientIds: true }
+            : {}),
+        },
+      }
+      : {}),
   });
   console.log(`MCP server double at ${double.url}`);
 }

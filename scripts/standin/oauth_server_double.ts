@@ -6,6 +6,17 @@
  *   GET  /.well-known/oauth-protected-resource[/mcp]   RFC 9728 metadata of the MCP endpoint
  *   GET  /.well-known/oauth-authorization-server       RFC 8414 metadata
  *   POST /register    RFC 7591 dynamic client registration (public clients, PKCE)
+ *
+ * Clients identify themselves by registering (`clientRegistration` "dynamic", the default), by
+ * a client-id metadata document ("metadata_document": the client_id is the URL of a JSON
+ * document the double fetches over real HTTP on every /authorize and /token, as
+ * draft-ietf-oauth-client-id-metadata-document and the MCP authorization spec describe), by
+ * either, or by neither (`[]`: a server this project cannot sign in to). A URL client_id must be
+ * https with a path; plain http to 127.0.0.0/8 only under `allowLoopbackClientIds` (the tests'
+ * servers are plain http on loopback, as `MCP_ALLOW_LOOPBACK` allows for MCP servers). The
+ * document must answer 200 without a redirect, be small JSON whose `client_id` equals the URL
+ * exactly, list the `redirect_uri` used, and name no client secret; else `invalid_client`
+ * (`invalid_request` for an unlisted redirect_uri), never a redirect to an unchecked URI.
  *   GET  /authorize   PKCE S256 only; consents at once (`autoConsent`) or shows a page with an
  *                     "Allow" button (the browser tests click it)
  *   POST /authorize   the button's form: redirects back with `code` and `state`
@@ -26,7 +37,16 @@ export interface OAuthDoubleOptions {
   /** Redirect back without a page (API tests); false shows the "Allow" page. */
   autoConsent?: boolean;
   accessTokenTtlSeconds?: number;
+  /** How clients identify themselves (default ["dynamic"]); advertised in the RFC 8414 metadata. */
+  clientRegistration?: ClientRegistration[];
+  /** Accept plain http client-id URLs on 127.0.0.0/8 (the spec wants https). */
+  allowLoopbackClientIds?: boolean;
 }
+
+export type ClientRegistration = "dynamic" | "metadata_document";
+
+/** What a client-id metadata document may weigh (the MCP spec suggests 5 kB). */
+const MAX_CLIENT_DOCUMENT_BYTES = 5 * 1024;
 
 export type HoldPoint = "before" | "after";
 
@@ -53,6 +73,8 @@ export interface OAuthDouble {
   readonly issued: string[];
   /** Refresh attempts refused as reuse (each revoked a family). */
   readonly reuses: number;
+  /** Client-id metadata documents fetched (one per /authorize and /token with a URL client_id). */
+  readonly metadataDocumentFetches: number;
   /** Set to hold the next refresh requests at that point; null: answer at once. */
   holdRefresh: HoldPoint | null;
   /** Resolves when a refresh request is being held. */
@@ -81,7 +103,9 @@ const tokenError = (error: string, description: string, status = 400) =>
   });
 
 export function createOAuthDouble(origin: string, options: OAuthDoubleOptions = {}): OAuthDouble {
+  const registration = new Set(options.clientRegistration ?? ["dynamic"]);
   const clients = new Map<string, Client>();
+  let metadataDocumentFetches = 0;
   const codes = new Map<
     string,
     { clientId: string; redirectUri: string; challenge: string; resource: string | null }
@@ -119,12 +143,71 @@ export function createOAuthDouble(origin: string, options: OAuthDoubleOptions = 
     ]);
   };
 
-  const authorizeRedirect = (params: URLSearchParams): Response => {
+  /** The client this client_id names: registered here, or described by its metadata document. */
+  const resolveClient = async (
+    clientId: string,
+  ): Promise<{ ok: true; client: Client } | { ok: false; message: string }> => {
+    const registered = clients.get(clientId);
+    if (registered) return { ok: true, client: registered };
+    if (!registration.has("metadata_document") || !/^https?:\/\//i.test(clientId)) {
+      return { ok: false, message: "unknown client" };
+    }
+    const url = URL.parse(clientId);
+    const loopbackHttp = options.allowLoopbackClientIds === true && url?.protocol === "http:" &&
+      url.hostname.startsWith("127.");
+    if (
+      !url || (url.protocol !== "https:" && !loopbackHttp) || url.pathname === "/" ||
+      url.hash || url.username || url.password || /\/\.\.?(\/|$)/.test(clientId)
+    ) {
+      return { ok: false, message: "a client_id URL must be https with a path" };
+    }
+    metadataDocumentFetches++;
+    const answer = await fetch(clientId, {
+      redirect: "manual",
+      headers: { accept: "application/json" },
+      signal: AbortSignal.timeout(5_000),
+    }).catch((error: Error) => error);
+    if (answer instanceof Error) {
+      return { ok: false, message: `client metadata document: ${answer.message}` };
+    }
+    const text = await answer.text();
+    if (answer.status !== 200) {
+      return { ok: false, message: `client metadata document answered ${answer.status}` };
+    }
+    if (new TextEncoder().encode(text).length > MAX_CLIENT_DOCUMENT_BYTES) {
+      return { ok: false, message: "client metadata document too large" };
+    }
+    let document: Record<string, unknown>;
+    try {
+      document = JSON.parse(text);
+    } catch {
+      return { ok: false, message: "client metadata document is not JSON" };
+    }
+    if (document?.client_id !== clientId) {
+      return { ok: false, message: "the document's client_id is not its URL" };
+    }
+    const uris = document.redirect_uris;
+    if (!Array.isArray(uris) || uris.length === 0 || !uris.every((u) => typeof u === "string")) {
+      return { ok: false, message: "the document lists no redirect_uris" };
+    }
+    const method = document.token_endpoint_auth_method ?? "none";
+    if (method !== "none" || "client_secret" in document) {
+      return { ok: false, message: "a metadata document client is public: no client secret" };
+    }
+    return { ok: true, client: { clientId, redirectUris: uris } };
+  };
+
+  /** RFC 6749 4.1.2.1: a bad client or redirect_uri is told to the user, never redirected to. */
+  const authorizeError = (error: string, description: string) =>
+    Response.json({ error, error_description: description }, { status: 400 });
+
+  const authorizeRedirect = async (params: URLSearchParams): Promise<Response> => {
     const clientId = params.get("client_id") ?? "";
     const redirectUri = params.get("redirect_uri") ?? "";
-    const client = clients.get(clientId);
-    if (!client || !client.redirectUris.includes(redirectUri)) {
-      return new Response("unknown client or redirect_uri", { status: 400 });
+    const resolved = await resolveClient(clientId);
+    if (!resolved.ok) return authorizeError("invalid_client", resolved.message);
+    if (!resolved.client.redirectUris.includes(redirectUri)) {
+      return authorizeError("invalid_request", "redirect_uri is not one the client lists");
     }
     const back = new URL(redirectUri);
     const state = params.get("state");
@@ -143,7 +226,10 @@ export function createOAuthDouble(origin: string, options: OAuthDoubleOptions = 
     return Response.redirect(back, 302);
   };
 
-  const consentPage = (params: URLSearchParams) => {
+  const consentPage = async (params: URLSearchParams) => {
+    // A real server names the client on its consent page: the client is checked first.
+    const resolved = await resolveClient(params.get("client_id") ?? "");
+    if (!resolved.ok) return authorizeError("invalid_client", resolved.message);
     const fields = [...params].map(([name, value]) =>
       `<input type="hidden" name="${escape(name)}" value="${escape(value)}">`
     ).join("");
@@ -159,7 +245,8 @@ export function createOAuthDouble(origin: string, options: OAuthDoubleOptions = 
     tokenRequests++;
     const form = new URLSearchParams(await request.text());
     const clientId = form.get("client_id") ?? "";
-    if (!clients.has(clientId)) return tokenError("invalid_client", "unknown client", 401);
+    const resolved = await resolveClient(clientId);
+    if (!resolved.ok) return tokenError("invalid_client", resolved.message, 401);
     const grant = form.get("grant_type");
     if (grant === "authorization_code") {
       const code = codes.get(form.get("code") ?? "");
@@ -213,6 +300,9 @@ export function createOAuthDouble(origin: string, options: OAuthDoubleOptions = 
     get reuses() {
       return reuses;
     },
+    get metadataDocumentFetches() {
+      return metadataDocumentFetches;
+    },
     holdRefresh: null,
     get refreshArrived() {
       return arrived.promise;
@@ -241,14 +331,17 @@ export function createOAuthDouble(origin: string, options: OAuthDoubleOptions = 
           issuer: origin,
           authorization_endpoint: `${origin}/authorize`,
           token_endpoint: `${origin}/token`,
-          registration_endpoint: `${origin}/register`,
+          ...(registration.has("dynamic") ? { registration_endpoint: `${origin}/register` } : {}),
+          ...(registration.has("metadata_document")
+            ? { client_id_metadata_document_supported: true }
+            : {}),
           response_types_supported: ["code"],
           grant_types_supported: ["authorization_code", "refresh_token"],
           code_challenge_methods_supported: ["S256"],
           token_endpoint_auth_methods_supported: ["none"],
         });
       }
-      if (path === "/register" && request.method === "POST") {
+      if (path === "/register" && request.method === "POST" && registration.has("dynamic")) {
         const body = await request.json().catch(() => null) as
           | { redirect_uris?: unknown }
           | null;
@@ -272,11 +365,11 @@ export function createOAuthDouble(origin: string, options: OAuthDoubleOptions = 
       }
       if (path === "/authorize" && request.method === "GET") {
         return options.autoConsent === false
-          ? consentPage(url.searchParams)
-          : authorizeRedirect(url.searchParams);
+          ? await consentPage(url.searchParams)
+          : await authorizeRedirect(url.searchParams);
       }
       if (path === "/authorize" && request.method === "POST") {
-        return authorizeRedirect(new URLSearchParams(await request.text()));
+        return await authorizeRedirect(new URLSearchParams(await request.text()));
       }
       if (path === "/token" && request.method === "POST") return await token(request);
       return null;

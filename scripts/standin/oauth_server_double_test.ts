@@ -130,3 +130,141 @@ Deno.test("oauth double: discovery, registration, PKCE, rotation; a reused refre
     await double.close();
   }
 });
+
+/** A client's metadata document on a loopback server of the test's own; `document` may change. */
+function serveClientDocument() {
+  let answer: (url: string) => Response = () => new Response(null, { status: 404 });
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    (request) => answer(request.url),
+  );
+  const origin = `http://127.0.0.1:${server.addr.port}`;
+  return {
+    clientId: `${origin}/oauth/client-metadata.json`,
+    redirectUrl: `${origin}/oauth/callback`,
+    serve(document: (url: string) => Response) {
+      answer = document;
+    },
+    close: () => server.shutdown(),
+  };
+}
+
+Deno.test("oauth double, client-id metadata documents: the URL client_id's document is fetched and checked on /authorize and /token", async () => {
+  const double = startMcpServerDouble({
+    oauth: { clientRegistration: ["metadata_document"], allowLoopbackClientIds: true },
+  });
+  const client = serveClientDocument();
+  const good = (overrides: Record<string, unknown> = {}) => (url: string) =>
+    Response.json({
+      client_id: url,
+      client_name: "Test client",
+      redirect_uris: [client.redirectUrl],
+      grant_types: ["authorization_code", "refresh_token"],
+      response_types: ["code"],
+      token_endpoint_auth_method: "none",
+      ...overrides,
+    });
+  try {
+    const info = await discoverOAuthServerInfo(double.url);
+    const metadata = info.authorizationServerMetadata!;
+    assert.equal(metadata.client_id_metadata_document_supported, true);
+    assert.equal(metadata.registration_endpoint, undefined);
+    const register = await fetch(`${double.origin}/register`, { method: "POST", body: "{}" });
+    await register.body?.cancel();
+    assert.equal(register.status, 404);
+
+    const clientInformation = { client_id: client.clientId };
+    const authorize = async (redirectUrl = client.redirectUrl) => {
+      const started = await startAuthorization(info.authorizationServerUrl, {
+        metadata,
+        clientInformation,
+        redirectUrl,
+        state: "s",
+      });
+      const answer = await fetch(started.authorizationUrl, { redirect: "manual" });
+      return { answer, codeVerifier: started.codeVerifier };
+    };
+    const refused = async (redirectUrl?: string) => {
+      const { answer } = await authorize(redirectUrl);
+      const body = await answer.json();
+      assert.equal(answer.status, 400, JSON.stringify(body));
+      return body.error;
+    };
+
+    client.serve(good());
+    const { answer, codeVerifier } = await authorize();
+    assert.equal(answer.status, 302);
+    const code = new URL(answer.headers.get("location")!).searchParams.get("code")!;
+    const tokens = await exchangeAuthorization(info.authorizationServerUrl, {
+      metadata,
+      clientInformation,
+      authorizationCode: code,
+      codeVerifier,
+      redirectUri: client.redirectUrl,
+    });
+    const refreshed = await refreshAuthorization(info.authorizationServerUrl, {
+      metadata,
+      clientInformation,
+      refreshToken: tokens.refresh_token!,
+    });
+    assert.ok(refreshed.access_token);
+    assert.equal(double.oauth!.refreshes, 1);
+    assert.equal(double.oauth!.metadataDocumentFetches, 3, "on /authorize and on each /token");
+
+    // A redirect_uri the document does not list; a document naming another client_id; one
+    // with a client secret; one behind a redirect; one that is not there: each refused.
+    assert.equal(await refused(`${client.redirectUrl}/elsewhere`), "invalid_request");
+    client.serve(good({ client_id: "https://other.example/client.json" }));
+    assert.equal(await refused(), "invalid_client");
+    await assert.rejects(
+      refreshAuthorization(info.authorizationServerUrl, {
+        metadata,
+        clientInformation,
+        refreshToken: refreshed.refresh_token!,
+      }),
+      /client_id/,
+    );
+    client.serve(good({ token_endpoint_auth_method: "client_secret_basic" }));
+    assert.equal(await refused(), "invalid_client");
+    client.serve(() =>
+      new Response(null, { status: 302, headers: { location: client.redirectUrl } })
+    );
+    assert.equal(await refused(), "invalid_client");
+    client.serve(() => new Response("no", { status: 404 }));
+    assert.equal(await refused(), "invalid_client");
+  } finally {
+    await client.close();
+    await double.close();
+  }
+});
+
+Deno.test("oauth double, client-id metadata documents: plain http client ids only under allowLoopbackClientIds; registered ids only with registration", async () => {
+  const strict = startMcpServerDouble({ oauth: { clientRegistration: ["metadata_document"] } });
+  const neither = startMcpServerDouble({ oauth: { clientRegistration: [] } });
+  const client = serveClientDocument();
+  client.serve((url) =>
+    Response.json({ client_id: url, client_name: "t", redirect_uris: [client.redirectUrl] })
+  );
+  try {
+    const info = await discoverOAuthServerInfo(strict.url);
+    const started = await startAuthorization(info.authorizationServerUrl, {
+      metadata: info.authorizationServerMetadata!,
+      clientInformation: { client_id: client.clientId },
+      redirectUrl: client.redirectUrl,
+    });
+    const answer = await fetch(started.authorizationUrl, { redirect: "manual" });
+    const body = await answer.json();
+    assert.equal(answer.status, 400);
+    assert.equal(body.error, "invalid_client");
+    assert.match(body.error_description, /https/);
+    assert.equal(strict.oauth!.metadataDocumentFetches, 0, "not fetched at all");
+
+    const plain = (await discoverOAuthServerInfo(neither.url)).authorizationServerMetadata!;
+    assert.equal(plain.registration_endpoint, undefined);
+    assert.equal(plain.client_id_metadata_document_supported, undefined);
+  } finally {
+    await client.close();
+    await strict.close();
+    await neither.close();
+  }
+});

@@ -252,8 +252,16 @@ Deno.test({
         "sign in to an OAuth MCP server in a popup; its tools ask; a revoked grant shows live",
         async () => {
           const page = mainPage();
-          // The double's authorization server shows a consent page with an "Allow" button.
-          const double = startMcpServerDouble({ oauth: { autoConsent: false } });
+          // The double's authorization server shows a consent page with an "Allow" button, and
+          // takes client-id metadata documents as well as registration: the function picks the
+          // document, which the double fetches from the stand-in's connections function.
+          const double = startMcpServerDouble({
+            oauth: {
+              autoConsent: false,
+              clientRegistration: ["dynamic", "metadata_document"],
+              allowLoopbackClientIds: true,
+            },
+          });
           try {
             await page.getByRole("link", { name: "Connections" }).click();
             await page.getByLabel("Server URL").fill(double.url);
@@ -271,6 +279,8 @@ Deno.test({
               await new Promise((resolve) => setTimeout(resolve, 50));
             }
             assert.ok(popup.isClosed(), "the sign-in popup closed itself");
+            // Read for the consent page, the "Allow" form and the code exchange.
+            assert.equal(double.oauth!.metadataDocumentFetches, 3);
             await screenshot(page, "connections-03-oauth");
 
             await page.getByRole("link", { name: "Permissions" }).click();

@@ -25,6 +25,7 @@ import {
   headersOf,
   importCredentialKey,
 } from "../_shared/mcp_servers/credentials.ts";
+import { oauthAccessToken } from "../_shared/mcp_servers/oauth_tokens.ts";
 import type { UrlPolicy } from "../_shared/mcp_servers/url_safety.ts";
 
 const ISSUER = "http://127.0.0.1/auth/v1";
@@ -102,6 +103,7 @@ async function harness(policy: UrlPolicy = LOCAL) {
     user,
     origin,
     credentialKey,
+    policy,
     call,
     async close() {
       await server.shutdown();
@@ -572,5 +574,122 @@ Deno.test("connections: OAuth to a server that does not ask for it, or to a forb
     await admin.end();
     await h.close();
     await plain.close();
+  }
+});
+
+Deno.test("connections: the client-id metadata document is served without a token, and is what an authorization server checks", async () => {
+  const h = await harness();
+  try {
+    const url = `${h.origin}/connections/oauth/client-metadata.json`;
+    const answer = await fetch(url, { redirect: "manual" });
+    const document = await answer.json();
+    assert.equal(answer.status, 200, JSON.stringify(document));
+    assert.match(answer.headers.get("content-type")!, /^application\/json/);
+    assert.match(answer.headers.get("cache-control")!, /public, max-age=\d+/);
+    assert.deepEqual(document, {
+      client_id: url,
+      client_name: "Supabase agent",
+      redirect_uris: [`${h.origin}/connections/oauth/callback`],
+      grant_types: ["authorization_code", "refresh_token"],
+      response_types: ["code"],
+      token_endpoint_auth_method: "none",
+    });
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("connections: OAuth with a client-id metadata document: a server that offers only that signs in, and refreshes with the URL client id", async () => {
+  const double = startMcpServerDouble({
+    oauth: { clientRegistration: ["metadata_document"], allowLoopbackClientIds: true },
+  });
+  const h = await harness();
+  try {
+    const clientId = `${h.origin}/connections/oauth/client-metadata.json`;
+    const started = await h.call("POST", "", {
+      url: double.url,
+      slug: "cimd",
+      auth: { type: "oauth" },
+    });
+    assert.equal(started.status, 202, JSON.stringify(started.body));
+    const authorize = new URL(started.body.sign_in.authorization_url);
+    assert.equal(authorize.searchParams.get("client_id"), clientId);
+    const consent = await fetch(authorize, { redirect: "manual" });
+    assert.equal(consent.status, 302, await consent.text());
+    const page = await fetch(consent.headers.get("location")!);
+    const html = await page.text();
+    assert.equal(page.status, 200, html);
+    const [server] = (await h.call("GET")).body.servers;
+    assert.deepEqual([server.slug, server.status, server.tools.length], ["cimd", "connected", 5]);
+    // The authorization server read the document at /authorize and at the code exchange.
+    assert.equal(double.oauth!.metadataDocumentFetches, 2);
+
+    const [{ secret }] = await h.sql`select secret from public.mcp_credentials
+      where server_id = ${server.id}`;
+    const credential = await decryptCredential(h.credentialKey, server.id, secret);
+    assert.equal(credential.kind === "oauth" && credential.client.client_id, clientId);
+
+    // A refresh (forced: the server refused version 0) goes out with the same client id.
+    const token = await oauthAccessToken(
+      {
+        sql: h.sql,
+        credentialKey: h.credentialKey,
+        remote: { policy: h.policy, requestTimeoutMs: 1500 },
+        oauth: { refreshMarginMs: 1_000, leaseMs: 2_000 },
+      },
+      h.user.id,
+      server.id,
+      "cimd",
+      { refused: 0 },
+    );
+    assert.ok(token.ok, JSON.stringify(token));
+    assert.equal(token.version, 1);
+    assert.equal(double.oauth!.refreshes, 1);
+    assert.equal(double.oauth!.metadataDocumentFetches, 3);
+    assert.ok(double.oauth!.accessAllowed(token.token));
+  } finally {
+    await h.close();
+    await double.close();
+  }
+});
+
+Deno.test("connections: OAuth client identity by preference: a metadata document over registration; neither offered is oauth_unsupported", async () => {
+  const both = startMcpServerDouble({
+    oauth: {
+      clientRegistration: ["dynamic", "metadata_document"],
+      allowLoopbackClientIds: true,
+    },
+  });
+  const neither = startMcpServerDouble({ oauth: { clientRegistration: [] } });
+  const h = await harness();
+  const admin = connectTestDatabase(1);
+  try {
+    const picked = await h.call("POST", "", {
+      url: both.url,
+      slug: "both",
+      auth: { type: "oauth" },
+    });
+    assert.equal(picked.status, 202, JSON.stringify(picked.body));
+    assert.equal(
+      new URL(picked.body.sign_in.authorization_url).searchParams.get("client_id"),
+      `${h.origin}/connections/oauth/client-metadata.json`,
+    );
+
+    const refused = await h.call("POST", "", {
+      url: neither.url,
+      slug: "neither",
+      auth: { type: "oauth" },
+    });
+    assert.equal(refused.status, 502, JSON.stringify(refused.body));
+    assert.equal(refused.body.error.code, "oauth_unsupported");
+    assert.match(refused.body.error.message, /metadata document.*registration/);
+    const [{ flows }] = await admin`select count(*)::int as flows from public.mcp_oauth_flows
+      where user_id = ${h.user.id} and slug = 'neither'`;
+    assert.equal(flows, 0);
+  } finally {
+    await admin.end();
+    await h.close();
+    await both.close();
+    await neither.close();
   }
 });

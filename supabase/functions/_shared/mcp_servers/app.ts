@@ -10,6 +10,9 @@
  *   GET    /connections/oauth/callback   the authorization server sends the user back here
  *                             (the only route without a token: bound to its flow by `state`,
  *                             once, before it expires); a small page tells the web app
+ *   GET    /connections/oauth/client-metadata.json   this function's client-id metadata
+ *                             document (no token, cacheable): its URL is the client_id an
+ *                             authorization server that takes such documents fetches it by
  *   POST   /connections/:id/sign-in   an OAuth server that needs a new sign-in: 202 as above
  *   POST   /connections/:id/refresh   its tools listed again (after tools/list_changed)
  *   DELETE /connections/:id   204; its tools and credential go with it
@@ -46,7 +49,13 @@ import {
   seal,
   unseal,
 } from "./credentials.ts";
-import { beginSignIn, finishSignIn, FlowSecret, type OAuthSettings } from "./oauth.ts";
+import {
+  beginSignIn,
+  clientMetadataDocument,
+  finishSignIn,
+  FlowSecret,
+  type OAuthSettings,
+} from "./oauth.ts";
 import { insertFlow, replaceOAuthCredential, storeOAuthServer, takeFlow } from "./oauth_store.ts";
 import { callbackPage } from "./oauth_callback_page.ts";
 import { discoverTools, type RemoteErrorCode, type RemoteSettings, withServer } from "./remote.ts";
@@ -337,6 +346,21 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
       slug: server.slug,
       auth: { type: "oauth" },
     }, server.id);
+  });
+
+  // Fetched by authorization servers, which send no token: it is public, the same for every
+  // user, and names only this function's callback. Its client_id is the configured URL, never
+  // the request's (behind the gateway the function sees an internal one).
+  app.get("/oauth/client-metadata.json", (c) => {
+    if (!deps.oauth) {
+      throw new HttpError(
+        503,
+        "not_configured",
+        "Signing in with OAuth needs a callback URL (SUPABASE_URL or MCP_OAUTH_REDIRECT_URL)",
+      );
+    }
+    c.header("cache-control", "public, max-age=3600");
+    return c.json(clientMetadataDocument(deps.oauth.redirectUrl));
   });
 
   // The authorization server sends the user's browser here. No token: the flow's `state`, taken

@@ -6,7 +6,10 @@
  * 1. an unauthenticated `initialize` answers 401 with `WWW-Authenticate: Bearer
  *    resource_metadata=…`; its RFC 9728 metadata names the authorization server, whose RFC 8414
  *    metadata names the endpoints;
- * 2. the function registers itself as a client (RFC 7591), its callback as the redirect URI;
+ * 2. the function names itself as a client, by the spec's preference: a client-id metadata
+ *    document (its URL is the client_id; the authorization server fetches it from the
+ *    `connections` function) when the authorization server says it takes them, else dynamic
+ *    registration (RFC 7591) when it offers that, else it cannot be signed in to;
  * 3. the authorization URL carries a PKCE S256 challenge, `state` and `resource`;
  * 4. the callback's code is exchanged for tokens with the verifier; later, the refresh token
  *    for new ones (the server may rotate it: the answer's refresh token replaces the old).
@@ -18,17 +21,24 @@ import {
   discoverOAuthServerInfo,
   exchangeAuthorization,
   extractWWWAuthenticateParams,
+  isHttpsUrl,
   refreshAuthorization,
   registerClient,
   startAuthorization,
 } from "@modelcontextprotocol/sdk/client/auth.js";
 // @ts-types="@modelcontextprotocol/sdk/server/auth/errors"
 import { InvalidGrantError } from "@modelcontextprotocol/sdk/server/auth/errors.js";
+// @ts-types="@modelcontextprotocol/sdk/shared/auth"
+import type {
+  AuthorizationServerMetadata,
+  OAuthClientInformationMixed,
+  OAuthClientMetadata,
+} from "@modelcontextprotocol/sdk/shared/auth.js";
 import { z } from "zod";
 import type { OAuthCredential } from "./credentials.ts";
 import { DEFAULT_EGRESS_LIMITS, guardedFetch } from "./egress.ts";
 import type { Remote, RemoteError, RemoteSettings } from "./remote.ts";
-import { checkServerUrl } from "./url_safety.ts";
+import { checkServerUrl, type UrlPolicy } from "./url_safety.ts";
 
 /** Secret until the callback: sealed in `mcp_oauth_flows.secret`. */
 export const FlowSecret = z.object({
@@ -41,7 +51,10 @@ export const FlowSecret = z.object({
 export type FlowSecret = z.infer<typeof FlowSecret>;
 
 export interface OAuthSettings {
-  /** This function's callback, registered as the redirect URI. */
+  /**
+   * This function's callback, registered as the redirect URI. Its client-id metadata document
+   * is served beside it (`clientMetadataUrl`).
+   */
   redirectUrl: string;
   /** How long a sign-in may take, from the authorization URL to the callback. */
   flowTtlMs: number;
@@ -57,6 +70,86 @@ export interface TokenSet {
   expiresAt: Date | null;
 }
 
+/**
+ * The URL of this function's client-id metadata document, which is also its client_id wherever
+ * it is used: beside the callback (`…/connections/oauth/client-metadata.json`), so one setting
+ * (`SUPABASE_URL` or `MCP_OAUTH_REDIRECT_URL`) names both on the public host.
+ */
+export function clientMetadataUrl(redirectUrl: string): string {
+  return new URL("client-metadata.json", redirectUrl).href;
+}
+
+/** What this function says about itself as an OAuth client: registered (RFC 7591) or served. */
+function clientMetadata(redirectUrl: string): OAuthClientMetadata {
+  return {
+    client_name: "Supabase agent",
+    redirect_uris: [redirectUrl],
+    grant_types: ["authorization_code", "refresh_token"],
+    response_types: ["code"],
+    token_endpoint_auth_method: "none",
+  };
+}
+
+/**
+ * The client-id metadata document (draft-ietf-oauth-client-id-metadata-document) an
+ * authorization server fetches: a public client whose `client_id` is the document's own URL.
+ */
+export function clientMetadataDocument(
+  redirectUrl: string,
+): OAuthClientMetadata & { client_id: string } {
+  return { client_id: clientMetadataUrl(redirectUrl), ...clientMetadata(redirectUrl) };
+}
+
+/**
+ * Whether an authorization server can take this URL as a client_id: https with a path (the
+ * SDK's check, as the spec requires), or plain http to 127.0.0.0/8 where `MCP_ALLOW_LOOPBACK`
+ * allows loopback servers at all (the local stand-in: its authorization server doubles accept it
+ * only under the same kind of option).
+ */
+function usableAsClientId(url: string, policy: UrlPolicy): boolean {
+  if (isHttpsUrl(url)) return true;
+  const parsed = URL.parse(url);
+  return policy.allowLoopback && parsed?.protocol === "http:" &&
+    /^127\.\d+\.\d+\.\d+$/.test(parsed.hostname) && parsed.pathname !== "/";
+}
+
+/**
+ * Who this function is at the authorization server, by the MCP spec's order: pre-registered
+ * client information (none: the servers are the users' own) → a client-id metadata document
+ * when `client_id_metadata_document_supported` → dynamic registration when there is a
+ * `registration_endpoint` → none, and the server cannot be signed in to.
+ */
+async function clientAt(
+  authorizationServerUrl: string,
+  metadata: AuthorizationServerMetadata,
+  oauth: OAuthSettings,
+  policy: UrlPolicy,
+  fetchFn: typeof fetch,
+): Promise<Remote<OAuthClientInformationMixed>> {
+  const documentUrl = clientMetadataUrl(oauth.redirectUrl);
+  const takesDocuments = metadata.client_id_metadata_document_supported === true;
+  if (takesDocuments && usableAsClientId(documentUrl, policy)) {
+    return { ok: true, value: { client_id: documentUrl } };
+  }
+  if (metadata.registration_endpoint) {
+    const client = await registerClient(authorizationServerUrl, {
+      metadata,
+      clientMetadata: clientMetadata(oauth.redirectUrl),
+      fetchFn,
+    });
+    return { ok: true, value: client };
+  }
+  return failure(
+    "oauth_unsupported",
+    takesDocuments
+      ? `the authorization server takes only client-id metadata documents, and this ` +
+        `function's (${documentUrl}) is not an https URL it can fetch: set SUPABASE_URL ` +
+        `(or MCP_OAUTH_REDIRECT_URL) to the project's public https URL`
+      : "the authorization server offers neither client-id metadata documents nor dynamic " +
+        "client registration (RFC 7591)",
+  );
+}
+
 const INITIALIZE = JSON.stringify({
   jsonrpc: "2.0",
   id: 0,
@@ -69,8 +162,8 @@ const INITIALIZE = JSON.stringify({
 });
 
 /**
- * Discovers the server's authorization server, registers this function there, and answers the
- * authorization URL the user is to open and what the callback will need.
+ * Discovers the server's authorization server, names this function there (`clientAt`), and
+ * answers the authorization URL the user is to open and what the callback will need.
  */
 export async function beginSignIn(
   url: string,
@@ -108,24 +201,16 @@ export async function beginSignIn(
     if (!metadata) {
       return failure("oauth_unsupported", "the server names no authorization server metadata");
     }
-    if (!metadata.registration_endpoint) {
-      return failure(
-        "oauth_unsupported",
-        "the authorization server offers no dynamic client registration (RFC 7591)",
-      );
-    }
-    const resource = info.resourceMetadata?.resource ?? url;
-    const client = await registerClient(info.authorizationServerUrl, {
+    const named = await clientAt(
+      info.authorizationServerUrl,
       metadata,
-      clientMetadata: {
-        client_name: "Supabase agent",
-        redirect_uris: [oauth.redirectUrl],
-        grant_types: ["authorization_code", "refresh_token"],
-        response_types: ["code"],
-        token_endpoint_auth_method: "none",
-      },
-      fetchFn: egress.fetch,
-    });
+      oauth,
+      settings.policy,
+      egress.fetch,
+    );
+    if (!named.ok) return named;
+    const client = named.value;
+    const resource = info.resourceMetadata?.resource ?? url;
     const started = await startAuthorization(info.authorizationServerUrl, {
       metadata,
       clientInformation: client,
