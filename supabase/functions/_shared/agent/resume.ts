@@ -129,11 +129,7 @@ async function followLocally(
   let after = afterSeq;
   if (after < live.baseSeq) {
     // The frames before this isolate took the turn are in storage only.
-    const stored = await asUser(
-      runtime.deps.sql,
-      client.user.claims,
-      (tx) => readFrames(tx, live.turnId, after),
-    );
+    const stored = await readFrames(runtime.deps.sql, client.user.claims, live.turnId, after);
     for (const frame of stored) {
       if (frame.seq > live.baseSeq) break;
       client.send(frame);
@@ -177,7 +173,7 @@ async function pollTurn(
   try {
     while (!stopped.signal.aborted && client.isOpen) {
       const [frames, current] = await Promise.all([
-        asUser(sql, claims, (tx) => readFrames(tx, turn.id, last)),
+        readFrames(sql, claims, turn.id, last),
         loadTurn(sql, client.user.id, turn.id),
       ]);
       // Taken over since the client's frames were counted: those past the takeover's first
@@ -206,7 +202,7 @@ async function pollTurn(
         }
         // Ended, and the client has every stored frame. Unless the final flush failed, the
         // last of them ended the turn; otherwise say how it ended.
-        const lastStored = await asUser(sql, claims, (tx) => lastStoredFrame(tx, turn.id));
+        const lastStored = await lastStoredFrame(sql, claims, turn.id);
         if (!lastStored || !isTerminalFrame(lastStored)) {
           client.send(endingFrame(current));
         }

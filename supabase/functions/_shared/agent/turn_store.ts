@@ -15,6 +15,7 @@ import {
   type JwtClaims,
   queryAsServiceRole,
   queryAsServiceRoleFor,
+  queryAsUser,
   type Sql,
   type Tx,
 } from "../db/client.ts";
@@ -262,10 +263,19 @@ export interface MessageTurn {
   hasTurn: boolean;
 }
 
-/** The stored frames of a turn after `afterSeq`, in order (read as the user). */
-export async function readFrames(tx: Tx, turnId: string, afterSeq: number): Promise<TurnFrame[]> {
-  const batches = await run<{ seq: number; frames: StoredFrame[] }>(
-    tx,
+/**
+ * The stored frames of a turn after `afterSeq`, in order, read as the user in one round trip
+ * (followers read it every poll).
+ */
+export async function readFrames(
+  sql: Sql,
+  claims: JwtClaims,
+  turnId: string,
+  afterSeq: number,
+): Promise<TurnFrame[]> {
+  const batches = await queryAsUser<{ seq: number; frames: StoredFrame[] }>(
+    sql,
+    claims,
     inlineSql`
       select e.seq, e.frames from public.agent_turn_events e
       where e.turn_id = ${turnId}::uuid and e.last_seq > ${afterSeq}
@@ -299,10 +309,15 @@ export async function storedAnswer(sql: Sql, turnId: string, lastSeq: number): P
   return text;
 }
 
-/** The last stored frame of a turn, or undefined when none is stored. */
-export async function lastStoredFrame(tx: Tx, turnId: string): Promise<TurnFrame | undefined> {
-  const [row] = await run<{ last_seq: number; frame: StoredFrame }>(
-    tx,
+/** The last stored frame of a turn (read as the user), or undefined when none is stored. */
+export async function lastStoredFrame(
+  sql: Sql,
+  claims: JwtClaims,
+  turnId: string,
+): Promise<TurnFrame | undefined> {
+  const [row] = await queryAsUser<{ last_seq: number; frame: StoredFrame }>(
+    sql,
+    claims,
     inlineSql`
       select e.last_seq, e.frames -> -1 as frame from public.agent_turn_events e
       where e.turn_id = ${turnId}::uuid

@@ -5,7 +5,8 @@
  * one server a call goes to.
  */
 import postgres from "postgres";
-import { asServiceRole, asUser, type JwtClaims, type Sql } from "../db/client.ts";
+import { asServiceRole, asUser, type JwtClaims, queryAsUser, type Sql } from "../db/client.ts";
+import { inlineSql } from "../db/inline_sql.ts";
 import type { Json } from "../db/database.types.ts";
 import type { ConnectedToolView, ServerView } from "./protocol.ts";
 
@@ -123,12 +124,16 @@ export interface ServerTool extends StoredTool {
 
 /** The caller's connected tools, read as him. */
 export function loadServerTools(sql: Sql, claims: JwtClaims): Promise<ServerTool[]> {
-  return asUser(sql, claims, (tx) =>
-    tx<ServerTool[]>`
+  // One round trip: every chat and every takeover reads it before the LLM is asked.
+  return queryAsUser<ServerTool>(
+    sql,
+    claims,
+    inlineSql`
       select t.name, t.original_name, t.title, t.description, t.input_schema, t.output_schema,
         t.annotations, s.id as server_id, s.slug, s.url, s.auth_mode, s.status
       from public.mcp_tools t join public.mcp_servers s on s.id = t.server_id
-      order by s.created_at, t.name`);
+      order by s.created_at, t.name`,
+  );
 }
 
 /**
