@@ -50,9 +50,9 @@ export interface AgentConfig {
   /** `AGENT_HISTORY_MESSAGES`: earlier messages of the session sent to the model. */
   historyMessages: number;
   /**
-   * `AGENT_START_CONCURRENCY`: turn starts (their two statements) an isolate runs at once. A
-   * burst of chats waits its turn rather than fill the database pool, and the database's
-   * cores, while running turns stream.
+   * `AGENT_START_CONCURRENCY`: turn starts (their two statements) and takeovers (their reads)
+   * an isolate runs at once. A burst of chats, or a dead isolate's turns, waits its turn
+   * rather than fill the database pool, and the database's cores, while running turns stream.
    */
   startConcurrency: number;
   /**

@@ -197,6 +197,11 @@ export class AgentRuntime {
       await this.#handBack(resumption.turn_id, resumption.epoch);
       return false;
     }
+    if (this.#closed) {
+      // Shut down while it read: the turn goes to another isolate, as its running ones did.
+      await this.#handBack(resumption.turn_id, resumption.epoch);
+      return false;
+    }
     if (taken.kind === "refused") {
       void this.#endAtOnce(taken.turn, taken.ending);
     } else {
@@ -218,8 +223,14 @@ export class AgentRuntime {
   /** Adopts orphaned turns (of one user, or one turn, or any) and runs them here. */
   async adopt(scope: { userId?: string; turnId?: string } = {}): Promise<string[]> {
     if (this.#closed) return [];
-    const found = await adoptTurns(this.deps.sql, this.isolateId, this.config, scope);
-    return await this.continueTurns(found);
+    // Through the turn starts' limit, adoption and takeover together: a dead isolate's
+    // followers all ask at once, and taken in turn (first come, first served) the first turns
+    // run on while the rest wait, instead of all of them waiting for all the reads. A turn
+    // waiting here is not adopted yet: should this isolate die too, it has lost no recovery.
+    return await this.turnStarts.run(async () => {
+      const found = await adoptTurns(this.deps.sql, this.isolateId, this.config, scope);
+      return await this.continueTurns(found);
+    });
   }
 
   /**
