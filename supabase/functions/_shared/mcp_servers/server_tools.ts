@@ -26,6 +26,7 @@ import { type CredentialKey, decryptCredential, headersOf } from "./credentials.
 import type { OAuthSettings } from "./oauth.ts";
 import { oauthAccessToken, storedAccessToken } from "./oauth_tokens.ts";
 import { type RemoteSettings, withServer } from "./remote.ts";
+import { createToolRefresher, type ToolsChanged } from "./tool_refresh.ts";
 import { loadSecret, loadServerTools, type ServerTool } from "./store.ts";
 
 export interface ServerToolsDependencies {
@@ -40,7 +41,14 @@ export interface ServerToolsDependencies {
   perServerConcurrency?: number;
   /** One tool call's limit, progress or not (default 5 minutes). */
   callTimeoutMs?: number;
+  /** Refreshes of one server after `tools/list_changed` start this far apart (tool_refresh.ts). */
+  toolRefreshIntervalMs?: number;
+  /** Keeps the worker alive for such a refresh (default: `EdgeRuntime.waitUntil`). */
+  waitUntil?: (promise: Promise<unknown>) => void;
 }
+
+/** The dependencies of a call, with this isolate's refresher for `tools/list_changed`. */
+type CallDeps = ServerToolsDependencies & { toolsChanged: ToolsChanged };
 
 /** Reads the caller's connected tools; what the agent's runtime calls for each chat. */
 export type ConnectedToolsLoader = (caller: ToolCaller) => Promise<ToolDefinition[]>;
@@ -69,19 +77,30 @@ export function createConnectedToolsLoader(deps: ServerToolsDependencies): Conne
     }
     return limit;
   };
+  const callDeps: CallDeps = {
+    ...deps,
+    toolsChanged: createToolRefresher({
+      sql: deps.sql,
+      remote: deps.remote,
+      ...(deps.toolRefreshIntervalMs === undefined
+        ? {}
+        : { minIntervalMs: deps.toolRefreshIntervalMs }),
+      ...(deps.waitUntil ? { waitUntil: deps.waitUntil } : {}),
+    }),
+  };
   return async (caller) => {
     const rows = await loadServerTools(deps.sql, caller.claims);
-    return rows.map((row) => serverTool(row, deps, limitFor));
+    return rows.map((row) => serverTool(row, callDeps, limitFor));
   };
 }
 
 function serverTool(
   row: ServerTool,
-  deps: ServerToolsDependencies,
+  deps: CallDeps,
   limitFor: (serverId: string) => ConcurrencyLimit,
 ): ToolDefinition {
   const { $schema: _schema, ...inputSchema } = row.input_schema;
-  const own = deps.ownMcpUrl !== undefined && sameEndpoint(row.url, deps.ownMcpUrl);
+  const own = isOwn(row, deps);
   return {
     name: row.name,
     title: row.title ?? row.original_name,
@@ -109,7 +128,7 @@ function serverTool(
  */
 function prepareCall(
   row: ServerTool,
-  deps: ServerToolsDependencies,
+  deps: CallDeps,
   limitFor: (serverId: string) => ConcurrencyLimit,
   input: Record<string, unknown>,
   context: ToolContext,
@@ -152,7 +171,7 @@ function prepareCall(
 /** The call, admitted: its credential (refreshed if need be), then the server. */
 async function runCall(
   row: ServerTool,
-  deps: ServerToolsDependencies,
+  deps: CallDeps,
   limit: ConcurrencyLimit,
   input: Record<string, unknown>,
   context: ToolContext,
@@ -170,7 +189,7 @@ async function runCall(
  */
 async function retryRefused(
   row: ServerTool,
-  deps: ServerToolsDependencies,
+  deps: CallDeps,
   limit: ConcurrencyLimit,
   first: Extract<Headers, { ok: true }>,
   result: ToolResult<Record<string, unknown>>,
@@ -265,15 +284,23 @@ const DEFAULT_OAUTH = { refreshMarginMs: 60_000, leaseMs: 30_000 };
 
 async function callRemote(
   row: ServerTool,
-  deps: ServerToolsDependencies,
+  deps: CallDeps,
   headers: Record<string, string>,
   input: Record<string, unknown>,
   context: ToolContext,
   /** Connected before the call was admitted: `tools/call` waits for this to say yes. */
   admitted?: Promise<boolean>,
 ): Promise<ToolResult<Record<string, unknown>>> {
+  const changed = () =>
+    deps.toolsChanged({
+      id: row.server_id,
+      userId: context.caller.id,
+      slug: row.slug,
+      url: row.url,
+      headers: () => headersFor(row, deps, context, isOwn(row, deps)),
+    });
   const called = await withServer(
-    { url: row.url, headers },
+    { url: row.url, headers, onToolsChanged: changed },
     deps.remote,
     async (client) => {
       if (admitted && !await admitted) return NOT_ADMITTED;
@@ -338,6 +365,11 @@ function pickHints(annotations: Record<string, unknown>): Partial<ToolAnnotation
     if (typeof annotations[key] === "boolean") hints[key] = annotations[key] as boolean;
   }
   return hints;
+}
+
+/** The project's own `mcp` function, connected as a server. */
+function isOwn(row: ServerTool, deps: ServerToolsDependencies): boolean {
+  return deps.ownMcpUrl !== undefined && sameEndpoint(row.url, deps.ownMcpUrl);
 }
 
 function sameEndpoint(a: string, b: string): boolean {
