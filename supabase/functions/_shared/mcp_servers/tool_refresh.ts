@@ -8,9 +8,10 @@
  *
  * The refresh runs after the notification, never in the call's way (under
  * `EdgeRuntime.waitUntil`, so the worker is not retired under it). It is bounded: one refresh
- * per server at a time in an isolate, notifications that arrive meanwhile fold into one more,
- * and refreshes of one server start at least `minIntervalMs` apart, so a server that sends the
- * notification in a loop costs one `tools/list` per interval, not one per notification. That
+ * per server at a time in an isolate, and refreshes of one server start at least
+ * `minIntervalMs` apart, the notifications of an interval folded into one more refresh, so a
+ * server that sends the notification in a loop (or with every call) costs one `tools/list` per
+ * interval, not one per notification. That
  * bookkeeping is per isolate on purpose: it only bounds this isolate's work; what the tools
  * are lives in Postgres.
  */
@@ -66,10 +67,12 @@ export function createToolRefresher(deps: ToolRefreshDependencies): ToolsChanged
       await refreshOnce(next).catch((error: unknown) => {
         logFailure("mcp_tools_refresh", error, { server: first.slug, user_id: first.userId });
       });
+      // Notifications until the interval is over (during this refresh or after it, from this
+      // call or the next ones) fold into one more refresh then.
+      await abortableSleep(started + minIntervalMs - Date.now());
       const state = refreshing.get(first.id)!;
       next = state.again;
       state.again = undefined;
-      if (next) await abortableSleep(started + minIntervalMs - Date.now());
     }
     refreshing.delete(first.id);
   }
