@@ -174,6 +174,8 @@ Deno.test("a server's tools/list_changed during a chat's call: its tools are ref
       const alice = await user("hub");
       await connectDouble(sql, alice, double.url);
       const client = await connect(alice);
+      const [connected] = await sql`select updated_at from public.mcp_servers
+                                    where user_id = ${alice.id}`;
       // The refresh's tools/list is held: the call's answer cannot wait for it.
       const releaseLists = double.holdToolsList();
       double.changeToolsOnNextCall({
@@ -224,9 +226,11 @@ Deno.test("a server's tools/list_changed during a chat's call: its tools are ref
                                 where user_id = ${alice.id} and name = 'dbl__added_tool'`;
       assert.equal(added.original_name, "Added Tool");
       // The server's invalid tool is skipped again, with its warning; the new tool asks first.
-      const [server] =
-        await sql`select warnings from public.mcp_servers where user_id = ${alice.id}`;
+      const [server] = await sql`select warnings, updated_at from public.mcp_servers
+                                 where user_id = ${alice.id}`;
       assert.match(JSON.stringify(server.warnings), /bad_schema skipped/);
+      // The server's row moved: the web app, watching mcp_servers over Realtime, reloads it.
+      assert.ok(server.updated_at > connected.updated_at);
       const grant = resolvePermission(await loadGrants(sql, alice.claims), "dbl__added_tool");
       assert.equal(grant?.mode, "ask");
     });
