@@ -6,13 +6,15 @@
  * (initialize, `tools/call` of the double's `echo`, close) to the MCP server double. The
  * agent's side adds what the agent does around it: `invokeTool` with the connected tool as
  * the registry holds it (grant resolved from `<slug>__*`, the URL checked, the guarded fetch),
- * the call metered (`consume_tool_calls`) and its usage row written. Reading the user's
+ * the call metered (`consume_tool_calls`) and its usage row written. Its grant is `auto`, so,
+ * as in the agent, the client connects (initialize) while the call is metered and `tools/call`
+ * goes out once it is admitted (`ToolDefinition.prepare`). Reading the user's
  * connected tools happens once per chat, not per call, and is left out. The double runs in
  * this process, so both sides share its CPU alike.
  *
  * The same again for a server signed in with OAuth (the double's authorization server, a token
  * far from expiry): the agent's side adds reading and opening the sealed token set (one
- * service-role select, AES-GCM); both sides send the bearer token.
+ * service-role select, AES-GCM) before it can connect; both sides send the bearer token.
  */
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";

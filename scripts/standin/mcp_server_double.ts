@@ -9,6 +9,11 @@
  *   hang        never answers (for the time limit)
  *   bad_schema  listed with an input schema that is not JSON Schema (`type: "banana"`)
  *
+ * `changeToolsOnNextCall(tool, times)` plays a server whose tools change: the next tools/call adds
+ * `tool` to the list and sends `notifications/tools/list_changed` (`times` times) on that call's
+ * own stream before it answers; `listRequests` counts the tools/list requests that follow, and
+ * `holdToolsList()` holds their answers until released.
+ *
  * `requiredHeader` makes every request without that exact header a 401; `oauth` puts an OAuth 2.1
  * authorization server in front (oauth_server_double.ts): `/mcp` then wants one of its access
  * tokens and answers 401 with `WWW-Authenticate: Bearer resource_metadata=…` (RFC 9728) without
@@ -50,6 +55,15 @@ export interface McpServerDouble {
   requests: number;
   /** What tools/list answers: change it to play a server whose tools change. */
   tools: Array<Record<string, unknown>>;
+  /** How many tools/list requests reached the server. */
+  listRequests: number;
+  /**
+   * Fault point: the next tools/call adds `tool` to `tools` and sends
+   * `notifications/tools/list_changed` `times` times (default 1) before its answer.
+   */
+  changeToolsOnNextCall(tool: Record<string, unknown>, times?: number): void;
+  /** Holds every tools/list answer until the returned function is called (or `close`). */
+  holdToolsList(): () => void;
   /** The most tools/call running at once so far. */
   maxConcurrentCalls: number;
   /** The authorization server, when started with `oauth`. */
@@ -105,6 +119,9 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerDouble {
   const calls: McpServerDouble["calls"] = [];
   let requests = 0;
+  let listRequests = 0;
+  let toolChange: { tool: Record<string, unknown>; times: number } | undefined;
+  let listHold: Promise<void> | undefined;
   const tools: Array<Record<string, unknown>> = [...DOUBLE_TOOLS];
   let running = 0;
   let maxConcurrentCalls = 0;
@@ -112,13 +129,25 @@ export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerD
 
   const handleMcp = async (request: Request): Promise<Response> => {
     const server = new Server({ name: "mcp-double", version: "1.0.0" }, {
-      capabilities: { tools: {} },
+      capabilities: { tools: { listChanged: true } },
     });
-    server.setRequestHandler(ListToolsRequestSchema, () => ({ tools }));
+    server.setRequestHandler(ListToolsRequestSchema, async () => {
+      listRequests++;
+      await listHold;
+      return { tools };
+    });
     server.setRequestHandler(CallToolRequestSchema, async (call, extra) => {
       running++;
       maxConcurrentCalls = Math.max(maxConcurrentCalls, running);
       try {
+        const change = toolChange;
+        toolChange = undefined;
+        if (change) {
+          tools.push(change.tool);
+          for (let i = 0; i < change.times; i++) {
+            await extra.sendNotification({ method: "notifications/tools/list_changed" });
+          }
+        }
         return await callTool(call, extra);
       } finally {
         running--;
@@ -246,6 +275,21 @@ export function startMcpServerDouble(options: McpDoubleOptions = {}): McpServerD
     tools,
     get requests() {
       return requests;
+    },
+    get listRequests() {
+      return listRequests;
+    },
+    changeToolsOnNextCall(tool, times = 1) {
+      toolChange = { tool, times };
+    },
+    holdToolsList() {
+      let release!: () => void;
+      listHold = new Promise<void>((resolve) => release = resolve);
+      hung.add(release);
+      return () => {
+        listHold = undefined;
+        release();
+      };
     },
     get maxConcurrentCalls() {
       return maxConcurrentCalls;

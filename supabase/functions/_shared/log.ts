@@ -18,6 +18,7 @@ export type LogEvent =
   | "socket_close"
   | "turn_end"
   | "tool_call"
+  | "tools_refreshed"
   | "refusal"
   | "sign_in_failed"
   | "db_unavailable"

@@ -19,6 +19,7 @@ import { createTokenVerifier } from "../_shared/auth.ts";
 import { createMcpApp } from "../_shared/mcp/app.ts";
 import { createToolRegistry } from "../_shared/tools/registry.ts";
 import { jwksOf } from "../../../scripts/standin/signing_keys.ts";
+import { loadGrants, resolvePermission } from "../_shared/permissions.ts";
 
 type Frame<T extends TurnFrame["type"]> = Extract<TurnFrame, { type: T }>;
 
@@ -153,6 +154,86 @@ Deno.test("a connected server's tool: offered with its schema, asks, runs with p
         );
       },
     );
+  } finally {
+    await double.close();
+  }
+});
+
+Deno.test("a server's tools/list_changed during a chat's call: its tools are refreshed after the call, which waits for nothing; a burst is one refresh and one more", async () => {
+  const double = startMcpServerDouble();
+  const refreshes: Promise<unknown>[] = [];
+  const refreshingTools = (sql: Sql) =>
+    createConnectedToolsLoader({
+      sql,
+      remote: { policy: LOCAL, requestTimeoutMs: 5_000 },
+      toolRefreshIntervalMs: 20,
+      waitUntil: (promise) => refreshes.push(promise),
+    });
+  try {
+    await withWorld({ connectedTools: refreshingTools }, async ({ sql, connect, user }) => {
+      const alice = await user("hub");
+      await connectDouble(sql, alice, double.url);
+      const client = await connect(alice);
+      const [connected] = await sql`select updated_at from public.mcp_servers
+                                    where user_id = ${alice.id}`;
+      // The refresh's tools/list is held: the call's answer cannot wait for it.
+      const releaseLists = double.holdToolsList();
+      double.changeToolsOnNextCall({
+        name: "Added Tool",
+        description: "Listed once the server changed.",
+        inputSchema: { type: "object", properties: { n: { type: "integer" } } },
+      }, 20);
+
+      const id = crypto.randomUUID();
+      client.send({
+        type: "chat",
+        id,
+        content: `${toolCall("dbl__echo", { text: "same as ever" })} go`,
+      });
+      const start = await client.take((f) => f.type === "start" && f.user_message_id === id);
+      const turnId = (start as Frame<"start">).turn_id;
+      const ask = await client.takeType("approval_required", turnId);
+      client.send({ type: "approve", call_id: ask.call_id, decision: "allow" });
+      const frames = await client.turnFrames(turnId);
+      const [result] = ofType(frames, "tool_result");
+      assert.deepEqual([result.is_error, result.result], [false, { text: "same as ever" }]);
+      assert.equal(frames.at(-1)?.type, "complete");
+      const toolsNow = async () =>
+        (await sql`select name from public.mcp_tools where user_id = ${alice.id} order by name`)
+          .map((t) => t.name as string);
+      assert.ok(
+        !(await toolsNow()).includes("dbl__added_tool"),
+        "not stored before the call ended",
+      );
+
+      releaseLists();
+      // One refresh for the first notification, one more for the 19 that came meanwhile.
+      for (let settled = 0; settled < refreshes.length;) {
+        await Promise.all(refreshes.slice(settled));
+        settled = refreshes.length;
+      }
+      assert.equal(refreshes.length, 1);
+      assert.equal(double.listRequests, 2);
+      assert.deepEqual(
+        await toolsNow(),
+        [
+          "dbl__added_tool",
+          ...DOUBLE_TOOLS.filter((t) => t.name !== "bad_schema")
+            .map((t) => `dbl__${t.name}`).sort(),
+        ].sort(),
+      );
+      const [added] = await sql`select original_name from public.mcp_tools
+                                where user_id = ${alice.id} and name = 'dbl__added_tool'`;
+      assert.equal(added.original_name, "Added Tool");
+      // The server's invalid tool is skipped again, with its warning; the new tool asks first.
+      const [server] = await sql`select warnings, updated_at from public.mcp_servers
+                                 where user_id = ${alice.id}`;
+      assert.match(JSON.stringify(server.warnings), /bad_schema skipped/);
+      // The server's row moved: the web app, watching mcp_servers over Realtime, reloads it.
+      assert.ok(server.updated_at > connected.updated_at);
+      const grant = resolvePermission(await loadGrants(sql, alice.claims), "dbl__added_tool");
+      assert.equal(grant?.mode, "ask");
+    });
   } finally {
     await double.close();
   }

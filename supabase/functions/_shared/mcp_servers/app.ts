@@ -58,19 +58,13 @@ import {
 } from "./oauth.ts";
 import { insertFlow, replaceOAuthCredential, storeOAuthServer, takeFlow } from "./oauth_store.ts";
 import { callbackPage } from "./oauth_callback_page.ts";
-import { discoverTools, type RemoteErrorCode, type RemoteSettings, withServer } from "./remote.ts";
-import {
-  deleteServer,
-  listServers,
-  loadSecret,
-  replaceTools,
-  type StoredTool,
-  storeServer,
-} from "./store.ts";
+import { discoverServerTools } from "./discovery.ts";
+import type { RemoteErrorCode, RemoteSettings } from "./remote.ts";
+import { deleteServer, listServers, loadSecret, replaceTools, storeServer } from "./store.ts";
 import { loadGrants, resolvePermission } from "../permissions.ts";
 import type { JwtClaims } from "../db/client.ts";
 import type { ServerView } from "./protocol.ts";
-import { offeredToolNames, SLUG_PATTERN } from "./tool_names.ts";
+import { SLUG_PATTERN } from "./tool_names.ts";
 
 export interface ConnectionsAppDependencies {
   sql: Sql;
@@ -248,29 +242,12 @@ export function createConnectionsApp(deps: ConnectionsAppDependencies) {
 
   /** The server's tools as it lists them, named for the agent; an unusable server throws. */
   async function discover(url: string, slug: string, headers: Record<string, string>) {
-    const discovered = await withServer(
-      { url, headers },
-      deps.remote,
-      (client) => discoverTools(client, deps.remote.requestTimeoutMs),
-    );
+    const discovered = await discoverServerTools({ url, headers }, slug, deps.remote);
     if (!discovered.ok) {
       const { code, message } = discovered.error;
       throw new HttpError(STATUS_OF[code], code as HttpErrorCode, message, { path: "url" });
     }
-    const { tools, warnings } = discovered.value;
-    const names = await offeredToolNames(slug, tools.map((t) => t.originalName));
-    return {
-      warnings,
-      tools: tools.map((tool, index): StoredTool => ({
-        name: names[index],
-        original_name: tool.originalName,
-        title: tool.title ?? null,
-        description: tool.description,
-        input_schema: tool.inputSchema,
-        output_schema: tool.outputSchema ?? null,
-        annotations: tool.annotations,
-      })),
-    };
+    return discovered.value;
   }
 
   /**

@@ -1,7 +1,8 @@
 /**
  * The only `fetch` the functions use towards a user's MCP server: every URL (the first and
  * each redirect's target) passes `checkServerUrl`; redirects are followed here, at most
- * `MAX_REDIRECTS`, never by the runtime; an answer must start within `headersTimeoutMs` and
+ * `MAX_REDIRECTS`, never by the runtime; each name is resolved once per guarded fetch (one use
+ * of a server: its few requests follow each other within moments, see below); an answer must start within `headersTimeoutMs` and
  * its body may not exceed `maxResponseBytes` (the body stream errors past it). What went wrong
  * is kept in `trip`, so the caller can name it with a stable code whatever error the MCP SDK
  * wraps it in.
@@ -52,6 +53,23 @@ export function guardedFetch(
   onTrip?: (trip: EgressTrip) => void,
 ): GuardedFetch {
   let trip: EgressTrip | undefined;
+  // One use of a server (initialize, the call, close) sends a few requests to one name within
+  // moments: the checks share its answer instead of asking DNS again for each. That widens
+  // nothing: `fetch` resolves for itself anyway (the rebinding window in url_safety.ts), and a
+  // redirect to another name is resolved and checked afresh. Never kept past this use.
+  const answers = new Map<string, Promise<string[]>>();
+  const checkPolicy: UrlPolicy = {
+    ...policy,
+    resolveDns: (host, type) => {
+      const key = `${type} ${host}`;
+      let answer = answers.get(key);
+      if (!answer) {
+        answer = policy.resolveDns(host, type);
+        answers.set(key, answer);
+      }
+      return answer;
+    },
+  };
   const fail = (found: EgressTrip): never => {
     if (!trip) {
       trip = found;
@@ -65,7 +83,7 @@ export function guardedFetch(
     let method = init?.method ?? (input instanceof Request ? input.method : "GET");
     let body = init?.body;
     for (let hop = 0;; hop++) {
-      const checked = await checkServerUrl(url, policy);
+      const checked = await checkServerUrl(url, checkPolicy);
       if (!checked.ok) fail({ code: checked.code, message: checked.message });
       const timeout = AbortSignal.timeout(limits.headersTimeoutMs);
       const signal = init?.signal ? AbortSignal.any([init.signal, timeout]) : timeout;

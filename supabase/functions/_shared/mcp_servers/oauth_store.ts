@@ -4,7 +4,8 @@
  * their sealed token set, and the refresh lease on a credential (holder, until; taken in one
  * statement, so no row lock outlives it) with the `version` that moves at each stored refresh.
  */
-import { asServiceRole, type Sql } from "../db/client.ts";
+import { asServiceRole, queryAsServiceRole, type Sql } from "../db/client.ts";
+import { inlineSql } from "../db/inline_sql.ts";
 import type { Json } from "../db/database.types.ts";
 import { type NewServer, type StoreResult, storeResultOf } from "./store.ts";
 
@@ -105,12 +106,15 @@ export async function loadToken(
   userId: string,
   serverId: string,
 ): Promise<StoredToken | null> {
-  const [row] = await asServiceRole(sql, (tx) =>
-    tx<StoredToken[]>`
+  // One round trip (every call of a signed-in server reads this): no transaction around it.
+  const [row] = await queryAsServiceRole<StoredToken>(
+    sql,
+    inlineSql`
       select c.secret, c.version, c.expires_at as "expiresAt",
         coalesce(c.lease_until > clock_timestamp(), false) as leased, s.status
       from public.mcp_credentials c join public.mcp_servers s on s.id = c.server_id
-      where c.server_id = ${serverId}::uuid and c.user_id = ${userId}::uuid`);
+      where c.server_id = ${serverId}::uuid and c.user_id = ${userId}::uuid`,
+  );
   return row ?? null;
 }
 

@@ -39,6 +39,25 @@ export type AccessToken =
   | { ok: false; error: { code: string; message: string } };
 
 /**
+ * The stored access token if it can be used as is (signed in, not refused, farther than the
+ * margin from its expiry), else undefined: one read, no lease, no refresh, nothing written.
+ * What a call may do before it is admitted (server_tools.ts `prepare`).
+ */
+export async function storedAccessToken(
+  deps: Pick<OAuthTokenDependencies, "sql" | "credentialKey" | "oauth">,
+  userId: string,
+  serverId: string,
+): Promise<{ token: string; version: number } | undefined> {
+  const row = await loadToken(deps.sql, userId, serverId);
+  if (!row || row.status === "needs_sign_in") return undefined;
+  const expiresAt = row.expiresAt?.getTime() ?? Infinity;
+  if (expiresAt - deps.oauth.refreshMarginMs <= Date.now()) return undefined;
+  const credential = await decryptCredential(deps.credentialKey, serverId, row.secret);
+  if (credential.kind !== "oauth") return undefined;
+  return { token: credential.access_token, version: row.version };
+}
+
+/**
  * The access token to call the server with. `refused`: the version whose token the server just
  * refused (401) although it had not expired: that one is refreshed whatever its expiry says.
  */

@@ -9,6 +9,8 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 // @ts-types="@modelcontextprotocol/sdk/client/streamableHttp"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+// @ts-types="@modelcontextprotocol/sdk/types"
+import { ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 import { logFailure } from "../log.ts";
 import {
@@ -48,6 +50,11 @@ export interface RemoteSettings {
 export interface ServerAccess {
   url: string;
   headers: Record<string, string>;
+  /**
+   * The server sent `notifications/tools/list_changed` to this client (on any of its streams,
+   * e.g. a tool call's): called at once, so it must only schedule work (tool_refresh.ts).
+   */
+  onToolsChanged?: () => void;
 }
 
 const CLIENT_INFO = { name: "supabase-agent-hub", version: "1.0.0" };
@@ -62,6 +69,10 @@ export async function withServer<T>(
   signal?: AbortSignal,
 ): Promise<Remote<T>> {
   const client = new Client(CLIENT_INFO, { capabilities: {} });
+  const { onToolsChanged } = access;
+  if (onToolsChanged) {
+    client.setNotificationHandler(ToolListChangedNotificationSchema, () => onToolsChanged());
+  }
   // A trip closes the client, so the request waiting on a cut stream ends now.
   const egress = guardedFetch(
     settings.policy,

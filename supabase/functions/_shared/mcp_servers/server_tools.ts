@@ -13,6 +13,7 @@
 import { z } from "zod";
 import type { Sql } from "../db/client.ts";
 import type {
+  PreparedCall,
   ToolAnnotations,
   ToolCaller,
   ToolContext,
@@ -20,10 +21,12 @@ import type {
   ToolResult,
 } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
+import { logFailure } from "../log.ts";
 import { type CredentialKey, decryptCredential, headersOf } from "./credentials.ts";
 import type { OAuthSettings } from "./oauth.ts";
-import { oauthAccessToken } from "./oauth_tokens.ts";
+import { oauthAccessToken, storedAccessToken } from "./oauth_tokens.ts";
 import { type RemoteSettings, withServer } from "./remote.ts";
+import { createToolRefresher, type ToolsChanged } from "./tool_refresh.ts";
 import { loadSecret, loadServerTools, type ServerTool } from "./store.ts";
 
 export interface ServerToolsDependencies {
@@ -38,7 +41,14 @@ export interface ServerToolsDependencies {
   perServerConcurrency?: number;
   /** One tool call's limit, progress or not (default 5 minutes). */
   callTimeoutMs?: number;
+  /** Refreshes of one server after `tools/list_changed` start this far apart (tool_refresh.ts). */
+  toolRefreshIntervalMs?: number;
+  /** Keeps the worker alive for such a refresh (default: `EdgeRuntime.waitUntil`). */
+  waitUntil?: (promise: Promise<unknown>) => void;
 }
+
+/** The dependencies of a call, with this isolate's refresher for `tools/list_changed`. */
+type CallDeps = ServerToolsDependencies & { toolsChanged: ToolsChanged };
 
 /** Reads the caller's connected tools; what the agent's runtime calls for each chat. */
 export type ConnectedToolsLoader = (caller: ToolCaller) => Promise<ToolDefinition[]>;
@@ -67,19 +77,30 @@ export function createConnectedToolsLoader(deps: ServerToolsDependencies): Conne
     }
     return limit;
   };
+  const callDeps: CallDeps = {
+    ...deps,
+    toolsChanged: createToolRefresher({
+      sql: deps.sql,
+      remote: deps.remote,
+      ...(deps.toolRefreshIntervalMs === undefined
+        ? {}
+        : { minIntervalMs: deps.toolRefreshIntervalMs }),
+      ...(deps.waitUntil ? { waitUntil: deps.waitUntil } : {}),
+    }),
+  };
   return async (caller) => {
     const rows = await loadServerTools(deps.sql, caller.claims);
-    return rows.map((row) => serverTool(row, deps, limitFor));
+    return rows.map((row) => serverTool(row, callDeps, limitFor));
   };
 }
 
 function serverTool(
   row: ServerTool,
-  deps: ServerToolsDependencies,
+  deps: CallDeps,
   limitFor: (serverId: string) => ConcurrencyLimit,
 ): ToolDefinition {
   const { $schema: _schema, ...inputSchema } = row.input_schema;
-  const own = deps.ownMcpUrl !== undefined && sameEndpoint(row.url, deps.ownMcpUrl);
+  const own = isOwn(row, deps);
   return {
     name: row.name,
     title: row.title ?? row.original_name,
@@ -90,23 +111,98 @@ function serverTool(
     annotations: { ...DEFAULT_HINTS, ...pickHints(row.annotations) },
     permission: row.name,
     ...(own ? { meteredBy: "server" as const } : {}),
-    async run(input, context) {
-      const limit = limitFor(row.server_id);
-      const first = await headersFor(row, deps, context, own);
-      if (!first.ok) return first;
-      const result = await limit.run(() => callRemote(row, deps, first.value, input, context));
-      if (
-        first.version === undefined || result.ok || result.error.code !== "mcp_reauth_required"
-      ) {
-        return result;
-      }
-      // The server refused an OAuth token that had not expired (revoked early, clocks apart):
-      // refreshed once, and the call tried once more. A 401 comes before the tool runs.
-      const again = await headersFor(row, deps, context, own, first.version);
-      if (!again.ok) return again;
-      return await limit.run(() => callRemote(row, deps, again.value, input, context));
+    run: (input, context) => runCall(row, deps, limitFor(row.server_id), input, context, own),
+    // Our own `mcp` function meters and records on its side: nothing goes to it before the
+    // call is admitted, not even an initialize.
+    ...(own
+      ? {}
+      : { prepare: (input, context) => prepareCall(row, deps, limitFor, input, context) }),
+  };
+}
+
+/**
+ * The call begun before it is admitted: its credential read (never refreshed: that waits for
+ * admission) and the client connected (initialize), beside the policy's metering; `tools/call`
+ * goes out only once `run` says the call was admitted. A discarded call closes the client
+ * having called nothing.
+ */
+function prepareCall(
+  row: ServerTool,
+  deps: CallDeps,
+  limitFor: (serverId: string) => ConcurrencyLimit,
+  input: Record<string, unknown>,
+  context: ToolContext,
+): PreparedCall<Record<string, unknown>> {
+  let admit!: (admitted: boolean) => void;
+  const admitted = new Promise<boolean>((resolve) => admit = resolve);
+  const limit = limitFor(row.server_id);
+  // Settled into a value at once: a failure before `run` or `discard` is not unhandled.
+  const begun = (async () => {
+    const first = await headersBeforeAdmission(row, deps, context);
+    if (!first) return undefined;
+    if (!first.ok) return { first, result: first };
+    const result = await limit.run(() =>
+      callRemote(row, deps, first.value, input, context, admitted)
+    );
+    return { first, result };
+  })().then((value) => ({ value }), (error: unknown) => ({ error }));
+  return {
+    async run() {
+      admit(true);
+      const settled = await begun;
+      if ("error" in settled) throw settled.error;
+      const done = settled.value;
+      // A token that needs a refresh is refreshed now, the call admitted: the plain path.
+      if (!done) return await runCall(row, deps, limit, input, context, false);
+      if (!done.first.ok) return done.first;
+      return await retryRefused(row, deps, limit, done.first, done.result, input, context, false);
+    },
+    discard() {
+      admit(false);
+      void begun.then((settled) => {
+        if ("error" in settled && !context.signal.aborted) {
+          logFailure("mcp_prepared_call", settled.error, { server: row.slug });
+        }
+      });
     },
   };
+}
+
+/** The call, admitted: its credential (refreshed if need be), then the server. */
+async function runCall(
+  row: ServerTool,
+  deps: CallDeps,
+  limit: ConcurrencyLimit,
+  input: Record<string, unknown>,
+  context: ToolContext,
+  own: boolean,
+): Promise<ToolResult<Record<string, unknown>>> {
+  const first = await headersFor(row, deps, context, own);
+  if (!first.ok) return first;
+  const result = await limit.run(() => callRemote(row, deps, first.value, input, context));
+  return await retryRefused(row, deps, limit, first, result, input, context, own);
+}
+
+/**
+ * The server refused an OAuth token that had not expired (revoked early, clocks apart): it is
+ * refreshed once, and the call tried once more. A 401 comes before the tool runs.
+ */
+async function retryRefused(
+  row: ServerTool,
+  deps: CallDeps,
+  limit: ConcurrencyLimit,
+  first: Extract<Headers, { ok: true }>,
+  result: ToolResult<Record<string, unknown>>,
+  input: Record<string, unknown>,
+  context: ToolContext,
+  own: boolean,
+): Promise<ToolResult<Record<string, unknown>>> {
+  if (first.version === undefined || result.ok || result.error.code !== "mcp_reauth_required") {
+    return result;
+  }
+  const again = await headersFor(row, deps, context, own, first.version);
+  if (!again.ok) return again;
+  return await limit.run(() => callRemote(row, deps, again.value, input, context));
 }
 
 type Headers = { ok: true; value: Record<string, string>; version?: number } | {
@@ -163,20 +259,52 @@ async function headersFor(
   return { ok: true, value: headersOf(credential) };
 }
 
+/**
+ * The headers a call can have before it is admitted, reading only: an OAuth token that needs
+ * a refresh gives undefined (the refresh waits for admission).
+ */
+async function headersBeforeAdmission(
+  row: ServerTool,
+  deps: ServerToolsDependencies,
+  context: ToolContext,
+): Promise<Headers | undefined> {
+  if (row.auth_mode !== "oauth" || row.status === "needs_sign_in" || !deps.credentialKey) {
+    return await headersFor(row, deps, context, false);
+  }
+  const stored = await storedAccessToken(
+    { sql: deps.sql, credentialKey: deps.credentialKey, oauth: deps.oauth ?? DEFAULT_OAUTH },
+    context.caller.id,
+    row.server_id,
+  );
+  if (!stored) return undefined;
+  return { ok: true, value: { Authorization: `Bearer ${stored.token}` }, version: stored.version };
+}
+
 const DEFAULT_OAUTH = { refreshMarginMs: 60_000, leaseMs: 30_000 };
 
 async function callRemote(
   row: ServerTool,
-  deps: ServerToolsDependencies,
+  deps: CallDeps,
   headers: Record<string, string>,
   input: Record<string, unknown>,
   context: ToolContext,
+  /** Connected before the call was admitted: `tools/call` waits for this to say yes. */
+  admitted?: Promise<boolean>,
 ): Promise<ToolResult<Record<string, unknown>>> {
+  const changed = () =>
+    deps.toolsChanged({
+      id: row.server_id,
+      userId: context.caller.id,
+      slug: row.slug,
+      url: row.url,
+      headers: () => headersFor(row, deps, context, isOwn(row, deps)),
+    });
   const called = await withServer(
-    { url: row.url, headers },
+    { url: row.url, headers, onToolsChanged: changed },
     deps.remote,
-    (client) =>
-      client.callTool({ name: row.original_name, arguments: input }, undefined, {
+    async (client) => {
+      if (admitted && !await admitted) return NOT_ADMITTED;
+      return await client.callTool({ name: row.original_name, arguments: input }, undefined, {
         signal: context.signal,
         timeout: deps.remote.requestTimeoutMs,
         resetTimeoutOnProgress: true,
@@ -184,7 +312,8 @@ async function callRemote(
         onprogress: ({ progress, total, message }) => {
           void context.progress(progress, total, message);
         },
-      }),
+      });
+    },
     context.signal,
   );
   if (!called.ok) {
@@ -193,6 +322,9 @@ async function callRemote(
       code === "server_auth_failed" ? "mcp_reauth_required" : `mcp_${code}`,
       `${row.slug}: ${message}`,
     );
+  }
+  if (called.value === NOT_ADMITTED) {
+    return fail("cancelled", `${row.original_name} was not admitted: it was not called`);
   }
   const result = called.value as {
     content?: unknown[];
@@ -207,6 +339,8 @@ async function callRemote(
     output: result.structuredContent ?? { content: result.content ?? [] },
   };
 }
+
+const NOT_ADMITTED = Symbol("not admitted");
 
 function fail(
   code: string,
@@ -231,6 +365,11 @@ function pickHints(annotations: Record<string, unknown>): Partial<ToolAnnotation
     if (typeof annotations[key] === "boolean") hints[key] = annotations[key] as boolean;
   }
   return hints;
+}
+
+/** The project's own `mcp` function, connected as a server. */
+function isOwn(row: ServerTool, deps: ServerToolsDependencies): boolean {
+  return deps.ownMcpUrl !== undefined && sameEndpoint(row.url, deps.ownMcpUrl);
 }
 
 function sameEndpoint(a: string, b: string): boolean {

@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import { startMcpServerDouble } from "../../../../scripts/standin/mcp_server_double.ts";
 import { connectFunctionDatabase, createUser } from "../../../tests/support/database.ts";
 import type { ToolContext, ToolDefinition } from "../tools/types.ts";
+import { invokeTool, refusal, type ToolInvocation, type ToolScope } from "../tools/invoke.ts";
+import type { UsageRecord } from "../usage.ts";
 import { encryptCredential, importCredentialKey } from "./credentials.ts";
 import { createConnectedToolsLoader } from "./server_tools.ts";
 import { storeServer } from "./store.ts";
@@ -88,6 +90,86 @@ Deno.test("server tools: the credential is sent, calls per server are bounded, b
     assert.equal(huge.ok ? "ok" : huge.error.code, "mcp_server_response_too_large");
     const hang = await tool("hang").run({}, context);
     assert.equal(hang.ok ? "ok" : hang.error.code, "mcp_server_timeout");
+  } finally {
+    await sql.end();
+    await double.close();
+  }
+});
+
+Deno.test("server tools: with an auto grant the client connects while the policy decides; a refused call never calls the tool", async () => {
+  const double = startMcpServerDouble();
+  const sql = connectFunctionDatabase(2);
+  try {
+    const user = await createUser(sql, "prepared");
+    await storeServer(sql, {
+      id: crypto.randomUUID(),
+      userId: user.id,
+      slug: "dbl",
+      displayName: null,
+      url: double.url,
+      authMode: "none",
+      secret: null,
+      tools: [{
+        name: "dbl__echo",
+        original_name: "echo",
+        title: null,
+        description: "echo",
+        input_schema: { type: "object" },
+        output_schema: null,
+        annotations: {},
+      }],
+      warnings: [],
+    });
+    const caller = { id: user.id, claims: user.claims };
+    const tools = await createConnectedToolsLoader({
+      sql,
+      remote: { policy: LOCAL, requestTimeoutMs: 2_000 },
+    })(caller);
+    const usage: UsageRecord[] = [];
+    const scope = (mode: "auto" | "ask"): ToolScope => ({
+      caller,
+      sql,
+      grants: [{ tool: "dbl__*", approval_mode: mode, constraints: {} }],
+      signal: new AbortController().signal,
+      recordUsage: (row) => {
+        usage.push(row);
+        return Promise.resolve();
+      },
+      source: "agent",
+    });
+    /** A policy that decides once the server has been reached (or after 2 s, refusing). */
+    const decideOnceReached = (verdict: "admit" | "refuse"): ToolInvocation["policy"] => {
+      const before = double.requests;
+      return async () => {
+        for (let i = 0; i < 200 && double.requests === before; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        if (double.requests === before) return refusal("not_reached", "never reached", "denied");
+        return verdict === "admit" ? undefined : refusal("rate_limited", "no calls left", "denied");
+      };
+    };
+    const call = (policy: ToolInvocation["policy"]): ToolInvocation => ({
+      name: "dbl__echo",
+      args: { ok: true, value: { text: "hi" } },
+      policy,
+      progress: () => Promise.resolve(),
+    });
+
+    // Admitted: the connection was already open when the policy said yes.
+    const admitted = await invokeTool(tools, scope("auto"), call(decideOnceReached("admit")));
+    assert.deepEqual(admitted, { result: { ok: true, output: { text: "hi" } }, status: "ok" });
+    assert.deepEqual(double.calls.map((c) => c.name), ["echo"]);
+
+    // Refused after the server was reached: initialize went out, tools/call never did.
+    const refused = await invokeTool(tools, scope("auto"), call(decideOnceReached("refuse")));
+    assert.equal(refused.result.ok ? "ok" : refused.result.error.code, "rate_limited");
+    // An `ask` grant waits for a human: nothing goes out before the answer.
+    const asked = await invokeTool(tools, scope("ask"), call(decideOnceReached("admit")));
+    assert.equal(asked.result.ok ? "ok" : asked.result.error.code, "not_reached");
+    // A later admitted call is the only other one the server ran.
+    await invokeTool(tools, scope("auto"), call(() => Promise.resolve(undefined)));
+    assert.deepEqual(double.calls.map((c) => c.name), ["echo", "echo"]);
+    assert.deepEqual(usage.map((u) => u.status), ["ok", "denied", "denied", "ok"]);
   } finally {
     await sql.end();
     await double.close();

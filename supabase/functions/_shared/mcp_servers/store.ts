@@ -5,7 +5,14 @@
  * one server a call goes to.
  */
 import postgres from "postgres";
-import { asServiceRole, asUser, type JwtClaims, queryAsUser, type Sql } from "../db/client.ts";
+import {
+  asServiceRole,
+  asUser,
+  type JwtClaims,
+  queryAsServiceRole,
+  queryAsUser,
+  type Sql,
+} from "../db/client.ts";
 import { inlineSql } from "../db/inline_sql.ts";
 import type { Json } from "../db/database.types.ts";
 import type { ConnectedToolView, ServerView } from "./protocol.ts";
@@ -145,9 +152,11 @@ export async function loadSecret(
   userId: string,
   serverId: string,
 ): Promise<Uint8Array | null> {
-  const rows = await asServiceRole(sql, (tx) =>
-    tx<{ secret: Uint8Array }[]>`
-      select secret from public.mcp_credentials
-      where server_id = ${serverId}::uuid and user_id = ${userId}::uuid`);
+  // One round trip (every call of a server with a credential reads this).
+  const rows = await queryAsServiceRole<{ secret: Uint8Array }>(
+    sql,
+    inlineSql`select secret from public.mcp_credentials
+      where server_id = ${serverId}::uuid and user_id = ${userId}::uuid`,
+  );
   return rows[0]?.secret ?? null;
 }

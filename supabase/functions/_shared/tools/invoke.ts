@@ -26,6 +26,7 @@ import {
 import type {
   ProgressReporter,
   ToolCaller,
+  ToolContext,
   ToolDefinition,
   ToolError,
   ToolResult,
@@ -239,19 +240,31 @@ async function checkAndRun(
   const permission = resolvePermission(scope.grants, tool.permission);
   const denied = grantRefusal(tool, permission);
   if (denied) return refused(denied);
-  const decided = await policy(tool, permission!, input.data);
-  if (decided) return refused(decided);
-  if (scope.signal.aborted) return cancelled();
-
   const { caller, sql } = scope;
+  const context: ToolContext = {
+    caller,
+    db: (work) => asUser(sql, caller.claims, work),
+    progress,
+    signal: scope.signal,
+    permission: permission!,
+  };
+  // A grant that needs no human lets the tool begin while the policy decides (it meters);
+  // the tool acts only once admitted, so a refused call still never happens.
+  const prepared = permission!.mode === "auto" ? tool.prepare?.(input.data, context) : undefined;
+  let decided: ToolRefusal | undefined;
   try {
-    const result = await tool.run(input.data, {
-      caller,
-      db: (work) => asUser(sql, caller.claims, work),
-      progress,
-      signal: scope.signal,
-      permission: permission!,
-    });
+    decided = await policy(tool, permission!, input.data);
+  } catch (error) {
+    prepared?.discard();
+    throw error;
+  }
+  if (decided || scope.signal.aborted) {
+    prepared?.discard();
+    return decided ? refused(decided) : cancelled();
+  }
+
+  try {
+    const result = prepared ? await prepared.run() : await tool.run(input.data, context);
     if (scope.signal.aborted) return { ...cancelled(), ran: true };
     return { result, status: result.ok ? "ok" : "error", ran: true };
   } catch (error) {

@@ -104,4 +104,19 @@ export interface ToolDefinition<
   meteredBy?: "server";
   // Method syntax on purpose: it lets a concrete tool stand in for `ToolDefinition`.
   run(input: z.output<Input>, context: ToolContext): Promise<ToolResult<z.output<Output>>>;
+  /**
+   * Begins a call while the surface's policy is still deciding on it, so that the tool's own
+   * round trips (a connected server's initialize handshake) overlap the policy's (metering).
+   * Only for a grant that needs no human (`auto`). Nothing may act before `run`: a call the
+   * policy refuses is `discard`ed and must leave no trace but what a connection costs.
+   */
+  prepare?(input: z.output<Input>, context: ToolContext): PreparedCall<z.output<Output>>;
+}
+
+/** A call begun by `ToolDefinition.prepare`: exactly one of `run` or `discard` follows. */
+export interface PreparedCall<Output> {
+  /** The policy admitted the call: what `run` would answer. */
+  run(): Promise<ToolResult<Output>>;
+  /** The policy refused it, or it was cancelled: ends what was begun, quietly. */
+  discard(): void;
 }
