@@ -295,6 +295,7 @@ export class AgentRuntime {
         config,
         registry: inputs.registry ?? registry,
         recordUsage: this.recordUsage,
+        deferUsage: (write) => void this.track(write),
         reserveStep: (turnId, promptTokens, completionTokens) =>
           reserveStep(sql, turnId, promptTokens, completionTokens),
         meterToolCall: (userId) => consumeToolCalls(sql, userId, 1),

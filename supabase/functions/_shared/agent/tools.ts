@@ -62,6 +62,7 @@ export type AgentToolScope = Pick<
   | "caller"
   | "sql"
   | "recordUsage"
+  | "deferUsage"
   | "meterToolCall"
   | "registry"
   | "grants"

@@ -36,6 +36,8 @@ export interface RuntimeServices {
   sql: Sql;
   /** Where usage rows go: one per LLM call and per tool call. */
   recordUsage: UsageWriter;
+  /** Keeps a tool call's usage write alive while the turn goes on (`ToolScope.deferUsage`). */
+  deferUsage?: (write: Promise<void>) => void;
   /** Reserves a turn's next LLM call before it is made (`reserveStep` in turn_store.ts). */
   reserveStep(turnId: string, promptTokens: number, completionTokens: number): Promise<
     StepReservation

@@ -41,6 +41,13 @@ export interface ToolScope {
   /** Aborts when the caller cancels or goes away. */
   signal: AbortSignal;
   recordUsage: UsageWriter;
+  /**
+   * Takes the write of the call's usage row instead of waiting for its commit, for a caller
+   * that goes on meanwhile and keeps the write alive itself (the agent: its runtime tracks it,
+   * and the turn's next usage row commits after it, from the same writer). Without it the call
+   * ends once its row is committed: an HTTP surface's answer closes its request.
+   */
+  deferUsage?: (write: Promise<void>) => void;
   source: UsageSource;
   /** Put on the usage row when the call belongs to a chat turn. */
   sessionId?: string;
@@ -130,13 +137,15 @@ export async function invokeTool(
   const tool = registry.find((candidate) => candidate.name === invocation.name);
   // A server that meters its own calls writes their row; a call that never reached it is ours.
   if (!(ran && tool?.meteredBy === "server")) {
-    await recordToolUsage(
+    const write = recordToolUsage(
       { ...scope, trace: contextOf(span) },
       invocation.name,
       outcome.status,
       latencyMs,
       invocation.usage,
     );
+    if (scope.deferUsage) scope.deferUsage(write);
+    else await write;
   }
   return outcome;
 }

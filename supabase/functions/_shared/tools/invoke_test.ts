@@ -153,3 +153,37 @@ Deno.test("invokeTool: a usage row that cannot be written does not lose the resu
     console.error = originalError;
   }
 });
+
+Deno.test("invokeTool waits for the usage row's commit, unless the caller takes the write (deferUsage)", async () => {
+  const { scope, invocation } = setUp(auto);
+  let commit!: () => void;
+  const committing = () => new Promise<void>((resolve) => commit = resolve);
+  const settledFirst = (promise: Promise<unknown>) =>
+    Promise.race([
+      promise.then(() => "call"),
+      new Promise((r) => setTimeout(() => r("timer"), 50)),
+    ]);
+
+  // Waited for: the call is not over while its row is uncommitted.
+  const waiting = invokeTool(
+    [doubler],
+    { ...scope, recordUsage: committing },
+    invocation({ n: 1 }),
+  );
+  assert.equal(await settledFirst(waiting), "timer");
+  commit();
+  await waiting;
+
+  // Taken: the call is over at once, and the write is the caller's to keep until it commits.
+  const taken: Promise<void>[] = [];
+  const deferred = invokeTool([doubler], {
+    ...scope,
+    recordUsage: committing,
+    deferUsage: (write) => taken.push(write),
+  }, invocation({ n: 1 }));
+  assert.equal(await settledFirst(deferred), "call");
+  assert.equal(taken.length, 1);
+  assert.equal(await settledFirst(taken[0]), "timer");
+  commit();
+  await taken[0];
+});
