@@ -82,6 +82,8 @@ export interface OAuthDouble {
   release(): void;
   /** Whether this bearer token may use the MCP endpoint now. */
   accessAllowed(token: string | null): boolean;
+  /** Revokes one access token alone (as a server may, early), its family left as it is. */
+  revokeAccessToken(token: string): void;
   /** Answers the authorization server's routes; null when the path is not one of them. */
   handle(request: Request, resourceUrl: string): Promise<Response | null>;
 }
@@ -311,6 +313,9 @@ export function createOAuthDouble(origin: string, options: OAuthDoubleOptions = 
       released.resolve();
       released = Promise.withResolvers<void>();
       arrived = Promise.withResolvers<void>();
+    },
+    revokeAccessToken(token) {
+      accessTokens.delete(token);
     },
     accessAllowed(token) {
       const found = token ? accessTokens.get(token) : undefined;

@@ -47,14 +47,14 @@ export async function storedAccessToken(
   deps: Pick<OAuthTokenDependencies, "sql" | "credentialKey" | "oauth">,
   userId: string,
   serverId: string,
-): Promise<{ token: string; version: number } | undefined> {
+): Promise<{ token: string; version: number; expiresAt: number } | undefined> {
   const row = await loadToken(deps.sql, userId, serverId);
   if (!row || row.status === "needs_sign_in") return undefined;
   const expiresAt = row.expiresAt?.getTime() ?? Infinity;
   if (expiresAt - deps.oauth.refreshMarginMs <= Date.now()) return undefined;
   const credential = await decryptCredential(deps.credentialKey, serverId, row.secret);
   if (credential.kind !== "oauth") return undefined;
-  return { token: credential.access_token, version: row.version };
+  return { token: credential.access_token, version: row.version, expiresAt };
 }
 
 /**

@@ -47,8 +47,48 @@ export interface ServerToolsDependencies {
   waitUntil?: (promise: Promise<unknown>) => void;
 }
 
-/** The dependencies of a call, with this isolate's refresher for `tools/list_changed`. */
-type CallDeps = ServerToolsDependencies & { toolsChanged: ToolsChanged };
+/**
+ * The dependencies of a call, with this isolate's refresher for `tools/list_changed` and its
+ * OAuth access tokens read lately.
+ */
+type CallDeps = ServerToolsDependencies & { toolsChanged: ToolsChanged; tokens: TokenCache };
+
+/**
+ * OAuth access tokens this isolate read, by server: a call of a server signed in with OAuth
+ * otherwise reads and opens its token before it can connect, the one step of a call that
+ * cannot overlap its metering. A cache, not the truth: an entry is used only while its token
+ * is farther than the refresh margin from its expiry (and 5 minutes at most), and is dropped
+ * when the server refuses it; a refresh (single-flight, in Postgres) is found by the next read.
+ */
+class TokenCache {
+  static readonly MAX_ENTRIES = 1_000;
+  static readonly MAX_AGE_MS = 5 * 60_000;
+  readonly #entries = new Map<string, { token: string; version: number; until: number }>();
+
+  get(serverId: string): { token: string; version: number } | undefined {
+    const entry = this.#entries.get(serverId);
+    if (!entry) return undefined;
+    if (entry.until <= Date.now()) {
+      this.#entries.delete(serverId);
+      return undefined;
+    }
+    return entry;
+  }
+
+  set(serverId: string, token: string, version: number, usableUntil: number): void {
+    this.#entries.delete(serverId);
+    if (this.#entries.size >= TokenCache.MAX_ENTRIES) {
+      // The oldest goes: a map iterates in insertion order.
+      this.#entries.delete(this.#entries.keys().next().value!);
+    }
+    const until = Math.min(usableUntil, Date.now() + TokenCache.MAX_AGE_MS);
+    this.#entries.set(serverId, { token, version, until });
+  }
+
+  drop(serverId: string): void {
+    this.#entries.delete(serverId);
+  }
+}
 
 /** Reads the caller's connected tools; what the agent's runtime calls for each chat. */
 export type ConnectedToolsLoader = (caller: ToolCaller) => Promise<ToolDefinition[]>;
@@ -79,6 +119,7 @@ export function createConnectedToolsLoader(deps: ServerToolsDependencies): Conne
   };
   const callDeps: CallDeps = {
     ...deps,
+    tokens: new TokenCache(),
     toolsChanged: createToolRefresher({
       sql: deps.sql,
       remote: deps.remote,
@@ -200,6 +241,7 @@ async function retryRefused(
   if (first.version === undefined || result.ok || result.error.code !== "mcp_reauth_required") {
     return result;
   }
+  deps.tokens.drop(row.server_id);
   const again = await headersFor(row, deps, context, own, first.version);
   if (!again.ok) return again;
   return await limit.run(() => callRemote(row, deps, again.value, input, context));
@@ -265,17 +307,28 @@ async function headersFor(
  */
 async function headersBeforeAdmission(
   row: ServerTool,
-  deps: ServerToolsDependencies,
+  deps: CallDeps,
   context: ToolContext,
 ): Promise<Headers | undefined> {
   if (row.auth_mode !== "oauth" || row.status === "needs_sign_in" || !deps.credentialKey) {
     return await headersFor(row, deps, context, false);
   }
-  const stored = await storedAccessToken(
-    { sql: deps.sql, credentialKey: deps.credentialKey, oauth: deps.oauth ?? DEFAULT_OAUTH },
+  const oauth = deps.oauth ?? DEFAULT_OAUTH;
+  const stored = deps.tokens.get(row.server_id) ?? await storedAccessToken(
+    { sql: deps.sql, credentialKey: deps.credentialKey, oauth },
     context.caller.id,
     row.server_id,
-  );
+  ).then((read) => {
+    if (read) {
+      deps.tokens.set(
+        row.server_id,
+        read.token,
+        read.version,
+        read.expiresAt - oauth.refreshMarginMs,
+      );
+    }
+    return read;
+  });
   if (!stored) return undefined;
   return { ok: true, value: { Authorization: `Bearer ${stored.token}` }, version: stored.version };
 }

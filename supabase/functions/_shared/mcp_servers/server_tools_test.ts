@@ -12,6 +12,10 @@ import type { UsageRecord } from "../usage.ts";
 import { encryptCredential, importCredentialKey } from "./credentials.ts";
 import { createConnectedToolsLoader } from "./server_tools.ts";
 import { storeServer } from "./store.ts";
+import { loadToken } from "./oauth_store.ts";
+import { oauthAccessToken } from "./oauth_tokens.ts";
+import { signInWithOAuth, TEST_CREDENTIALS_KEY } from "../../../tests/support/oauth_sign_in.ts";
+import { generateSigningKey, issueAccessToken } from "../../../../scripts/standin/signing_keys.ts";
 
 const LOCAL = {
   allowLoopback: true,
@@ -170,6 +174,70 @@ Deno.test("server tools: with an auto grant the client connects while the policy
     await invokeTool(tools, scope("auto"), call(() => Promise.resolve(undefined)));
     assert.deepEqual(double.calls.map((c) => c.name), ["echo", "echo"]);
     assert.deepEqual(usage.map((u) => u.status), ["ok", "denied", "denied", "ok"]);
+  } finally {
+    await sql.end();
+    await double.close();
+  }
+});
+
+Deno.test("server tools: an OAuth server's token is read once while it is fresh; one the server refuses is read again", async () => {
+  const double = startMcpServerDouble({ oauth: true });
+  const sql = connectFunctionDatabase(2);
+  try {
+    const user = await createUser(sql, "token-cache");
+    const key = await generateSigningKey();
+    const signedIn = await issueAccessToken(key, {
+      userId: user.id,
+      email: user.email,
+      sessionId: user.sessionId,
+      issuer: "http://127.0.0.1/auth/v1",
+    });
+    const serverId = await signInWithOAuth(key, signedIn, double.url, "sso");
+    const caller = { id: user.id, claims: user.claims };
+    const remote = { policy: LOCAL, requestTimeoutMs: 2_000 };
+    const credentialKey = await importCredentialKey(TEST_CREDENTIALS_KEY);
+    const oauth = { refreshMarginMs: 1_000, leaseMs: 2_000 };
+    const tools = await createConnectedToolsLoader({ sql, remote, credentialKey, oauth })(caller);
+    const call = () =>
+      invokeTool(tools, {
+        caller,
+        sql,
+        grants: [{ tool: "sso__*", approval_mode: "auto", constraints: {} }],
+        signal: new AbortController().signal,
+        recordUsage: () => Promise.resolve(),
+        source: "agent",
+      }, {
+        name: "sso__echo",
+        args: { ok: true, value: { text: "hi" } },
+        policy: () => Promise.resolve(undefined),
+        progress: () => Promise.resolve(),
+      });
+    const bearers = () => double.calls.map((c) => c.headers.get("authorization"));
+
+    assert.equal((await call()).status, "ok");
+    const [first] = bearers();
+    // Another isolate refreshes: Postgres holds a new token; the first is still good.
+    const stored = await loadToken(sql, user.id, serverId);
+    const refreshed = await oauthAccessToken(
+      { sql, credentialKey, remote, oauth },
+      user.id,
+      serverId,
+      "sso",
+      { refused: stored!.version },
+    );
+    assert.ok(refreshed.ok);
+    assert.equal(double.oauth!.refreshes, 1);
+    // Read once: this call goes out with the token it read before, not the stored one.
+    assert.equal((await call()).status, "ok");
+    assert.deepEqual(bearers(), [first, first]);
+    // The server refuses it: dropped, read again (the newer one), no refresh of its own.
+    double.oauth!.revokeAccessToken(first!.slice("Bearer ".length));
+    assert.equal((await call()).status, "ok");
+    assert.equal((await call()).status, "ok");
+    const second = `Bearer ${refreshed.token}`;
+    assert.notEqual(second, first);
+    assert.deepEqual(bearers(), [first, first, second, second]);
+    assert.equal(double.oauth!.refreshes, 1);
   } finally {
     await sql.end();
     await double.close();
