@@ -71,29 +71,25 @@ Deno.test("a reservation whose session ended refuses its queries, and release re
   }
 });
 
-Deno.test("a begin that fills its connection's pipeline still reserves the connection for its transaction", async () => {
-  // One connection, a pipeline of one: the begin goes out behind a running query, so it is the
-  // query that fills the pipeline (as with 100 queued behind a busy connection, or a socket
-  // under backpressure). Upstream then skips the reservation: UNSAFE_TRANSACTION, with the
-  // server left inside the transaction for the next unrelated query.
+Deno.test("a begin whose connection takes no more pipelined queries still reserves it for its transaction", async () => {
+  // `max_pipeline: 0`: no query may be pipelined behind another, so every BEGIN is one that
+  // fills its connection's pipeline (as the hundredth queued on a busy connection does, or one
+  // meeting a socket under backpressure). Upstream then skips the reservation: the transaction
+  // fails with UNSAFE_TRANSACTION (porsager/postgres#1210), the server left inside it.
   // `max_pipeline` is an option the package's types leave out.
-  const options = { max: 1, max_pipeline: 1, onnotice: () => {} };
+  const options = { max: 2, max_pipeline: 0, onnotice: () => {} };
   const sql = postgres(testDatabaseUrl(), options);
   try {
-    const sleeping = sql`select pg_sleep(0.1)`.execute();
-    const inTransaction = sql.begin(async (tx) => {
-      const [first] = await tx<{ at: Date }[]>`select now() as at`;
-      const [second] = await tx<{ at: Date }[]>`select pg_sleep(0.01), now() as at`;
-      // One transaction: now() stands still in it.
-      assert.equal(second.at.getTime(), first.at.getTime());
-    });
-    await sleeping;
-    await inTransaction;
-    // The connection is back in the pool outside any transaction: now() moves on between
-    // two queries, as it would not inside one left open.
-    const [first] = await sql<{ at: Date }[]>`select now() as at`;
-    const [second] = await sql<{ at: Date }[]>`select pg_sleep(0.01), now() as at`;
-    assert.notEqual(second.at.getTime(), first.at.getTime());
+    const results = await Promise.all(
+      Array.from({ length: 4 }, (_, i) =>
+        sql.begin(async (tx) => {
+          const [{ n }] = await tx<{ n: number }[]>`select ${i}::int as n`;
+          return n;
+        })),
+    );
+    assert.deepEqual(results, [0, 1, 2, 3]);
+    const [{ one }] = await sql<{ one: number }[]>`select 1 as one`;
+    assert.equal(one, 1);
   } finally {
     await sql.end();
   }
