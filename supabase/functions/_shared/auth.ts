@@ -35,6 +35,7 @@ import {
 } from "jose";
 import type { JwtClaims } from "./db/client.ts";
 import type { Env } from "./env.ts";
+import { ExpiringCache } from "./expiring_cache.ts";
 
 export interface VerifiedUser {
   /** The `sub` claim: the user's id in `auth.users`. */
@@ -75,7 +76,11 @@ export interface TokenVerifierOptions {
   issuer?: string;
   /** Defaults to "authenticated", the audience Supabase Auth puts in user tokens. */
   audience?: string;
-  /** How many tokens to remember, verified or refused by Auth (see `TokenCache`); 0: none. */
+  /**
+   * How many tokens to remember, verified or refused by Auth, by their exact text: a request
+   * repeating one skips the signature check (the bulk of its CPU time) or Auth's round trip.
+   * 0: none.
+   */
   cacheSize?: number;
   /** The clock, in epoch milliseconds; for tests. */
   now?: () => number;
@@ -184,8 +189,8 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
   const issuer = options.issuer;
   const now = options.now ?? Date.now;
   const capacity = options.cacheSize ?? DEFAULT_CACHE_SIZE;
-  const verified = new TokenCache<Readonly<Record<string, unknown>>>(capacity);
-  const refused = new TokenCache<AuthResult & { ok: false }>(capacity);
+  const verified = new ExpiringCache<Readonly<Record<string, unknown>>>(capacity);
+  const refused = new ExpiringCache<AuthResult & { ok: false }>(capacity);
   const authState: AuthServerState = {};
   const askAuth = options.authServer ? authServerCheck(options.authServer, authState) : undefined;
   /** Auth questions in flight, so a burst of one token asks Auth once. */
@@ -430,34 +435,6 @@ function errorCodeOf(body: string): string {
  */
 function cacheUntil(claims: JWTPayload, at: number): number {
   return typeof claims.exp === "number" ? Math.min(claims.exp * 1000, at + MAX_CACHE_AGE_MS) : at;
-}
-
-/**
- * Tokens by their exact text, so a request repeating a token skips the signature check (the
- * bulk of an authenticated request's CPU time) or Auth's round trip. Bounded, least recently
- * used out first; each entry stands until its own deadline.
- */
-class TokenCache<V> {
-  #entries = new Map<string, { value: V; until: number }>();
-  constructor(readonly capacity: number) {}
-
-  get(token: string, at: number): V | undefined {
-    const entry = this.#entries.get(token);
-    if (!entry) return undefined;
-    this.#entries.delete(token);
-    if (at >= entry.until) return undefined;
-    this.#entries.set(token, entry);
-    return entry.value;
-  }
-
-  set(token: string, value: V, until: number) {
-    if (this.capacity <= 0) return;
-    this.#entries.delete(token);
-    this.#entries.set(token, { value, until });
-    while (this.#entries.size > this.capacity) {
-      this.#entries.delete(this.#entries.keys().next().value!);
-    }
-  }
 }
 
 /** Claims are shared by every request that repeats the token: nobody may change them. */

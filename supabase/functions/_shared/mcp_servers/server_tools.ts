@@ -21,6 +21,7 @@ import type {
   ToolResult,
 } from "../tools/types.ts";
 import { ConcurrencyLimit } from "../concurrency_limit.ts";
+import { ExpiringCache } from "../expiring_cache.ts";
 import { logFailure } from "../log.ts";
 import { type CredentialKey, decryptCredential, headersOf } from "./credentials.ts";
 import type { OAuthSettings } from "./oauth.ts";
@@ -60,35 +61,9 @@ type CallDeps = ServerToolsDependencies & { toolsChanged: ToolsChanged; tokens: 
  * is farther than the refresh margin from its expiry (and 5 minutes at most), and is dropped
  * when the server refuses it; a refresh (single-flight, in Postgres) is found by the next read.
  */
-class TokenCache {
-  static readonly MAX_ENTRIES = 1_000;
-  static readonly MAX_AGE_MS = 5 * 60_000;
-  readonly #entries = new Map<string, { token: string; version: number; until: number }>();
-
-  get(serverId: string): { token: string; version: number } | undefined {
-    const entry = this.#entries.get(serverId);
-    if (!entry) return undefined;
-    if (entry.until <= Date.now()) {
-      this.#entries.delete(serverId);
-      return undefined;
-    }
-    return entry;
-  }
-
-  set(serverId: string, token: string, version: number, usableUntil: number): void {
-    this.#entries.delete(serverId);
-    if (this.#entries.size >= TokenCache.MAX_ENTRIES) {
-      // The oldest goes: a map iterates in insertion order.
-      this.#entries.delete(this.#entries.keys().next().value!);
-    }
-    const until = Math.min(usableUntil, Date.now() + TokenCache.MAX_AGE_MS);
-    this.#entries.set(serverId, { token, version, until });
-  }
-
-  drop(serverId: string): void {
-    this.#entries.delete(serverId);
-  }
-}
+type TokenCache = ExpiringCache<{ token: string; version: number }>;
+const TOKEN_CACHE_ENTRIES = 1_000;
+const TOKEN_CACHE_MAX_AGE_MS = 5 * 60_000;
 
 /** Reads the caller's connected tools; what the agent's runtime calls for each chat. */
 export type ConnectedToolsLoader = (caller: ToolCaller) => Promise<ToolDefinition[]>;
@@ -119,7 +94,7 @@ export function createConnectedToolsLoader(deps: ServerToolsDependencies): Conne
   };
   const callDeps: CallDeps = {
     ...deps,
-    tokens: new TokenCache(),
+    tokens: new ExpiringCache(TOKEN_CACHE_ENTRIES),
     toolsChanged: createToolRefresher({
       sql: deps.sql,
       remote: deps.remote,
@@ -241,7 +216,7 @@ async function retryRefused(
   if (first.version === undefined || result.ok || result.error.code !== "mcp_reauth_required") {
     return result;
   }
-  deps.tokens.drop(row.server_id);
+  deps.tokens.delete(row.server_id);
   const again = await headersFor(row, deps, context, own, first.version);
   if (!again.ok) return again;
   return await limit.run(() => callRemote(row, deps, again.value, input, context));
@@ -314,18 +289,15 @@ async function headersBeforeAdmission(
     return await headersFor(row, deps, context, false);
   }
   const oauth = deps.oauth ?? DEFAULT_OAUTH;
-  const stored = deps.tokens.get(row.server_id) ?? await storedAccessToken(
+  const now = Date.now();
+  const stored = deps.tokens.get(row.server_id, now) ?? await storedAccessToken(
     { sql: deps.sql, credentialKey: deps.credentialKey, oauth },
     context.caller.id,
     row.server_id,
   ).then((read) => {
     if (read) {
-      deps.tokens.set(
-        row.server_id,
-        read.token,
-        read.version,
-        read.expiresAt - oauth.refreshMarginMs,
-      );
+      const until = Math.min(read.expiresAt - oauth.refreshMarginMs, now + TOKEN_CACHE_MAX_AGE_MS);
+      deps.tokens.set(row.server_id, { token: read.token, version: read.version }, until);
     }
     return read;
   });
