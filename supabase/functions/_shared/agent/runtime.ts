@@ -14,6 +14,7 @@ import { ConcurrencyLimit } from "../concurrency_limit.ts";
 import { createUsageWriter, type UsageWriter } from "../usage.ts";
 import { isDatabaseUnavailable } from "../db/unavailable.ts";
 import { log, logFailure } from "../log.ts";
+import { waitUntil } from "../wait_until.ts";
 import type { ApproveFrame, ServerError } from "../agent_protocol.ts";
 import { answerParked, awaitedCall, type TurnResumption } from "./approvals.ts";
 import type { AgentConfig } from "./config.ts";
@@ -67,11 +68,6 @@ export interface ConnectionHandle {
   close(code: number, reason: string): void;
   /** Tells the client its user may not act any more, and closes (4003). */
   revokeAccess(refusal: AccountRefusal): void;
-}
-
-/** Supabase's Edge Runtime global; absent elsewhere (tests, the local stand-in). */
-interface EdgeRuntimeGlobal {
-  EdgeRuntime?: { waitUntil(promise: Promise<unknown>): void };
 }
 
 export const EVICTION_REASON =
@@ -159,7 +155,7 @@ export class AgentRuntime {
   track<T>(promise: Promise<T>): Promise<T> {
     this.#tasks.add(promise);
     promise.finally(() => this.#tasks.delete(promise)).catch(() => {});
-    (globalThis as EdgeRuntimeGlobal).EdgeRuntime?.waitUntil(promise);
+    waitUntil(promise);
     return promise;
   }
 

@@ -2,10 +2,10 @@
  * The only `fetch` the functions use towards a user's MCP server: every URL (the first and
  * each redirect's target) passes `checkServerUrl`; redirects are followed here, at most
  * `MAX_REDIRECTS`, never by the runtime; each name is resolved once per guarded fetch (one use
- * of a server: its few requests follow each other within moments, see below); an answer must start within `headersTimeoutMs` and
- * its body may not exceed `maxResponseBytes` (the body stream errors past it). What went wrong
- * is kept in `trip`, so the caller can name it with a stable code whatever error the MCP SDK
- * wraps it in.
+ * of a server: its few requests follow each other within moments, see below); an answer must
+ * start within `headersTimeoutMs` and its body may not exceed `maxResponseBytes` (the body
+ * stream errors past it). What went wrong is kept in `trip`, so the caller can name it with a
+ * stable code whatever error the MCP SDK wraps it in.
  */
 import { checkServerUrl, type UrlPolicy } from "./url_safety.ts";
 

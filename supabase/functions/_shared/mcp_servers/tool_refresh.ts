@@ -21,6 +21,7 @@ import { log, logFailure } from "../log.ts";
 import { discoverServerTools } from "./discovery.ts";
 import type { RemoteSettings } from "./remote.ts";
 import { replaceTools } from "./store.ts";
+import { waitUntil } from "../wait_until.ts";
 
 /** A server whose tools changed, and how to reach it for the user who was calling it. */
 export interface ChangedServer {
@@ -49,14 +50,9 @@ export interface ToolRefreshDependencies {
   waitUntil?: (promise: Promise<unknown>) => void;
 }
 
-type EdgeRuntimeGlobal = typeof globalThis & {
-  EdgeRuntime?: { waitUntil(promise: Promise<unknown>): void };
-};
-
 export function createToolRefresher(deps: ToolRefreshDependencies): ToolsChanged {
   const minIntervalMs = deps.minIntervalMs ?? 5_000;
-  const waitUntil = deps.waitUntil ??
-    ((promise) => (globalThis as EdgeRuntimeGlobal).EdgeRuntime?.waitUntil(promise));
+  const keepAlive = deps.waitUntil ?? waitUntil;
   /** Servers being refreshed, each with the notification that came meanwhile, if any. */
   const refreshing = new Map<string, { again?: ChangedServer }>();
 
@@ -119,6 +115,6 @@ export function createToolRefresher(deps: ToolRefreshDependencies): ToolsChanged
       return;
     }
     refreshing.set(server.id, {});
-    waitUntil(refreshWhileChanged(server));
+    keepAlive(refreshWhileChanged(server));
   };
 }

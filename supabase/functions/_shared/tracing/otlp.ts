@@ -38,6 +38,7 @@ import {
 import { z } from "zod";
 import type { Env } from "../env.ts";
 import { describeError, log } from "../log.ts";
+import { waitUntil } from "../wait_until.ts";
 
 export interface TraceExportConfig {
   /** Where spans are POSTed: `…/v1/traces`. */
@@ -295,11 +296,6 @@ class RecordingSpan implements Span {
   }
 }
 
-/** Supabase's Edge Runtime global; absent elsewhere (tests, the local stand-in). */
-interface EdgeRuntimeGlobal {
-  EdgeRuntime?: { waitUntil(promise: Promise<unknown>): void };
-}
-
 class OtlpExporter {
   readonly #config: Required<TraceExportConfig>;
   readonly #queue: EndedSpan[] = [];
@@ -333,7 +329,7 @@ class OtlpExporter {
 
   /** Keeps the worker alive while spans wait or leave; elsewhere the promise just runs. */
   #background(promise: Promise<void>): void {
-    (globalThis as EdgeRuntimeGlobal).EdgeRuntime?.waitUntil(promise);
+    waitUntil(promise);
   }
 
   #cutDelay(): void {
